@@ -1,0 +1,60 @@
+// The compute backend interface: everything that touches the model's math at scale.
+//
+// One operation runs the transformer: `Forward` takes a batch of items, each a run of
+// new tokens for one sequence, appends their K/V to that sequence's cache and, where
+// asked, returns the logits of the item's last token. Every Block-Attention operation
+// is a Forward with a different past:
+//   encode a block      = tokens at positions 0.., empty cache;
+//   prefill last block  = query tokens after the shifted blocks' cache;
+//   full prefill        = all tokens, empty cache;
+//   decode step         = one token per sequence, many sequences batched.
+// New tokens attend to every row already in the cache and causally to each other.
+// The CPU backend implements it here; the CUDA backend (later) implements the same.
+#ifndef BLOCKSERVE_ENGINE_BACKEND_H_
+#define BLOCKSERVE_ENGINE_BACKEND_H_
+
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "engine/kv_cache.h"
+#include "engine/weights.h"
+
+namespace blockserve::engine {
+
+struct ForwardItem {
+  absl::Span<const int32_t> tokens;  // new tokens, at least one
+  int64_t first_position = 0;        // RoPE position of tokens[0]
+  KvCache* cache = nullptr;          // in: past rows; out: the new tokens' rows appended
+  bool want_logits = false;          // compute logits of the last new token
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  virtual const ModelConfig& config() const = 0;
+
+  // Runs the batch. `logits` gets one entry per item: the vocab-sized logits of its
+  // last token if want_logits, else empty. Fails on out-of-vocab tokens or a cache of
+  // the wrong shape, before changing any cache.
+  virtual absl::Status Forward(absl::Span<const ForwardItem> batch,
+                               std::vector<std::vector<float>>* logits) = 0;
+
+  // Re-encodes rows [first_row, first_row + count) of every layer's keys by `delta`
+  // positions (RoPE rotation; values untouched), in place.
+  virtual void ShiftKeys(KvCache& cache, int64_t first_row, int64_t count, int64_t delta) = 0;
+};
+
+struct CpuBackendOptions {
+  int num_threads = 0;  // 0: all cores
+};
+
+// Takes ownership of the weights.
+std::unique_ptr<Backend> CreateCpuBackend(ModelWeights weights, CpuBackendOptions options = {});
+
+}  // namespace blockserve::engine
+
+#endif  // BLOCKSERVE_ENGINE_BACKEND_H_

@@ -1,0 +1,161 @@
+#include "engine/dtype.h"
+
+#include <bit>
+#include <cstring>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace blockserve::engine {
+
+static_assert(std::endian::native == std::endian::little,
+              "BlockServe reads and writes little-endian weights in place");
+
+size_t DTypeSize(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return 4;
+    case DType::kF16:
+    case DType::kBF16:
+      return 2;
+  }
+  return 0;
+}
+
+std::string_view DTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
+  }
+  return "?";
+}
+
+absl::StatusOr<DType> ParseDType(std::string_view name) {
+  if (name == "F32") return DType::kF32;
+  if (name == "F16") return DType::kF16;
+  if (name == "BF16") return DType::kBF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported dtype \"", std::string(name),
+                   "\": expected one of F32, F16, BF16"));
+}
+
+float F16ToF32(uint16_t bits) {
+  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
+  const uint32_t exponent = (bits >> 10) & 0x1fu;
+  const uint32_t mantissa = bits & 0x3ffu;
+  if (exponent == 0) {
+    // Zero or subnormal: mantissa * 2^-24, exact in fp32.
+    const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
+    return sign ? -magnitude : magnitude;
+  }
+  uint32_t out;
+  if (exponent == 0x1f) {
+    out = sign | 0x7f800000u | (mantissa << 13);  // inf or NaN
+  } else {
+    out = sign | ((exponent - 15 + 127) << 23) | (mantissa << 13);
+  }
+  return std::bit_cast<float>(out);
+}
+
+namespace {
+
+// Shifts `value` right by `shift` (1..31) bits, rounding to nearest even.
+uint32_t ShiftRightRoundEven(uint32_t value, int shift) {
+  const uint32_t kept = value >> shift;
+  const uint32_t rest = value & ((1u << shift) - 1);
+  const uint32_t half = 1u << (shift - 1);
+  if (rest > half || (rest == half && (kept & 1u))) return kept + 1;
+  return kept;
+}
+
+}  // namespace
+
+uint16_t F32ToF16(float value) {
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t abs_bits = bits & 0x7fffffffu;
+  const uint32_t mantissa = abs_bits & 0x7fffffu;
+  if (abs_bits >= 0x7f800000u) {
+    if (abs_bits == 0x7f800000u) return sign | 0x7c00u;  // inf
+    return static_cast<uint16_t>(sign | 0x7e00u | (mantissa >> 13));  // NaN
+  }
+  const int exponent = static_cast<int>(abs_bits >> 23) - 127;
+  if (exponent > 15) return sign | 0x7c00u;  // overflow
+  if (exponent >= -14) {
+    // Normal half. A carry out of the mantissa correctly bumps the exponent
+    // (and turns 65520 and above into inf).
+    const uint32_t unrounded =
+        (static_cast<uint32_t>(exponent + 15) << 23) | mantissa;
+    return static_cast<uint16_t>(sign | ShiftRightRoundEven(unrounded, 13));
+  }
+  if (exponent < -25) return sign;  // below half the smallest subnormal
+  // Subnormal half: value = significand * 2^(exponent-23), result counts
+  // units of 2^-24. A carry into 0x400 yields the smallest normal.
+  const uint32_t significand = mantissa | 0x800000u;
+  return static_cast<uint16_t>(
+      sign | ShiftRightRoundEven(significand, -exponent - 1));
+}
+
+float BF16ToF32(uint16_t bits) {
+  return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
+}
+
+uint16_t F32ToBF16(float value) {
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u);  // quiet NaN
+  }
+  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+void ConvertToF32(DType dtype, const void* src, size_t n, float* dst) {
+  const auto* bytes = static_cast<const uint8_t*>(src);
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::kF16:
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, bytes + 2 * i, 2);
+        dst[i] = F16ToF32(h);
+      }
+      return;
+    case DType::kBF16:
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, bytes + 2 * i, 2);
+        dst[i] = BF16ToF32(h);
+      }
+      return;
+  }
+}
+
+void ConvertFromF32(DType dtype, const float* src, size_t n, void* dst) {
+  auto* bytes = static_cast<uint8_t*>(dst);
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::kF16:
+      for (size_t i = 0; i < n; ++i) {
+        const uint16_t h = F32ToF16(src[i]);
+        std::memcpy(bytes + 2 * i, &h, 2);
+      }
+      return;
+    case DType::kBF16:
+      for (size_t i = 0; i < n; ++i) {
+        const uint16_t h = F32ToBF16(src[i]);
+        std::memcpy(bytes + 2 * i, &h, 2);
+      }
+      return;
+  }
+}
+
+}  // namespace blockserve::engine

@@ -1,0 +1,88 @@
+// The subset of a Hugging Face config.json that BlockServe's decoder-only
+// transformer needs, for the Llama, Mistral and Qwen2 families.
+
+#ifndef BLOCKSERVE_ENGINE_MODEL_CONFIG_H_
+#define BLOCKSERVE_ENGINE_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace blockserve::engine {
+
+enum class RopeScalingType { kNone, kLinear, kLlama3 };
+
+// RoPE frequency scaling. kLinear uses only `factor`; kLlama3 uses all
+// fields (as in Llama 3.1's config.json). Ignored for kNone.
+struct RopeScaling {
+  RopeScalingType type = RopeScalingType::kNone;
+  double factor = 1;
+  double low_freq_factor = 1;
+  double high_freq_factor = 4;
+  int64_t original_max_position_embeddings = 8192;
+
+  bool operator==(const RopeScaling&) const = default;
+};
+
+struct ModelConfig {
+  std::string model_type;  // "llama", "mistral" or "qwen2"
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  // Whether q/k/v projections have biases: always true for qwen2, otherwise
+  // config.json's "attention_bias" (default false).
+  bool attention_bias = false;
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;  // "eos_token_id": int, list or null
+  std::string torch_dtype;             // e.g. "bfloat16"; "" if absent
+  // Set when attention is limited to a window smaller than
+  // max_position_embeddings: Mistral's "sliding_window", or Qwen2's when
+  // "use_sliding_window" is true. Prompts longer than it are not supported.
+  std::optional<int64_t> sliding_window;
+
+  // Parses config.json text. Missing optional keys get Hugging Face
+  // LlamaConfig defaults: num_key_value_heads = num_attention_heads,
+  // head_dim = hidden_size / num_attention_heads, rms_norm_eps 1e-6,
+  // rope_theta 10000, max_position_embeddings 2048, tie_word_embeddings
+  // false. model_type, vocab_size, hidden_size, intermediate_size,
+  // num_hidden_layers and num_attention_heads are required. The result is
+  // Validate()d. Errors: InvalidArgument for bad JSON, missing or mistyped
+  // keys, unsupported model_type, or invalid values; Unimplemented for a
+  // rope_scaling type other than default/linear/llama3 (message names it).
+  static absl::StatusOr<ModelConfig> FromJson(std::string_view json_text);
+
+  // Reads and parses the file at `path` (NotFound if absent); error
+  // messages are prefixed with the path.
+  static absl::StatusOr<ModelConfig> FromFile(const std::string& path);
+
+  // A Hugging Face style config.json ("architectures", "model_type", ...)
+  // that FromJson parses back to an equal ModelConfig.
+  std::string ToJson() const;
+
+  // Checks consistency: supported model_type, positive sizes,
+  // num_attention_heads divisible by num_key_value_heads, even head_dim,
+  // rms_norm_eps > 0, rope_theta > 0, sane rope scaling parameters,
+  // non-negative token ids, positive sliding window, qwen2 with
+  // attention_bias. InvalidArgument naming the offending field otherwise.
+  absl::Status Validate() const;
+
+  bool operator==(const ModelConfig&) const = default;
+};
+
+}  // namespace blockserve::engine
+
+#endif  // BLOCKSERVE_ENGINE_MODEL_CONFIG_H_

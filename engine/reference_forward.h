@@ -1,0 +1,32 @@
+// A deliberately naive forward pass, for tests only: plain loops, an explicit attention
+// mask and explicit positions, no BLAS, no caches. The exactness tests check the
+// engine's Block-Attention operations against it.
+#ifndef BLOCKSERVE_ENGINE_REFERENCE_FORWARD_H_
+#define BLOCKSERVE_ENGINE_REFERENCE_FORWARD_H_
+
+#include <functional>
+#include <vector>
+
+#include "engine/weights.h"
+
+namespace blockserve::engine {
+
+struct ReferenceOutput {
+  std::vector<std::vector<float>> logits;  // [token][vocab]
+  // [layer][token][kv_head * head_dim]; K after RoPE at the given positions.
+  std::vector<std::vector<std::vector<float>>> k, v;
+};
+
+// Token i sits at RoPE position positions[i] and attends to token j iff mask(i, j).
+ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_t>& tokens,
+                                 const std::vector<int64_t>& positions,
+                                 const std::function<bool(int64_t, int64_t)>& mask);
+
+// The block mask of a prompt made of blocks with the given lengths: tokens of every
+// block but the last attend causally within their block; tokens of the last block
+// attend to everything before them.
+std::function<bool(int64_t, int64_t)> BlockMask(const std::vector<int64_t>& block_lengths);
+
+}  // namespace blockserve::engine
+
+#endif  // BLOCKSERVE_ENGINE_REFERENCE_FORWARD_H_
