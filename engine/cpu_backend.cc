@@ -1,7 +1,8 @@
-// CPU backend: fp32 throughout, GEMMs through OpenBLAS (multi-threaded), element-wise
-// work and attention rows spread over cores with OpenMP.
+// CPU backend: fp32 throughout; the GEMMs (projections, attention scores and values) go
+// through OpenBLAS, which uses every core. The element-wise work stays on one thread on
+// purpose: OpenMP's spinning worker threads fought OpenBLAS's for two cores and made
+// prefill 5-20x slower (measured with the demo, OMP_WAIT_POLICY=active vs one thread).
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -20,7 +21,6 @@ void Linear(const float* x, int64_t m, int64_t k, const std::vector<float>& w, i
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w.data(), k, 0.0f,
               y, n);
   if (bias.empty()) return;
-#pragma omp parallel for
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) y[i * n + j] += bias[j];
   }
@@ -29,7 +29,6 @@ void Linear(const float* x, int64_t m, int64_t k, const std::vector<float>& w, i
 // y = x / sqrt(mean(x^2) + eps) * w, row by row over [m, n].
 void RmsNorm(const float* x, int64_t m, int64_t n, const std::vector<float>& w, double eps,
              float* y) {
-#pragma omp parallel for
   for (int64_t i = 0; i < m; ++i) {
     const float* xi = x + i * n;
     double ss = 0;
@@ -42,7 +41,6 @@ void RmsNorm(const float* x, int64_t m, int64_t n, const std::vector<float>& w, 
 // Softmax of each row's first `len(row)` entries in place, after scaling by `scale`;
 // entries past the row's length are set to zero (they are masked out).
 void MaskedSoftmaxRows(float* s, int64_t rows, int64_t cols, int64_t first_len, float scale) {
-#pragma omp parallel for
   for (int64_t r = 0; r < rows; ++r) {
     float* row = s + r * cols;
     const int64_t len = first_len + r;
@@ -63,10 +61,7 @@ class CpuBackend : public Backend {
  public:
   CpuBackend(ModelWeights weights, CpuBackendOptions options)
       : w_(std::move(weights)), rope_(w_.config) {
-    if (options.num_threads > 0) {
-      openblas_set_num_threads(options.num_threads);
-      omp_set_num_threads(options.num_threads);
-    }
+    if (options.num_threads > 0) openblas_set_num_threads(options.num_threads);
   }
 
   std::string_view name() const override { return "cpu"; }
@@ -180,7 +175,6 @@ void CpuBackend::Layer(int64_t l, absl::Span<const ForwardItem> batch,
   std::vector<float> gate(total * inter), up(total * inter);
   Linear(h.data(), total, hidden, lw.w_gate, inter, {}, gate.data());
   Linear(h.data(), total, hidden, lw.w_up, inter, {}, up.data());
-#pragma omp parallel for
   for (int64_t i = 0; i < total * inter; ++i) {
     gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
   }
