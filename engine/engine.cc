@@ -30,6 +30,16 @@ int64_t TotalTokens(absl::Span<const BlockInput> blocks, absl::Span<const int32_
 
 }  // namespace
 
+uint64_t ModelFingerprint(const ModelFiles& files) {
+  // FNV-1a 64 over the normalized config text followed by the weights' content hash.
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&h](uint8_t byte) { h = (h ^ byte) * 0x100000001b3ull; };
+  for (char c : files.config().ToJson()) mix(static_cast<uint8_t>(c));
+  const uint64_t weights = files.ContentHash();
+  for (int i = 0; i < 8; ++i) mix(static_cast<uint8_t>(weights >> (8 * i)));
+  return h;
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_dir,
                                                      const EngineOptions& options) {
   absl::StatusOr<ModelFiles> files = ModelFiles::Open(model_dir);
@@ -43,13 +53,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_di
         model_dir, ": tokenizer.json has ", tokenizer->vocab_size(),
         " tokens but config.json's vocab_size is ", weights->config.vocab_size));
   }
+  const uint64_t fingerprint = ModelFingerprint(*files);
   return std::make_unique<Engine>(
       *std::move(tokenizer),
-      CreateCpuBackend(*std::move(weights), CpuBackendOptions{options.num_threads}));
+      CreateCpuBackend(*std::move(weights), CpuBackendOptions{options.num_threads}), fingerprint);
 }
 
-Engine::Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend)
-    : tokenizer_(std::move(tokenizer)), backend_(std::move(backend)) {
+Engine::Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t model_fingerprint)
+    : tokenizer_(std::move(tokenizer)),
+      backend_(std::move(backend)),
+      model_fingerprint_(model_fingerprint) {
   for (int64_t id : config().eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(id));
   if (std::optional<int32_t> eos = tokenizer_.eos_id();
       eos && std::find(eos_ids_.begin(), eos_ids_.end(), *eos) == eos_ids_.end()) {

@@ -23,6 +23,7 @@
 #include "engine/backend.h"
 #include "engine/kv_cache.h"
 #include "engine/model_config.h"
+#include "engine/model_files.h"
 #include "engine/tokenizer.h"
 
 namespace blockserve::engine {
@@ -78,16 +79,23 @@ struct EngineOptions {
   int num_threads = 0;  // 0: all cores
 };
 
+// A 64-bit identity of a model: its config.json (as normalized by ModelConfig::ToJson)
+// and the content hash of its weights. Reads every weight byte once.
+uint64_t ModelFingerprint(const ModelFiles& files);
+
 class Engine {
  public:
   // Loads config.json, the safetensors weights and tokenizer.json from `model_dir`.
   static absl::StatusOr<std::unique_ptr<Engine>> Load(const std::string& model_dir,
                                                       const EngineOptions& options = {});
-  Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend);
+  // `model_fingerprint` identifies the weights and config (see ModelFingerprint).
+  Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t model_fingerprint = 0);
 
   const ModelConfig& config() const { return backend_->config(); }
   const Tokenizer& tokenizer() const { return tokenizer_; }
   KvShape kv_shape() const;
+  // Two models share cached KV only if their fingerprints are equal.
+  uint64_t model_fingerprint() const { return model_fingerprint_; }
   // Ids that end generation: config's eos_token_id(s) and the tokenizer's EOS.
   const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
 
@@ -122,6 +130,7 @@ class Engine {
   Tokenizer tokenizer_;
   std::unique_ptr<Backend> backend_;
   std::vector<int32_t> eos_ids_;
+  uint64_t model_fingerprint_;
   absl::Mutex backend_mu_;
 };
 

@@ -60,6 +60,18 @@ TEST_F(ModelLoadingTest, HalfPrecisionWeightsLoadAndRunInFp32) {
   }
 }
 
+TEST_F(ModelLoadingTest, FingerprintDependsOnWeightsAndConfigButNotOnSharding) {
+  TinyModelOptions sharded, other_seed, other_theta;
+  sharded.max_shard_bytes = 40000;
+  other_seed.seed = 2;
+  other_theta.rope_theta = 20000;
+  auto fingerprint = [](const std::string& dir) { return (*Engine::Load(dir))->model_fingerprint(); };
+  const uint64_t base = fingerprint(Write("fp_base"));
+  EXPECT_EQ(fingerprint(Write("fp_sharded", sharded)), base);
+  EXPECT_NE(fingerprint(Write("fp_seed", other_seed)), base);
+  EXPECT_NE(fingerprint(Write("fp_theta", other_theta)), base);
+}
+
 TEST_F(ModelLoadingTest, MissingFolderOrConfigIsAnError) {
   EXPECT_FALSE(Engine::Load(root_ + "/nowhere").ok());
   const std::string dir = Write("no_config");

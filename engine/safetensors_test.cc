@@ -82,7 +82,9 @@ TEST_F(SafetensorsTest, WriteThenOpenRoundTripsEveryDType) {
   std::vector<TensorToWrite> tensors;
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     std::vector<float> values;
-    for (int i = 0; i < 2 * 3 * 5; ++i) values.push_back(0.37f * i - 4.1f);
+    for (int i = 0; i < 2 * 3 * 5; ++i) {
+      values.push_back(0.37f * static_cast<float>(i) - 4.1f);
+    }
     tensors.push_back({"t." + std::string(DTypeName(dtype)), dtype, {2, 3, 5},
                        values});
   }
