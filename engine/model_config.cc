@@ -1,6 +1,7 @@
 #include "engine/model_config.h"
 
 #include <cmath>
+#include <exception>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -424,7 +425,9 @@ std::string ModelConfig::ToJson() const {
     json["eos_token_id"] = eos_token_ids;
   }
   if (!torch_dtype.empty()) json["torch_dtype"] = torch_dtype;
-  if (model_type == "qwen2") json["use_sliding_window"] = sliding_window.has_value();
+  if (model_type == "qwen2") {
+    json["use_sliding_window"] = sliding_window.has_value();
+  }
   if (sliding_window.has_value()) {
     json["sliding_window"] = *sliding_window;
   } else if (model_type == "mistral") {

@@ -366,7 +366,8 @@ absl::Status WriteShardedWeights(const std::string& dir,
     return absl::InvalidArgumentError(
         absl::StrCat("cannot encode ", kWeightsIndexFileName, ": ", e.what()));
   }
-  if (absl::Status s = WriteTextFile(JoinPath(dir, kWeightsIndexFileName), text);
+  if (absl::Status s =
+          WriteTextFile(JoinPath(dir, kWeightsIndexFileName), text);
       !s.ok()) {
     return s;
   }

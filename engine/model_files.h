@@ -65,7 +65,8 @@ class ModelFiles {
   //  model-00001-of-00002.safetensors: expected shape [64, 64], found
   //  [64, 32]".
   absl::StatusOr<std::vector<float>> LoadF32(
-      std::string_view tensor, const std::vector<int64_t>& expected_shape) const;
+      std::string_view tensor,
+      const std::vector<int64_t>& expected_shape) const;
 
   // A 64-bit fingerprint of the weights, independent of how they are split
   // into files and of config.json. It is FNV-1a 64 over, for each tensor in

@@ -259,8 +259,9 @@ TEST_F(ModelFilesTest, MissingTensorIsNotFoundNamingIt) {
       files->LoadF32("model.layers.7.mlp.gate_proj.weight", {96, 64});
   ASSERT_FALSE(loaded.ok());
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_NE(Message(loaded.status()).find("model.layers.7.mlp.gate_proj.weight"),
-            std::string::npos);
+  EXPECT_NE(
+      Message(loaded.status()).find("model.layers.7.mlp.gate_proj.weight"),
+      std::string::npos);
   EXPECT_NE(Message(loaded.status()).find(dir), std::string::npos);
 }
 

@@ -229,10 +229,11 @@ absl::Status ParseHeader(
   std::memcpy(&header_size, bytes, sizeof(header_size));
   if (header_size > kMaxHeaderBytes ||
       header_size > size - kLengthPrefixBytes) {
-    return Invalid(path, absl::StrCat("header length ", header_size,
-                                      " exceeds the ", size - kLengthPrefixBytes,
-                                      " bytes after the length prefix (limit ",
-                                      kMaxHeaderBytes, ")"));
+    return Invalid(path,
+                   absl::StrCat("header length ", header_size, " exceeds the ",
+                                size - kLengthPrefixBytes,
+                                " bytes after the length prefix (limit ",
+                                kMaxHeaderBytes, ")"));
   }
   const char* header = reinterpret_cast<const char*>(bytes) +
                        kLengthPrefixBytes;

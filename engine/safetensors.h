@@ -4,7 +4,7 @@
 //   bytes [0, 8)      N, the header length, as a little-endian u64;
 //   bytes [8, 8+N)    a JSON object (UTF-8), possibly padded with trailing
 //                     spaces:
-//                       {"__metadata__": {"key": "value", ...},       (optional)
+//                       {"__metadata__": {"key": "value", ...},  (optional)
 //                        "tensor.name": {"dtype": "F32", "shape": [2, 3],
 //                                        "data_offsets": [begin, end]}, ...}
 //   bytes [8+N, EOF)  the data buffer; each tensor occupies

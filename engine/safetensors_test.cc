@@ -54,7 +54,9 @@ std::vector<uint8_t> MakeFile(const std::string& header,
                               const std::vector<uint8_t>& data) {
   std::vector<uint8_t> bytes;
   uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<uint8_t>(n >> (8 * i)));
+  for (int i = 0; i < 8; ++i) {
+    bytes.push_back(static_cast<uint8_t>(n >> (8 * i)));
+  }
   bytes.insert(bytes.end(), header.begin(), header.end());
   bytes.insert(bytes.end(), data.begin(), data.end());
   return bytes;
