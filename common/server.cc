@@ -1,0 +1,120 @@
+#include "common/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <thread>
+
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace blockserve {
+namespace {
+
+sigset_t ShutdownSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  return set;
+}
+
+// A minimal HTTP/1.0 responder: every GET gets the registry's text. Enough for a
+// Prometheus scraper or curl; it serves one connection at a time.
+class MetricsHttpServer {
+ public:
+  MetricsHttpServer(MetricsRegistry* metrics, int port) : metrics_(metrics) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    addr.sin_port = htons(port);
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd_, 16) != 0) {
+      LogEvent("metrics_bind_failed", {{"port", absl::StrCat(port)}});
+      close(fd_);
+      fd_ = -1;
+      return;
+    }
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~MetricsHttpServer() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (fd_ >= 0) close(fd_);
+  }
+
+ private:
+  void Loop() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 200) <= 0) continue;
+      const int c = accept(fd_, nullptr, nullptr);
+      if (c < 0) continue;
+      char buf[1024];
+      (void)!read(c, buf, sizeof(buf));  // the request line is not needed
+      const std::string body = metrics_->RenderText();
+      const std::string resp = absl::StrCat(
+          "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: ",
+          body.size(), "\r\n\r\n", body);
+      (void)!write(c, resp.data(), resp.size());
+      close(c);
+    }
+  }
+  MetricsRegistry* metrics_;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+void BlockShutdownSignals() {
+  sigset_t set = ShutdownSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+absl::Status RunServer(const ServerOptions& options, const std::vector<grpc::Service*>& services,
+                       MetricsRegistry* metrics) {
+  SetLogServiceName(options.service_name);
+  BlockShutdownSignals();  // in case main() did not; threads started below inherit it
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(256 << 20);
+  builder.SetMaxSendMessageSize(256 << 20);
+  for (grpc::Service* s : services) builder.RegisterService(s);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
+  }
+  std::unique_ptr<MetricsHttpServer> http;
+  if (metrics != nullptr && options.metrics_port > 0) {
+    http = std::make_unique<MetricsHttpServer>(metrics, options.metrics_port);
+  }
+  LogEvent("listening", {{"address", options.listen_address}, {"port", absl::StrCat(port)}});
+  if (options.on_listening) options.on_listening(port);
+
+  sigset_t set = ShutdownSignals();
+  int sig = 0;
+  sigwait(&set, &sig);
+  LogEvent("shutting_down", {{"signal", absl::StrCat(sig)}});
+  if (options.on_shutdown) options.on_shutdown();
+  server->Shutdown(std::chrono::system_clock::now() +
+                   absl::ToChronoMilliseconds(options.shutdown_grace));
+  server->Wait();
+  LogEvent("stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace blockserve
