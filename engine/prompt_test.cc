@@ -1,0 +1,36 @@
+#include "engine/prompt.h"
+
+#include <gtest/gtest.h>
+
+#include "engine/bpe_trainer.h"
+
+namespace blockserve::engine {
+namespace {
+
+Tokenizer MakeTokenizer(std::vector<std::string> specials) {
+  return *Tokenizer::FromJson(*TrainByteLevelBpeJson("the cat sat on the mat", 10, specials));
+}
+
+TEST(PromptTest, SystemBlockStartsWithBosWhenTheTokenizerHasOne) {
+  Tokenizer t = MakeTokenizer({"<|begin_of_text|>", "<|end_of_text|>"});
+  std::vector<int32_t> s = SystemBlockTokens(t, "the cat");
+  ASSERT_FALSE(s.empty());
+  EXPECT_EQ(s[0], *t.bos_id());
+  EXPECT_EQ(std::vector<int32_t>(s.begin() + 1, s.end()), t.Encode("the cat"));
+  EXPECT_EQ(SystemBlockTokens(t, ""), std::vector<int32_t>{*t.bos_id()});
+}
+
+TEST(PromptTest, WithoutBosAnEmptySystemPromptIsNoBlock) {
+  Tokenizer t = MakeTokenizer({"<|end_of_text|>"});
+  EXPECT_TRUE(SystemBlockTokens(t, "").empty());
+  EXPECT_EQ(SystemBlockTokens(t, "the mat"), t.Encode("the mat"));
+}
+
+TEST(PromptTest, PassagesAndQueriesAreTokenizedExactlyAsGiven) {
+  Tokenizer t = MakeTokenizer({"<|begin_of_text|>"});
+  EXPECT_EQ(PassageBlockTokens(t, "the cat sat"), t.Encode("the cat sat"));
+  EXPECT_EQ(QueryBlockTokens(t, " on the mat?"), t.Encode(" on the mat?"));
+}
+
+}  // namespace
+}  // namespace blockserve::engine
