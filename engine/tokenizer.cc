@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/utf8.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
@@ -56,37 +57,6 @@ void AppendUtf8(char32_t cp, std::string& out) {
     out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
     out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
   }
-}
-
-// Decodes the code point starting at text[pos] into `cp`; returns its length
-// in bytes, or 0 if the sequence is malformed or truncated.
-size_t DecodeUtf8(std::string_view text, size_t pos, char32_t& cp) {
-  const auto byte = [&](size_t i) {
-    return static_cast<unsigned char>(text[pos + i]);
-  };
-  const unsigned char lead = byte(0);
-  size_t len = 0;
-  if (lead < 0x80) {
-    cp = lead;
-    return 1;
-  } else if ((lead & 0xE0) == 0xC0) {
-    len = 2;
-    cp = lead & 0x1F;
-  } else if ((lead & 0xF0) == 0xE0) {
-    len = 3;
-    cp = lead & 0x0F;
-  } else if ((lead & 0xF8) == 0xF0) {
-    len = 4;
-    cp = lead & 0x07;
-  } else {
-    return 0;
-  }
-  if (pos + len > text.size()) return 0;
-  for (size_t i = 1; i < len; ++i) {
-    if ((byte(i) & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (byte(i) & 0x3F);
-  }
-  return len;
 }
 
 // Byte-level symbols are code points below this bound (256 + 68 remapped).
@@ -136,7 +106,7 @@ std::string ByteLevelDecode(std::string_view symbols) {
   out.reserve(symbols.size());
   for (size_t pos = 0; pos < symbols.size();) {
     char32_t cp = 0;
-    const size_t len = DecodeUtf8(symbols, pos, cp);
+    const size_t len = DecodeUtf8Char(symbols, pos, cp);
     if (len == 0 || cp >= kSymbolCodePointLimit ||
         tables.byte_of_symbol[cp] < 0) {
       return std::string(symbols);

@@ -7,12 +7,20 @@ namespace {
 
 constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
 
-// Length of the well-formed character starting at text[i], or 0 if it is ill-formed
-// or cut off by the end of `text`.
 size_t CharLength(std::string_view text, size_t i) {
+  char32_t unused;
+  return DecodeUtf8Char(text, i, unused);
+}
+
+}  // namespace
+
+size_t DecodeUtf8Char(std::string_view text, size_t i, char32_t& out) {
   const auto b = [&](size_t k) { return static_cast<uint8_t>(text[i + k]); };
   const uint8_t c = b(0);
-  if (c < 0x80) return 1;
+  if (c < 0x80) {
+    out = c;
+    return 1;
+  }
   size_t n;
   uint32_t cp;
   if ((c & 0xE0) == 0xC0) {
@@ -31,10 +39,9 @@ size_t CharLength(std::string_view text, size_t i) {
   }
   static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
   if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  out = cp;
   return n;
 }
-
-}  // namespace
 
 bool IsValidUtf8(std::string_view text) {
   for (size_t i = 0; i < text.size();) {

@@ -9,6 +9,10 @@
 
 namespace blockserve::engine {
 
+// Decodes the character starting at text[pos] into `cp` and returns its length in
+// bytes, or 0 if it is ill-formed (overlong, surrogate, > U+10FFFF) or cut off.
+size_t DecodeUtf8Char(std::string_view text, size_t pos, char32_t& cp);
+
 // True if `text` is well-formed UTF-8 (no overlongs, surrogates or code points > U+10FFFF).
 bool IsValidUtf8(std::string_view text);
 
