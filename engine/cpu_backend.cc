@@ -1,7 +1,9 @@
-// CPU backend: fp32 throughout; the GEMMs (projections, attention scores and values) go
-// through OpenBLAS, which uses every core. The element-wise work stays on one thread on
-// purpose: OpenMP's spinning worker threads fought OpenBLAS's for two cores and made
-// prefill 5-20x slower (measured with the demo, OMP_WAIT_POLICY=active vs one thread).
+// CPU backend: fp32 throughout. One thread pool does all the parallel work: each
+// projection GEMM is split by output columns into single-threaded OpenBLAS calls, and
+// attention runs as (head, row block) tasks of a tiled kernel (cpu_attention.h).
+// OpenBLAS's own threads are switched off on purpose: its spinning workers (like
+// OpenMP's, tried first) fought the other threads for the cores and made prefill
+// 5-20x slower on two cores.
 #include <cblas.h>
 
 #include <algorithm>
@@ -10,58 +12,58 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
+#include "engine/cpu_attention.h"
 #include "engine/rope.h"
+#include "engine/thread_pool.h"
 
 namespace blockserve::engine {
 namespace {
 
-// y[m, n] = x[m, k] * W^T (+ bias), W stored [n, k] as Hugging Face does.
-void Linear(const float* x, int64_t m, int64_t k, const std::vector<float>& w, int64_t n,
-            const std::vector<float>& bias, float* y) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w.data(), k, 0.0f,
-              y, n);
-  if (bias.empty()) return;
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < n; ++j) y[i * n + j] += bias[j];
-  }
+// y[m, n] = x[m, k] * W^T (+ bias), W stored [n, k] as Hugging Face does. The output
+// columns are split into one slice per task, each a single-threaded GEMM.
+void Linear(ThreadPool& pool, const float* x, int64_t m, int64_t k, const std::vector<float>& w,
+            int64_t n, const std::vector<float>& bias, float* y) {
+  const int64_t tasks = std::min<int64_t>(n / 16 + 1, 4 * pool.size());
+  const int64_t per = (n + tasks - 1) / tasks;
+  pool.ParallelFor(tasks, [&](int64_t t) {
+    const int64_t n0 = t * per, cols = std::min(n, n0 + per) - n0;
+    if (cols <= 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, cols, k, 1.0f, x, k,
+                w.data() + n0 * k, k, 0.0f, y + n0, n);
+    if (bias.empty()) return;
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = n0; j < n0 + cols; ++j) y[i * n + j] += bias[j];
+    }
+  });
 }
 
 // y = x / sqrt(mean(x^2) + eps) * w, row by row over [m, n].
-void RmsNorm(const float* x, int64_t m, int64_t n, const std::vector<float>& w, double eps,
-             float* y) {
-  for (int64_t i = 0; i < m; ++i) {
+void RmsNorm(ThreadPool& pool, const float* x, int64_t m, int64_t n, const std::vector<float>& w,
+             double eps, float* y) {
+  pool.ParallelFor(m, [&](int64_t i) {
     const float* xi = x + i * n;
     double ss = 0;
     for (int64_t j = 0; j < n; ++j) ss += static_cast<double>(xi[j]) * xi[j];
     const float inv = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
     for (int64_t j = 0; j < n; ++j) y[i * n + j] = xi[j] * inv * w[j];
-  }
+  });
 }
 
-// Softmax of each row's first `len(row)` entries in place, after scaling by `scale`;
-// entries past the row's length are set to zero (they are masked out).
-void MaskedSoftmaxRows(float* s, int64_t rows, int64_t cols, int64_t first_len, float scale) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = s + r * cols;
-    const int64_t len = first_len + r;
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < len; ++j) mx = std::max(mx, row[j] * scale);
-    double sum = 0;
-    for (int64_t j = 0; j < len; ++j) {
-      row[j] = std::exp(row[j] * scale - mx);
-      sum += row[j];
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t j = 0; j < len; ++j) row[j] *= inv;
-    std::fill(row + len, row + cols, 0.0f);
-  }
+// Applies fn to [begin, end) slices of [0, n) in parallel, in chunks big enough to be
+// worth a task.
+template <typename F>
+void ParallelChunks(ThreadPool& pool, int64_t n, F&& fn) {
+  constexpr int64_t kChunk = 1 << 14;
+  pool.ParallelFor((n + kChunk - 1) / kChunk, [&](int64_t c) {
+    fn(c * kChunk, std::min(n, (c + 1) * kChunk));
+  });
 }
 
 class CpuBackend : public Backend {
  public:
   CpuBackend(ModelWeights weights, CpuBackendOptions options)
-      : w_(std::move(weights)), rope_(w_.config) {
-    if (options.num_threads > 0) openblas_set_num_threads(options.num_threads);
+      : w_(std::move(weights)), rope_(w_.config), pool_(options.num_threads) {
+    openblas_set_num_threads(1);
   }
 
   std::string_view name() const override { return "cpu"; }
@@ -79,15 +81,12 @@ class CpuBackend : public Backend {
 
  private:
   absl::Status Validate(absl::Span<const ForwardItem> batch) const;
-  // Attention of `m` new query rows q [m, heads*head_dim] over all rows of `cache` at
-  // `layer` (the last m of which are the queries' own), causal among the new rows.
-  void Attention(const float* q, int64_t m, const KvCache& cache, int64_t layer, float* out);
   void Layer(int64_t l, absl::Span<const ForwardItem> batch, const std::vector<int64_t>& row0,
              const std::vector<int64_t>& cache_row0, std::vector<float>& x, int64_t total);
 
   ModelWeights w_;
   Rope rope_;
-  std::vector<float> scores_;  // attention scratch, reused across calls
+  ThreadPool pool_;
 };
 
 absl::Status CpuBackend::Validate(absl::Span<const ForwardItem> batch) const {
@@ -115,31 +114,6 @@ absl::Status CpuBackend::Validate(absl::Span<const ForwardItem> batch) const {
   return absl::OkStatus();
 }
 
-void CpuBackend::Attention(const float* q, int64_t m, const KvCache& cache, int64_t layer,
-                           float* out) {
-  const ModelConfig& c = w_.config;
-  const int64_t hd = c.head_dim, q_ld = c.num_attention_heads * hd, kv_ld = cache.shape().row();
-  const int64_t total = cache.num_tokens(), past = total - m;
-  const int64_t group = c.num_attention_heads / c.num_key_value_heads;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  // Query rows are processed in chunks so the score matrix is chunk x keys, never
-  // total x total.
-  constexpr int64_t kChunk = 256;
-  scores_.resize(std::min(m, kChunk) * total);
-  for (int64_t h = 0; h < c.num_attention_heads; ++h) {
-    const float* kh = cache.k(layer) + (h / group) * hd;
-    const float* vh = cache.v(layer) + (h / group) * hd;
-    for (int64_t i0 = 0; i0 < m; i0 += kChunk) {
-      const int64_t rows = std::min(kChunk, m - i0), keys = past + i0 + rows;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f,
-                  q + i0 * q_ld + h * hd, q_ld, kh, kv_ld, 0.0f, scores_.data(), keys);
-      MaskedSoftmaxRows(scores_.data(), rows, keys, past + i0 + 1, scale);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f,
-                  scores_.data(), keys, vh, kv_ld, 0.0f, out + i0 * q_ld + h * hd, q_ld);
-    }
-  }
-}
-
 // One decoder layer over all `total` rows of the batch (x is [total, hidden]):
 //   x += o_proj(attention(rope(q_proj(norm(x))), cache))
 //   x += down_proj(silu(gate_proj(norm(x))) * up_proj(norm(x)))
@@ -152,34 +126,43 @@ void CpuBackend::Layer(int64_t l, absl::Span<const ForwardItem> batch,
                 kvd = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size;
   std::vector<float> h(total * hidden), q(total * qd), k(total * kvd), v(total * kvd),
       att(total * qd);
-  RmsNorm(x.data(), total, hidden, lw.input_norm, c.rms_norm_eps, h.data());
-  Linear(h.data(), total, hidden, lw.wq, qd, lw.bq, q.data());
-  Linear(h.data(), total, hidden, lw.wk, kvd, lw.bk, k.data());
-  Linear(h.data(), total, hidden, lw.wv, kvd, lw.bv, v.data());
+  RmsNorm(pool_, x.data(), total, hidden, lw.input_norm, c.rms_norm_eps, h.data());
+  Linear(pool_, h.data(), total, hidden, lw.wq, qd, lw.bq, q.data());
+  Linear(pool_, h.data(), total, hidden, lw.wk, kvd, lw.bk, k.data());
+  Linear(pool_, h.data(), total, hidden, lw.wv, kvd, lw.bv, v.data());
+  const AttentionShape shape{c.num_attention_heads, c.num_key_value_heads, c.head_dim};
   for (size_t b = 0; b < batch.size(); ++b) {
     const ForwardItem& item = batch[b];
     const int64_t m = item.tokens.size();
     float* qb = q.data() + row0[b] * qd;
     float* kb = k.data() + row0[b] * kvd;
-    rope_.Apply(qb, m, c.num_attention_heads, item.first_position);
-    rope_.Apply(kb, m, c.num_key_value_heads, item.first_position);
+    constexpr int64_t kRopeRows = 64;
+    pool_.ParallelFor((m + kRopeRows - 1) / kRopeRows, [&](int64_t chunk) {
+      const int64_t t0 = chunk * kRopeRows, n = std::min(m, t0 + kRopeRows) - t0;
+      rope_.Apply(qb + t0 * qd, n, c.num_attention_heads, item.first_position + t0);
+      rope_.Apply(kb + t0 * kvd, n, c.num_key_value_heads, item.first_position + t0);
+    });
     std::copy(kb, kb + m * kvd, item.cache->k(l) + cache_row0[b] * kvd);
     std::copy(v.data() + row0[b] * kvd, v.data() + (row0[b] + m) * kvd,
               item.cache->v(l) + cache_row0[b] * kvd);
-    Attention(qb, m, *item.cache, l, att.data() + row0[b] * qd);
+    CausalAttention(qb, m, item.cache->k(l), item.cache->v(l), cache_row0[b], shape,
+                    att.data() + row0[b] * qd, pool_);
   }
-  Linear(att.data(), total, qd, lw.wo, hidden, {}, h.data());
-  for (int64_t i = 0; i < total * hidden; ++i) x[i] += h[i];
+  auto add_into_x = [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) x[i] += h[i];
+  };
+  Linear(pool_, att.data(), total, qd, lw.wo, hidden, {}, h.data());
+  ParallelChunks(pool_, total * hidden, add_into_x);
 
-  RmsNorm(x.data(), total, hidden, lw.post_attention_norm, c.rms_norm_eps, h.data());
+  RmsNorm(pool_, x.data(), total, hidden, lw.post_attention_norm, c.rms_norm_eps, h.data());
   std::vector<float> gate(total * inter), up(total * inter);
-  Linear(h.data(), total, hidden, lw.w_gate, inter, {}, gate.data());
-  Linear(h.data(), total, hidden, lw.w_up, inter, {}, up.data());
-  for (int64_t i = 0; i < total * inter; ++i) {
-    gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-  }
-  Linear(gate.data(), total, inter, lw.w_down, hidden, {}, h.data());
-  for (int64_t i = 0; i < total * hidden; ++i) x[i] += h[i];
+  Linear(pool_, h.data(), total, hidden, lw.w_gate, inter, {}, gate.data());
+  Linear(pool_, h.data(), total, hidden, lw.w_up, inter, {}, up.data());
+  ParallelChunks(pool_, total * inter, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  });
+  Linear(pool_, gate.data(), total, inter, lw.w_down, hidden, {}, h.data());
+  ParallelChunks(pool_, total * hidden, add_into_x);
 }
 
 absl::Status CpuBackend::Forward(absl::Span<const ForwardItem> batch,
@@ -208,9 +191,10 @@ absl::Status CpuBackend::Forward(absl::Span<const ForwardItem> batch,
   for (size_t b = 0; b < batch.size(); ++b) {
     if (!batch[b].want_logits) continue;
     const int64_t last = row0[b] + batch[b].tokens.size() - 1;
-    RmsNorm(x.data() + last * hidden, 1, hidden, w_.final_norm, c.rms_norm_eps, normed.data());
+    RmsNorm(pool_, x.data() + last * hidden, 1, hidden, w_.final_norm, c.rms_norm_eps,
+            normed.data());
     (*logits)[b].resize(c.vocab_size);
-    Linear(normed.data(), 1, hidden, w_.lm_head, c.vocab_size, {}, (*logits)[b].data());
+    Linear(pool_, normed.data(), 1, hidden, w_.lm_head, c.vocab_size, {}, (*logits)[b].data());
   }
   return absl::OkStatus();
 }

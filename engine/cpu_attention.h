@@ -1,0 +1,34 @@
+// Causal attention for the CPU backend, flash-style: keys and values are visited in
+// tiles with an online softmax, so memory stays O(rows x tile) whatever the context
+// length (never T x T), and work is spread over (head, row block) tasks.
+//
+// For new query row i (0-based among m rows that follow `past` cached rows), head h:
+//   out[i, h] = sum_j softmax_j(q[i, h] . k[j, g(h)] / sqrt(d)) v[j, g(h)],  j <= past + i
+// where g(h) = h / (heads / kv_heads) is the key/value head shared by h (GQA).
+#ifndef BLOCKSERVE_ENGINE_CPU_ATTENTION_H_
+#define BLOCKSERVE_ENGINE_CPU_ATTENTION_H_
+
+#include <cstdint>
+
+#include "engine/thread_pool.h"
+
+namespace blockserve::engine {
+
+struct AttentionShape {
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+};
+
+// q: [m][num_heads * head_dim]; k, v: [past + m][num_kv_heads * head_dim] (the last m
+// rows are the new tokens' own); out: [m][num_heads * head_dim].
+void CausalAttention(const float* q, int64_t m, const float* k, const float* v, int64_t past,
+                     const AttentionShape& shape, float* out, ThreadPool& pool);
+
+// Element-wise exp(x) for n floats, accurate to a few ulp for x in [-87, 88]
+// (smaller x gives 0), written so the compiler vectorizes it.
+void ExpInPlace(float* x, int64_t n);
+
+}  // namespace blockserve::engine
+
+#endif  // BLOCKSERVE_ENGINE_CPU_ATTENTION_H_

@@ -1,0 +1,226 @@
+#include "kv_store/codec.h"
+
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "kv_store/hash.h"
+
+namespace blockserve::kv_store {
+namespace {
+
+constexpr char kMagic[4] = {'B', 'S', 'K', 'V'};
+
+// Field offsets; see the table in codec.h.
+constexpr size_t kVersionAt = 4;
+constexpr size_t kDTypeAt = 6;
+constexpr size_t kReservedAt = 7;
+constexpr size_t kFingerprintAt = 8;
+constexpr size_t kNumLayersAt = 16;
+constexpr size_t kNumKvHeadsAt = 20;
+constexpr size_t kHeadDimAt = 24;
+constexpr size_t kTokenCountAt = 28;
+constexpr size_t kStartPositionAt = 32;
+constexpr size_t kPayloadLengthAt = 40;
+constexpr size_t kChecksumAt = 48;
+static_assert(kChecksumAt + 8 == kValueHeaderBytes);
+
+// Wire codes are fixed here, independent of the enum's numbering.
+uint8_t DTypeCode(engine::DType d) {
+  switch (d) {
+    case engine::DType::kF32:
+      return 0;
+    case engine::DType::kF16:
+      return 1;
+    case engine::DType::kBF16:
+      return 2;
+  }
+  return 0xff;
+}
+
+bool DTypeFromCode(uint8_t code, engine::DType* d) {
+  switch (code) {
+    case 0:
+      *d = engine::DType::kF32;
+      return true;
+    case 1:
+      *d = engine::DType::kF16;
+      return true;
+    case 2:
+      *d = engine::DType::kBF16;
+      return true;
+  }
+  return false;
+}
+
+template <typename T>
+void Put(char* base, size_t at, T v) {
+  std::memcpy(base + at, &v, sizeof(T));
+}
+
+template <typename T>
+T Get(std::string_view s, size_t at) {
+  T v;
+  std::memcpy(&v, s.data() + at, sizeof(T));
+  return v;
+}
+
+// Payload bytes for n tokens, or false if it does not fit in 64 bits.
+bool PayloadBytes(uint64_t layers, uint64_t heads, uint64_t dim, uint64_t n, size_t dsize,
+                  uint64_t* out) {
+  const unsigned __int128 kv = static_cast<unsigned __int128>(2) * layers * n * heads * dim;
+  const unsigned __int128 total = kv * dsize + static_cast<unsigned __int128>(4) * n;
+  if (total > UINT64_MAX) return false;
+  *out = static_cast<uint64_t>(total);
+  return true;
+}
+
+std::string HexU64(uint64_t v) { return absl::StrCat("0x", absl::Hex(v, absl::kZeroPad16)); }
+
+absl::Status Loss(std::string_view what) {
+  return absl::DataLossError(absl::StrCat("block value: ", std::string(what)));
+}
+
+absl::Status Mismatch(std::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("block value: ", std::string(what)));
+}
+
+absl::Status CheckShapeField(std::string_view name, int64_t expected, uint32_t found) {
+  if (expected == static_cast<int64_t>(found)) return absl::OkStatus();
+  return Mismatch(absl::StrCat("shape mismatch: ", std::string(name), " expected ", expected,
+                               ", found ", found));
+}
+
+}  // namespace
+
+size_t EncodedValueBytes(const engine::KvShape& shape, int64_t num_tokens, engine::DType dtype) {
+  return kValueHeaderBytes + 4 * num_tokens +
+         2 * shape.num_layers * num_tokens * shape.row() * engine::DTypeSize(dtype);
+}
+
+std::string EncodeBlockValue(const engine::KvCache& kv, const CodecOptions& o) {
+  const engine::KvShape& shape = kv.shape();
+  const int64_t n = kv.num_tokens();
+  const size_t total = EncodedValueBytes(shape, n, o.dtype);
+  std::string out(total, '\0');
+  char* b = out.data();
+  std::memcpy(b, kMagic, 4);
+  Put<uint16_t>(b, kVersionAt, kCodecVersion);
+  Put<uint8_t>(b, kDTypeAt, DTypeCode(o.dtype));
+  Put<uint8_t>(b, kReservedAt, 0);
+  Put<uint64_t>(b, kFingerprintAt, o.model_fingerprint);
+  Put<uint32_t>(b, kNumLayersAt, static_cast<uint32_t>(shape.num_layers));
+  Put<uint32_t>(b, kNumKvHeadsAt, static_cast<uint32_t>(shape.num_kv_heads));
+  Put<uint32_t>(b, kHeadDimAt, static_cast<uint32_t>(shape.head_dim));
+  Put<uint32_t>(b, kTokenCountAt, static_cast<uint32_t>(n));
+  Put<uint64_t>(b, kStartPositionAt, static_cast<uint64_t>(kv.start_position()));
+  Put<uint64_t>(b, kPayloadLengthAt, total - kValueHeaderBytes);
+
+  char* p = b + kValueHeaderBytes;
+  if (n > 0) std::memcpy(p, kv.tokens().data(), 4 * n);
+  p += 4 * n;
+  const size_t floats = static_cast<size_t>(n * shape.row());
+  const size_t array_bytes = floats * engine::DTypeSize(o.dtype);
+  for (int64_t l = 0; l < shape.num_layers; ++l) {
+    engine::ConvertFromF32(o.dtype, kv.k(l), floats, p);
+    p += array_bytes;
+    engine::ConvertFromF32(o.dtype, kv.v(l), floats, p);
+    p += array_bytes;
+  }
+  const uint64_t sum = Checksum64(b + kValueHeaderBytes, total - kValueHeaderBytes,
+                                  Checksum64(b, kChecksumAt));
+  Put<uint64_t>(b, kChecksumAt, sum);
+  return out;
+}
+
+absl::StatusOr<engine::KvCache> DecodeBlockValue(std::string_view value,
+                                                 const CodecOptions& expected) {
+  if (value.size() < kValueHeaderBytes) {
+    return Loss(absl::StrCat("truncated: ", value.size(), " bytes is shorter than the ",
+                             kValueHeaderBytes, "-byte header"));
+  }
+  if (std::memcmp(value.data(), kMagic, 4) != 0) {
+    return Loss(absl::StrCat("bad magic: expected \"BSKV\", found \"",
+                             absl::CHexEscape(std::string(value.substr(0, 4))), "\""));
+  }
+  const uint16_t version = Get<uint16_t>(value, kVersionAt);
+  if (version != kCodecVersion) {
+    return Mismatch(absl::StrCat("unknown format version: expected ", kCodecVersion,
+                                 ", found ", version));
+  }
+  const uint8_t dtype_code = Get<uint8_t>(value, kDTypeAt);
+  engine::DType dtype;
+  if (!DTypeFromCode(dtype_code, &dtype)) {
+    return Loss(absl::StrCat("unknown dtype code: expected 0 (F32), 1 (F16) or 2 (BF16), found ",
+                             dtype_code));
+  }
+  const uint8_t reserved = Get<uint8_t>(value, kReservedAt);
+  if (reserved != 0) {
+    return Loss(absl::StrCat("reserved byte: expected 0, found ", reserved));
+  }
+  const uint64_t fingerprint = Get<uint64_t>(value, kFingerprintAt);
+  if (fingerprint != expected.model_fingerprint) {
+    return Mismatch(absl::StrCat("written by another model: model fingerprint expected ",
+                                 HexU64(expected.model_fingerprint), ", found ",
+                                 HexU64(fingerprint)));
+  }
+  const uint32_t layers = Get<uint32_t>(value, kNumLayersAt);
+  const uint32_t heads = Get<uint32_t>(value, kNumKvHeadsAt);
+  const uint32_t dim = Get<uint32_t>(value, kHeadDimAt);
+  if (absl::Status s = CheckShapeField("num_layers", expected.shape.num_layers, layers); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckShapeField("num_kv_heads", expected.shape.num_kv_heads, heads);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckShapeField("head_dim", expected.shape.head_dim, dim); !s.ok()) {
+    return s;
+  }
+  const uint32_t n = Get<uint32_t>(value, kTokenCountAt);
+  const uint64_t payload_length = Get<uint64_t>(value, kPayloadLengthAt);
+  uint64_t want_payload = 0;
+  if (!PayloadBytes(layers, heads, dim, n, engine::DTypeSize(dtype), &want_payload) ||
+      payload_length != want_payload) {
+    return Loss(absl::StrCat("payload length ", payload_length, " disagrees with token count ",
+                             n, ": expected ", want_payload, " bytes for ", n, " tokens of ",
+                             std::string(engine::DTypeName(dtype))));
+  }
+  const uint64_t found_payload = value.size() - kValueHeaderBytes;
+  if (found_payload < payload_length) {
+    return Loss(absl::StrCat("truncated: expected ", payload_length, " payload bytes, found ",
+                             found_payload));
+  }
+  if (found_payload > payload_length) {
+    return Loss(absl::StrCat("trailing bytes: expected ", payload_length,
+                             " payload bytes, found ", found_payload, " (",
+                             found_payload - payload_length, " extra)"));
+  }
+  const uint64_t stored_sum = Get<uint64_t>(value, kChecksumAt);
+  const uint64_t sum = Checksum64(value.data() + kValueHeaderBytes, payload_length,
+                                  Checksum64(value.data(), kChecksumAt));
+  if (sum != stored_sum) {
+    return Loss(absl::StrCat("checksum mismatch: header says ", HexU64(stored_sum),
+                             ", bytes hash to ", HexU64(sum)));
+  }
+
+  engine::KvCache kv(expected.shape);
+  const char* p = value.data() + kValueHeaderBytes;
+  std::vector<int32_t> tokens(n);
+  if (n > 0) std::memcpy(tokens.data(), p, 4 * static_cast<size_t>(n));
+  p += 4 * static_cast<size_t>(n);
+  kv.Append(tokens);
+  kv.set_start_position(static_cast<int64_t>(Get<uint64_t>(value, kStartPositionAt)));
+  const size_t floats = static_cast<size_t>(n) * heads * dim;
+  const size_t array_bytes = floats * engine::DTypeSize(dtype);
+  for (uint32_t l = 0; l < layers; ++l) {
+    engine::ConvertToF32(dtype, p, floats, kv.k(l));
+    p += array_bytes;
+    engine::ConvertToF32(dtype, p, floats, kv.v(l));
+    p += array_bytes;
+  }
+  return kv;
+}
+
+}  // namespace blockserve::kv_store

@@ -1,0 +1,248 @@
+#include "kv_store/codec.h"
+
+#include <cmath>
+#include <ostream>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace blockserve::kv_store {
+namespace {
+
+using engine::DType;
+using engine::KvCache;
+using engine::KvShape;
+
+constexpr KvShape kShape{.num_layers = 3, .num_kv_heads = 2, .head_dim = 8};
+constexpr uint64_t kFingerprint = 0xfeedfacecafebeefULL;
+
+CodecOptions Options(DType dtype) {
+  return CodecOptions{.model_fingerprint = kFingerprint, .shape = kShape, .dtype = dtype};
+}
+
+// Values spanning several binades, both signs, and a few exact zeros.
+KvCache MakeKv(int num_tokens, int64_t start_position = 0) {
+  KvCache kv(kShape);
+  std::vector<int32_t> tokens(num_tokens);
+  for (int i = 0; i < num_tokens; ++i) tokens[i] = 1000 + 37 * i;
+  kv.Append(tokens);
+  kv.set_start_position(start_position);
+  const int64_t n = num_tokens * kShape.row();
+  for (int64_t l = 0; l < kShape.num_layers; ++l) {
+    for (int64_t i = 0; i < n; ++i) {
+      kv.k(l)[i] = i % 11 == 0 ? 0.0f : std::sin(0.37f * i + l) * std::pow(2.0f, (i % 9) - 4);
+      kv.v(l)[i] = std::cos(0.11f * i - l) * 3.5f;
+    }
+  }
+  return kv;
+}
+
+// Largest relative error of rounding to the dtype (half an ulp), with slack.
+float Tolerance(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return 0;
+    case DType::kF16:
+      return 1.0f / 1024;
+    case DType::kBF16:
+      return 1.0f / 128;
+  }
+  return 0;
+}
+
+void ExpectSameKv(const KvCache& got, const KvCache& want, DType dtype) {
+  ASSERT_EQ(got.shape(), want.shape());
+  ASSERT_EQ(got.tokens(), want.tokens());
+  EXPECT_EQ(got.start_position(), want.start_position());
+  const int64_t n = want.num_tokens() * want.shape().row();
+  const float tol = Tolerance(dtype);
+  for (int64_t l = 0; l < want.shape().num_layers; ++l) {
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_LE(std::abs(got.k(l)[i] - want.k(l)[i]), tol * std::abs(want.k(l)[i]))
+          << "K layer " << l << " element " << i;
+      ASSERT_LE(std::abs(got.v(l)[i] - want.v(l)[i]), tol * std::abs(want.v(l)[i]))
+          << "V layer " << l << " element " << i;
+    }
+  }
+}
+
+class CodecRoundTripTest : public testing::TestWithParam<DType> {};
+
+TEST_P(CodecRoundTripTest, DecodeReturnsWhatWasEncodedWithinDtypePrecision) {
+  const KvCache kv = MakeKv(17, /*start_position=*/5);
+  const std::string value = EncodeBlockValue(kv, Options(GetParam()));
+  EXPECT_EQ(value.size(), EncodedValueBytes(kShape, 17, GetParam()));
+  absl::StatusOr<KvCache> back = DecodeBlockValue(value, Options(GetParam()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ExpectSameKv(*back, kv, GetParam());
+}
+
+TEST_P(CodecRoundTripTest, EmptyBlockRoundTrips) {
+  const std::string value = EncodeBlockValue(MakeKv(0), Options(GetParam()));
+  EXPECT_EQ(value.size(), kValueHeaderBytes);
+  absl::StatusOr<KvCache> back = DecodeBlockValue(value, Options(GetParam()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->num_tokens(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllDtypes, CodecRoundTripTest,
+                         testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                         [](const testing::TestParamInfo<DType>& info) {
+                           return std::string(engine::DTypeName(info.param));
+                         });
+
+TEST(CodecTest, F32IsBitExact) {
+  const KvCache kv = MakeKv(9);
+  absl::StatusOr<KvCache> back =
+      DecodeBlockValue(EncodeBlockValue(kv, Options(DType::kF32)), Options(DType::kF32));
+  ASSERT_TRUE(back.ok()) << back.status();
+  for (int64_t l = 0; l < kShape.num_layers; ++l) {
+    EXPECT_EQ(std::memcmp(back->k(l), kv.k(l), kv.bytes() / kShape.num_layers / 2), 0);
+    EXPECT_EQ(std::memcmp(back->v(l), kv.v(l), kv.bytes() / kShape.num_layers / 2), 0);
+  }
+}
+
+TEST(CodecTest, DecodesTheDtypeInTheHeaderNotTheOptions) {
+  const KvCache kv = MakeKv(4);
+  const std::string value = EncodeBlockValue(kv, Options(DType::kF16));
+  absl::StatusOr<KvCache> back = DecodeBlockValue(value, Options(DType::kBF16));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ExpectSameKv(*back, kv, DType::kF16);
+}
+
+TEST(CodecTest, HeaderFieldsAreLittleEndianAtDocumentedOffsets) {
+  const std::string v = EncodeBlockValue(MakeKv(3, 7), Options(DType::kBF16));
+  auto u32 = [&](size_t at) { uint32_t x; std::memcpy(&x, v.data() + at, 4); return x; };
+  auto u64 = [&](size_t at) { uint64_t x; std::memcpy(&x, v.data() + at, 8); return x; };
+  EXPECT_EQ(v.substr(0, 4), "BSKV");
+  EXPECT_EQ(v[4], 1);
+  EXPECT_EQ(v[5], 0);
+  EXPECT_EQ(v[6], 2);  // BF16
+  EXPECT_EQ(v[7], 0);
+  EXPECT_EQ(u64(8), kFingerprint);
+  EXPECT_EQ(u32(16), 3u);
+  EXPECT_EQ(u32(20), 2u);
+  EXPECT_EQ(u32(24), 8u);
+  EXPECT_EQ(u32(28), 3u);
+  EXPECT_EQ(u64(32), 7u);
+  EXPECT_EQ(u64(40), v.size() - kValueHeaderBytes);
+  EXPECT_EQ(u32(56), 1000u);  // first token id
+}
+
+// One header corruption and the error it must produce.
+struct Corruption {
+  std::string name;
+  size_t offset;
+  std::vector<uint8_t> bytes;  // written at `offset`
+  absl::StatusCode code;
+  std::string message;  // substring of the error
+};
+
+void PrintTo(const Corruption& c, std::ostream* os) { *os << c.name; }
+
+class CodecCorruptionTest : public testing::TestWithParam<Corruption> {};
+
+TEST_P(CodecCorruptionTest, IsRejectedWithAMessageNamingTheField) {
+  const Corruption& c = GetParam();
+  std::string value = EncodeBlockValue(MakeKv(5), Options(DType::kBF16));
+  std::memcpy(value.data() + c.offset, c.bytes.data(), c.bytes.size());
+  absl::StatusOr<KvCache> got = DecodeBlockValue(value, Options(DType::kBF16));
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), c.code) << got.status();
+  EXPECT_NE(got.status().message().find(c.message), std::string_view::npos) << got.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EachHeaderField, CodecCorruptionTest,
+    testing::Values(
+        Corruption{"Magic", 0, {'B', 'S', 'K', 'W'}, absl::StatusCode::kDataLoss,
+                   "bad magic: expected \"BSKV\", found \"BSKW\""},
+        Corruption{"Version", 4, {2, 0}, absl::StatusCode::kInvalidArgument,
+                   "unknown format version: expected 1, found 2"},
+        Corruption{"Dtype", 6, {9}, absl::StatusCode::kDataLoss, "unknown dtype code"},
+        Corruption{"Reserved", 7, {1}, absl::StatusCode::kDataLoss, "reserved byte"},
+        Corruption{"Fingerprint", 8, {0}, absl::StatusCode::kInvalidArgument,
+                   "written by another model: model fingerprint expected 0xfeedfacecafebeef, "
+                   "found 0xfeedfacecafebe00"},
+        Corruption{"NumLayers", 16, {4}, absl::StatusCode::kInvalidArgument,
+                   "num_layers expected 3, found 4"},
+        Corruption{"NumKvHeads", 20, {1}, absl::StatusCode::kInvalidArgument,
+                   "num_kv_heads expected 2, found 1"},
+        Corruption{"HeadDim", 24, {16}, absl::StatusCode::kInvalidArgument,
+                   "head_dim expected 8, found 16"},
+        Corruption{"TokenCount", 28, {6}, absl::StatusCode::kDataLoss,
+                   "disagrees with token count 6"},
+        Corruption{"TokenCountHuge", 28, {0xff, 0xff, 0xff, 0xff}, absl::StatusCode::kDataLoss,
+                   "disagrees with token count 4294967295"},
+        Corruption{"StartPosition", 32, {1}, absl::StatusCode::kDataLoss, "checksum mismatch"},
+        Corruption{"PayloadLength", 40, {1}, absl::StatusCode::kDataLoss,
+                   "payload length 769 disagrees with token count 5: expected 980 bytes"},
+        Corruption{"PayloadLengthHuge", 40, {0, 0, 0, 0, 0, 0, 0, 0x80},
+                   absl::StatusCode::kDataLoss, "disagrees with token count 5"},
+        Corruption{"Checksum", 48, {0x55}, absl::StatusCode::kDataLoss, "checksum mismatch"},
+        Corruption{"TokenId", 56, {0x42}, absl::StatusCode::kDataLoss, "checksum mismatch"},
+        Corruption{"KvPayload", 200, {0x42, 0x42}, absl::StatusCode::kDataLoss,
+                   "checksum mismatch"}),
+    [](const testing::TestParamInfo<Corruption>& info) { return info.param.name; });
+
+TEST(CodecTest, ShapeMismatchWithExpectedIsRejected) {
+  const std::string value = EncodeBlockValue(MakeKv(2), Options(DType::kF32));
+  CodecOptions other = Options(DType::kF32);
+  other.shape.head_dim = 16;
+  absl::StatusOr<KvCache> got = DecodeBlockValue(value, other);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(got.status().message().find("head_dim expected 16, found 8"), std::string_view::npos)
+      << got.status();
+}
+
+TEST(CodecTest, EveryTruncationIsRejectedAsDataLoss) {
+  const std::string value = EncodeBlockValue(MakeKv(5), Options(DType::kBF16));
+  for (size_t len = 0; len < value.size(); ++len) {
+    absl::StatusOr<KvCache> got =
+        DecodeBlockValue(std::string_view(value).substr(0, len), Options(DType::kBF16));
+    ASSERT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << len << ": " << got.status();
+    ASSERT_NE(got.status().message().find("truncated"), std::string_view::npos)
+        << len << ": " << got.status();
+  }
+}
+
+TEST(CodecTest, TrailingGarbageIsRejected) {
+  std::string value = EncodeBlockValue(MakeKv(5), Options(DType::kBF16));
+  value += "xyz";
+  absl::StatusOr<KvCache> got = DecodeBlockValue(value, Options(DType::kBF16));
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(got.status().message().find("trailing bytes"), std::string_view::npos)
+      << got.status();
+  EXPECT_NE(got.status().message().find("3 extra"), std::string_view::npos) << got.status();
+}
+
+TEST(CodecTest, EverySingleBitFlipIsRejectedAndNeverCrashes) {
+  const std::string value = EncodeBlockValue(MakeKv(2), Options(DType::kF16));
+  for (size_t i = 0; i < value.size(); ++i) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string bad = value;
+      bad[i] = static_cast<char>(bad[i] ^ (1 << bit));
+      ASSERT_FALSE(DecodeBlockValue(bad, Options(DType::kF16)).ok()) << i << ":" << bit;
+    }
+  }
+}
+
+TEST(CodecTest, ArbitraryBytesNeverCrash) {
+  // A header that passes every field check but claims a payload it does not have.
+  std::string value = EncodeBlockValue(MakeKv(1), Options(DType::kF32));
+  uint32_t seed = 1;
+  for (int round = 0; round < 2000; ++round) {
+    std::string junk = value;
+    for (int j = 0; j < 4; ++j) {
+      seed = seed * 1664525u + 1013904223u;
+      junk[seed % junk.size()] = static_cast<char>(seed >> 24);
+    }
+    junk.resize(seed % (value.size() + 16));
+    (void)DecodeBlockValue(junk, Options(DType::kF32));
+  }
+}
+
+}  // namespace
+}  // namespace blockserve::kv_store
