@@ -114,19 +114,36 @@ uint16_t F32ToBF16(float value) {
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
+namespace {
+
+// Every f16 bit pattern's value: one table lookup per element beats the branchy scalar
+// conversion by several times on multi-MB KV blocks (256 KiB, built on first use).
+const float* F16Table() {
+  static const float* table = [] {
+    auto* t = new float[65536];
+    for (uint32_t h = 0; h < 65536; ++h) t[h] = F16ToF32(static_cast<uint16_t>(h));
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
 void ConvertToF32(DType dtype, const void* src, size_t n, float* dst) {
   const auto* bytes = static_cast<const uint8_t*>(src);
   switch (dtype) {
     case DType::kF32:
       std::memcpy(dst, src, n * sizeof(float));
       return;
-    case DType::kF16:
+    case DType::kF16: {
+      const float* table = F16Table();
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, bytes + 2 * i, 2);
-        dst[i] = F16ToF32(h);
+        dst[i] = table[h];
       }
       return;
+    }
     case DType::kBF16:
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
