@@ -1,0 +1,331 @@
+#include "kv_store/redis/redis_store.h"
+
+#include <hiredis/hiredis.h>
+
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kv_store/redis/connection.h"
+
+namespace blockserve::kv_store {
+namespace {
+
+using redis::Args;
+using redis::BulkReply;
+using redis::Connection;
+using redis::ReplyPtr;
+
+std::string_view ReplyText(const redisReply& r) { return std::string_view(r.str, r.len); }
+
+}  // namespace
+
+struct RedisStore::Lease {
+  std::unique_ptr<Connection> connection;
+  bool fresh = false;  // dialled for this call rather than reused from the pool
+};
+
+RedisStore::RedisStore(RedisStoreOptions options) : options_(std::move(options)) {}
+
+RedisStore::~RedisStore() = default;
+
+std::string RedisStore::BlockRedisKey(const BlockKey& key) const {
+  return absl::StrCat(options_.key_prefix, "blk:", key.Hex());
+}
+
+std::string RedisStore::PassageRedisKey(std::string_view passage_id) const {
+  return absl::StrCat(options_.key_prefix, "pid:", std::string(passage_id));
+}
+
+absl::StatusOr<RedisStore::Lease> RedisStore::Acquire(bool force_dial) {
+  Lease lease;
+  {
+    absl::MutexLock lock(&pool_mu_);
+    pool_mu_.Await(absl::Condition(this, &RedisStore::SlotFree));
+    ++leased_;
+    if (!force_dial && !idle_.empty()) {
+      lease.connection = std::move(idle_.back());
+      idle_.pop_back();
+      return lease;
+    }
+    if (absl::Now() < dial_blocked_until_) {
+      --leased_;
+      return absl::UnavailableError(absl::StrCat(
+          "redis at ", options_.host, ":", options_.port, " is down (a dial failed less than ",
+          absl::FormatDuration(options_.retry_backoff), " ago)"));
+    }
+  }
+  // Dial outside the lock so that a slow connect does not stall the other threads.
+  absl::StatusOr<std::unique_ptr<Connection>> dialled =
+      Connection::Dial(options_.host, options_.port, options_.connect_timeout, options_.op_timeout);
+  absl::MutexLock lock(&pool_mu_);
+  if (!dialled.ok()) {
+    dial_blocked_until_ = absl::Now() + options_.retry_backoff;
+    --leased_;
+    return dialled.status();
+  }
+  lease.connection = *std::move(dialled);
+  lease.fresh = true;
+  return lease;
+}
+
+void RedisStore::Release(Lease lease, bool healthy) {
+  absl::MutexLock lock(&pool_mu_);
+  --leased_;
+  if (healthy && lease.connection != nullptr) idle_.push_back(std::move(lease.connection));
+}
+
+template <typename Exchange>
+absl::Status RedisStore::WithConnection(Exchange&& exchange) {
+  redis::ScopedSigpipeBlock no_sigpipe;
+  bool force_dial = false;
+  for (;;) {
+    absl::StatusOr<Lease> lease = Acquire(force_dial);
+    if (!lease.ok()) return lease.status();
+    if (exchange(*lease->connection) && lease->connection->drained()) {
+      Release(*std::move(lease), /*healthy=*/true);
+      return absl::OkStatus();
+    }
+    const std::string error = lease->connection->error();
+    const bool retry = !lease->fresh && !lease->connection->timed_out();
+    Release(*std::move(lease), /*healthy=*/false);
+    if (!retry) {
+      return absl::UnavailableError(
+          absl::StrCat("redis at ", options_.host, ":", options_.port, ": ", error));
+    }
+    force_dial = true;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<RedisStore>> RedisStore::Open(const RedisStoreOptions& options) {
+  if (options.host.empty()) return absl::InvalidArgumentError("redis store: host is empty");
+  if (options.port < 1 || options.port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("redis store: port must be in [1, 65535], found ", options.port));
+  }
+  if (options.pool_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("redis store: pool_size must be >= 1, found ", options.pool_size));
+  }
+  if (options.connect_timeout <= absl::ZeroDuration() ||
+      options.op_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "redis store: connect_timeout and op_timeout must be positive");
+  }
+  if (options.ttl.has_value() && *options.ttl < absl::Milliseconds(1)) {
+    return absl::InvalidArgumentError(absl::StrCat("redis store: ttl must be at least 1ms, found ",
+                                                   absl::FormatDuration(*options.ttl)));
+  }
+  if (options.retry_backoff < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("redis store: retry_backoff must not be negative");
+  }
+  std::unique_ptr<RedisStore> store(new RedisStore(options));
+  absl::Status reachable =
+      store->WithConnection([](Connection& c) { return c.Command({"PING"}) != nullptr; });
+  if (!reachable.ok()) {
+    store->LogRateLimited(
+        LogTopic::kOutage,
+        absl::StrCat(
+            "redis at ", options.host, ":", options.port,
+            " is unreachable; starting anyway (reads miss, writes drop until it is back): ",
+            reachable.message()));
+  }
+  return store;
+}
+
+void RedisStore::LogRateLimited(LogTopic topic, const std::string& message) {
+  static constexpr absl::Duration kInterval = absl::Seconds(10);
+  int64_t suppressed = 0;
+  {
+    absl::MutexLock lock(&metrics_mu_);
+    LogLimit& limit = log_limits_[static_cast<int>(topic)];
+    const absl::Time now = absl::Now();
+    if (now - limit.last < kInterval) {
+      ++limit.suppressed;
+      return;
+    }
+    limit.last = now;
+    suppressed = std::exchange(limit.suppressed, 0);
+  }
+  if (suppressed > 0) {
+    std::fprintf(stderr, "W kv_store/redis: %s (%lld similar messages suppressed)\n",
+                 message.c_str(), static_cast<long long>(suppressed));
+  } else {
+    std::fprintf(stderr, "W kv_store/redis: %s\n", message.c_str());
+  }
+}
+
+absl::Status RedisStore::DropWrite(std::string_view what, const absl::Status& cause) {
+  {
+    absl::MutexLock lock(&metrics_mu_);
+    ++metrics_.dropped_puts;
+  }
+  const std::string message =
+      absl::StrCat("redis store: dropped ", std::string(what), ": ", cause.message());
+  LogRateLimited(LogTopic::kOutage, message);
+  return absl::UnavailableError(message);
+}
+
+// Turns one GET reply into a block or a miss. `corrupt` is set when a value was present
+// but failed validation.
+absl::StatusOr<engine::KvCache> RedisStore::DecodeReply(const BlockKey& key, const BulkReply& reply,
+                                                        bool& corrupt) {
+  corrupt = false;
+  switch (reply.kind) {
+    case BulkReply::Kind::kNil:
+      return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " is not in redis"));
+    case BulkReply::Kind::kError:
+      LogRateLimited(LogTopic::kBadData, absl::StrCat("GET of block ", key.Hex(),
+                                                      " failed: ", std::string(reply.bytes())));
+      return absl::NotFoundError(
+          absl::StrCat("block ", key.Hex(), ": redis answered ", std::string(reply.bytes())));
+    case BulkReply::Kind::kValue:
+      break;
+  }
+  absl::StatusOr<engine::KvCache> kv = DecodeBlockValue(reply.bytes(), options_.codec);
+  if (!kv.ok()) {
+    corrupt = true;
+    LogRateLimited(LogTopic::kBadData,
+                   absl::StrCat("block ", key.Hex(), " in redis is unusable, treated as a miss: ",
+                                kv.status().message()));
+    return absl::NotFoundError(
+        absl::StrCat("block ", key.Hex(), " is corrupt: ", kv.status().message()));
+  }
+  return kv;
+}
+
+absl::StatusOr<engine::KvCache> RedisStore::Get(const BlockKey& key) {
+  std::vector<absl::StatusOr<engine::KvCache>> results = GetMany(absl::MakeConstSpan(&key, 1));
+  return std::move(results.front());
+}
+
+std::vector<absl::StatusOr<engine::KvCache>> RedisStore::GetMany(absl::Span<const BlockKey> keys) {
+  if (keys.empty()) return {};
+  const absl::Time start = absl::Now();
+  std::vector<std::string> redis_keys;
+  redis_keys.reserve(keys.size());
+  for (const BlockKey& key : keys) redis_keys.push_back(BlockRedisKey(key));
+
+  std::vector<absl::StatusOr<engine::KvCache>> results;
+  int64_t corrupt = 0, bytes = 0;
+  // All GETs go out in one write; each reply is decoded as soon as it has arrived, so
+  // encoded values are not all held at once.
+  const absl::Status status = WithConnection([&](Connection& c) {
+    results.clear();
+    corrupt = bytes = 0;
+    for (const std::string& k : redis_keys) {
+      if (!c.Append({"GET", k})) return false;
+    }
+    if (!c.Flush()) return false;
+    BulkReply reply;
+    for (const BlockKey& key : keys) {
+      if (!c.ReadBulk(reply)) return false;
+      bool bad = false;
+      results.push_back(DecodeReply(key, reply, bad));
+      corrupt += bad ? 1 : 0;
+      if (results.back().ok()) bytes += static_cast<int64_t>(reply.size);
+    }
+    return true;
+  });
+  if (!status.ok()) {
+    LogRateLimited(LogTopic::kOutage,
+                   absl::StrCat("reads are misses while redis is unavailable: ", status.message()));
+    results.assign(keys.size(),
+                   absl::NotFoundError(absl::StrCat("redis unavailable: ", status.message())));
+    corrupt = bytes = 0;
+  }
+  int64_t hits = 0;
+  for (const auto& r : results) hits += r.ok() ? 1 : 0;
+  absl::MutexLock lock(&metrics_mu_);
+  metrics_.hits += hits;
+  metrics_.misses += static_cast<int64_t>(results.size()) - hits;
+  metrics_.corrupt += corrupt;
+  metrics_.bytes_read += bytes;
+  metrics_.get_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  return results;
+}
+
+absl::Status RedisStore::Set(const Args& args, std::string_view what) {
+  ReplyPtr reply;
+  absl::Status status = WithConnection([&](Connection& c) {
+    reply = c.Command(args);
+    return reply != nullptr;
+  });
+  if (status.ok() && reply->type == REDIS_REPLY_ERROR) {
+    status = absl::UnavailableError(std::string(ReplyText(*reply)));
+  }
+  if (!status.ok()) return DropWrite(what, status);
+  return absl::OkStatus();
+}
+
+absl::Status RedisStore::Put(const BlockKey& key, const engine::KvCache& kv) {
+  if (!(kv.shape() == options_.codec.shape)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("redis store: block shape [layers ", kv.shape().num_layers, ", kv heads ",
+                     kv.shape().num_kv_heads, ", head dim ", kv.shape().head_dim,
+                     "] differs from the store's [", options_.codec.shape.num_layers, ", ",
+                     options_.codec.shape.num_kv_heads, ", ", options_.codec.shape.head_dim, "]"));
+  }
+  const absl::Time start = absl::Now();
+  const std::string value = EncodeBlockValue(kv, options_.codec);
+  const std::string redis_key = BlockRedisKey(key);
+  std::string ttl_ms;
+  Args args{"SET", redis_key, value};
+  if (options_.ttl.has_value()) {
+    ttl_ms = absl::StrCat(absl::ToInt64Milliseconds(*options_.ttl));
+    args.Add("PX");
+    args.Add(ttl_ms);
+  }
+  const absl::Status status = Set(args, absl::StrCat("block ", key.Hex()));
+  if (!status.ok()) return status;
+  absl::MutexLock lock(&metrics_mu_);
+  ++metrics_.puts;
+  metrics_.bytes_written += static_cast<int64_t>(value.size());
+  metrics_.put_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  return absl::OkStatus();
+}
+
+bool RedisStore::Contains(const BlockKey& key) {
+  ReplyPtr reply;
+  const absl::Status status = WithConnection([&](Connection& c) {
+    reply = c.Command({"EXISTS", BlockRedisKey(key)});
+    return reply != nullptr;
+  });
+  return status.ok() && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+}
+
+absl::Status RedisStore::PutPassage(std::string_view passage_id, const BlockKey& key) {
+  const std::string redis_key = PassageRedisKey(passage_id);
+  const std::string hex = key.Hex();
+  const absl::Status status =
+      Set({"SET", redis_key, hex}, absl::StrCat("catalog entry '", std::string(passage_id), "'"));
+  if (!status.ok()) return status;
+  absl::MutexLock lock(&metrics_mu_);
+  ++metrics_.puts;
+  return absl::OkStatus();
+}
+
+std::optional<BlockKey> RedisStore::GetPassage(std::string_view passage_id) {
+  const std::string redis_key = PassageRedisKey(passage_id);
+  ReplyPtr reply;
+  const absl::Status status = WithConnection([&](Connection& c) {
+    reply = c.Command({"GET", redis_key});
+    return reply != nullptr;
+  });
+  if (!status.ok() || reply->type != REDIS_REPLY_STRING) return std::nullopt;
+  absl::StatusOr<BlockKey> key = BlockKey::FromHex(ReplyText(*reply));
+  if (!key.ok()) {
+    LogRateLimited(LogTopic::kBadData,
+                   absl::StrCat("catalog entry '", std::string(passage_id),
+                                "' is unusable, treated as absent: ", key.status().message()));
+    return std::nullopt;
+  }
+  return *key;
+}
+
+StoreMetrics RedisStore::metrics() const {
+  absl::MutexLock lock(&metrics_mu_);
+  return metrics_;
+}
+
+}  // namespace blockserve::kv_store

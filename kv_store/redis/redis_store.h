@@ -1,0 +1,121 @@
+// A BlockStore in Redis, through hiredis: the store that nodes share.
+//
+// Keys: `<key_prefix>blk:<BlockKey::Hex()>` holds the codec's bytes of a block (the
+// content key already includes the model fingerprint); `<key_prefix>pid:<passage id>`
+// holds the hex content key of a passage. Blocks get the optional TTL (SET … PX);
+// catalog entries never expire.
+//
+// Redis is a cache here, so an unreachable Redis is not an error for callers: Get and
+// GetMany return misses (NotFound), Contains/GetPassage say absent, and Put/PutPassage
+// drop the write, count it in `dropped_puts`, log (at most one line per 10 s) and return
+// UNAVAILABLE. No call blocks longer than about `connect_timeout` + `op_timeout` per
+// socket read or write. Open() succeeds while Redis is down; the pool dials again at most
+// once per `retry_backoff`, and connections broken by a Redis restart are discarded and
+// re-dialled on their next use, so the store recovers without being reopened.
+//
+// Safe to call from several threads; at most `pool_size` calls talk to Redis at once,
+// the others wait for a connection.
+#ifndef BLOCKSERVE_KV_STORE_REDIS_REDIS_STORE_H_
+#define BLOCKSERVE_KV_STORE_REDIS_REDIS_STORE_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kv_store/block_store.h"
+#include "kv_store/codec.h"
+
+namespace blockserve::kv_store {
+namespace redis {
+class Args;
+class Connection;
+struct BulkReply;
+}  // namespace redis
+
+struct RedisStoreOptions {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  int pool_size = 4;  // connections, dialled lazily
+  absl::Duration connect_timeout = absl::Milliseconds(500);
+  absl::Duration op_timeout = absl::Seconds(2);  // per socket read/write, not per call
+  std::optional<absl::Duration> ttl;             // blocks only; at least 1 ms
+  std::string key_prefix = "bs:v1:";
+  CodecOptions codec;  // what Put encodes with and what Get expects
+  absl::Duration retry_backoff = absl::Milliseconds(500);  // after a failed dial
+};
+
+class RedisStore : public BlockStore {
+ public:
+  // InvalidArgument for unusable options. Tries one connection; if Redis is unreachable
+  // it logs that and still returns a store (see the file comment).
+  static absl::StatusOr<std::unique_ptr<RedisStore>> Open(const RedisStoreOptions& options);
+  ~RedisStore() override;
+
+  absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
+  // Pipelined GETs on one connection, decoded as the replies arrive.
+  std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
+  // InvalidArgument when kv's shape differs from options.codec.shape.
+  absl::Status Put(const BlockKey& key, const engine::KvCache& kv) override;
+  bool Contains(const BlockKey& key) override;
+  absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
+  std::optional<BlockKey> GetPassage(std::string_view passage_id) override;
+  // `puts`/`dropped_puts` count block and catalog writes; the rest count blocks only.
+  StoreMetrics metrics() const override;
+
+  std::string BlockRedisKey(const BlockKey& key) const;            // "<prefix>blk:<hex>"
+  std::string PassageRedisKey(std::string_view passage_id) const;  // "<prefix>pid:<id>"
+
+ private:
+  struct Lease;
+
+  explicit RedisStore(RedisStoreOptions options);
+
+  // Runs `exchange` on a pooled connection. `exchange` returns false when the connection
+  // broke (it must be safe to run again from the start); a connection that was reused
+  // from the pool gets one retry on a freshly dialled one, since a Redis restart breaks
+  // every pooled connection without anyone noticing until they are used. Unavailable
+  // when Redis cannot be reached.
+  template <typename Exchange>
+  absl::Status WithConnection(Exchange&& exchange);
+  // Takes a pool slot (waiting for one) and its idle connection, or dials a new one
+  // unless a dial failed less than retry_backoff ago.
+  absl::StatusOr<Lease> Acquire(bool force_dial);
+  void Release(Lease lease, bool healthy);
+  bool SlotFree() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool_mu_) {
+    return leased_ < options_.pool_size;
+  }
+
+  absl::StatusOr<engine::KvCache> DecodeReply(const BlockKey& key, const redis::BulkReply& reply,
+                                              bool& corrupt);
+  // Sends a SET. An unreachable Redis or an error reply (e.g. OOM under maxmemory)
+  // drops the write: counted, logged, UNAVAILABLE.
+  absl::Status Set(const redis::Args& args, std::string_view what);
+  absl::Status DropWrite(std::string_view what, const absl::Status& cause);
+  // One stderr line per topic per 10 s; the next line says how many were suppressed.
+  enum class LogTopic { kOutage, kBadData };
+  void LogRateLimited(LogTopic topic, const std::string& message);
+
+  const RedisStoreOptions options_;
+
+  mutable absl::Mutex pool_mu_;
+  std::vector<std::unique_ptr<redis::Connection>> idle_ ABSL_GUARDED_BY(pool_mu_);
+  int leased_ ABSL_GUARDED_BY(pool_mu_) = 0;
+  absl::Time dial_blocked_until_ ABSL_GUARDED_BY(pool_mu_) = absl::InfinitePast();
+
+  mutable absl::Mutex metrics_mu_;
+  StoreMetrics metrics_ ABSL_GUARDED_BY(metrics_mu_);
+  struct LogLimit {
+    absl::Time last = absl::InfinitePast();
+    int64_t suppressed = 0;
+  };
+  LogLimit log_limits_[2] ABSL_GUARDED_BY(metrics_mu_);
+};
+
+}  // namespace blockserve::kv_store
+
+#endif  // BLOCKSERVE_KV_STORE_REDIS_REDIS_STORE_H_

@@ -1,0 +1,438 @@
+#include "kv_store/redis/redis_store.h"
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kv_store/codec.h"
+#include "kv_store/redis/testing/redis_server.h"
+
+namespace blockserve::kv_store {
+namespace {
+
+using ::blockserve::kv_store::testing::RedisServer;
+using ::testing::SizeIs;
+
+constexpr uint64_t kFingerprint = 0x5eed'f00d'1234'5678ULL;
+constexpr engine::KvShape kSmallShape{.num_layers = 2, .num_kv_heads = 2, .head_dim = 8};
+
+// A block whose every float and token depends on `seed`, so blocks are distinguishable.
+engine::KvCache MakeBlock(const engine::KvShape& shape, int64_t num_tokens, int seed) {
+  engine::KvCache kv(shape);
+  std::vector<int32_t> tokens(num_tokens);
+  for (int64_t t = 0; t < num_tokens; ++t) tokens[t] = static_cast<int32_t>(seed * 1000 + t);
+  kv.Append(tokens);
+  const int64_t n = num_tokens * shape.row();
+  for (int64_t l = 0; l < shape.num_layers; ++l) {
+    for (int64_t i = 0; i < n; ++i) {
+      kv.k(l)[i] = 0.001f * static_cast<float>((seed * 7919 + l * 31 + i) % 2003) - 1.0f;
+      kv.v(l)[i] = 0.37f * static_cast<float>(seed) + 1e-3f * static_cast<float>(i % 977) + l;
+    }
+  }
+  return kv;
+}
+
+BlockKey KeyFor(const engine::KvCache& kv) { return MakeBlockKey(kFingerprint, kv.tokens()); }
+
+// Bit-exact equality of tokens, shape and every K/V float.
+void ExpectSameBlock(const engine::KvCache& actual, const engine::KvCache& expected) {
+  ASSERT_EQ(actual.shape(), expected.shape());
+  ASSERT_EQ(actual.tokens(), expected.tokens());
+  EXPECT_EQ(actual.start_position(), expected.start_position());
+  const size_t bytes = expected.num_tokens() * expected.shape().row() * sizeof(float);
+  for (int64_t l = 0; l < expected.shape().num_layers; ++l) {
+    EXPECT_EQ(std::memcmp(actual.k(l), expected.k(l), bytes), 0) << "K of layer " << l;
+    EXPECT_EQ(std::memcmp(actual.v(l), expected.v(l), bytes), 0) << "V of layer " << l;
+  }
+}
+
+class RedisStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<RedisServer>> server = RedisServer::Start();
+    ASSERT_TRUE(server.ok()) << "these tests need a real redis-server: " << server.status();
+    server_ = *std::move(server);
+  }
+
+  RedisStoreOptions Options(engine::KvShape shape = kSmallShape) const {
+    RedisStoreOptions o;
+    o.port = server_->port();
+    o.op_timeout = absl::Seconds(2);
+    o.retry_backoff = absl::Milliseconds(100);
+    o.codec = {.model_fingerprint = kFingerprint, .shape = shape, .dtype = engine::DType::kF32};
+    return o;
+  }
+
+  std::unique_ptr<RedisStore> OpenStore(const RedisStoreOptions& options) {
+    absl::StatusOr<std::unique_ptr<RedisStore>> store = RedisStore::Open(options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  std::unique_ptr<RedisServer> server_;
+};
+
+TEST_F(RedisStoreTest, PutThenGetReturnsTheBlockBitExactWithF32Codec) {
+  auto store = OpenStore(Options());
+  const engine::KvCache block = MakeBlock(kSmallShape, 13, 1);
+
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameBlock(*got, block);
+  const StoreMetrics m = store->metrics();
+  EXPECT_EQ(m.hits, 1);
+  EXPECT_EQ(m.puts, 1);
+  EXPECT_EQ(m.bytes_written,
+            static_cast<int64_t>(EncodedValueBytes(kSmallShape, 13, engine::DType::kF32)));
+  EXPECT_EQ(m.bytes_read, m.bytes_written);
+}
+
+TEST_F(RedisStoreTest, BlockValueIsTheCodecBytesUnderPrefixBlkHexKey) {
+  RedisStoreOptions options = Options();
+  options.key_prefix = "test:";
+  auto store = OpenStore(options);
+  const engine::KvCache block = MakeBlock(kSmallShape, 3, 2);
+
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+
+  absl::StatusOr<std::string> raw = server_->Call({"GET", "test:blk:" + KeyFor(block).Hex()});
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_EQ(*raw, EncodeBlockValue(block, options.codec));
+}
+
+TEST_F(RedisStoreTest, GetOfAnAbsentBlockIsNotFoundAndCountedAsAMiss) {
+  auto store = OpenStore(Options());
+
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(MakeBlock(kSmallShape, 2, 3)));
+
+  EXPECT_TRUE(absl::IsNotFound(got.status())) << got.status();
+  EXPECT_EQ(store->metrics().misses, 1);
+  EXPECT_FALSE(store->Contains(KeyFor(MakeBlock(kSmallShape, 2, 3))));
+}
+
+TEST_F(RedisStoreTest, CatalogMapsPassageIdsToKeysAndLastWriteWins) {
+  auto store = OpenStore(Options());
+  const BlockKey first = KeyFor(MakeBlock(kSmallShape, 2, 4));
+  const BlockKey second = KeyFor(MakeBlock(kSmallShape, 2, 5));
+
+  ASSERT_TRUE(store->PutPassage("doc-1", first).ok());
+  EXPECT_EQ(store->GetPassage("doc-1"), first);
+  ASSERT_TRUE(store->PutPassage("doc-1", second).ok());
+
+  EXPECT_EQ(store->GetPassage("doc-1"), second);
+  EXPECT_EQ(store->GetPassage("doc-2"), std::nullopt);
+  EXPECT_EQ(server_->Call({"GET", "bs:v1:pid:doc-1"}).value_or(""), second.Hex());
+}
+
+TEST_F(RedisStoreTest, BlocksExpireAfterTheTtl) {
+  RedisStoreOptions options = Options();
+  options.ttl = absl::Milliseconds(150);
+  auto store = OpenStore(options);
+  const engine::KvCache block = MakeBlock(kSmallShape, 4, 6);
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+  ASSERT_TRUE(store->Get(KeyFor(block)).ok());
+
+  absl::SleepFor(absl::Milliseconds(400));
+
+  EXPECT_TRUE(absl::IsNotFound(store->Get(KeyFor(block)).status()));
+  EXPECT_EQ(store->metrics().hits, 1);
+  EXPECT_EQ(store->metrics().misses, 1);
+}
+
+TEST_F(RedisStoreTest, GetManyOf64BlocksKeepsOrderAndReportsAbsentOnesAsMisses) {
+  auto store = OpenStore(Options());
+  std::vector<engine::KvCache> blocks;
+  std::vector<BlockKey> keys;
+  for (int i = 0; i < 64; ++i) {
+    blocks.push_back(MakeBlock(kSmallShape, 1 + i % 9, 100 + i));
+    keys.push_back(KeyFor(blocks.back()));
+    const bool absent = i % 10 == 3;
+    if (!absent) {
+      ASSERT_TRUE(store->Put(keys.back(), blocks.back()).ok());
+    }
+  }
+
+  std::vector<absl::StatusOr<engine::KvCache>> got = store->GetMany(keys);
+
+  ASSERT_THAT(got, SizeIs(64));
+  for (int i = 0; i < 64; ++i) {
+    if (i % 10 == 3) {
+      EXPECT_TRUE(absl::IsNotFound(got[i].status())) << "block " << i;
+    } else {
+      ASSERT_TRUE(got[i].ok()) << "block " << i << ": " << got[i].status();
+      ExpectSameBlock(*got[i], blocks[i]);
+    }
+  }
+  EXPECT_EQ(store->metrics().hits, 57);
+  EXPECT_EQ(store->metrics().misses, 7);
+}
+
+TEST_F(RedisStoreTest, GetManyOfBlocksLargerThanTheReadBufferKeepsOrder) {
+  // Values of 40 KB .. 330 KB: replies start, end and split their CRLFs at every offset
+  // of the store's 64 KB read buffer.
+  const engine::KvShape shape{.num_layers = 4, .num_kv_heads = 4, .head_dim = 32};
+  auto store = OpenStore(Options(shape));
+  std::vector<engine::KvCache> blocks;
+  std::vector<BlockKey> keys;
+  for (int i = 0; i < 24; ++i) {
+    blocks.push_back(MakeBlock(shape, 10 + 17 * i, 300 + i));
+    keys.push_back(KeyFor(blocks.back()));
+    if (i % 5 != 2) {
+      ASSERT_TRUE(store->Put(keys.back(), blocks.back()).ok());
+    }
+  }
+
+  std::vector<absl::StatusOr<engine::KvCache>> got = store->GetMany(keys);
+
+  ASSERT_THAT(got, SizeIs(24));
+  for (int i = 0; i < 24; ++i) {
+    if (i % 5 == 2) {
+      EXPECT_TRUE(absl::IsNotFound(got[i].status())) << "block " << i;
+    } else {
+      ASSERT_TRUE(got[i].ok()) << "block " << i << ": " << got[i].status();
+      ExpectSameBlock(*got[i], blocks[i]);
+    }
+  }
+}
+
+TEST_F(RedisStoreTest, TwentyMegabyteBlockRoundTrips) {
+  // Llama-3-8B's KV shape; 80 tokens in f32 are 21 MB.
+  const engine::KvShape shape{.num_layers = 32, .num_kv_heads = 8, .head_dim = 128};
+  auto store = OpenStore(Options(shape));
+  const engine::KvCache block = MakeBlock(shape, 80, 7);
+  ASSERT_GT(EncodedValueBytes(shape, 80, engine::DType::kF32), 20u << 20);
+
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameBlock(*got, block);
+}
+
+TEST_F(RedisStoreTest, GarbageUnderABlockKeyIsAMissCountedAsCorrupt) {
+  auto store = OpenStore(Options());
+  const BlockKey key = KeyFor(MakeBlock(kSmallShape, 5, 8));
+  ASSERT_TRUE(server_->Call({"SET", store->BlockRedisKey(key), "not a block value"}).ok());
+
+  absl::StatusOr<engine::KvCache> got = store->Get(key);
+
+  EXPECT_TRUE(absl::IsNotFound(got.status())) << got.status();
+  EXPECT_EQ(store->metrics().corrupt, 1);
+  EXPECT_EQ(store->metrics().misses, 1);
+  EXPECT_EQ(store->metrics().hits, 0);
+}
+
+TEST_F(RedisStoreTest, TruncatedValueIsAMissCountedAsCorrupt) {
+  auto store = OpenStore(Options());
+  const engine::KvCache block = MakeBlock(kSmallShape, 5, 9);
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+  const std::string redis_key = store->BlockRedisKey(KeyFor(block));
+  std::string value = server_->Call({"GET", redis_key}).value();
+  value.resize(value.size() - 4);
+  ASSERT_TRUE(server_->Call({"SET", redis_key, value}).ok());
+
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+
+  EXPECT_TRUE(absl::IsNotFound(got.status())) << got.status();
+  EXPECT_EQ(store->metrics().corrupt, 1);
+}
+
+TEST_F(RedisStoreTest, BlockOfAnotherModelIsAMissCountedAsCorrupt) {
+  RedisStoreOptions other_model = Options();
+  other_model.codec.model_fingerprint = kFingerprint + 1;
+  auto writer = OpenStore(other_model);
+  auto reader = OpenStore(Options());
+  const engine::KvCache block = MakeBlock(kSmallShape, 5, 10);
+  ASSERT_TRUE(writer->Put(KeyFor(block), block).ok());
+
+  EXPECT_TRUE(absl::IsNotFound(reader->Get(KeyFor(block)).status()));
+  EXPECT_EQ(reader->metrics().corrupt, 1);
+}
+
+TEST_F(RedisStoreTest, PutOfABlockWithAnotherShapeIsInvalidArgument) {
+  auto store = OpenStore(Options());
+  const engine::KvCache block =
+      MakeBlock({.num_layers = 1, .num_kv_heads = 2, .head_dim = 8}, 3, 11);
+
+  EXPECT_TRUE(absl::IsInvalidArgument(store->Put(KeyFor(block), block)));
+  EXPECT_EQ(store->metrics().puts, 0);
+}
+
+TEST_F(RedisStoreTest, OpenRejectsAnEmptyPool) {
+  RedisStoreOptions options = Options();
+  options.pool_size = 0;
+
+  EXPECT_TRUE(absl::IsInvalidArgument(RedisStore::Open(options).status()));
+}
+
+TEST_F(RedisStoreTest, OutageTurnsGetsIntoMissesAndDropsPutsThenRecoversAfterRestart) {
+  const engine::KvShape shape{.num_layers = 4, .num_kv_heads = 8, .head_dim = 128};
+  auto store = OpenStore(Options(shape));  // 1 MB blocks: writes to a dead peer hit EPIPE
+  const engine::KvCache before = MakeBlock(shape, 64, 20);
+  ASSERT_TRUE(store->Put(KeyFor(before), before).ok());
+
+  int failed_puts = 0, failed_gets = 0;
+  absl::Duration slowest = absl::ZeroDuration();
+  for (int i = 0; i < 12; ++i) {
+    if (i == 4) server_->Stop();
+    const engine::KvCache block = MakeBlock(shape, 64, 21 + i);
+    const absl::Time start = absl::Now();
+    const absl::Status put = store->Put(KeyFor(block), block);
+    const absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+    slowest = std::max(slowest, absl::Now() - start);
+    if (i < 4) {
+      EXPECT_TRUE(put.ok()) << put;
+      EXPECT_TRUE(got.ok()) << got.status();
+    } else {
+      EXPECT_TRUE(absl::IsUnavailable(put)) << put;
+      EXPECT_TRUE(absl::IsNotFound(got.status())) << got.status();
+      failed_puts += put.ok() ? 0 : 1;
+      failed_gets += got.ok() ? 0 : 1;
+    }
+  }
+  EXPECT_EQ(failed_puts, 8);
+  EXPECT_EQ(store->metrics().dropped_puts, 8);
+  EXPECT_EQ(store->metrics().misses, 8);
+  EXPECT_FALSE(store->GetPassage("anything").has_value());
+  EXPECT_LT(slowest, absl::Seconds(2)) << "a call during the outage took " << slowest;
+
+  ASSERT_TRUE(server_->Restart().ok());
+  absl::SleepFor(absl::Milliseconds(150));  // past retry_backoff
+  const engine::KvCache after = MakeBlock(shape, 64, 40);
+
+  EXPECT_TRUE(store->Put(KeyFor(after), after).ok());
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(after));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameBlock(*got, after);
+  EXPECT_EQ(store->metrics().dropped_puts, 8);
+}
+
+TEST_F(RedisStoreTest, RedisKilledUnderConcurrentBatchesCostsOnlyBoundedMissesAndDrops) {
+  const engine::KvShape shape{.num_layers = 8, .num_kv_heads = 8, .head_dim = 128};
+  auto store = OpenStore(Options(shape));  // 4 MB blocks, so kills land mid-transfer
+  std::vector<engine::KvCache> blocks;
+  std::vector<BlockKey> keys;
+  for (int i = 0; i < 4; ++i) {
+    blocks.push_back(MakeBlock(shape, 128, 70 + i));
+    keys.push_back(KeyFor(blocks.back()));
+  }
+  std::atomic<bool> done{false};
+  std::atomic<int> failed_puts{0}, ok_puts{0};
+  std::atomic<int64_t> slowest_ms{0};
+  auto worker = [&](int offset) {
+    while (!done) {
+      for (int i = 0; i < 4; ++i) {
+        const absl::Time start = absl::Now();
+        const absl::Status put = store->Put(keys[(i + offset) % 4], blocks[(i + offset) % 4]);
+        (put.ok() ? ok_puts : failed_puts)++;
+        EXPECT_TRUE(put.ok() || absl::IsUnavailable(put)) << put;
+        for (const auto& got : store->GetMany(keys)) {
+          EXPECT_TRUE(got.ok() || absl::IsNotFound(got.status())) << got.status();
+        }
+        const int64_t ms = absl::ToInt64Milliseconds(absl::Now() - start);
+        int64_t seen = slowest_ms;
+        while (ms > seen && !slowest_ms.compare_exchange_weak(seen, ms)) {
+        }
+      }
+    }
+  };
+  std::thread a(worker, 0), b(worker, 2);
+
+  absl::SleepFor(absl::Milliseconds(100));
+  server_->Stop();
+  absl::SleepFor(absl::Milliseconds(300));
+  ASSERT_TRUE(server_->Restart().ok());
+  absl::SleepFor(absl::Milliseconds(300));
+  done = true;
+  a.join();
+  b.join();
+
+  EXPECT_GT(failed_puts.load(), 0);
+  EXPECT_EQ(store->metrics().dropped_puts, failed_puts.load());
+  EXPECT_GT(store->metrics().misses, 0);
+  EXPECT_LT(slowest_ms.load(), 2000);
+  const absl::Status put_after = store->Put(keys[0], blocks[0]);
+  EXPECT_TRUE(put_after.ok()) << put_after;
+  EXPECT_TRUE(store->Get(keys[0]).ok());
+}
+
+TEST_F(RedisStoreTest, StuckRedisCostsAtMostAboutTheOpTimeoutPerCall) {
+  RedisStoreOptions options = Options();
+  options.op_timeout = absl::Milliseconds(200);
+  auto store = OpenStore(options);
+  const engine::KvCache block = MakeBlock(kSmallShape, 4, 45);
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+  server_->Pause();
+
+  absl::Time start = absl::Now();
+  const absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+  const absl::Duration get_time = absl::Now() - start;
+  start = absl::Now();
+  const absl::Status put = store->Put(KeyFor(block), block);
+  const absl::Duration put_time = absl::Now() - start;
+  server_->Resume();
+
+  EXPECT_TRUE(absl::IsNotFound(got.status())) << got.status();
+  EXPECT_TRUE(absl::IsUnavailable(put)) << put;
+  EXPECT_LT(get_time, absl::Milliseconds(700));
+  EXPECT_LT(put_time, absl::Milliseconds(700));
+  EXPECT_TRUE(store->Get(KeyFor(block)).ok());  // a thawed Redis serves again at once
+}
+
+TEST_F(RedisStoreTest, PooledConnectionsBrokenByARestartAreRedialledWithoutAMiss) {
+  RedisStoreOptions options = Options();
+  options.pool_size = 2;
+  auto store = OpenStore(options);
+  const engine::KvCache block = MakeBlock(kSmallShape, 4, 50);
+
+  ASSERT_TRUE(server_->Restart().ok());  // the store's pooled connection is now dead
+
+  EXPECT_TRUE(store->Put(KeyFor(block), block).ok());
+  EXPECT_TRUE(store->Get(KeyFor(block)).ok());
+  EXPECT_EQ(store->metrics().dropped_puts, 0);
+}
+
+TEST_F(RedisStoreTest, OpenSucceedsWhileRedisIsDownAndTheStoreWorksOnceItIsUp) {
+  server_->Stop();
+  auto store = OpenStore(Options());
+  ASSERT_NE(store, nullptr);
+  const engine::KvCache block = MakeBlock(kSmallShape, 4, 60);
+  EXPECT_TRUE(absl::IsUnavailable(store->Put(KeyFor(block), block)));
+
+  ASSERT_TRUE(server_->Restart().ok());
+  absl::SleepFor(absl::Milliseconds(150));  // past retry_backoff
+
+  EXPECT_TRUE(store->Put(KeyFor(block), block).ok());
+  EXPECT_TRUE(store->Get(KeyFor(block)).ok());
+}
+
+TEST_F(RedisStoreTest, ManyThreadsShareASmallPool) {
+  RedisStoreOptions options = Options();
+  options.pool_size = 2;
+  auto store = OpenStore(options);
+  constexpr int kThreads = 8, kBlocksPerThread = 20;
+
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kBlocksPerThread; ++i) {
+        const engine::KvCache block = MakeBlock(kSmallShape, 3, 1000 + t * kBlocksPerThread + i);
+        EXPECT_TRUE(store->Put(KeyFor(block), block).ok());
+        absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+        EXPECT_TRUE(got.ok() && got->tokens() == block.tokens());
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+
+  EXPECT_EQ(store->metrics().hits, kThreads * kBlocksPerThread);
+  EXPECT_EQ(store->metrics().puts, kThreads * kBlocksPerThread);
+}
+
+}  // namespace
+}  // namespace blockserve::kv_store

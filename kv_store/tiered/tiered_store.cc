@@ -1,0 +1,113 @@
+#include "kv_store/tiered/tiered_store.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace blockserve::kv_store {
+namespace {
+
+// The outcome of asking both tiers to store one thing.
+absl::Status CombineWrites(const absl::Status& local, const absl::Status& remote) {
+  if (local.ok() || remote.ok()) return absl::OkStatus();
+  if (absl::IsInvalidArgument(local)) return local;
+  if (absl::IsInvalidArgument(remote)) return remote;
+  return absl::UnavailableError(absl::StrCat("tiered store: both tiers dropped the write; local: ",
+                                             local.message(), "; remote: ", remote.message()));
+}
+
+}  // namespace
+
+TieredStore::TieredStore(std::unique_ptr<BlockStore> local, std::unique_ptr<BlockStore> remote)
+    : local_(std::move(local)), remote_(std::move(remote)) {}
+
+void TieredStore::Promote(const BlockKey& key, const engine::KvCache& kv) {
+  // A failed promotion (local tier full or misconfigured) only costs a future remote
+  // read, and the local tier's own metrics record it.
+  local_->Put(key, kv).IgnoreError();
+}
+
+absl::StatusOr<engine::KvCache> TieredStore::Get(const BlockKey& key) {
+  std::vector<absl::StatusOr<engine::KvCache>> results = GetMany(absl::MakeConstSpan(&key, 1));
+  return std::move(results.front());
+}
+
+std::vector<absl::StatusOr<engine::KvCache>> TieredStore::GetMany(absl::Span<const BlockKey> keys) {
+  const absl::Time start = absl::Now();
+  std::vector<absl::StatusOr<engine::KvCache>> results = local_->GetMany(keys);
+  std::vector<size_t> missing;
+  std::vector<BlockKey> missing_keys;
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (!results[i].ok()) {
+      missing.push_back(i);
+      missing_keys.push_back(keys[i]);
+    }
+  }
+  if (!missing.empty()) {
+    std::vector<absl::StatusOr<engine::KvCache>> remote = remote_->GetMany(missing_keys);
+    for (size_t j = 0; j < missing.size(); ++j) {
+      if (remote[j].ok()) Promote(missing_keys[j], *remote[j]);
+      results[missing[j]] = std::move(remote[j]);
+    }
+  }
+  int64_t hits = 0;
+  for (const auto& r : results) hits += r.ok() ? 1 : 0;
+  absl::MutexLock lock(&mu_);
+  metrics_.hits += hits;
+  metrics_.misses += static_cast<int64_t>(results.size()) - hits;
+  metrics_.get_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  return results;
+}
+
+absl::Status TieredStore::Put(const BlockKey& key, const engine::KvCache& kv) {
+  const absl::Time start = absl::Now();
+  const absl::Status local = local_->Put(key, kv);
+  const absl::Status remote = remote_->Put(key, kv);
+  const absl::Status status = CombineWrites(local, remote);
+  absl::MutexLock lock(&mu_);
+  if (status.ok()) {
+    ++metrics_.puts;
+  } else if (absl::IsUnavailable(status)) {
+    ++metrics_.dropped_puts;
+  }
+  metrics_.put_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  return status;
+}
+
+bool TieredStore::Contains(const BlockKey& key) {
+  return local_->Contains(key) || remote_->Contains(key);
+}
+
+absl::Status TieredStore::PutPassage(std::string_view passage_id, const BlockKey& key) {
+  const absl::Status status =
+      CombineWrites(local_->PutPassage(passage_id, key), remote_->PutPassage(passage_id, key));
+  absl::MutexLock lock(&mu_);
+  if (status.ok()) {
+    ++metrics_.puts;
+  } else if (absl::IsUnavailable(status)) {
+    ++metrics_.dropped_puts;
+  }
+  return status;
+}
+
+std::optional<BlockKey> TieredStore::GetPassage(std::string_view passage_id) {
+  if (std::optional<BlockKey> key = local_->GetPassage(passage_id)) return key;
+  std::optional<BlockKey> key = remote_->GetPassage(passage_id);
+  if (key.has_value()) local_->PutPassage(passage_id, *key).IgnoreError();
+  return key;
+}
+
+StoreMetrics TieredStore::metrics() const {
+  const StoreMetrics local = local_->metrics();
+  const StoreMetrics remote = remote_->metrics();
+  absl::MutexLock lock(&mu_);
+  StoreMetrics m = metrics_;
+  m.corrupt = local.corrupt + remote.corrupt;
+  m.evictions = local.evictions + remote.evictions;
+  m.bytes_read = local.bytes_read + remote.bytes_read;
+  m.bytes_written = local.bytes_written + remote.bytes_written;
+  return m;
+}
+
+}  // namespace blockserve::kv_store

@@ -1,0 +1,61 @@
+// Two BlockStores as one: a fast local tier (shared memory on this node) in front of a
+// shared remote tier (Redis across nodes).
+//
+// Reads go to the local tier first; a local miss is looked up remotely, and a remote hit
+// is promoted (written into the local tier) so the next read of that block stays on the
+// node. GetMany sends all local misses to the remote tier in one batch. Writes go to
+// both tiers (write-through). The catalog works the same way: written to both, read
+// local then remote, and a remote entry is copied into the local catalog.
+//
+// A remote outage degrades to local-only service: remote misses and dropped remote
+// writes show in remote_metrics(); Put still succeeds when the local tier stored the
+// block. Promotion failures (a full local tier) are not errors: the block was served.
+#ifndef BLOCKSERVE_KV_STORE_TIERED_TIERED_STORE_H_
+#define BLOCKSERVE_KV_STORE_TIERED_TIERED_STORE_H_
+
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "kv_store/block_store.h"
+
+namespace blockserve::kv_store {
+
+class TieredStore : public BlockStore {
+ public:
+  // Takes ownership of both tiers; neither may be null.
+  TieredStore(std::unique_ptr<BlockStore> local, std::unique_ptr<BlockStore> remote);
+
+  absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
+  std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
+  // Writes both tiers. OK when at least one of them stored the block; otherwise
+  // INVALID_ARGUMENT if a tier rejected the block, else UNAVAILABLE (counted in
+  // dropped_puts). PutPassage behaves the same.
+  absl::Status Put(const BlockKey& key, const engine::KvCache& kv) override;
+  bool Contains(const BlockKey& key) override;
+  absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
+  std::optional<BlockKey> GetPassage(std::string_view passage_id) override;
+
+  // This store's view: hits/misses/puts/dropped_puts and times of its own calls (a
+  // block found in either tier is one hit). corrupt, evictions and bytes are the sums
+  // over the tiers, which are the only ones that see encoded values.
+  StoreMetrics metrics() const override;
+  StoreMetrics local_metrics() const { return local_->metrics(); }
+  StoreMetrics remote_metrics() const { return remote_->metrics(); }
+
+ private:
+  void Promote(const BlockKey& key, const engine::KvCache& kv);
+
+  const std::unique_ptr<BlockStore> local_;
+  const std::unique_ptr<BlockStore> remote_;
+
+  mutable absl::Mutex mu_;
+  StoreMetrics metrics_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace blockserve::kv_store
+
+#endif  // BLOCKSERVE_KV_STORE_TIERED_TIERED_STORE_H_

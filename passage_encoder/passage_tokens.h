@@ -1,0 +1,43 @@
+// A passage's block tokens from what a client sent (text or token ids), checked by the
+// rules of proto Passage / PassageRef. The encoder and the prefill both call these, so
+// a passage is accepted, and tokenized, identically on ingest and at query time.
+#ifndef BLOCKSERVE_PASSAGE_ENCODER_PASSAGE_TOKENS_H_
+#define BLOCKSERVE_PASSAGE_ENCODER_PASSAGE_TOKENS_H_
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/model_config.h"
+#include "engine/tokenizer.h"
+#include "proto/blockserve.pb.h"
+
+namespace blockserve::passage_encoder {
+
+inline constexpr size_t kMaxPassageIdBytes = 256;
+
+// engine::PassageBlockTokens(text). InvalidArgument for empty or invalid UTF-8 text, or
+// one that tokenizes to 0 or >= context length tokens.
+absl::StatusOr<std::vector<int32_t>> TextPassageTokens(const engine::Tokenizer& tokenizer,
+                                                       const engine::ModelConfig& config,
+                                                       std::string_view text);
+
+// The ids as given. InvalidArgument for 0 or >= context length ids, or an id outside
+// [0, vocab_size).
+absl::StatusOr<std::vector<int32_t>> TokenIdPassageTokens(const engine::ModelConfig& config,
+                                                          const v1::TokenIds& ids);
+
+// A Passage's content (text or token_ids); InvalidArgument when neither is set.
+absl::StatusOr<std::vector<int32_t>> PassageContentTokens(const engine::Tokenizer& tokenizer,
+                                                          const engine::ModelConfig& config,
+                                                          const v1::Passage& passage);
+
+// InvalidArgument for an id over kMaxPassageIdBytes, invalid UTF-8, or containing
+// control characters. Empty is valid (an anonymous passage).
+absl::Status ValidatePassageId(std::string_view id);
+
+}  // namespace blockserve::passage_encoder
+
+#endif  // BLOCKSERVE_PASSAGE_ENCODER_PASSAGE_TOKENS_H_

@@ -1,0 +1,63 @@
+#include "query_prefill/grpc_handoff.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+
+namespace blockserve::query_prefill {
+namespace {
+
+// The decoder's answer as the prefill reports it (see KvHandoff::Send).
+absl::Status HandoffError(const std::string& address, const grpc::Status& s) {
+  const std::string message =
+      absl::StrCat("handoff to decoder ", address, ": ", s.error_message());
+  switch (s.error_code()) {
+    case grpc::StatusCode::UNIMPLEMENTED:
+    case grpc::StatusCode::UNKNOWN:
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::DATA_LOSS:
+      return absl::UnavailableError(message);
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return absl::FailedPreconditionError(
+          absl::StrCat(message, " (the decoder rejected a sequence the prefill accepted)"));
+    default:
+      return FromGrpcStatus(grpc::Status(s.error_code(), message));
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> GrpcKvHandoff::Channel(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<grpc::Channel>& channel = channels_[address];
+  if (channel == nullptr) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                absl::ToInt64Milliseconds(options_.max_reconnect_backoff));
+    channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  }
+  return channel;
+}
+
+absl::Status GrpcKvHandoff::Send(const std::string& decoder_address,
+                                 const v1::SequenceHeader& header, const engine::KvCache& kv,
+                                 absl::Time deadline) {
+  std::unique_ptr<v1::Decoder::Stub> stub = v1::Decoder::NewStub(Channel(decoder_address));
+  grpc::ClientContext context;
+  if (deadline != absl::InfiniteFuture()) context.set_deadline(absl::ToChronoTime(deadline));
+  v1::AcceptSequenceResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::KvChunk>> writer =
+      stub->AcceptSequence(&context, &response);
+  const bool sent_all = handoff::ForEachChunk(
+      header, kv, v1::DTYPE_F32, options_.max_chunk_bytes,
+      [&](const v1::KvChunk& chunk) { return writer->Write(chunk); });
+  if (sent_all) writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  if (!status.ok()) return HandoffError(decoder_address, status);
+  if (!sent_all) {
+    return absl::UnavailableError(absl::StrCat("handoff to decoder ", decoder_address,
+                                               ": the decoder ended the stream early"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace blockserve::query_prefill

@@ -1,0 +1,448 @@
+#include "query_prefill/prefill_core.h"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/log.h"
+#include "engine/flops.h"
+#include "engine/prompt.h"
+#include "engine/sampling.h"
+#include "engine/utf8.h"
+#include "kv_store/codec.h"
+#include "passage_encoder/passage_tokens.h"
+
+namespace blockserve::query_prefill {
+namespace {
+
+constexpr size_t kMaxRequestIdBytes = 128;
+
+class Stopwatch {
+ public:
+  double ElapsedMs() const {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
+        .count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+bool Contains(const std::vector<int32_t>& ids, int32_t id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+absl::Status ValidateRequestId(const std::string& id) {
+  if (id.size() > kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("request_id must be at most ",
+                                                   kMaxRequestIdBytes, " bytes, got ", id.size()));
+  }
+  for (char c : id) {
+    if (c < 0x20 || c > 0x7E) {
+      return absl::InvalidArgumentError("request_id must be printable ASCII");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// What Validate made of a request: resolved options, ready to run.
+struct PrefillCore::Plan {
+  std::string request_id;
+  engine::PrefillOptions prefill;
+  v1::CachePolicy policy = v1::CACHE_POLICY_READ_WRITE;
+  engine::SamplingParams sampling;  // seed resolved
+  v1::SamplingParams wire_sampling;  // seed and max_new_tokens resolved, for the decoder
+  handoff::DecodeLimits limits;
+  std::vector<int32_t> query;
+  std::string decoder_address;  // empty: no handoff
+  uint64_t sequence_id = 0;
+};
+
+// One block of the prompt (system or passage), in prompt order.
+struct PrefillCore::Block {
+  std::vector<int32_t> tokens;  // for a passage by id: filled from its stored block
+  kv_store::BlockKey key;
+  std::string passage_id;          // set when referenced by catalog id
+  bool use_cache = false;          // attended as a cached block (block mode, not global)
+  std::optional<engine::KvCache> kv;  // its position-0 KV when use_cache
+  bool hit = false;                // kv came from the store
+};
+
+PrefillCore::PrefillCore(engine::Engine& engine, kv_store::BlockStore& store, KvHandoff& handoff,
+                         MetricsRegistry& metrics, PrefillCoreOptions options)
+    : engine_(engine),
+      store_(store),
+      handoff_(handoff),
+      options_(options),
+      fingerprint_hex_(handoff::FingerprintHex(engine.model_fingerprint())),
+      requests_(metrics.GetCounter("blockserve_prefill_requests_total", "Prefill calls")),
+      requests_failed_(metrics.GetCounter("blockserve_prefill_requests_failed_total",
+                                          "Prefill calls that ended with a non-OK status")),
+      cache_hits_(metrics.GetCounter("blockserve_prefill_cache_hits_total",
+                                     "Blocks whose KV came from the KV store")),
+      cache_misses_(metrics.GetCounter("blockserve_prefill_cache_misses_total",
+                                       "Blocks missing from the KV store (encoded by a prefill)")),
+      cache_hit_ratio_(metrics.GetGauge("blockserve_prefill_cache_hit_ratio",
+                                        "cache hits / (hits + misses) since start")),
+      kv_bytes_fetched_(metrics.GetCounter("blockserve_prefill_kv_bytes_fetched_total",
+                                           "Bytes of block values read from the KV store")),
+      kv_bytes_written_(metrics.GetCounter("blockserve_prefill_kv_bytes_written_total",
+                                           "Bytes of block values written back to the KV store")),
+      tokens_reused_(metrics.GetCounter("blockserve_prefill_tokens_reused_total",
+                                        "Prompt tokens whose KV came from the KV store")),
+      tokens_computed_(metrics.GetCounter("blockserve_prefill_tokens_computed_total",
+                                          "Prompt tokens computed by prefills")),
+      prefill_ms_(metrics.GetHistogram(
+          "blockserve_prefill_ms",
+          "Wall time of a successful Prefill call, handoff included (the prefill's share of TTFT)",
+          LatencyBucketsMs())),
+      handoff_ms_(metrics.GetHistogram("blockserve_prefill_handoff_ms",
+                                       "Wall time of the KV handoff to a decoder",
+                                       LatencyBucketsMs())) {}
+
+void PrefillCore::set_served_by(std::string served_by) {
+  absl::MutexLock lock(&mu_);
+  served_by_ = std::move(served_by);
+}
+
+absl::StatusOr<PrefillCore::Plan> PrefillCore::Validate(const v1::PrefillRequest& request) const {
+  Plan plan;
+  if (absl::Status s = ValidateRequestId(request.request_id()); !s.ok()) return s;
+  plan.request_id = request.request_id();
+  if (plan.request_id.empty()) {
+    absl::BitGen gen;
+    plan.request_id = absl::StrFormat("%016x", absl::Uniform<uint64_t>(gen));
+  }
+  if (!engine::IsValidUtf8(request.system_prompt())) {
+    return absl::InvalidArgumentError("system_prompt is not valid UTF-8");
+  }
+  if (request.query().empty()) return absl::InvalidArgumentError("query is empty");
+  if (!engine::IsValidUtf8(request.query())) {
+    return absl::InvalidArgumentError("query is not valid UTF-8");
+  }
+  plan.query = engine::QueryBlockTokens(engine_.tokenizer(), request.query());
+  if (plan.query.empty()) return absl::InvalidArgumentError("query tokenizes to no tokens");
+  if (request.passages_size() > options_.max_passages) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(request.passages_size(), " passages is over the limit of ",
+                     options_.max_passages, " (--max_passages)"));
+  }
+
+  const v1::BlockOptions& bo = request.block_options();
+  if (!v1::AttentionMode_IsValid(bo.mode())) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown block_options.mode ", bo.mode()));
+  }
+  if (!v1::CachePolicy_IsValid(bo.cache_policy())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown block_options.cache_policy ", bo.cache_policy()));
+  }
+  const bool full = bo.mode() == v1::ATTENTION_MODE_FULL;
+  plan.prefill.mode = full ? engine::AttentionMode::kFull : engine::AttentionMode::kBlock;
+  if (!full && bo.global_blocks() > static_cast<uint32_t>(request.passages_size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block_options.global_blocks = ", bo.global_blocks(), " but only ",
+                     request.passages_size(), " passages were given"));
+  }
+  plan.prefill.global_blocks = full ? 0 : bo.global_blocks();
+  plan.prefill.reencode_positions = !bo.disable_position_reencoding();
+  if (bo.cache_policy() != v1::CACHE_POLICY_UNSPECIFIED) plan.policy = bo.cache_policy();
+
+  plan.wire_sampling = request.sampling();
+  if (!plan.wire_sampling.has_seed()) {
+    absl::BitGen gen;
+    plan.wire_sampling.set_seed(absl::Uniform<uint64_t>(gen));
+  }
+  absl::StatusOr<engine::SamplingParams> sampling = handoff::FromProto(plan.wire_sampling);
+  if (!sampling.ok()) return sampling.status();
+  plan.sampling = *sampling;
+  absl::StatusOr<handoff::DecodeLimits> limits = handoff::DecodeLimitsFromProto(
+      plan.wire_sampling, engine_.config().vocab_size, options_.max_new_tokens);
+  if (!limits.ok()) return limits.status();
+  plan.limits = *std::move(limits);
+  plan.wire_sampling.set_max_new_tokens(plan.limits.max_new_tokens);
+
+  const v1::DecoderTarget& target = request.decoder();
+  if (!v1::HandoffTransport_IsValid(target.transport())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown decoder.transport ", target.transport()));
+  }
+  plan.decoder_address = target.address();
+  if (!plan.decoder_address.empty() && target.transport() == v1::HANDOFF_NCCL) {
+    return absl::FailedPreconditionError(
+        "HANDOFF_NCCL is not available on this prefill yet; use HANDOFF_GRPC_STREAM");
+  }
+  plan.sequence_id = target.sequence_id();
+  while (plan.sequence_id == 0) {
+    absl::BitGen gen;
+    plan.sequence_id = absl::Uniform<uint64_t>(gen);
+  }
+  return plan;
+}
+
+absl::StatusOr<std::vector<PrefillCore::Block>> PrefillCore::ResolveBlocks(
+    const v1::PrefillRequest& request) const {
+  const engine::Tokenizer& tokenizer = engine_.tokenizer();
+  const engine::ModelConfig& config = engine_.config();
+  const uint64_t fingerprint = engine_.model_fingerprint();
+  std::vector<Block> blocks;
+  if (std::vector<int32_t> system = engine::SystemBlockTokens(tokenizer, request.system_prompt());
+      !system.empty()) {
+    Block b;
+    b.key = kv_store::MakeBlockKey(fingerprint, system);
+    b.tokens = std::move(system);
+    blocks.push_back(std::move(b));
+  }
+  for (int i = 0; i < request.passages_size(); ++i) {
+    const v1::PassageRef& ref = request.passages(i);
+    const std::string where = absl::StrCat("passages[", i, "]: ");
+    Block b;
+    absl::StatusOr<std::vector<int32_t>> tokens;
+    switch (ref.passage_case()) {
+      case v1::PassageRef::kPassageId: {
+        std::optional<kv_store::BlockKey> key = store_.GetPassage(ref.passage_id());
+        if (!key) {
+          return absl::NotFoundError(absl::StrCat(where, "unknown passage id \"",
+                                                  ref.passage_id(), "\""));
+        }
+        b.key = *key;
+        b.passage_id = ref.passage_id();
+        blocks.push_back(std::move(b));
+        continue;
+      }
+      case v1::PassageRef::kText:
+        tokens = passage_encoder::TextPassageTokens(tokenizer, config, ref.text());
+        break;
+      case v1::PassageRef::kTokenIds:
+        tokens = passage_encoder::TokenIdPassageTokens(config, ref.token_ids());
+        break;
+      case v1::PassageRef::PASSAGE_NOT_SET:
+        tokens = absl::InvalidArgumentError("set passage_id, text or token_ids");
+        break;
+    }
+    if (!tokens.ok()) {
+      return absl::Status(tokens.status().code(), absl::StrCat(where, tokens.status().message()));
+    }
+    b.tokens = *std::move(tokens);
+    b.key = kv_store::MakeBlockKey(fingerprint, b.tokens);
+    blocks.push_back(std::move(b));
+  }
+  return blocks;
+}
+
+absl::Status PrefillCore::FetchBlocks(const Plan& plan, std::vector<Block>& blocks,
+                                      v1::PrefillStats& stats) {
+  const bool block_mode = plan.prefill.mode == engine::AttentionMode::kBlock;
+  const size_t local = blocks.size() - plan.prefill.global_blocks;
+  std::vector<kv_store::BlockKey> keys;
+  std::vector<size_t> fetched;  // block index of keys[i]
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    blocks[i].use_cache = block_mode && plan.policy != v1::CACHE_POLICY_BYPASS && i < local;
+    if (blocks[i].use_cache || !blocks[i].passage_id.empty()) {
+      keys.push_back(blocks[i].key);
+      fetched.push_back(i);
+    }
+  }
+  if (keys.empty()) return absl::OkStatus();
+  std::vector<absl::StatusOr<engine::KvCache>> values = store_.GetMany(keys);
+  for (size_t j = 0; j < fetched.size(); ++j) {
+    Block& b = blocks[fetched[j]];
+    absl::StatusOr<engine::KvCache>& value = values[j];
+    if (value.ok()) {
+      stats.set_kv_bytes_fetched(stats.kv_bytes_fetched() +
+                                 kv_store::EncodedValueBytes(value->shape(), value->num_tokens(),
+                                                             options_.store_dtype));
+    }
+    if (!b.passage_id.empty()) {
+      // The catalog maps the id to a content key; the tokens live only in the block.
+      if (!value.ok()) {
+        return absl::NotFoundError(absl::StrCat(
+            "passage \"", b.passage_id, "\" is in the catalog but its block is no longer in the "
+            "KV store (evicted); encode the passage again"));
+      }
+      if (!(kv_store::MakeBlockKey(engine_.model_fingerprint(), value->tokens()) == b.key)) {
+        return absl::InternalError(absl::StrCat("the stored block of passage \"", b.passage_id,
+                                                "\" does not hash to its content key"));
+      }
+      b.tokens = value->tokens();
+    } else if (value.ok() && value->tokens() != b.tokens) {
+      LogEvent("kv_store_foreign_block", {{"key", b.key.Hex()}});
+      continue;  // another block under this key: a miss
+    }
+    if (value.ok() && b.use_cache) {
+      b.kv = *std::move(value);
+      b.hit = true;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PrefillCore::EncodeMisses(const Plan& plan, std::vector<Block>& blocks,
+                                       v1::PrefillStats& stats, double& flops) {
+  for (Block& b : blocks) {
+    if (!b.use_cache || b.hit) continue;
+    absl::StatusOr<engine::KvCache> kv = engine_.EncodeBlock(b.tokens);
+    if (!kv.ok()) return kv.status();
+    flops += engine::ForwardFlops(engine_.config(), b.tokens.size(), 0, /*logits=*/false);
+    if (plan.policy == v1::CACHE_POLICY_READ_WRITE) {
+      // A failed write-back costs only a later miss; the request goes on.
+      if (absl::Status s = store_.Put(b.key, *kv); s.ok()) {
+        stats.set_kv_bytes_written(
+            stats.kv_bytes_written() +
+            kv_store::EncodedValueBytes(kv->shape(), kv->num_tokens(), options_.store_dtype));
+      } else {
+        LogEvent("kv_store_write_failed", {{"key", b.key.Hex()}, {"error", s.ToString()}});
+      }
+    }
+    b.kv = *std::move(kv);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& request,
+                                                     absl::Time deadline) {
+  absl::StatusOr<Plan> plan = Validate(request);
+  if (!plan.ok()) return plan.status();
+  v1::PrefillResponse response;
+  response.set_request_id(plan->request_id);
+  response.set_model_fingerprint(fingerprint_hex_);
+  {
+    absl::MutexLock lock(&mu_);
+    response.set_served_by(served_by_);
+  }
+  v1::PrefillStats& stats = *response.mutable_stats();
+
+  // Resolve and fetch.
+  Stopwatch fetch;
+  absl::StatusOr<std::vector<Block>> blocks = ResolveBlocks(request);
+  if (!blocks.ok()) return blocks.status();
+  if (absl::Status s = FetchBlocks(*plan, *blocks, stats); !s.ok()) return s;
+  stats.set_fetch_ms(fetch.ElapsedMs());
+  int64_t total = plan->query.size();
+  for (const Block& b : *blocks) total += b.tokens.size();
+  const int64_t context = engine_.config().max_position_embeddings;
+  if (total >= context) {
+    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", total,
+                                                   " tokens; the model's context length is ",
+                                                   context, " (the prompt must be shorter)"));
+  }
+
+  // Compute: encode misses, then the query (and global blocks) over everything.
+  Stopwatch compute;
+  double flops = 0;
+  if (absl::Status s = EncodeMisses(*plan, *blocks, stats, flops); !s.ok()) return s;
+  const double encode_ms = compute.ElapsedMs();
+  std::vector<engine::BlockInput> inputs;
+  for (const Block& b : *blocks) {
+    inputs.push_back({b.tokens, b.kv ? &*b.kv : nullptr});
+    if (b.use_cache && b.hit) {
+      stats.set_cache_hits(stats.cache_hits() + 1);
+      stats.set_tokens_reused(stats.tokens_reused() + b.tokens.size());
+    } else if (b.use_cache) {
+      stats.set_cache_misses(stats.cache_misses() + 1);
+    }
+  }
+  absl::StatusOr<engine::PrefillResult> prefill =
+      engine_.PrefillLast(inputs, plan->query, plan->prefill);
+  if (!prefill.ok()) return prefill.status();
+  Stopwatch sample;
+  engine::Sampler sampler(plan->sampling);
+  const int32_t token = sampler.Sample(prefill->logits_last);
+  stats.set_compute_ms(encode_ms + prefill->stats.compute_ms + sample.ElapsedMs());
+  stats.set_shift_ms(prefill->stats.shift_ms);
+  stats.set_prompt_tokens(total);
+  stats.set_tokens_computed(total - stats.tokens_reused());
+  stats.set_flops_to_first_token(static_cast<uint64_t>(flops + prefill->stats.flops_to_first_token));
+  stats.set_flops_full_prefill(static_cast<uint64_t>(prefill->stats.flops_full_prefill));
+  response.set_first_token_id(token);
+
+  // Does generation end with the first token? (Text contract: handoff/kv_chunks.h.)
+  const handoff::DecodeLimits& limits = plan->limits;
+  handoff::TextStream text(limits.stop_strings);
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  if (!limits.ignore_eos && Contains(engine_.eos_ids(), token)) {
+    finish = v1::FINISH_REASON_EOS;
+  } else if (Contains(limits.stop_token_ids, token)) {
+    finish = v1::FINISH_REASON_STOP;
+  } else {
+    absl::StatusOr<std::string> bytes = handoff::TokenText(engine_.tokenizer(), token);
+    if (!bytes.ok()) return absl::InternalError(bytes.status().ToString());
+    handoff::TextStream::Update update = text.Append(*bytes);
+    response.set_first_token_text(update.delta);
+    if (update.stopped) {
+      finish = v1::FINISH_REASON_STOP;
+    } else if (limits.max_new_tokens <= 1 || total + 1 >= context) {
+      finish = v1::FINISH_REASON_LENGTH;
+    }
+  }
+  if (finish != v1::FINISH_REASON_UNSPECIFIED) {
+    response.set_finish_reason(finish);
+    response.set_first_token_text(response.first_token_text() + text.Flush());
+    return response;
+  }
+  if (plan->decoder_address.empty()) return response;
+
+  // Hand the sequence to the decoder.
+  if (absl::Now() >= deadline) {
+    return absl::DeadlineExceededError("the deadline passed before the KV handoff");
+  }
+  v1::SequenceHeader header;
+  header.set_sequence_id(plan->sequence_id);
+  header.set_model_fingerprint(fingerprint_hex_);
+  header.set_first_token_id(token);
+  *header.mutable_sampling() = plan->wire_sampling;
+  header.set_request_id(plan->request_id);
+  Stopwatch handoff;
+  if (absl::Status s = handoff_.Send(plan->decoder_address, header, prefill->cache, deadline);
+      !s.ok()) {
+    return s;
+  }
+  stats.set_handoff_ms(handoff.ElapsedMs());
+  stats.set_kv_bytes_handed_off(prefill->cache.bytes());
+  handoff_ms_->Observe(stats.handoff_ms());
+  response.set_sequence_id(plan->sequence_id);
+  return response;
+}
+
+absl::StatusOr<v1::PrefillResponse> PrefillCore::Prefill(const v1::PrefillRequest& request,
+                                                         absl::Time deadline) {
+  Stopwatch total;
+  absl::StatusOr<v1::PrefillResponse> result = Run(request, deadline);
+  const double ms = total.ElapsedMs();
+  if (result.ok()) result->mutable_stats()->set_total_ms(ms);
+  Record(result, ms);
+  return result;
+}
+
+void PrefillCore::Record(const absl::StatusOr<v1::PrefillResponse>& result, double ms) {
+  requests_->Add();
+  if (!result.ok()) {
+    requests_failed_->Add();
+    LogEvent("prefill_failed", {{"code", absl::StatusCodeToString(result.status().code())},
+                                {"error", std::string(result.status().message())}});
+    return;
+  }
+  const v1::PrefillStats& s = result->stats();
+  LogEvent("prefill", {{"request_id", result->request_id()},
+                       {"ms", absl::StrFormat("%.3f", ms)},
+                       {"prompt_tokens", absl::StrCat(s.prompt_tokens())},
+                       {"tokens_reused", absl::StrCat(s.tokens_reused())},
+                       {"cache_hits", absl::StrCat(s.cache_hits())},
+                       {"cache_misses", absl::StrCat(s.cache_misses())},
+                       {"sequence_id", absl::StrCat(result->sequence_id())}});
+  prefill_ms_->Observe(ms);
+  cache_hits_->Add(s.cache_hits());
+  cache_misses_->Add(s.cache_misses());
+  const double looked_up = cache_hits_->value() + cache_misses_->value();
+  cache_hit_ratio_->Set(looked_up > 0 ? cache_hits_->value() / looked_up : 0);
+  kv_bytes_fetched_->Add(s.kv_bytes_fetched());
+  kv_bytes_written_->Add(s.kv_bytes_written());
+  tokens_reused_->Add(s.tokens_reused());
+  tokens_computed_->Add(s.tokens_computed());
+}
+
+}  // namespace blockserve::query_prefill

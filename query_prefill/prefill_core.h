@@ -1,0 +1,103 @@
+// The query prefill's logic, without the network: one PrefillRequest in, the first
+// token (and the KV handed to a decoder) out.
+//
+//   1. Validate (request id, UTF-8, enums, sampling and stop rules, passage count,
+//      global_blocks) -> INVALID_ARGUMENT / FAILED_PRECONDITION.
+//   2. Resolve blocks (engine/prompt.h): the system block, then each passage by catalog
+//      id (unknown -> NOT_FOUND), inline text or inline token ids.
+//   3. Fetch the cached position-0 KV of the block-attended blocks in one GetMany. A miss
+//      (or a corrupt/foreign entry) is encoded now and written back unless the cache
+//      policy says not to. A passage referenced by id takes its tokens from its stored
+//      block, so it is fetched in every mode.
+//   4. Engine::PrefillLast: block mode re-encodes the cached blocks to their offsets and
+//      computes global blocks + query; full mode computes everything causally.
+//   5. Sample the first token with the request's sampling (an unset seed is resolved
+//      here and handed on, so decoder + prefill equal one sampler). If generation ends
+//      with it (EOS, stop token/string, max_new_tokens == 1, context full), answer with
+//      finish_reason and make no handoff.
+//   6. Otherwise hand the sequence (header + KV) to the request's decoder via KvHandoff.
+//
+// Thread-safe: requests may run concurrently (the engine serializes its compute).
+#ifndef BLOCKSERVE_QUERY_PREFILL_PREFILL_CORE_H_
+#define BLOCKSERVE_QUERY_PREFILL_PREFILL_CORE_H_
+
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/metrics.h"
+#include "engine/dtype.h"
+#include "engine/engine.h"
+#include "handoff/kv_chunks.h"
+#include "kv_store/block_store.h"
+#include "proto/blockserve.pb.h"
+#include "query_prefill/grpc_handoff.h"
+
+namespace blockserve::query_prefill {
+
+struct PrefillCoreOptions {
+  // Most passages one request may reference (flag --max_passages).
+  int max_passages = 64;
+  // Default and limit of SamplingParams.max_new_tokens (same flags as the decoder's).
+  handoff::MaxNewTokensPolicy max_new_tokens;
+  // Element type the store writes; used to report kv bytes fetched and written.
+  engine::DType store_dtype = engine::DType::kBF16;
+};
+
+class PrefillCore {
+ public:
+  // `engine`, `store`, `handoff` and `metrics` must outlive the core.
+  PrefillCore(engine::Engine& engine, kv_store::BlockStore& store, KvHandoff& handoff,
+              MetricsRegistry& metrics, PrefillCoreOptions options);
+
+  // Serves one request; `deadline` bounds the handoff (the caller's gRPC deadline).
+  // Error codes follow proto/blockserve.proto (see the file comment for the steps).
+  absl::StatusOr<v1::PrefillResponse> Prefill(const v1::PrefillRequest& request,
+                                              absl::Time deadline = absl::InfiniteFuture());
+
+  // This instance's advertised "host:port", returned as served_by (known only once the
+  // server listens, hence settable).
+  void set_served_by(std::string served_by);
+
+  const std::string& fingerprint_hex() const { return fingerprint_hex_; }
+
+ private:
+  struct Plan;
+  struct Block;
+
+  absl::StatusOr<Plan> Validate(const v1::PrefillRequest& request) const;
+  absl::StatusOr<std::vector<Block>> ResolveBlocks(const v1::PrefillRequest& request) const;
+  absl::Status FetchBlocks(const Plan& plan, std::vector<Block>& blocks,
+                           v1::PrefillStats& stats);
+  absl::Status EncodeMisses(const Plan& plan, std::vector<Block>& blocks, v1::PrefillStats& stats,
+                            double& flops);
+  absl::StatusOr<v1::PrefillResponse> Run(const v1::PrefillRequest& request, absl::Time deadline);
+  void Record(const absl::StatusOr<v1::PrefillResponse>& result, double ms);
+
+  engine::Engine& engine_;
+  kv_store::BlockStore& store_;
+  KvHandoff& handoff_;
+  const PrefillCoreOptions options_;
+  const std::string fingerprint_hex_;
+
+  absl::Mutex mu_;
+  std::string served_by_ ABSL_GUARDED_BY(mu_);
+
+  Counter* requests_;
+  Counter* requests_failed_;
+  Counter* cache_hits_;
+  Counter* cache_misses_;
+  Gauge* cache_hit_ratio_;
+  Counter* kv_bytes_fetched_;
+  Counter* kv_bytes_written_;
+  Counter* tokens_reused_;
+  Counter* tokens_computed_;
+  Histogram* prefill_ms_;
+  Histogram* handoff_ms_;
+};
+
+}  // namespace blockserve::query_prefill
+
+#endif  // BLOCKSERVE_QUERY_PREFILL_PREFILL_CORE_H_

@@ -1,0 +1,134 @@
+// QueryPrefill over real gRPC on 127.0.0.1: the library's errors arrive as the
+// proto's status codes, and a successful call carries the response fields.
+#include "query_prefill/prefill_service.h"
+
+#include <unistd.h>
+
+#include <memory>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "engine/tiny_model.h"
+#include "gtest/gtest.h"
+#include "kv_store/shm_store.h"
+#include "query_prefill/grpc_handoff.h"
+#include "query_prefill/testing/fake_decoder.h"
+
+namespace blockserve::query_prefill {
+namespace {
+
+class PrefillServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string dir = testing::TempDir() + "/prefill_service_test_model";
+    ASSERT_TRUE(engine::WriteTinyModel(dir, {}).ok());
+    absl::StatusOr<std::unique_ptr<engine::Engine>> e = engine::Engine::Load(dir, {1});
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = *std::move(e);
+    shm_name_ = absl::StrCat("/bs-prefill-service-test-", getpid());
+    kv_store::ShmStoreOptions o;
+    o.name = shm_name_;
+    o.capacity_bytes = 8 << 20;
+    o.max_entries = 64;
+    o.max_passages = 64;
+    o.codec = {engine_->model_fingerprint(), engine_->kv_shape(), engine::DType::kBF16};
+    absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> s = kv_store::ShmStore::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+    core_ = std::make_unique<PrefillCore>(*engine_, *store_, handoff_, metrics_,
+                                          PrefillCoreOptions{});
+    core_->set_served_by("prefill-test:1");
+    service_ = std::make_unique<PrefillService>(*core_);
+
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::QueryPrefill::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                                                          grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    server_->Shutdown();
+    store_.reset();
+    ASSERT_TRUE(kv_store::ShmStore::Remove(shm_name_).ok());
+  }
+
+  static v1::PrefillRequest Request() {
+    v1::PrefillRequest r;
+    r.add_passages()->set_text("The river Elbe flows through Dresden.");
+    r.set_query("Which river flows through Dresden?");
+    r.mutable_sampling()->set_ignore_eos(true);
+    return r;
+  }
+  grpc::Status Call(const v1::PrefillRequest& request, v1::PrefillResponse* response) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return stub_->Prefill(&context, request, response);
+  }
+
+  std::unique_ptr<engine::Engine> engine_;
+  std::string shm_name_;
+  MetricsRegistry metrics_;
+  std::unique_ptr<kv_store::ShmStore> store_;
+  GrpcKvHandoff handoff_;
+  std::unique_ptr<PrefillCore> core_;
+  std::unique_ptr<PrefillService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::QueryPrefill::Stub> stub_;
+};
+
+TEST_F(PrefillServiceTest, SuccessfulPrefillHandsOffAndNamesItsServer) {
+  FakeDecoder decoder({.model_fingerprint_hex = handoff::FingerprintHex(engine_->model_fingerprint()),
+                       .shape = engine_->kv_shape(),
+                       .vocab_size = engine_->config().vocab_size,
+                       .context_length = engine_->config().max_position_embeddings});
+  v1::PrefillRequest request = Request();
+  request.set_request_id("req-1");
+  request.mutable_decoder()->set_address(decoder.address());
+  request.mutable_decoder()->set_sequence_id(9);
+  v1::PrefillResponse response;
+  const grpc::Status s = Call(request, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(response.request_id(), "req-1");
+  EXPECT_EQ(response.sequence_id(), 9u);
+  EXPECT_EQ(response.served_by(), "prefill-test:1");
+  EXPECT_EQ(response.model_fingerprint(), handoff::FingerprintHex(engine_->model_fingerprint()));
+  EXPECT_GT(response.stats().total_ms(), 0);
+  ASSERT_EQ(decoder.received().size(), 1u);
+  EXPECT_EQ(decoder.received()[0].header.request_id(), "req-1");
+}
+
+TEST_F(PrefillServiceTest, UnknownPassageIdIsNotFound) {
+  v1::PrefillRequest request = Request();
+  request.add_passages()->set_passage_id("nope");
+  v1::PrefillResponse response;
+  EXPECT_EQ(Call(request, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(PrefillServiceTest, EmptyQueryIsInvalidArgument) {
+  v1::PrefillRequest request = Request();
+  request.clear_query();
+  v1::PrefillResponse response;
+  EXPECT_EQ(Call(request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(PrefillServiceTest, NcclHandoffIsFailedPrecondition) {
+  v1::PrefillRequest request = Request();
+  request.mutable_decoder()->set_address("127.0.0.1:1");
+  request.mutable_decoder()->set_transport(v1::HANDOFF_NCCL);
+  v1::PrefillResponse response;
+  EXPECT_EQ(Call(request, &response).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(PrefillServiceTest, UnreachableDecoderIsUnavailable) {
+  v1::PrefillRequest request = Request();
+  request.mutable_decoder()->set_address("127.0.0.1:1");  // nothing listens on port 1
+  v1::PrefillResponse response;
+  EXPECT_EQ(Call(request, &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+}  // namespace
+}  // namespace blockserve::query_prefill

@@ -1,0 +1,126 @@
+#include "store_config/store_flags.h"
+
+#include <utility>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "kv_store/codec.h"
+#include "kv_store/redis/redis_store.h"
+#include "kv_store/shm_store.h"
+#include "kv_store/tiered/tiered_store.h"
+
+ABSL_FLAG(std::string, kv_store, "shm",
+          "KV store backend: shm (POSIX shared memory on this node), redis (shared across "
+          "nodes) or tiered (shared memory in front of Redis)");
+ABSL_FLAG(std::string, shm_name, "/blockserve-kv",
+          "POSIX shared-memory segment name (\"/\" then no other \"/\"); every process on "
+          "a node that uses the same name shares one store (shm, tiered)");
+ABSL_FLAG(uint64_t, shm_capacity_bytes, uint64_t{1} << 30,
+          "data capacity of the shared-memory segment in bytes; only the process that "
+          "creates the segment sizes it (shm, tiered)");
+ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host (redis, tiered)");
+ABSL_FLAG(int, redis_port, 6379, "Redis port (redis, tiered)");
+ABSL_FLAG(std::string, kv_dtype, "bf16",
+          "element type of KV written to the store: bf16, f16 or f32 (exact); any stored "
+          "type is read back");
+
+namespace blockserve::store_config {
+namespace {
+
+absl::StatusOr<StoreKind> ParseKind(const std::string& s) {
+  if (s == "shm") return StoreKind::kShm;
+  if (s == "redis") return StoreKind::kRedis;
+  if (s == "tiered") return StoreKind::kTiered;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv_store must be shm, redis or tiered, got \"", s, "\""));
+}
+
+absl::StatusOr<engine::DType> ParseDtype(const std::string& s) {
+  if (s == "bf16") return engine::DType::kBF16;
+  if (s == "f16") return engine::DType::kF16;
+  if (s == "f32") return engine::DType::kF32;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv_dtype must be bf16, f16 or f32, got \"", s, "\""));
+}
+
+}  // namespace
+
+absl::StatusOr<StoreConfig> StoreConfigFromFlags() {
+  StoreConfig c;
+  absl::StatusOr<StoreKind> kind = ParseKind(absl::GetFlag(FLAGS_kv_store));
+  if (!kind.ok()) return kind.status();
+  absl::StatusOr<engine::DType> dtype = ParseDtype(absl::GetFlag(FLAGS_kv_dtype));
+  if (!dtype.ok()) return dtype.status();
+  c.kind = *kind;
+  c.dtype = *dtype;
+  c.shm_name = absl::GetFlag(FLAGS_shm_name);
+  c.shm_capacity_bytes = absl::GetFlag(FLAGS_shm_capacity_bytes);
+  c.redis_host = absl::GetFlag(FLAGS_redis_host);
+  c.redis_port = absl::GetFlag(FLAGS_redis_port);
+  if (c.shm_capacity_bytes == 0) {
+    return absl::InvalidArgumentError("--shm_capacity_bytes must be > 0");
+  }
+  if (c.redis_port < 1 || c.redis_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--redis_port must be in 1..65535, got ", c.redis_port));
+  }
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> OpenStore(const StoreConfig& config,
+                                                                uint64_t model_fingerprint,
+                                                                const engine::KvShape& shape) {
+  const kv_store::CodecOptions codec{model_fingerprint, shape, config.dtype};
+  auto open_shm = [&]() -> absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> {
+    kv_store::ShmStoreOptions o;
+    o.name = config.shm_name;
+    o.capacity_bytes = config.shm_capacity_bytes;
+    o.codec = codec;
+    absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> s = kv_store::ShmStore::Open(o);
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<kv_store::BlockStore>(*std::move(s));
+  };
+  auto open_redis = [&]() -> absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> {
+    kv_store::RedisStoreOptions o;
+    o.host = config.redis_host;
+    o.port = config.redis_port;
+    o.codec = codec;
+    absl::StatusOr<std::unique_ptr<kv_store::RedisStore>> s = kv_store::RedisStore::Open(o);
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<kv_store::BlockStore>(*std::move(s));
+  };
+  switch (config.kind) {
+    case StoreKind::kShm:
+      return open_shm();
+    case StoreKind::kRedis:
+      return open_redis();
+    case StoreKind::kTiered: {
+      absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> local = open_shm();
+      if (!local.ok()) return local.status();
+      absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> remote = open_redis();
+      if (!remote.ok()) return remote.status();
+      return std::unique_ptr<kv_store::BlockStore>(
+          std::make_unique<kv_store::TieredStore>(*std::move(local), *std::move(remote)));
+    }
+  }
+  return absl::InternalError("unknown store kind");
+}
+
+std::string DescribeStore(const StoreConfig& config) {
+  const std::string dtype = absl::AsciiStrToLower(std::string(engine::DTypeName(config.dtype)));
+  const std::string shm = absl::StrCat("shm ", config.shm_name, " (", config.shm_capacity_bytes,
+                                       " bytes)");
+  const std::string redis = absl::StrCat("redis ", config.redis_host, ":", config.redis_port);
+  switch (config.kind) {
+    case StoreKind::kShm:
+      return absl::StrCat(shm, ", ", dtype);
+    case StoreKind::kRedis:
+      return absl::StrCat(redis, ", ", dtype);
+    case StoreKind::kTiered:
+      return absl::StrCat("tiered: ", shm, " then ", redis, ", ", dtype);
+  }
+  return "?";
+}
+
+}  // namespace blockserve::store_config

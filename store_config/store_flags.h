@@ -1,0 +1,53 @@
+// The KV store a service uses, chosen by command-line flags that passage_encoder and
+// query_prefill share, so that both processes open (and encode into) the same store:
+//
+//   --kv_store=shm|redis|tiered   shared memory on this node (default), Redis across
+//                                 nodes, or shared memory in front of Redis
+//   --shm_name, --shm_capacity_bytes   the POSIX shared-memory segment (shm, tiered)
+//   --redis_host, --redis_port         the Redis server (redis, tiered)
+//   --kv_dtype=bf16|f16|f32            element type of KV written to the store
+//
+// The flags are defined in store_flags.cc; a binary that links this library has them.
+#ifndef BLOCKSERVE_STORE_CONFIG_STORE_FLAGS_H_
+#define BLOCKSERVE_STORE_CONFIG_STORE_FLAGS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/dtype.h"
+#include "engine/kv_cache.h"
+#include "kv_store/block_store.h"
+
+namespace blockserve::store_config {
+
+enum class StoreKind { kShm, kRedis, kTiered };
+
+struct StoreConfig {
+  StoreKind kind = StoreKind::kShm;
+  std::string shm_name = "/blockserve-kv";
+  uint64_t shm_capacity_bytes = uint64_t{1} << 30;
+  std::string redis_host = "127.0.0.1";
+  int redis_port = 6379;
+  engine::DType dtype = engine::DType::kBF16;
+};
+
+// Reads the flags. InvalidArgument (naming the flag and the value) for an unknown store
+// kind or dtype, a zero capacity or a port outside 1..65535.
+absl::StatusOr<StoreConfig> StoreConfigFromFlags();
+
+// Opens the configured store for a model (its fingerprint and KV shape go into every
+// value's header and are checked on every read). Errors are the backends' (a shared
+// memory segment of another layout, bad options); an unreachable Redis is not an error
+// here: RedisStore treats it as misses and dropped writes until it comes back.
+absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> OpenStore(const StoreConfig& config,
+                                                                uint64_t model_fingerprint,
+                                                                const engine::KvShape& shape);
+
+// A one-line description for start-up logs, e.g. "shm /blockserve-kv (1073741824 bytes, bf16)".
+std::string DescribeStore(const StoreConfig& config);
+
+}  // namespace blockserve::store_config
+
+#endif  // BLOCKSERVE_STORE_CONFIG_STORE_FLAGS_H_
