@@ -49,8 +49,17 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
       break;
     }
   }
-  std::discrete_distribution<int64_t> pick(prob.begin(), prob.begin() + nucleus);
-  return order[pick(rng_)];
+  // Exactly one uniform draw per sampled token, whatever survives the filters, so a
+  // sequence continued elsewhere (prefill -> decoder) can skip draws by counting tokens.
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  double total = 0;
+  for (int64_t i = 0; i < nucleus; ++i) total += prob[i];
+  double acc = 0;
+  for (int64_t i = 0; i < nucleus; ++i) {
+    acc += prob[i];
+    if (u * total < acc) return order[i];
+  }
+  return order[nucleus - 1];
 }
 
 }  // namespace blockserve::engine

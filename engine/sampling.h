@@ -27,6 +27,7 @@ class Sampler {
   explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
 
   // Returns a token id in [0, logits.size()). Ties in greedy mode go to the lowest id.
+  // A non-greedy sample consumes exactly one draw from the seeded generator.
   int32_t Sample(absl::Span<const float> logits);
 
  private:
