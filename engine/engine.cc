@@ -5,22 +5,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/flops.h"
+#include "engine/stopwatch.h"
 #include "engine/model_files.h"
 #include "engine/weights.h"
 
 namespace blockserve::engine {
 namespace {
-
-class Stopwatch {
- public:
-  double ElapsedMs() const {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
-        .count();
-  }
-
- private:
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
 
 int64_t TotalTokens(absl::Span<const BlockInput> blocks, absl::Span<const int32_t> last) {
   int64_t n = last.size();

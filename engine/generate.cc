@@ -4,13 +4,10 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "engine/stopwatch.h"
 
 namespace blockserve::engine {
 namespace {
-
-double MsSince(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // Cuts `text` before the earliest stop string it contains; returns whether it did.
 bool CutAtStopString(std::string& text, const std::vector<std::string>& stops) {
@@ -45,14 +42,14 @@ absl::StatusOr<Generation> Generate(Engine& engine, absl::Span<const BlockInput>
     return absl::InvalidArgumentError(
         absl::StrCat("max_new_tokens must be >= 1, got ", stop.max_new_tokens));
   }
-  const auto t0 = std::chrono::steady_clock::now();
+  const Stopwatch clock;
   absl::StatusOr<PrefillResult> prefill = engine.PrefillLast(blocks, last, options);
   if (!prefill.ok()) return prefill.status();
   Sampler sampler(sampling);
   Generation g;
   g.stats = prefill->stats;
   int32_t token = sampler.Sample(prefill->logits_last);
-  g.ttft_ms = MsSince(t0);
+  g.ttft_ms = clock.ElapsedMs();
   int64_t position = prefill->next_position;
   const std::vector<int32_t>& eos = engine.eos_ids();
   while (true) {
@@ -77,7 +74,7 @@ absl::StatusOr<Generation> Generate(Engine& engine, absl::Span<const BlockInput>
     if (!logits.ok()) return logits.status();
     token = sampler.Sample((*logits)[0]);
   }
-  g.total_ms = MsSince(t0);
+  g.total_ms = clock.ElapsedMs();
   return g;
 }
 

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "engine/stopwatch.h"
 #include "handoff/kv_chunks.h"
 #include "kv_store/codec.h"
 #include "passage_encoder/passage_tokens.h"
@@ -10,9 +11,6 @@
 namespace blockserve::passage_encoder {
 namespace {
 
-double MsSince(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
 
 void SetError(v1::EncodeResult& r, const absl::Status& s) {
   r.mutable_status()->set_code(static_cast<int32_t>(s.code()));
@@ -66,9 +64,9 @@ v1::EncodeResult EncoderCore::Encode(const v1::Passage& passage, uint32_t index,
     r.set_already_cached(true);
     cache_hit_skips_->Add();
   } else {
-    const auto t0 = std::chrono::steady_clock::now();
+    const Stopwatch clock;
     absl::StatusOr<engine::KvCache> kv = engine_.EncodeBlock(*tokens);
-    const double ms = MsSince(t0);
+    const double ms = clock.ElapsedMs();
     if (!kv.ok()) return fail(kv.status());
     encode_ms_->Observe(ms);
     tokens_encoded_->Add(tokens->size());
@@ -100,7 +98,7 @@ absl::StatusOr<v1::EncodePassagesResponse> EncoderCore::EncodeBatch(
                      " passages is over the limit of ", options_.max_batch_passages,
                      " (--max_batch_passages); split it or use EncodePassageStream"));
   }
-  const auto t0 = std::chrono::steady_clock::now();
+  const Stopwatch total;
   v1::EncodePassagesResponse response;
   response.set_model_fingerprint(fingerprint_hex_);
   v1::EncodeStats& stats = *response.mutable_stats();
@@ -120,7 +118,7 @@ absl::StatusOr<v1::EncodePassagesResponse> EncoderCore::EncodeBatch(
     stats.set_encode_ms(stats.encode_ms() + r.encode_ms());
     stats.set_kv_bytes_written(stats.kv_bytes_written() + r.kv_bytes_written());
   }
-  stats.set_total_ms(MsSince(t0));
+  stats.set_total_ms(total.ElapsedMs());
   return response;
 }
 

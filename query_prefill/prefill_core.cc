@@ -11,6 +11,7 @@
 #include "engine/flops.h"
 #include "engine/prompt.h"
 #include "engine/sampling.h"
+#include "engine/stopwatch.h"
 #include "engine/utf8.h"
 #include "kv_store/codec.h"
 #include "passage_encoder/passage_tokens.h"
@@ -19,17 +20,6 @@ namespace blockserve::query_prefill {
 namespace {
 
 constexpr size_t kMaxRequestIdBytes = 128;
-
-class Stopwatch {
- public:
-  double ElapsedMs() const {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
-        .count();
-  }
-
- private:
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
 
 bool Contains(const std::vector<int32_t>& ids, int32_t id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();

@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/engine.h"
 #include "engine/sampling.h"
+#include "engine/stopwatch.h"
 #include "engine/tiny_model.h"
 
 ABSL_FLAG(std::string, shape, "small",
@@ -79,10 +80,10 @@ absl::StatusOr<Cell> Time(int repeats, F&& run) {
   std::vector<double> ms;
   Cell c;
   for (int r = 0; r < repeats; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const blockserve::Stopwatch clock;
     absl::StatusOr<double> flops = run();
     if (!flops.ok()) return flops.status();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    ms.push_back(clock.ElapsedMs());
     c.flops = *flops;
   }
   std::sort(ms.begin(), ms.end());
