@@ -1,0 +1,163 @@
+#include "client/cli.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "router/backend_pool.h"
+#include "router/fake_backends.h"
+#include "router/router_core.h"
+#include "router/router_service.h"
+
+namespace blockserve::client {
+namespace {
+
+using router::testing::FakeDecoder;
+using router::testing::FakeEncoder;
+using router::testing::FakePrefill;
+using router::testing::FakeServer;
+
+// A real router (core + gRPC service) in front of fake backends, all in-process.
+class CliTest : public ::testing::Test {
+ protected:
+  CliTest() : prefill_server_({&prefill_}), decoder_server_({&decoder_}), encoder_server_({&encoder_}) {
+    prefill_.set_address(prefill_server_.address());
+    decoder_.set_address(decoder_server_.address());
+    router::BackendPoolOptions o;
+    o.prefill = {prefill_server_.address()};
+    o.decoder = {decoder_server_.address()};
+    o.encoder = {encoder_server_.address()};
+    pool_ = std::make_unique<router::BackendPool>(o);
+    pool_->CheckAllNow();
+    core_ = std::make_unique<router::RouterCore>(pool_.get(), router::RouterOptions{}, &metrics_);
+    service_ = std::make_unique<router::RouterService>(core_.get());
+    router_server_ = std::make_unique<FakeServer>(std::vector<grpc::Service*>{service_.get()});
+  }
+
+  struct Run {
+    int code;
+    std::string out, err;
+  };
+  Run Cli(std::vector<std::string> args) {
+    std::ostringstream out, err;
+    CliEnv env{.out = &out, .err = &err, .default_router = router_server_->address()};
+    const int code = RunCli(args, env);
+    return {code, out.str(), err.str()};
+  }
+
+  std::string WriteCorpus(const std::string& text) {
+    const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/corpus.jsonl";
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  FakePrefill prefill_;
+  FakeDecoder decoder_;
+  FakeEncoder encoder_;
+  FakeServer prefill_server_, decoder_server_, encoder_server_;
+  MetricsRegistry metrics_;
+  std::unique_ptr<router::BackendPool> pool_;
+  std::unique_ptr<router::RouterCore> core_;
+  std::unique_ptr<router::RouterService> service_;
+  std::unique_ptr<FakeServer> router_server_;
+};
+
+TEST_F(CliTest, HelpListsTheCommands) {
+  Run r = Cli({"--help"});
+  EXPECT_EQ(r.code, kExitOk);
+  for (const char* word : {"ingest", "ask", "stats", "wait", "Exit codes"}) {
+    EXPECT_NE(r.out.find(word), std::string::npos) << word;
+  }
+}
+
+TEST_F(CliTest, UsageErrorsExitWithTwo) {
+  EXPECT_EQ(Cli({}).code, kExitUsage);
+  EXPECT_EQ(Cli({"fly"}).code, kExitUsage);
+  EXPECT_EQ(Cli({"ask"}).code, kExitUsage);                       // no question
+  EXPECT_EQ(Cli({"ask", "--mode=sideways", "q?"}).code, kExitUsage);
+  EXPECT_EQ(Cli({"ask", "--temperature=-1", "q?"}).code, kExitUsage);
+  EXPECT_EQ(Cli({"ask", "--batch=3", "q?"}).code, kExitUsage);     // ingest's flag
+  EXPECT_EQ(Cli({"ask", "--nope", "q?"}).code, kExitUsage);
+  EXPECT_EQ(Cli({"ask", "bad \xff utf8"}).code, kExitUsage);
+  EXPECT_EQ(Cli({"ingest"}).code, kExitUsage);
+  EXPECT_EQ(Cli({"ingest", "/nonexistent.jsonl"}).code, kExitUsage);
+  EXPECT_EQ(prefill_.calls(), 0);
+}
+
+TEST_F(CliTest, IngestReportsNewThenCachedPassages) {
+  const std::string corpus = WriteCorpus(
+      "{\"id\": \"a\", \"text\": \"Alpha.\"}\n{\"id\": \"b\", \"text\": \"Beta.\"}\n"
+      "{\"id\": \"c\", \"text\": \"Gamma.\"}\n");
+  Run first = Cli({"ingest", corpus, "--batch=2"});
+  EXPECT_EQ(first.code, kExitOk) << first.err;
+  EXPECT_NE(first.out.find("ingested 3 passages"), std::string::npos) << first.out;
+  EXPECT_NE(first.out.find("3 encoded"), std::string::npos) << first.out;
+  EXPECT_NE(first.err.find("ingest 2/3 passages"), std::string::npos) << first.err;
+  EXPECT_NE(first.err.find("ETA"), std::string::npos) << first.err;
+  Run second = Cli({"ingest", corpus});
+  EXPECT_EQ(second.code, kExitOk);
+  EXPECT_NE(second.out.find("0 encoded"), std::string::npos) << second.out;
+  EXPECT_NE(second.out.find("3 already cached"), std::string::npos) << second.out;
+}
+
+TEST_F(CliTest, IngestWithRejectedPassagesExitsWithOne) {
+  const std::string corpus = WriteCorpus("{\"id\": \"a\", \"text\": \"\"}\n");
+  Run r = Cli({"ingest", corpus});
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_NE(r.err.find("rejected a: INVALID_ARGUMENT"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, AskStreamsTheAnswerThenTheSummary) {
+  Run r = Cli({"ask", "--passage", "a", "--passage=b,c", "--max_new_tokens=3", "Who", "wrote", "it?"});
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(r.out, "<100><101><102>\n");
+  EXPECT_NE(r.err.find("TTFT"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("15 reused from cache"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("saved"), std::string::npos) << r.err;
+  const v1::PrefillRequest sent = prefill_.last_request();
+  EXPECT_EQ(sent.query(), "Who wrote it?");
+  ASSERT_EQ(sent.passages_size(), 3);
+  EXPECT_EQ(sent.passages(2).passage_id(), "c");
+  EXPECT_EQ(sent.block_options().mode(), v1::ATTENTION_MODE_BLOCK);
+}
+
+TEST(TerminalSafeTest, ReplacesControlCharactersButNewlinesAndTabs) {
+  EXPECT_EQ(TerminalSafe("a\tb\nc"), "a\tb\nc");
+  EXPECT_EQ(TerminalSafe("\x1b[31mred\x7f"), "\xef\xbf\xbd[31mred\xef\xbf\xbd");
+  EXPECT_EQ(TerminalSafe("caf\xc3\xa9"), "caf\xc3\xa9");
+}
+
+TEST_F(CliTest, AskJsonAndFullMode) {
+  Run r = Cli({"ask", "--json", "--mode=full", "--max_new_tokens=2", "q?"});
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("\"text\":\"<100><101>\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"ttft_ms\""), std::string::npos) << r.out;
+  EXPECT_EQ(prefill_.last_request().block_options().mode(), v1::ATTENTION_MODE_FULL);
+}
+
+TEST_F(CliTest, ServerErrorsExitWithOneAndUnreachableWithThree) {
+  prefill_.FailNext(grpc::StatusCode::NOT_FOUND);
+  Run r = Cli({"ask", "--passage=missing", "q?"});
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_NE(r.err.find("NOT_FOUND"), std::string::npos) << r.err;
+  Run down = Cli({"--router=127.0.0.1:1", "--timeout_s=5", "stats"});
+  EXPECT_EQ(down.code, kExitUnreachable);
+  EXPECT_NE(down.err.find("is the router running"), std::string::npos) << down.err;
+}
+
+TEST_F(CliTest, StatsAndWaitSeeTheBackends) {
+  ASSERT_EQ(Cli({"ask", "q?"}).code, kExitOk);
+  Run stats = Cli({"stats"});
+  EXPECT_EQ(stats.code, kExitOk);
+  EXPECT_NE(stats.out.find("requests 1 (0 failed"), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find("decoder"), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find("healthy"), std::string::npos) << stats.out;
+  Run wait = Cli({"wait", "--timeout_s=5"});
+  EXPECT_EQ(wait.code, kExitOk) << wait.err;
+  EXPECT_NE(wait.out.find("3 healthy backends"), std::string::npos) << wait.out;
+}
+
+}  // namespace
+}  // namespace blockserve::client

@@ -1,0 +1,392 @@
+#include "router/backend_pool.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "router/health.grpc.pb.h"
+
+namespace blockserve::router {
+namespace {
+
+using HealthResponse = grpc::health::v1::HealthCheckResponse;
+
+const char* RoleName(Role role) {
+  switch (role) {
+    case v1::BACKEND_ROLE_PREFILL: return "prefill";
+    case v1::BACKEND_ROLE_DECODER: return "decoder";
+    case v1::BACKEND_ROLE_ENCODER: return "encoder";
+    default: return "unknown";
+  }
+}
+
+// One in-flight asynchronous health probe.
+struct ProbeCall {
+  std::unique_ptr<grpc::health::v1::Health::Stub> stub;
+  grpc::ClientContext context;
+  grpc::health::v1::HealthCheckRequest request;
+  HealthResponse response;
+  grpc::Status status;
+  absl::Time started;
+};
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ParseAddressList(std::string_view list) {
+  std::vector<std::string> out;
+  absl::flat_hash_set<std::string> seen;
+  for (absl::string_view part : absl::StrSplit(absl::string_view(list.data(), list.size()), ',')) {
+    std::string address(absl::StripAsciiWhitespace(part));
+    if (address.empty()) continue;
+    const size_t colon = address.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(absl::string_view(address).substr(colon + 1), &port) || port <= 0 ||
+        port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected host:port with a port in 1..65535, found \"", address, "\""));
+    }
+    if (seen.insert(address).second) out.push_back(std::move(address));
+  }
+  return out;
+}
+
+std::shared_ptr<grpc::Channel> MakeBackendChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  args.SetMaxSendMessageSize(256 << 20);
+  // A backend that restarts should be reachable again within a health interval or two,
+  // not after gRPC's default exponential backoff (up to two minutes).
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+absl::StatusOr<bool> ProbeHealth(const std::shared_ptr<grpc::Channel>& channel,
+                                 absl::Duration timeout) {
+  grpc::health::v1::Health::Stub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  grpc::health::v1::HealthCheckRequest request;
+  HealthResponse response;
+  const grpc::Status status = stub.Check(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.status() == HealthResponse::SERVING;
+}
+
+// ───────────────────────────────── Lease ─────────────────────────────────────
+
+BackendPool::Lease::Lease(Lease&& other) noexcept
+    : pool_(other.pool_), backend_(other.backend_), finished_(other.finished_) {
+  other.pool_ = nullptr;
+  other.backend_ = nullptr;
+}
+
+BackendPool::Lease& BackendPool::Lease::operator=(Lease&& other) noexcept {
+  if (this != &other) {
+    Release();
+    pool_ = other.pool_;
+    backend_ = other.backend_;
+    finished_ = other.finished_;
+    other.pool_ = nullptr;
+    other.backend_ = nullptr;
+  }
+  return *this;
+}
+
+BackendPool::Lease::~Lease() { Release(); }
+
+const std::string& BackendPool::Lease::address() const { return backend_->address; }
+
+const std::shared_ptr<grpc::Channel>& BackendPool::Lease::channel() const {
+  return backend_->channel;
+}
+
+void BackendPool::Lease::Finish(const absl::Status& outcome) {
+  if (backend_ == nullptr || finished_) return;
+  finished_ = true;
+  if (outcome.ok()) return;
+  absl::MutexLock lock(&pool_->mu_);
+  ++backend_->requests_failed;
+  backend_->last_error = outcome.ToString();
+}
+
+void BackendPool::Lease::Release() {
+  if (backend_ == nullptr) return;
+  absl::MutexLock lock(&pool_->mu_);
+  --backend_->in_flight;
+  backend_ = nullptr;
+  pool_ = nullptr;
+}
+
+// ─────────────────────────────── BackendPool ─────────────────────────────────
+
+BackendPool::BackendPool(BackendPoolOptions options, MetricsRegistry* metrics)
+    : options_(std::move(options)), metrics_(metrics) {
+  auto add = [this](const std::vector<std::string>& addresses, Role role) {
+    for (const std::string& address : addresses) {
+      auto b = std::make_unique<Backend>();
+      b->address = address;
+      b->role = role;
+      b->channel = MakeBackendChannel(address);
+      backends_.push_back(std::move(b));
+    }
+  };
+  add(options_.prefill, v1::BACKEND_ROLE_PREFILL);
+  add(options_.decoder, v1::BACKEND_ROLE_DECODER);
+  add(options_.encoder, v1::BACKEND_ROLE_ENCODER);
+  absl::MutexLock lock(&mu_);
+  UpdateGaugesLocked();
+}
+
+BackendPool::~BackendPool() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (health_thread_.joinable()) health_thread_.join();
+}
+
+void BackendPool::Start() {
+  CheckAllNow();
+  health_thread_ = std::thread([this] { HealthLoop(); });
+}
+
+void BackendPool::CheckAllNow() {
+  std::vector<Backend*> all;
+  for (const auto& b : backends_) all.push_back(b.get());
+  Probe(all);
+}
+
+void BackendPool::CheckSoon(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& b : backends_) {
+    if (b->address == address) check_soon_.insert(b.get());
+  }
+}
+
+void BackendPool::MarkUnhealthy(const std::string& address, const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& owned : backends_) {
+    Backend* b = owned.get();
+    if (b->address != address) continue;
+    if (b->healthy) {
+      LogEvent("backend_unhealthy",
+               {{"address", address}, {"role", RoleName(b->role)}, {"reason", reason}});
+    }
+    b->healthy = false;
+    b->last_error = reason;
+    // A probe already in flight must not bring it straight back: only probes started
+    // after now count (see Probe).
+    b->marked_unhealthy = absl::Now();
+    check_soon_.insert(b);
+  }
+  UpdateGaugesLocked();
+}
+
+void BackendPool::Probe(const std::vector<Backend*>& backends) {
+  if (backends.empty()) return;
+  // Shared with the callbacks, so it outlives the last one even after Probe returns.
+  struct Round {
+    absl::Mutex mu;
+    size_t pending = 0;
+    std::vector<ProbeCall> calls;
+  };
+  auto round = std::make_shared<Round>();
+  round->pending = backends.size();
+  round->calls = std::vector<ProbeCall>(backends.size());
+  for (size_t i = 0; i < backends.size(); ++i) {
+    ProbeCall& c = round->calls[i];
+    c.started = absl::Now();
+    c.context.set_deadline(absl::ToChronoTime(c.started + options_.health_timeout));
+    c.stub = grpc::health::v1::Health::NewStub(backends[i]->channel);
+    c.stub->async()->Check(&c.context, &c.request, &c.response,
+                           [round, &c](grpc::Status status) {
+                             absl::MutexLock lock(&round->mu);
+                             c.status = std::move(status);
+                             --round->pending;
+                           });
+  }
+  {
+    absl::MutexLock lock(&round->mu);
+    round->mu.Await(absl::Condition(+[](size_t* p) { return *p == 0; }, &round->pending));
+  }
+  const std::vector<ProbeCall>& calls = round->calls;
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < backends.size(); ++i) {
+    Backend* b = backends[i];
+    const ProbeCall& c = calls[i];
+    const bool serving = c.status.ok() && c.response.status() == HealthResponse::SERVING;
+    if (serving) {
+      if (c.started < b->marked_unhealthy) continue;  // sent before the router saw it break
+      b->last_healthy = absl::Now();
+    }
+    if (serving != b->healthy || !b->probed) {
+      const std::string why =
+          c.status.ok() ? absl::StrCat("health status ",
+                                       HealthResponse::ServingStatus_Name(c.response.status()))
+                        : absl::StrCat("health check failed: ", c.status.error_message());
+      LogEvent(serving ? "backend_healthy" : "backend_unhealthy",
+               {{"address", b->address}, {"role", RoleName(b->role)}, {"reason", why}});
+      if (!serving) b->last_error = why;
+    }
+    b->healthy = serving;
+    b->probed = true;
+  }
+  UpdateGaugesLocked();
+}
+
+void BackendPool::HealthLoop() {
+  absl::Time next_round = absl::Now() + options_.health_interval;
+  while (true) {
+    std::vector<Backend*> targets;
+    {
+      absl::MutexLock lock(&mu_);
+      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !check_soon_.empty();
+      };
+      mu_.AwaitWithDeadline(absl::Condition(&wake), next_round);
+      if (stopping_) return;
+      if (absl::Now() >= next_round) {
+        for (const auto& b : backends_) targets.push_back(b.get());
+        next_round = absl::Now() + options_.health_interval;
+      } else {
+        targets.assign(check_soon_.begin(), check_soon_.end());
+      }
+      check_soon_.clear();
+    }
+    Probe(targets);
+    // Requests that keep failing must not turn the loop into a busy probe storm.
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
+BackendPool::Backend* BackendPool::FindLocked(Role role, const std::string& address) {
+  for (const auto& b : backends_) {
+    if (b->role == role && b->address == address) return b.get();
+  }
+  return nullptr;
+}
+
+BackendPool::Backend* BackendPool::PickLocked(Role role,
+                                              const absl::flat_hash_set<std::string>& exclude) {
+  std::vector<Backend*> candidates;
+  for (const auto& b : backends_) {
+    if (b->role == role && b->healthy && !exclude.contains(b->address)) {
+      candidates.push_back(b.get());
+    }
+  }
+  if (candidates.empty()) return nullptr;
+  // Least loaded; among equals, rotate so that idle backends share the work.
+  const size_t start = rotation_++ % candidates.size();
+  Backend* best = nullptr;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    Backend* b = candidates[(start + i) % candidates.size()];
+    if (best == nullptr || b->in_flight < best->in_flight) best = b;
+  }
+  return best;
+}
+
+BackendPool::Lease BackendPool::LeaseLocked(Backend* b) {
+  ++b->in_flight;
+  ++b->requests_total;
+  return Lease(this, b);
+}
+
+absl::StatusOr<BackendPool::Lease> BackendPool::Acquire(
+    Role role, const absl::flat_hash_set<std::string>& exclude) {
+  absl::MutexLock lock(&mu_);
+  Backend* b = PickLocked(role, exclude);
+  if (b == nullptr) {
+    return absl::UnavailableError(absl::StrCat("no healthy ", RoleName(role), " backend",
+                                               exclude.empty() ? "" : " left to try"));
+  }
+  return LeaseLocked(b);
+}
+
+absl::StatusOr<BackendPool::Lease> BackendPool::AcquirePrefill(
+    uint64_t affinity_key, const absl::flat_hash_set<std::string>& exclude) {
+  absl::MutexLock lock(&mu_);
+  Backend* least = PickLocked(v1::BACKEND_ROLE_PREFILL, exclude);
+  if (least == nullptr) {
+    return absl::UnavailableError(absl::StrCat("no healthy prefill backend",
+                                               exclude.empty() ? "" : " left to try"));
+  }
+  if (affinity_key != 0) {
+    auto it = affinity_.find(affinity_key);
+    if (it != affinity_.end()) {
+      Backend* warm = FindLocked(v1::BACKEND_ROLE_PREFILL, it->second->second);
+      if (warm != nullptr && warm->healthy && !exclude.contains(warm->address) &&
+          warm->in_flight <= least->in_flight + static_cast<uint32_t>(options_.affinity_slack)) {
+        affinity_lru_.splice(affinity_lru_.begin(), affinity_lru_, it->second);
+        return LeaseLocked(warm);
+      }
+    }
+  }
+  return LeaseLocked(least);
+}
+
+void BackendPool::RememberPrefill(uint64_t affinity_key, const std::string& address) {
+  if (affinity_key == 0 || options_.affinity_capacity == 0) return;
+  absl::MutexLock lock(&mu_);
+  auto it = affinity_.find(affinity_key);
+  if (it != affinity_.end()) {
+    it->second->second = address;
+    affinity_lru_.splice(affinity_lru_.begin(), affinity_lru_, it->second);
+    return;
+  }
+  affinity_lru_.emplace_front(affinity_key, address);
+  affinity_[affinity_key] = affinity_lru_.begin();
+  while (affinity_lru_.size() > options_.affinity_capacity) {
+    affinity_.erase(affinity_lru_.back().first);
+    affinity_lru_.pop_back();
+  }
+}
+
+int BackendPool::HealthyCount(Role role) const {
+  absl::MutexLock lock(&mu_);
+  int n = 0;
+  for (const auto& b : backends_) n += b->role == role && b->healthy;
+  return n;
+}
+
+std::vector<v1::BackendStatus> BackendPool::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  std::vector<v1::BackendStatus> out;
+  for (const auto& b : backends_) {
+    v1::BackendStatus s;
+    s.set_address(b->address);
+    s.set_role(b->role);
+    s.set_healthy(b->healthy);
+    s.set_in_flight(b->in_flight);
+    s.set_requests_total(b->requests_total);
+    s.set_requests_failed(b->requests_failed);
+    s.set_last_error(b->last_error);
+    s.set_last_healthy_ago_ms(b->last_healthy == absl::InfinitePast()
+                                  ? -1
+                                  : absl::ToDoubleMilliseconds(now - b->last_healthy));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+void BackendPool::UpdateGaugesLocked() {
+  if (metrics_ == nullptr) return;
+  int healthy[4] = {0, 0, 0, 0};
+  for (const auto& b : backends_) healthy[b->role] += b->healthy;
+  metrics_->GetGauge("router_healthy_prefills", "prefill backends answering SERVING")
+      ->Set(healthy[v1::BACKEND_ROLE_PREFILL]);
+  metrics_->GetGauge("router_healthy_decoders", "decoder backends answering SERVING")
+      ->Set(healthy[v1::BACKEND_ROLE_DECODER]);
+  metrics_->GetGauge("router_healthy_encoders", "encoder backends answering SERVING")
+      ->Set(healthy[v1::BACKEND_ROLE_ENCODER]);
+}
+
+}  // namespace blockserve::router

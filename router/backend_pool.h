@@ -1,0 +1,161 @@
+// BackendPool: the router's view of its backends — a fixed list of prefill, decoder
+// and encoder addresses, each with a gRPC channel, a health state kept fresh by
+// grpc.health.v1 probes, and load (requests in flight through this router).
+//
+// Placement rules, all here so the router's request logic only asks "give me one":
+//  - every role: the least-loaded healthy backend (ties rotate), never an excluded one;
+//  - prefill, cache-aware: a prompt's passages hash to an affinity key; the prefill
+//    that last served that key is preferred while its load is within `affinity_slack`
+//    of the least-loaded one (its local cache tier, if any, is warm for them).
+// A backend is unhealthy after a failed probe or after the router saw it break
+// (MarkUnhealthy); it is used again once a probe answers SERVING.
+//
+// Thread safety: all methods may be called concurrently.
+#ifndef BLOCKSERVE_ROUTER_BACKEND_POOL_H_
+#define BLOCKSERVE_ROUTER_BACKEND_POOL_H_
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/metrics.h"
+#include "proto/blockserve.pb.h"
+
+namespace blockserve::router {
+
+using Role = v1::BackendRole;
+
+struct BackendPoolOptions {
+  std::vector<std::string> prefill;  // "host:port" each
+  std::vector<std::string> decoder;
+  std::vector<std::string> encoder;
+  absl::Duration health_interval = absl::Seconds(1);
+  absl::Duration health_timeout = absl::Milliseconds(800);
+  // Keep a prompt on the prefill that served its passages last unless that one has
+  // more than this many requests in flight above the least-loaded healthy prefill.
+  int affinity_slack = 2;
+  size_t affinity_capacity = 4096;  // remembered passage sets (LRU)
+};
+
+// Parses "host:port,host:port" (spaces ignored, duplicates dropped); InvalidArgument
+// for an entry without a port.
+absl::StatusOr<std::vector<std::string>> ParseAddressList(std::string_view list);
+
+// One grpc.health.v1 Check of the whole server (service ""). Ok(true) for SERVING,
+// Ok(false) for any other answer, the RPC's error when it fails.
+absl::StatusOr<bool> ProbeHealth(const std::shared_ptr<grpc::Channel>& channel,
+                                 absl::Duration timeout);
+
+// Channel to a backend with the router's settings (fast reconnects, large messages).
+std::shared_ptr<grpc::Channel> MakeBackendChannel(const std::string& address);
+
+class BackendPool {
+ private:
+  struct Backend;
+
+ public:
+  // A backend chosen for one request: counts as in flight until destroyed. Call
+  // Finish() with the request's outcome (a non-OK status counts as failed).
+  class Lease {
+   public:
+    Lease(Lease&& other) noexcept;
+    Lease& operator=(Lease&& other) noexcept;
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease();
+
+    const std::string& address() const;
+    const std::shared_ptr<grpc::Channel>& channel() const;
+    void Finish(const absl::Status& outcome);
+
+   private:
+    friend class BackendPool;
+    Lease(BackendPool* pool, Backend* backend) : pool_(pool), backend_(backend) {}
+    void Release();
+    BackendPool* pool_ = nullptr;
+    Backend* backend_ = nullptr;
+    bool finished_ = false;
+  };
+
+  // `metrics` may be null; else healthy-backend gauges are kept there.
+  explicit BackendPool(BackendPoolOptions options, MetricsRegistry* metrics = nullptr);
+  ~BackendPool();  // stops the health thread
+  BackendPool(const BackendPool&) = delete;
+  BackendPool& operator=(const BackendPool&) = delete;
+
+  // Probes every backend once (in parallel, waits for the answers), then keeps probing
+  // every `health_interval` on a background thread.
+  void Start();
+  // One probe round now, waiting for the answers (tests; also used by Start).
+  void CheckAllNow();
+  // Asks the health thread to probe `address` soon (every role it serves).
+  void CheckSoon(const std::string& address);
+  // Stops using `address` (every role it serves) until a probe started after this
+  // call answers SERVING.
+  void MarkUnhealthy(const std::string& address, const std::string& reason);
+
+  // Least-loaded healthy backend of `role` whose address is not in `exclude`.
+  // Unavailable when there is none (none configured, all unhealthy or excluded).
+  absl::StatusOr<Lease> Acquire(Role role, const absl::flat_hash_set<std::string>& exclude = {});
+  // Acquire(kPrefill) with cache affinity for `affinity_key` (0 = none).
+  absl::StatusOr<Lease> AcquirePrefill(uint64_t affinity_key,
+                                       const absl::flat_hash_set<std::string>& exclude = {});
+  // Records that `address` now holds the blocks of `affinity_key`.
+  void RememberPrefill(uint64_t affinity_key, const std::string& address);
+
+  int HealthyCount(Role role) const;
+  std::vector<v1::BackendStatus> Snapshot() const;
+
+ private:
+  struct Backend {
+    std::string address;
+    Role role;
+    std::shared_ptr<grpc::Channel> channel;
+    bool healthy = false;
+    bool probed = false;
+    absl::Time last_healthy = absl::InfinitePast();
+    absl::Time marked_unhealthy = absl::InfinitePast();  // last MarkUnhealthy
+    uint32_t in_flight = 0;
+    uint64_t requests_total = 0;
+    uint64_t requests_failed = 0;
+    std::string last_error;
+  };
+
+  Backend* PickLocked(Role role, const absl::flat_hash_set<std::string>& exclude)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Backend* FindLocked(Role role, const std::string& address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Lease LeaseLocked(Backend* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Probe(const std::vector<Backend*>& backends);
+  void UpdateGaugesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HealthLoop();
+
+  const BackendPoolOptions options_;
+  MetricsRegistry* const metrics_;
+  std::vector<std::unique_ptr<Backend>> backends_;  // fixed after construction
+
+  mutable absl::Mutex mu_;
+  uint64_t rotation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<Backend*> check_soon_ ABSL_GUARDED_BY(mu_);
+  // Affinity LRU: most recent at the front.
+  std::list<std::pair<uint64_t, std::string>> affinity_lru_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::list<std::pair<uint64_t, std::string>>::iterator>
+      affinity_ ABSL_GUARDED_BY(mu_);
+  std::thread health_thread_;
+};
+
+}  // namespace blockserve::router
+
+#endif  // BLOCKSERVE_ROUTER_BACKEND_POOL_H_

@@ -1,0 +1,108 @@
+// router: the BlockServe front door (blockserve.v1.Router). See router/README.md.
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/server.h"
+#include "router/backend_pool.h"
+#include "router/router_core.h"
+#include "router/router_service.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on (127.0.0.1: loopback only)");
+ABSL_FLAG(int, port, 50050, "gRPC port; 0 picks a free one (logged as {\"event\":\"listening\"})");
+ABSL_FLAG(int, metrics_port, 0, "HTTP port of the Prometheus /metrics endpoint; 0: none");
+ABSL_FLAG(std::string, prefill, "", "QueryPrefill backends, host:port[,host:port...]");
+ABSL_FLAG(std::string, decoder, "", "Decoder backends, host:port[,host:port...]");
+ABSL_FLAG(std::string, encoder, "", "PassageEncoder backends, host:port[,host:port...]");
+ABSL_FLAG(int, health_interval_ms, 1000, "how often every backend is health-checked");
+ABSL_FLAG(int, health_timeout_ms, 800, "deadline of one health check");
+ABSL_FLAG(int, affinity_slack, 2,
+          "keep a prompt on the prefill that last served its passages unless it has more than "
+          "this many requests in flight above the least-loaded prefill");
+ABSL_FLAG(std::string, handoff, "grpc", "KV handoff transport asked of the prefill: grpc | nccl");
+ABSL_FLAG(int, max_request_s, 600,
+          "deadline of downstream calls when the client sets none (or a later one)");
+ABSL_FLAG(int, prefill_retries, 1,
+          "placements retried after UNAVAILABLE / RESOURCE_EXHAUSTED, before any token is sent");
+ABSL_FLAG(int, shutdown_grace_ms, 5000, "on SIGTERM, how long in-flight calls may finish");
+
+namespace {
+
+int Fail(const std::string& message) {
+  std::cerr << "router: " << message << " (see --help)\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  blockserve::BlockShutdownSignals();
+  absl::SetProgramUsageMessage(
+      "The BlockServe router: the client-facing gRPC service blockserve.v1.Router.\n"
+      "Places each request on a query_prefill (cache-aware) and a decoder (least loaded),\n"
+      "streams the answer back, and forwards Ingest to a passage_encoder.\n\n"
+      "Example:\n"
+      "  router --port=50050 --prefill=127.0.0.1:50062 --decoder=127.0.0.1:50063 \\\n"
+      "         --encoder=127.0.0.1:50061");
+  // --help lists this file's flags (absl's default looks for a file named after the
+  // program, and this one is router/main.cc).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "router/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  absl::ParseCommandLine(argc, argv);
+  namespace br = blockserve::router;
+
+  br::BackendPoolOptions pool_options;
+  for (auto [flag, out] : {std::pair{&FLAGS_prefill, &pool_options.prefill},
+                           std::pair{&FLAGS_decoder, &pool_options.decoder},
+                           std::pair{&FLAGS_encoder, &pool_options.encoder}}) {
+    absl::StatusOr<std::vector<std::string>> list = br::ParseAddressList(absl::GetFlag(*flag));
+    if (!list.ok()) return Fail(std::string(list.status().message()));
+    *out = *std::move(list);
+  }
+  if (pool_options.prefill.empty() || pool_options.decoder.empty()) {
+    return Fail("--prefill and --decoder need at least one address each");
+  }
+  pool_options.health_interval = absl::Milliseconds(absl::GetFlag(FLAGS_health_interval_ms));
+  pool_options.health_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_health_timeout_ms));
+  pool_options.affinity_slack = absl::GetFlag(FLAGS_affinity_slack);
+
+  br::RouterOptions options;
+  const std::string handoff = absl::GetFlag(FLAGS_handoff);
+  if (handoff == "grpc") {
+    options.handoff = blockserve::v1::HANDOFF_GRPC_STREAM;
+  } else if (handoff == "nccl") {
+    options.handoff = blockserve::v1::HANDOFF_NCCL;
+  } else {
+    return Fail(absl::StrCat("--handoff must be grpc or nccl, found \"", handoff, "\""));
+  }
+  options.max_request_time = absl::Seconds(absl::GetFlag(FLAGS_max_request_s));
+  options.prefill_retries = absl::GetFlag(FLAGS_prefill_retries);
+
+  blockserve::SetLogServiceName("router");
+  blockserve::MetricsRegistry metrics;
+  br::BackendPool pool(pool_options, &metrics);
+  pool.Start();
+  br::RouterCore core(&pool, options, &metrics);
+  br::RouterService service(&core);
+
+  blockserve::ServerOptions server;
+  server.service_name = "router";
+  server.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
+  server.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  server.shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
+  const absl::Status status = blockserve::RunServer(server, {&service}, &metrics);
+  if (!status.ok()) {
+    blockserve::LogEvent("failed", {{"error", status.ToString()}});
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,195 @@
+#include "tests/blockserve_system.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/router_client.h"
+
+namespace blockserve::testing {
+namespace {
+
+std::string TmpDir() {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return dir != nullptr ? dir : "/tmp";
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> TinyModelDir(const engine::TinyModelOptions& o) {
+  const std::string dir =
+      absl::StrCat(TmpDir(), "/model-", o.seed, "-", o.model_type, "-", o.hidden_size, "x",
+                   o.num_layers, "-", o.max_position_embeddings);
+  if (std::filesystem::exists(dir + "/config.json")) return dir;
+  if (absl::Status s = engine::WriteTinyModel(dir, o); !s.ok()) return s;
+  return dir;
+}
+
+absl::StatusOr<std::vector<v1::Passage>> SamplePassages() {
+  return client::ReadPassagesJsonl(RunfilePath("samples/passages.jsonl"));
+}
+
+absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(SystemOptions options) {
+  static std::atomic<int> counter{0};
+  std::unique_ptr<BlockServeSystem> sys(new BlockServeSystem());
+  sys->options_ = std::move(options);
+  sys->shm_name_ = absl::StrCat("/bs-test-", getpid(), "-", counter++);
+  const std::vector<std::string> model = {"--model_dir=" + sys->options_.model_dir};
+
+  auto start = [&](const std::string& name, const std::string& binary,
+                   std::vector<std::string> args,
+                   const std::vector<std::string>& extra) -> absl::StatusOr<std::unique_ptr<ServerProcess>> {
+    args.insert(args.end(), extra.begin(), extra.end());
+    return ServerProcess::Start({.name = name, .binary = RunfilePath(binary), .args = args});
+  };
+  std::vector<std::string> store_backend = model;
+  for (const std::string& a : sys->StoreArgs()) store_backend.push_back(a);
+
+  absl::StatusOr<std::unique_ptr<ServerProcess>> encoder =
+      start("passage_encoder", "passage_encoder/passage_encoder", store_backend,
+            sys->options_.encoder_args);
+  if (!encoder.ok()) return encoder.status();
+  sys->encoder_ = *std::move(encoder);
+  for (int i = 0; i < sys->options_.prefills; ++i) {
+    auto p = start(absl::StrCat("query_prefill-", i), "query_prefill/query_prefill",
+                   store_backend, sys->options_.prefill_args);
+    if (!p.ok()) return p.status();
+    sys->prefills_.push_back(*std::move(p));
+  }
+  for (int i = 0; i < sys->options_.decoders; ++i) {
+    auto d = start(absl::StrCat("decoder-", i), "decoder/decoder", model,
+                   sys->options_.decoder_args);
+    if (!d.ok()) return d.status();
+    sys->decoders_.push_back(*std::move(d));
+  }
+  auto list = [](const std::vector<std::unique_ptr<ServerProcess>>& ps) {
+    std::vector<std::string> a;
+    for (const auto& p : ps) a.push_back(p->address());
+    return absl::StrJoin(a, ",");
+  };
+  auto router = start("router", "router/router",
+                      {"--prefill=" + list(sys->prefills_), "--decoder=" + list(sys->decoders_),
+                       "--encoder=" + sys->encoder_->address(), "--health_interval_ms=200"},
+                      sys->options_.router_args);
+  if (!router.ok()) return router.status();
+  sys->router_ = *std::move(router);
+  sys->router_stub_ = v1::Router::NewStub(
+      client::RouterClient::Connect(sys->router_->address()));
+  if (absl::Status s = sys->WaitHealthy(absl::Seconds(30)); !s.ok()) return s;
+  return sys;
+}
+
+std::vector<std::string> BlockServeSystem::StoreArgs() const {
+  // f32 in the store: cached blocks then equal what a single process computes, bit for bit.
+  std::vector<std::string> args = {"--kv_dtype=f32"};
+  if (options_.store == "redis") {
+    args.push_back("--kv_store=redis");
+    args.push_back("--redis_host=127.0.0.1");
+    args.push_back(absl::StrCat("--redis_port=", options_.redis_port));
+  } else {
+    args.push_back("--kv_store=shm");
+    args.push_back("--shm_name=" + shm_name_);
+    args.push_back("--shm_capacity_bytes=268435456");
+  }
+  return args;
+}
+
+absl::StatusOr<v1::StatsResponse> BlockServeSystem::Stats() {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::StatsRequest request;
+  request.set_include_backends(true);
+  v1::StatsResponse response;
+  const grpc::Status s = router_stub_->GetStats(&context, request, &response);
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return response;
+}
+
+absl::Status BlockServeSystem::WaitHealthy(absl::Duration timeout) {
+  const absl::Time give_up = absl::Now() + timeout;
+  std::string why = "no answer";
+  while (absl::Now() < give_up) {
+    absl::StatusOr<v1::StatsResponse> stats = Stats();
+    if (stats.ok()) {
+      why.clear();
+      for (const v1::BackendStatus& b : stats->backends()) {
+        if (!b.healthy()) absl::StrAppend(&why, b.address(), " unhealthy: ", b.last_error(), "; ");
+      }
+      if (why.empty()) return absl::OkStatus();
+    } else {
+      why = std::string(stats.status().message());
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return absl::UnavailableError(absl::StrCat("backends not healthy: ", why));
+}
+
+absl::StatusOr<v1::IngestResponse> BlockServeSystem::Ingest(
+    const std::vector<v1::Passage>& passages) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  v1::IngestRequest request;
+  for (const v1::Passage& p : passages) *request.add_passages() = p;
+  v1::IngestResponse response;
+  const grpc::Status s = router_stub_->Ingest(&context, request, &response);
+  if (!s.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  }
+  return response;
+}
+
+absl::Status BlockServeSystem::Shutdown() {
+  if (shut_down_) return absl::OkStatus();
+  shut_down_ = true;
+  // gRPC servers drain open client connections for their whole shutdown grace; closing
+  // ours first lets the router stop at once.
+  router_stub_.reset();
+  std::vector<std::string> bad;
+  auto stop = [&bad](ServerProcess* p) {
+    if (p == nullptr || !p->Running()) return;  // never started, or killed by the test
+    if (const int code = p->Terminate(); code != 0) {
+      bad.push_back(absl::StrCat(p->name(), " exited with ", code, "\n", p->LogTail(10)));
+    }
+  };
+  stop(router_.get());
+  for (auto& p : prefills_) stop(p.get());
+  for (auto& d : decoders_) stop(d.get());
+  stop(encoder_.get());
+  shm_unlink(shm_name_.c_str());
+  if (!bad.empty()) return absl::InternalError(absl::StrJoin(bad, "\n"));
+  return absl::OkStatus();
+}
+
+BlockServeSystem::~BlockServeSystem() { (void)Shutdown(); }
+
+GenerateResult Generate(v1::Router::Stub& router, const v1::GenerateRequest& request,
+                        absl::Duration timeout) {
+  GenerateResult r;
+  const absl::Time start = absl::Now();
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(start + timeout));
+  std::unique_ptr<grpc::ClientReader<v1::GenerateEvent>> reader = router.Generate(&context, request);
+  v1::GenerateEvent event;
+  while (reader->Read(&event)) {
+    if (event.has_summary()) {
+      r.summary = event.summary();
+      continue;
+    }
+    r.chunks.push_back(event.tokens());
+    r.tokens.insert(r.tokens.end(), event.tokens().token_ids().begin(),
+                    event.tokens().token_ids().end());
+    r.text += event.tokens().text();
+  }
+  r.status = reader->Finish();
+  r.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return r;
+}
+
+}  // namespace blockserve::testing
