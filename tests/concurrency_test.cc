@@ -65,7 +65,9 @@ TEST(ConcurrencyTest, ThirtyTwoClientsAllComplete) {
   EXPECT_EQ(stats->tokens_generated_total(),
             static_cast<uint64_t>(kClients * kRequestsPerClient * kNewTokens));
   for (const v1::BackendStatus& b : stats->backends()) {
-    if (b.role() == v1::BACKEND_ROLE_DECODER) EXPECT_GT(b.requests_total(), 0u) << b.address();
+    if (b.role() == v1::BACKEND_ROLE_DECODER) {
+      EXPECT_GT(b.requests_total(), 0u) << b.address();
+    }
   }
   EXPECT_TRUE(sys.Shutdown().ok());
 }
