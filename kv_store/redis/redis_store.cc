@@ -2,6 +2,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 
@@ -208,20 +209,31 @@ std::vector<absl::StatusOr<engine::KvCache>> RedisStore::GetMany(absl::Span<cons
 
   std::vector<absl::StatusOr<engine::KvCache>> results;
   int64_t corrupt = 0, bytes = 0;
-  // All GETs go out in one write; each reply is decoded as soon as it has arrived, so
-  // encoded values are not all held at once.
+  // Pipelined with a window sized by bytes: small blocks all go out in one burst after
+  // the first reply, while for multi-MB blocks the next GET is sent just before the
+  // current reply is decoded, so Redis streams block i+1 while this thread decodes block
+  // i, and Redis never buffers a whole batch of large replies at once.
+  constexpr size_t kBytesInFlight = 16 << 20;
   const absl::Status status = WithConnection([&](Connection& c) {
     results.clear();
     corrupt = bytes = 0;
-    for (const std::string& k : redis_keys) {
-      if (!c.Append({"GET", k})) return false;
-    }
-    if (!c.Flush()) return false;
+    size_t sent = 0, largest = 0;
+    auto request_up_to = [&](size_t end) {  // GETs for keys [sent, end) go out now
+      end = std::min(end, keys.size());
+      if (sent >= end) return true;
+      for (; sent < end; ++sent) {
+        if (!c.Append({"GET", redis_keys[sent]})) return false;
+      }
+      return c.Flush();
+    };
     BulkReply reply;
-    for (const BlockKey& key : keys) {
-      if (!c.ReadBulk(reply)) return false;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (!request_up_to(i + 1) || !c.ReadBulk(reply)) return false;
+      largest = std::max(largest, reply.size);
+      const size_t window = std::max<size_t>(1, kBytesInFlight / std::max<size_t>(largest, 1));
+      if (!request_up_to(i + 1 + window)) return false;
       bool bad = false;
-      results.push_back(DecodeReply(key, reply, bad));
+      results.push_back(DecodeReply(keys[i], reply, bad));
       corrupt += bad ? 1 : 0;
       if (results.back().ok()) bytes += static_cast<int64_t>(reply.size);
     }

@@ -7,7 +7,7 @@
 //
 // Redis is a cache here, so an unreachable Redis is not an error for callers: Get and
 // GetMany return misses (NotFound), Contains/GetPassage say absent, and Put/PutPassage
-// drop the write, count it in `dropped_puts`, log (at most one line per 10 s) and return
+// drop the write, count it in `dropped_puts`, log (rate-limited to a line per 10 s) and return
 // UNAVAILABLE. No call blocks longer than about `connect_timeout` + `op_timeout` per
 // socket read or write. Open() succeeds while Redis is down; the pool dials again at most
 // once per `retry_backoff`, and connections broken by a Redis restart are discarded and
@@ -57,7 +57,9 @@ class RedisStore : public BlockStore {
   ~RedisStore() override;
 
   absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
-  // Pipelined GETs on one connection, decoded as the replies arrive.
+  // Pipelined GETs on one connection, each reply decoded as soon as it arrives; at most
+  // ~16 MB of replies are requested ahead, so Redis streams block i+1 while block i is
+  // decoded instead of buffering a whole batch of multi-MB values.
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
   // InvalidArgument when kv's shape differs from options.codec.shape.
   absl::Status Put(const BlockKey& key, const engine::KvCache& kv) override;

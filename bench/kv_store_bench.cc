@@ -1,0 +1,528 @@
+// KV store throughput: how fast one block's KV goes into and comes out of each store.
+//
+// For each block size (--tokens, of a --layers x --kv_heads x --head_dim model; the
+// default is Llama-3-8B's KV shape) and each dtype (bf16, f32) it times:
+//   memcpy         a copy of the encoded value's size: the machine's ceiling;
+//   codec          EncodeBlockValue / DecodeBlockValue alone (no store);
+//   shm            ShmStore Put / Get (codec included);
+//   redis          RedisStore Put / Get on loopback (codec included), and a pipelined
+//                  GetMany of 8 blocks;
+//   tiered         TieredStore(shm, redis): write-through Put / Get that hits shm;
+//   tiered remote  Get of a block only Redis has: local miss, remote hit, promotion.
+// GB/s = encoded bytes moved by one call / its wall time; each cell is the median over
+// --reps repetitions (after untimed warm-ups) with min and max. Stores run in steady
+// state: every repetition uses a new key, the shared-memory segments hold only a few
+// blocks (so Puts recycle pages through eviction, as on a full node), and each block is
+// deleted from Redis after its repetition. Writes the Markdown table and a CSV to --out.
+// Redis is a redis-server this program starts on a free loopback port unless
+// --redis_port names one (then blocks get a 2-minute TTL instead of being deleted).
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "engine/dtype.h"
+#include "engine/kv_cache.h"
+#include "kv_store/block_store.h"
+#include "kv_store/codec.h"
+#include "kv_store/redis/redis_store.h"
+#include "kv_store/redis/testing/redis_server.h"
+#include "kv_store/shm_store.h"
+#include "kv_store/tiered/tiered_store.h"
+
+ABSL_FLAG(std::string, out, "bench/results",
+          "folder for kv_store_bench.md and kv_store_bench.csv; relative paths are taken from the "
+          "workspace root under `bazel run`");
+ABSL_FLAG(int, reps, 10, "timed repetitions per measurement (after 3 untimed warm-ups)");
+ABSL_FLAG(std::string, tokens, "16,148,512", "comma-separated block lengths in tokens");
+ABSL_FLAG(int, layers, 32, "model layers (Llama-3-8B: 32)");
+ABSL_FLAG(int, kv_heads, 8, "KV heads (Llama-3-8B: 8)");
+ABSL_FLAG(int, head_dim, 128, "head dimension (Llama-3-8B: 128)");
+ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host when --redis_port is given");
+ABSL_FLAG(int, redis_port, 0,
+          "an existing Redis to use; 0 starts a redis-server on a free loopback port");
+ABSL_FLAG(bool, quick, false, "smoke run: a tiny model shape, 8 tokens, 2 repetitions");
+
+namespace blockserve::bench {
+namespace {
+
+using kv_store::BlockKey;
+using kv_store::BlockStore;
+using kv_store::CodecOptions;
+
+constexpr uint64_t kFingerprint = 0xbe9c'0000'0000'0001ULL;
+
+struct Config {
+  engine::KvShape shape;
+  std::vector<int64_t> tokens;
+  int reps = 0;
+  std::string redis_host;
+  int redis_port = 0;
+  bool own_redis = false;
+  std::filesystem::path out;
+};
+
+// GB/s samples of one operation.
+struct Series {
+  std::vector<double> gbps;
+  double Median() const {
+    std::vector<double> s = gbps;
+    std::sort(s.begin(), s.end());
+    const size_t n = s.size();
+    return n == 0 ? 0 : (n % 2 == 1 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]));
+  }
+  double Min() const { return gbps.empty() ? 0 : *std::min_element(gbps.begin(), gbps.end()); }
+  double Max() const { return gbps.empty() ? 0 : *std::max_element(gbps.begin(), gbps.end()); }
+};
+
+struct Row {
+  std::string store;
+  std::string dtype;
+  int64_t tokens = 0;
+  size_t value_bytes = 0;
+  std::optional<Series> put;  // "put" is encode for the codec row
+  std::optional<Series> get;  // "get" is decode for the codec row
+  int blocks_per_call = 1;    // GetMany rows move several blocks per call
+};
+
+Row NewRow(std::string store, std::string_view dtype, int64_t tokens, size_t value_bytes) {
+  Row row;
+  row.store = std::move(store);
+  row.dtype = std::string(dtype);
+  row.tokens = tokens;
+  row.value_bytes = value_bytes;
+  return row;
+}
+
+double GBps(size_t bytes, absl::Duration d) {
+  return static_cast<double>(bytes) / 1e9 / absl::ToDoubleSeconds(d);
+}
+
+// Untimed repetitions before the timed ones. Three also fill the shared-memory tiers
+// (kShmBlocks values), so timed Puts recycle pages through eviction as a full node does.
+constexpr int kWarmups = 3;
+constexpr size_t kShmBlocks = 3;
+constexpr size_t kShmPageBytes = 16 << 10;
+
+// Times `op` once; aborts the benchmark when the store fails, since a number for a
+// failed call would be meaningless.
+absl::Duration Time(const std::function<absl::Status()>& op, std::string_view what) {
+  const absl::Time start = absl::Now();
+  const absl::Status status = op();
+  const absl::Duration d = absl::Now() - start;
+  if (!status.ok()) {
+    std::cerr << "kv_store_bench: " << what << " failed: " << status << "\n";
+    std::exit(1);
+  }
+  return d;
+}
+
+// Everything the measurements of one (block size, dtype) share.
+struct Case {
+  const Config* config = nullptr;
+  std::string dtype;
+  CodecOptions codec;
+  engine::KvCache kv;
+  size_t bytes = 0;  // encoded value size
+  // Drops a block from Redis after its repetition, so Redis does not grow across
+  // repetitions (a no-op for an external Redis, whose keys expire instead).
+  std::function<void(const BlockKey&)> forget;
+};
+
+// Runs `op(rep)` kWarmups times untimed and then --reps times, collecting GB/s for
+// `bytes` moved per call.
+Series Measure(const Case& c, size_t bytes, const std::function<absl::Duration(int rep)>& op) {
+  for (int rep = -kWarmups; rep < 0; ++rep) op(rep);
+  Series s;
+  for (int rep = 0; rep < c.config->reps; ++rep) s.gbps.push_back(GBps(bytes, op(rep)));
+  return s;
+}
+
+engine::KvCache MakeBlock(const engine::KvShape& shape, int64_t num_tokens) {
+  engine::KvCache kv(shape);
+  std::vector<int32_t> tokens(num_tokens);
+  for (int64_t t = 0; t < num_tokens; ++t) tokens[t] = static_cast<int32_t>(t * 37 % 128000);
+  kv.Append(tokens);
+  uint32_t state = 12345;
+  for (int64_t l = 0; l < shape.num_layers; ++l) {
+    for (int64_t i = 0; i < num_tokens * shape.row(); ++i) {
+      state = state * 1664525u + 1013904223u;  // values in [-2, 2): realistic exponents for bf16
+      kv.k(l)[i] = static_cast<float>(state >> 8) / static_cast<float>(1 << 22) - 2.0f;
+      kv.v(l)[i] = -kv.k(l)[i] * 0.5f;
+    }
+  }
+  return kv;
+}
+
+// Distinct keys per (operation, repetition): the stores are content-addressed, and the
+// shared-memory store does not rewrite a key it already holds.
+BlockKey RepKey(const Case& c, int op, int rep) {
+  const int32_t ids[] = {static_cast<int32_t>(c.kv.num_tokens()),
+                         static_cast<int32_t>(c.codec.dtype), op, rep,
+                         static_cast<int32_t>(getpid())};
+  return kv_store::MakeBlockKey(kFingerprint, ids);
+}
+
+std::unique_ptr<kv_store::RedisStore> OpenRedis(const Case& c) {
+  kv_store::RedisStoreOptions o;
+  o.host = c.config->redis_host;
+  o.port = c.config->redis_port;
+  o.op_timeout = absl::Seconds(30);
+  o.codec = c.codec;
+  o.key_prefix = absl::StrCat("bench:", getpid(), ":");
+  if (!c.config->own_redis) o.ttl = absl::Minutes(2);  // leave nothing behind in someone's Redis
+  absl::StatusOr<std::unique_ptr<kv_store::RedisStore>> store = kv_store::RedisStore::Open(o);
+  if (!store.ok()) {
+    std::cerr << "kv_store_bench: " << store.status() << "\n";
+    std::exit(1);
+  }
+  return *std::move(store);
+}
+
+// A fresh segment that holds kShmBlocks values.
+std::unique_ptr<kv_store::ShmStore> OpenShm(const Case& c, const std::string& name) {
+  kv_store::ShmStore::Remove(name).IgnoreError();
+  kv_store::ShmStoreOptions o;
+  o.name = name;
+  o.page_bytes = kShmPageBytes;
+  o.capacity_bytes = kShmBlocks * (c.bytes + 2 * kShmPageBytes);
+  o.max_entries = 16;
+  o.max_passages = 16;
+  o.codec = c.codec;
+  absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> store = kv_store::ShmStore::Open(o);
+  if (!store.ok()) {
+    std::cerr << "kv_store_bench: shared memory '" << name << "': " << store.status() << "\n";
+    std::exit(1);
+  }
+  return *std::move(store);
+}
+
+Row MemcpyRow(const Case& c) {
+  std::vector<char> src(c.bytes, 1), dst(c.bytes, 0);
+  Row row = NewRow("memcpy (ceiling)", c.dtype, c.kv.num_tokens(), c.bytes);
+  row.put = row.get = Measure(c, c.bytes, [&](int) {
+    const absl::Time start = absl::Now();
+    std::memcpy(dst.data(), src.data(), c.bytes);
+    const absl::Duration d = absl::Now() - start;
+    src[c.bytes / 2] = dst[c.bytes / 3];  // keep the copy observable
+    return d;
+  });
+  return row;
+}
+
+Row CodecRow(const Case& c) {
+  const std::string value = kv_store::EncodeBlockValue(c.kv, c.codec);
+  Row row = NewRow("codec only (encode / decode)", c.dtype, c.kv.num_tokens(), c.bytes);
+  row.put = Measure(c, c.bytes, [&](int) {
+    return Time(
+        [&] {
+          return kv_store::EncodeBlockValue(c.kv, c.codec).size() == c.bytes
+                     ? absl::OkStatus()
+                     : absl::InternalError("encoded size differs from EncodedValueBytes");
+        },
+        "encode");
+  });
+  row.get = Measure(c, c.bytes, [&](int) {
+    return Time([&] { return kv_store::DecodeBlockValue(value, c.codec).status(); }, "decode");
+  });
+  return row;
+}
+
+// Per repetition: Put of a new key, then Get of it, timed separately.
+Row PutGetRow(const Case& c, std::string name, BlockStore& store, int op_id) {
+  Row row = NewRow(std::move(name), c.dtype, c.kv.num_tokens(), c.bytes);
+  Series put, get;
+  for (int rep = -kWarmups; rep < c.config->reps; ++rep) {
+    const BlockKey key = RepKey(c, op_id, rep);
+    const absl::Duration p = Time([&] { return store.Put(key, c.kv); }, row.store + " put");
+    const absl::Duration g = Time([&] { return store.Get(key).status(); }, row.store + " get");
+    c.forget(key);
+    if (rep < 0) continue;
+    put.gbps.push_back(GBps(c.bytes, p));
+    get.gbps.push_back(GBps(c.bytes, g));
+  }
+  row.put = put;
+  row.get = get;
+  return row;
+}
+
+// One pipelined GetMany of kBatch blocks per repetition; GB/s counts all their bytes.
+Row GetManyRow(const Case& c, kv_store::RedisStore& redis, int op_id) {
+  constexpr int kBatch = 8;
+  Row row = NewRow(absl::StrCat("redis GetMany x", kBatch, " (pipelined)"), c.dtype,
+                   c.kv.num_tokens(), c.bytes);
+  row.blocks_per_call = kBatch;
+  std::vector<BlockKey> keys;
+  for (int i = 0; i < kBatch; ++i) {
+    keys.push_back(RepKey(c, op_id, i));
+    Time([&] { return redis.Put(keys.back(), c.kv); }, "redis seed put");
+  }
+  row.get = Measure(c, kBatch * c.bytes, [&](int) {
+    return Time(
+        [&] {
+          for (const auto& got : redis.GetMany(keys)) {
+            if (!got.ok()) return got.status();
+          }
+          return absl::OkStatus();
+        },
+        "redis GetMany");
+  });
+  for (const BlockKey& key : keys) c.forget(key);
+  return row;
+}
+
+// Get of a block only Redis holds, through the tiered store: the path a node takes for
+// a passage another node encoded (local miss, remote hit, promotion into shm).
+Row TieredRemoteRow(const Case& c, BlockStore& tiered, BlockStore& redis_peer, int op_id) {
+  Row row = NewRow("tiered (remote hit + promote)", c.dtype, c.kv.num_tokens(), c.bytes);
+  row.get = Measure(c, c.bytes, [&](int rep) {
+    const BlockKey key = RepKey(c, op_id, rep);
+    Time([&] { return redis_peer.Put(key, c.kv); }, "redis seed put");
+    const absl::Duration d = Time([&] { return tiered.Get(key).status(); }, "tiered remote get");
+    c.forget(key);
+    return d;
+  });
+  return row;
+}
+
+std::vector<Row> RunCase(const Config& config, int64_t tokens, engine::DType dtype,
+                         kv_store::testing::RedisServer* server) {
+  Case c;
+  c.config = &config;
+  c.dtype = dtype == engine::DType::kBF16 ? "bf16" : "f32";
+  c.codec = {.model_fingerprint = kFingerprint, .shape = config.shape, .dtype = dtype};
+  c.kv = MakeBlock(config.shape, tokens);
+  c.bytes = kv_store::EncodedValueBytes(config.shape, tokens, dtype);
+  std::unique_ptr<kv_store::RedisStore> peer = OpenRedis(c);  // another node's client
+  c.forget = [&](const BlockKey& key) {
+    if (server != nullptr) server->Call({"DEL", peer->BlockRedisKey(key)}).IgnoreError();
+  };
+
+  std::vector<Row> rows;
+  rows.push_back(MemcpyRow(c));
+  rows.push_back(CodecRow(c));
+  const std::string shm_name = absl::StrCat("/blockserve-bench-", getpid());
+  rows.push_back(PutGetRow(c, "shm", *OpenShm(c, shm_name), 1));
+  {
+    std::unique_ptr<kv_store::RedisStore> redis = OpenRedis(c);
+    rows.push_back(PutGetRow(c, "redis", *redis, 2));
+    rows.push_back(GetManyRow(c, *redis, 3));
+  }
+  {
+    kv_store::TieredStore tiered(OpenShm(c, shm_name), OpenRedis(c));
+    rows.push_back(PutGetRow(c, "tiered (write-through put, local-hit get)", tiered, 4));
+    rows.push_back(TieredRemoteRow(c, tiered, *peer, 5));
+  }
+  kv_store::ShmStore::Remove(shm_name).IgnoreError();
+
+  return rows;
+}
+
+// Median milliseconds per call of `s` for a row moving `call_bytes` per call.
+double MedianMs(const Series& s, double call_bytes) {
+  const double median = s.Median();
+  return median > 0 ? call_bytes / 1e6 / median : 0.0;
+}
+
+// "median | min–max | ms" cells of one operation, or dashes.
+std::string Cells(const Row& r, const std::optional<Series>& s) {
+  if (!s.has_value()) return "— | — | —";
+  return absl::StrFormat("%.2f | %.2f–%.2f | %.2f", s->Median(), s->Min(), s->Max(),
+                         MedianMs(*s, static_cast<double>(r.value_bytes) * r.blocks_per_call));
+}
+
+std::string MarkdownTable(const std::vector<Row>& rows) {
+  std::string out =
+      "| store | dtype | tokens | value MB | put GB/s | put min–max | put ms | get GB/s | "
+      "get min–max | get ms |\n"
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const Row& r : rows) {
+    absl::StrAppendFormat(&out, "| %s | %s | %d | %.2f | %s | %s |\n", r.store, r.dtype, r.tokens,
+                          static_cast<double>(r.value_bytes) / 1e6, Cells(r, r.put),
+                          Cells(r, r.get));
+  }
+  return out;
+}
+
+std::string Csv(const std::vector<Row>& rows) {
+  std::string out =
+      "store,dtype,tokens,value_bytes,blocks_per_call,op,reps,median_gbps,min_gbps,max_gbps,"
+      "median_ms\n";
+  for (const Row& r : rows) {
+    for (const auto& [op, s] : {std::pair{"put", &r.put}, std::pair{"get", &r.get}}) {
+      if (!s->has_value()) continue;
+      absl::StrAppendFormat(&out, "\"%s\",%s,%d,%d,%d,%s,%d,%.4f,%.4f,%.4f,%.4f\n", r.store,
+                            r.dtype, r.tokens, r.value_bytes, r.blocks_per_call, op,
+                            (*s)->gbps.size(), (*s)->Median(), (*s)->Min(), (*s)->Max(),
+                            MedianMs(**s, static_cast<double>(r.value_bytes) * r.blocks_per_call));
+    }
+  }
+  return out;
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown CPU";
+}
+
+// The 1-minute load average: other work on the machine shows up as spread in the table.
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string load;
+  in >> load;
+  return load.empty() ? "unknown" : load;
+}
+
+std::string Preamble(const Config& c, const std::string& redis_version,
+                     const std::string& load_before) {
+  return absl::StrFormat(
+      "# KV store throughput\n\n"
+      "Run %s on %s (%d hardware threads; load average %s before, %s after), Redis %s on "
+      "loopback%s.\n"
+      "Model KV shape: %d layers x %d KV heads x head_dim %d; %d repetitions per cell after %d "
+      "warm-ups.\n"
+      "GB/s = encoded bytes moved by one call / its wall time (median, then min–max); ms = median "
+      "wall time of one call.\n"
+      "Store rows include encode (put) or decode (get); \"codec only\" times EncodeBlockValue and "
+      "DecodeBlockValue alone, \"memcpy\" one copy of the value's size.\n\n",
+      absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(), absl::UTCTimeZone()), CpuModel(),
+      static_cast<int>(std::thread::hardware_concurrency()), load_before, LoadAverage(),
+      redis_version, c.own_redis ? " (redis-server started by the benchmark)" : "",
+      c.shape.num_layers, c.shape.num_kv_heads, c.shape.head_dim, c.reps, kWarmups);
+}
+
+absl::StatusOr<Config> ConfigFromFlags() {
+  Config c;
+  const bool quick = absl::GetFlag(FLAGS_quick);
+  c.shape = quick ? engine::KvShape{.num_layers = 2, .num_kv_heads = 2, .head_dim = 16}
+                  : engine::KvShape{.num_layers = absl::GetFlag(FLAGS_layers),
+                                    .num_kv_heads = absl::GetFlag(FLAGS_kv_heads),
+                                    .head_dim = absl::GetFlag(FLAGS_head_dim)};
+  c.reps = quick ? 2 : absl::GetFlag(FLAGS_reps);
+  if (quick) {
+    c.tokens = {8};
+  } else {
+    for (absl::string_view t :
+         absl::StrSplit(absl::GetFlag(FLAGS_tokens), ',', absl::SkipEmpty())) {
+      int64_t n = 0;
+      if (!absl::SimpleAtoi(t, &n) || n <= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--tokens: expected positive integers, found '", std::string(t), "'"));
+      }
+      c.tokens.push_back(n);
+    }
+  }
+  if (c.reps < 1 || c.tokens.empty() || c.shape.num_layers < 1 || c.shape.num_kv_heads < 1 ||
+      c.shape.head_dim < 1) {
+    return absl::InvalidArgumentError("--reps, --tokens and the model shape must be positive");
+  }
+  c.redis_host = absl::GetFlag(FLAGS_redis_host);
+  c.redis_port = absl::GetFlag(FLAGS_redis_port);
+  c.out = absl::GetFlag(FLAGS_out);
+  if (c.out.is_relative()) {
+    if (const char* root = std::getenv("BUILD_WORKSPACE_DIRECTORY"); root != nullptr)
+      c.out = std::filesystem::path(root) / c.out;
+  }
+  return c;
+}
+
+// A redis-server for this run on a free loopback port; points `c` at it.
+absl::StatusOr<std::unique_ptr<kv_store::testing::RedisServer>> StartRedis(Config& c) {
+  absl::StatusOr<std::unique_ptr<kv_store::testing::RedisServer>> server =
+      kv_store::testing::RedisServer::Start();
+  if (!server.ok()) return server.status();
+  c.redis_host = "127.0.0.1";
+  c.redis_port = (*server)->port();
+  c.own_redis = true;
+  return server;
+}
+
+std::string RedisVersion(const kv_store::testing::RedisServer& server) {
+  absl::StatusOr<std::string> info = server.Call({"INFO", "server"});
+  if (info.ok()) {
+    for (absl::string_view line : absl::StrSplit(*info, "\r\n")) {
+      if (absl::ConsumePrefix(&line, "redis_version:")) return std::string(line);
+    }
+  }
+  return "unknown";
+}
+
+int Main() {
+  absl::StatusOr<Config> config = ConfigFromFlags();
+  if (!config.ok()) {
+    std::cerr << "kv_store_bench: " << config.status() << "\n";
+    return 2;
+  }
+  Config& c = *config;
+  std::unique_ptr<kv_store::testing::RedisServer> server;
+  std::string redis_version = "(external)";
+  if (c.redis_port == 0) {
+    absl::StatusOr<std::unique_ptr<kv_store::testing::RedisServer>> started = StartRedis(c);
+    if (!started.ok()) {
+      std::cerr << "kv_store_bench: cannot start redis-server: " << started.status() << "\n";
+      return 1;
+    }
+    server = *std::move(started);
+    redis_version = RedisVersion(*server);
+  }
+
+  const std::string load_before = LoadAverage();
+  std::vector<Row> rows;
+  for (int64_t tokens : c.tokens) {
+    for (engine::DType dtype : {engine::DType::kBF16, engine::DType::kF32}) {
+      std::vector<Row> some = RunCase(c, tokens, dtype, server.get());
+      rows.insert(rows.end(), some.begin(), some.end());
+    }
+  }
+
+  const std::string markdown = Preamble(c, redis_version, load_before) + MarkdownTable(rows);
+  std::cout << markdown;
+  std::error_code ec;
+  std::filesystem::create_directories(c.out, ec);
+  std::ofstream md(c.out / "kv_store_bench.md"), csv(c.out / "kv_store_bench.csv");
+  md << markdown;
+  csv << Csv(rows);
+  if (!md || !csv) {
+    std::cerr << "kv_store_bench: cannot write results to " << c.out << "\n";
+    return 1;
+  }
+  std::cerr << "kv_store_bench: wrote " << (c.out / "kv_store_bench.md") << " and "
+            << (c.out / "kv_store_bench.csv") << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace blockserve::bench
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Measures put/get throughput of the KV stores (shm, redis, tiered) in GB/s.");
+  absl::ParseCommandLine(argc, argv);
+  return blockserve::bench::Main();
+}
