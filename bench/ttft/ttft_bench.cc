@@ -37,6 +37,8 @@ ABSL_FLAG(std::string, lengths, "512,1024,2048,4096,8192,16384,32768",
 ABSL_FLAG(int, passage_tokens, 150, "tokens per passage");
 ABSL_FLAG(int, query_tokens, 50, "tokens in the query");
 ABSL_FLAG(int, repeats, 3, "timed runs per cell (median, min, max reported)");
+ABSL_FLAG(double, max_cell_seconds, 120,
+          "a cell whose first run takes longer is not repeated (its n is shown)");
 ABSL_FLAG(std::string, modes, "full,block_cached,block_uncached,query_only", "modes to run");
 ABSL_FLAG(std::string, out, "bench/results", "folder for ttft_<shape>.md and .csv");
 ABSL_FLAG(std::string, tag, "", "suffix for the result file names (default: the shape)");
@@ -47,6 +49,7 @@ namespace {
 
 struct Cell {
   double median_ms = 0, min_ms = 0, max_ms = 0, flops = 0;
+  int runs = 0;
   bool ran = false;
 };
 
@@ -85,7 +88,9 @@ absl::StatusOr<Cell> Time(int repeats, F&& run) {
     if (!flops.ok()) return flops.status();
     ms.push_back(clock.ElapsedMs());
     c.flops = *flops;
+    if (ms.back() > 1000 * absl::GetFlag(FLAGS_max_cell_seconds)) break;
   }
+  c.runs = static_cast<int>(ms.size());
   std::sort(ms.begin(), ms.end());
   c.median_ms = ms[ms.size() / 2], c.min_ms = ms.front(), c.max_ms = ms.back(), c.ran = true;
   return c;
@@ -102,7 +107,9 @@ absl::StatusOr<double> Ttft(be::Engine& engine, const std::vector<be::BlockInput
 }
 
 std::string Fmt(const Cell& c) {
-  return c.ran ? absl::StrFormat("%.1f (%.1f–%.1f)", c.median_ms, c.min_ms, c.max_ms) : "n/a";
+  if (!c.ran) return "n/a";
+  if (c.runs == 1) return absl::StrFormat("%.1f (n=1)", c.median_ms);
+  return absl::StrFormat("%.1f (%.1f–%.1f)", c.median_ms, c.min_ms, c.max_ms);
 }
 
 int Run() {
@@ -190,10 +197,12 @@ int Run() {
       "# TTFT: block-attention vs full prefill (%s)\n\n"
       "Model: %s shape, %d layers, hidden %d, %d heads / %d KV heads, MLP %d, vocab %d, "
       "random weights, fp32 compute on CPU.\nMachine: %d hardware threads. Passages of %d "
-      "tokens, query of %d tokens. Cells: median (min–max) of %d runs, ms.\n"
+      "tokens, query of %d tokens. Cells: median (min–max) of %d runs, ms (a cell whose "
+      "first run took over %.0f s ran once: n=1).\n"
       "TTFT vs full compares block cached with full prefill.\n\n%s",
       tag, shape, c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
-      c.intermediate_size, c.vocab_size, std::thread::hardware_concurrency(), p_len, q_len, repeats, table);
+      c.intermediate_size, c.vocab_size, std::thread::hardware_concurrency(), p_len, q_len, repeats,
+      absl::GetFlag(FLAGS_max_cell_seconds), table);
   std::ofstream(out + "/ttft_" + tag + ".md") << md;
   std::ofstream(out + "/ttft_" + tag + ".csv") << csv;
   std::cerr << "wrote " << out << "/ttft_" << tag << ".{md,csv}\n";
