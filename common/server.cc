@@ -13,6 +13,8 @@
 
 #include <grpcpp/health_check_service_interface.h>
 
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 
@@ -77,6 +79,24 @@ class MetricsHttpServer {
 };
 
 }  // namespace
+
+std::string DefaultAdvertiseAddress(int port) {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) return absl::StrCat("localhost:", port);
+  return absl::StrCat(host, ":", port);
+}
+
+void ShowFlagsFromDirectories(std::vector<std::string> dirs) {
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [dirs = std::move(dirs)](absl::string_view file) {
+    for (const std::string& d : dirs) {
+      if (absl::StrContains(file, d)) return true;
+    }
+    return false;
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+}
 
 void BlockShutdownSignals() {
   sigset_t set = ShutdownSignals();

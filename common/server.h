@@ -29,6 +29,14 @@ struct ServerOptions {
   std::function<void()> on_shutdown;
 };
 
+// "<hostname>:<port>": an instance's identity when its --advertise flag is empty.
+std::string DefaultAdvertiseAddress(int port);
+
+// Makes --help list the flags defined in source files whose path contains one of
+// `dirs` (e.g. "decoder/", "store_config/"). absl's default lists only flags from a
+// file named after the binary, which for a main.cc is none.
+void ShowFlagsFromDirectories(std::vector<std::string> dirs);
+
 // Blocks SIGTERM/SIGINT in the calling thread; call it at the top of main(), before
 // any thread starts, so that RunServer's signal thread is the one that receives them.
 void BlockShutdownSignals();

@@ -44,16 +44,6 @@ ABSL_FLAG(std::string, advertise, "",
           "<hostname>:<bound port>.");
 ABSL_FLAG(int, num_threads, 0, "Engine compute threads; 0 = all cores.");
 
-namespace {
-
-std::string Hostname() {
-  char name[256] = {};
-  if (gethostname(name, sizeof(name) - 1) != 0) return "localhost";
-  return name;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   using namespace blockserve;
   BlockShutdownSignals();
@@ -61,13 +51,7 @@ int main(int argc, char** argv) {
       "BlockServe decoder: receives prefilled sequences (KV + first token) over "
       "Decoder.AcceptSequence, decodes them with continuous batching and streams tokens "
       "over Decoder.Stream.\nUsage: decoder --model_dir DIR [--port N] [--metrics_port N]");
-  // --help lists this binary's flags (not those of the libraries it links).
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "decoder/");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
+  ShowFlagsFromDirectories({"decoder/"});
   absl::ParseCommandLine(argc, argv);
   SetLogServiceName("decoder");
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
@@ -106,7 +90,7 @@ int main(int argc, char** argv) {
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.on_listening = [&core](int port) {
     if (absl::GetFlag(FLAGS_advertise).empty())
-      core.set_served_by(absl::StrCat(Hostname(), ":", port));
+      core.set_served_by(DefaultAdvertiseAddress(port));
     std::printf("decoder listening on port %d\n", port);
     std::fflush(stdout);
   };

@@ -34,13 +34,6 @@ namespace bs = blockserve;
 
 namespace {
 
-// "<hostname>:<port>", this instance's identity when --advertise is not given.
-std::string DefaultAdvertise(int port) {
-  char host[256] = {};
-  if (gethostname(host, sizeof(host) - 1) != 0) return absl::StrCat("localhost:", port);
-  return absl::StrCat(host, ":", port);
-}
-
 int Fail(const std::string& what, const absl::Status& s) {
   bs::LogEvent("fatal", {{"what", what}, {"error", s.ToString()}});
   std::cerr << "passage_encoder: " << what << ": " << s << "\n";
@@ -55,13 +48,7 @@ int main(int argc, char** argv) {
       "Serves blockserve.v1.PassageEncoder: encodes passages as position-0 KV blocks and "
       "writes them to the KV store.\n"
       "Usage: passage_encoder --model_dir DIR [--port N] [--kv_store shm|redis|tiered] ...");
-  // --help lists this binary's flags and the shared store flags.
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "passage_encoder/") || absl::StrContains(file, "store_config/");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
+  bs::ShowFlagsFromDirectories({"passage_encoder/", "store_config/"});
   absl::ParseCommandLine(argc, argv);
   bs::SetLogServiceName("passage_encoder");
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
@@ -95,7 +82,7 @@ int main(int argc, char** argv) {
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.on_listening = [](int port) {
     std::string advertise = absl::GetFlag(FLAGS_advertise);
-    if (advertise.empty()) advertise = DefaultAdvertise(port);
+    if (advertise.empty()) advertise = bs::DefaultAdvertiseAddress(port);
     bs::LogEvent("serving", {{"served_by", advertise}, {"port", absl::StrCat(port)}});
   };
   if (absl::Status s = bs::RunServer(options, {&service}, &metrics); !s.ok()) {

@@ -39,13 +39,6 @@ namespace bs = blockserve;
 
 namespace {
 
-// "<hostname>:<port>", this instance's identity when --advertise is not given.
-std::string DefaultAdvertise(int port) {
-  char host[256] = {};
-  if (gethostname(host, sizeof(host) - 1) != 0) return absl::StrCat("localhost:", port);
-  return absl::StrCat(host, ":", port);
-}
-
 int Fail(const std::string& what, const absl::Status& s) {
   bs::LogEvent("fatal", {{"what", what}, {"error", s.ToString()}});
   std::cerr << "query_prefill: " << what << ": " << s << "\n";
@@ -60,13 +53,7 @@ int main(int argc, char** argv) {
       "Serves blockserve.v1.QueryPrefill: fetches cached passage blocks, computes the query, "
       "samples the first token and hands the KV to a decoder.\n"
       "Usage: query_prefill --model_dir DIR [--port N] [--kv_store shm|redis|tiered] ...");
-  // --help lists this binary's flags and the shared store flags.
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "query_prefill/") || absl::StrContains(file, "store_config/");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
+  bs::ShowFlagsFromDirectories({"query_prefill/", "store_config/"});
   absl::ParseCommandLine(argc, argv);
   bs::SetLogServiceName("query_prefill");
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
@@ -103,7 +90,7 @@ int main(int argc, char** argv) {
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.on_listening = [&core](int port) {
     std::string advertise = absl::GetFlag(FLAGS_advertise);
-    if (advertise.empty()) advertise = DefaultAdvertise(port);
+    if (advertise.empty()) advertise = bs::DefaultAdvertiseAddress(port);
     core.set_served_by(advertise);
     bs::LogEvent("serving", {{"served_by", advertise}, {"port", absl::StrCat(port)}});
   };

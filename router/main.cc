@@ -49,14 +49,7 @@ int main(int argc, char** argv) {
       "Example:\n"
       "  router --port=50050 --prefill=127.0.0.1:50062 --decoder=127.0.0.1:50063 \\\n"
       "         --encoder=127.0.0.1:50061");
-  // --help lists this file's flags (absl's default looks for a file named after the
-  // program, and this one is router/main.cc).
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "router/main.cc");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
+  blockserve::ShowFlagsFromDirectories({"router/main.cc"});
   absl::ParseCommandLine(argc, argv);
   namespace br = blockserve::router;
 
