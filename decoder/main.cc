@@ -1,6 +1,5 @@
 // The decoder process: loads a model, serves blockserve.v1.Decoder (continuous batching
 // over handed-off sequences) with health checks, /metrics and graceful SIGTERM shutdown.
-#include <unistd.h>
 
 #include <cstdio>
 #include <iostream>

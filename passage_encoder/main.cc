@@ -1,6 +1,5 @@
 // passage_encoder: the blockserve.v1.PassageEncoder gRPC server. Loads a model, opens
 // the configured KV store and encodes passages into it (see README.md).
-#include <unistd.h>
 
 #include <iostream>
 #include <memory>

@@ -1,6 +1,5 @@
 // query_prefill: the blockserve.v1.QueryPrefill gRPC server. Loads a model, opens the
 // configured KV store, and serves prefills that hand their KV to decoders (README.md).
-#include <unistd.h>
 
 #include <iostream>
 #include <memory>
