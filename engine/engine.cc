@@ -139,6 +139,7 @@ absl::StatusOr<PrefillResult> Engine::PrefillBlocks(absl::Span<const BlockInput>
                                                    options.global_blocks));
   }
   PrefillResult r{KvCache(kv_shape())};
+  r.cache.Reserve(TotalTokens(blocks, last));
   double encode_ms = 0;
   // Local blocks: cached KV (or encoded now), copied in order and rotated to its offset.
   for (int64_t i = 0; i < k - options.global_blocks; ++i) {

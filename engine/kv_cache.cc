@@ -15,6 +15,14 @@ int64_t KvCache::Append(absl::Span<const int32_t> new_tokens) {
   return first;
 }
 
+void KvCache::Reserve(int64_t total_tokens) {
+  tokens_.reserve(total_tokens);
+  for (int64_t l = 0; l < shape_.num_layers; ++l) {
+    k_[l].reserve(total_tokens * shape_.row());
+    v_[l].reserve(total_tokens * shape_.row());
+  }
+}
+
 void KvCache::AppendCopy(const KvCache& other) {
   const int64_t first = Append(other.tokens());
   const int64_t n = other.num_tokens() * shape_.row();

@@ -45,6 +45,10 @@ class KvCache {
   // and returns the index of the first new row.
   int64_t Append(absl::Span<const int32_t> new_tokens);
 
+  // Makes room for `total_tokens` rows per layer without reallocating, so building a
+  // sequence block by block copies each block once.
+  void Reserve(int64_t total_tokens);
+
   // Appends all of `other`'s rows as they are (no rotation). Shapes must match.
   void AppendCopy(const KvCache& other);
 
