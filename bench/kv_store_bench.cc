@@ -32,6 +32,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "engine/memory.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -524,5 +525,6 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Measures put/get throughput of the KV stores (shm, redis, tiered) in GB/s.");
   absl::ParseCommandLine(argc, argv);
+  blockserve::KeepFreedMemoryForReuse();
   return blockserve::bench::Main();
 }

@@ -17,6 +17,7 @@
 #include "common/server.h"
 #include "decoder/decoder_core.h"
 #include "decoder/decoder_service.h"
+#include "engine/memory.h"
 #include "engine/engine.h"
 #include "handoff/kv_chunks.h"
 
@@ -52,6 +53,7 @@ int main(int argc, char** argv) {
       "over Decoder.Stream.\nUsage: decoder --model_dir DIR [--port N] [--metrics_port N]");
   ShowFlagsFromDirectories({"decoder/"});
   absl::ParseCommandLine(argc, argv);
+  blockserve::KeepFreedMemoryForReuse();
   SetLogServiceName("decoder");
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   if (model_dir.empty()) {

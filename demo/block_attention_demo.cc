@@ -10,6 +10,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
+#include "engine/memory.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
 #include "engine/tiny_model.h"
@@ -140,5 +141,6 @@ int main(int argc, char** argv) {
       "Answers one RAG question with Block-Attention and with full prefill on a small\n"
       "model, printing the answer, tokens reused vs computed and TTFT.");
   absl::ParseCommandLine(argc, argv);
+  blockserve::KeepFreedMemoryForReuse();
   return Run();
 }

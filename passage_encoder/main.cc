@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/server.h"
+#include "engine/memory.h"
 #include "engine/engine.h"
 #include "passage_encoder/encoder_core.h"
 #include "passage_encoder/encoder_service.h"
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
       "Usage: passage_encoder --model_dir DIR [--port N] [--kv_store shm|redis|tiered] ...");
   bs::ShowFlagsFromDirectories({"passage_encoder/", "store_config/"});
   absl::ParseCommandLine(argc, argv);
+  blockserve::KeepFreedMemoryForReuse();
   bs::SetLogServiceName("passage_encoder");
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   if (model_dir.empty()) {

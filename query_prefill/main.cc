@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/server.h"
+#include "engine/memory.h"
 #include "engine/engine.h"
 #include "query_prefill/grpc_handoff.h"
 #include "query_prefill/prefill_core.h"
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
       "Usage: query_prefill --model_dir DIR [--port N] [--kv_store shm|redis|tiered] ...");
   bs::ShowFlagsFromDirectories({"query_prefill/", "store_config/"});
   absl::ParseCommandLine(argc, argv);
+  blockserve::KeepFreedMemoryForReuse();
   bs::SetLogServiceName("query_prefill");
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   if (model_dir.empty()) {

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "engine/memory.h"
 #include "engine/engine.h"
 #include "engine/sampling.h"
 #include "engine/stopwatch.h"
@@ -216,5 +217,6 @@ int main(int argc, char** argv) {
       "Measures time to first token of block-attention vs full prefill as the prompt grows.\n"
       "Usage: ttft_bench [--shape small] [--lengths 512,...] [--repeats 3] [--out DIR]");
   absl::ParseCommandLine(argc, argv);
+  blockserve::KeepFreedMemoryForReuse();
   return Run();
 }
