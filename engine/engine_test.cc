@@ -310,15 +310,19 @@ TEST_F(EngineTest, GenerateCutsTheTextAtAStopString) {
   absl::StatusOr<Generation> free_run = Generate(*engine_, {}, q, {}, {}, stop);
   ASSERT_TRUE(free_run.ok()) << free_run.status();
   ASSERT_GE(free_run->text.size(), 3u);
-  // Stop on the text of the third generated token onwards: generation must end there.
-  const std::string stop_at = *engine_->tokenizer().Decode({free_run->tokens[2]}, true);
-  if (stop_at.empty()) GTEST_SKIP() << "third token decodes to no text";
+  // Stop on the text of a generated token (the first from the third on that decodes
+  // to some text): generation must end there, with the stop string cut off.
+  std::string stop_at;
+  for (size_t i = 2; i < free_run->tokens.size() && stop_at.empty(); ++i) {
+    stop_at = *engine_->tokenizer().Decode({free_run->tokens[i]}, true);
+  }
+  ASSERT_FALSE(stop_at.empty()) << "no generated token decodes to text";
   stop.stop_strings = {stop_at};
   absl::StatusOr<Generation> cut = Generate(*engine_, {}, q, {}, {}, stop);
   ASSERT_TRUE(cut.ok());
   EXPECT_EQ(cut->finish, FinishReason::kStopString);
   EXPECT_EQ(cut->text.find(stop_at), std::string::npos);
-  EXPECT_LE(cut->tokens.size(), 3u);
+  EXPECT_LT(cut->tokens.size(), free_run->tokens.size());
 }
 
 TEST_F(EngineTest, GenerateRejectsBadSamplingAndLimits) {
