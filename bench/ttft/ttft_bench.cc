@@ -113,6 +113,8 @@ std::string Fmt(const Cell& c) {
   return absl::StrFormat("%.1f (%.1f–%.1f)", c.median_ms, c.min_ms, c.max_ms);
 }
 
+std::string command_line;  // recorded in the results file
+
 int Run() {
   std::vector<int64_t> lengths;
   for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_lengths), ',')) {
@@ -200,10 +202,10 @@ int Run() {
       "random weights, fp32 compute on CPU.\nMachine: %d hardware threads. Passages of %d "
       "tokens, query of %d tokens. Cells: median (min–max) of %d runs, ms (a cell whose "
       "first run took over %.0f s ran once: n=1).\n"
-      "TTFT vs full compares block cached with full prefill.\n\n%s",
+      "TTFT vs full compares block cached with full prefill.\nCommand: %s\n\n%s",
       tag, shape, c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
       c.intermediate_size, c.vocab_size, std::thread::hardware_concurrency(), p_len, q_len, repeats,
-      absl::GetFlag(FLAGS_max_cell_seconds), table);
+      absl::GetFlag(FLAGS_max_cell_seconds), command_line, table);
   std::ofstream(out + "/ttft_" + tag + ".md") << md;
   std::ofstream(out + "/ttft_" + tag + ".csv") << csv;
   std::cerr << "wrote " << out << "/ttft_" << tag << ".{md,csv}\n";
@@ -216,6 +218,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Measures time to first token of block-attention vs full prefill as the prompt grows.\n"
       "Usage: ttft_bench [--shape small] [--lengths 512,...] [--repeats 3] [--out DIR]");
+  for (int i = 0; i < argc; ++i) absl::StrAppend(&command_line, i ? " " : "", argv[i]);
   absl::ParseCommandLine(argc, argv);
   blockserve::KeepFreedMemoryForReuse();
   return Run();
