@@ -1,0 +1,137 @@
+#include "eval/rag_eval.h"
+
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/generate.h"
+#include "engine/prompt.h"
+#include <nlohmann/json.hpp>
+
+namespace blockserve::eval {
+namespace {
+
+absl::StatusOr<std::string> StringField(const nlohmann::json& row, const char* name) {
+  auto it = row.find(name);
+  if (it == row.end() || !it->is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat("expected a string field \"", name, "\""));
+  }
+  return it->get<std::string>();
+}
+
+std::string_view Trim(std::string_view s) {
+  const absl::string_view t = absl::StripAsciiWhitespace(absl::string_view(s.data(), s.size()));
+  return std::string_view(t.data(), t.size());
+}
+
+}  // namespace
+
+absl::StatusOr<RagExample> ParseRagExample(std::string_view json_line) {
+  nlohmann::json row = nlohmann::json::parse(json_line, nullptr, /*allow_exceptions=*/false);
+  if (row.is_discarded() || !row.is_object()) {
+    return absl::InvalidArgumentError("expected a JSON object");
+  }
+  RagExample ex;
+  for (auto [field, name] : {std::pair{&ex.kind, "kind"}, {&ex.system, "system"},
+                             {&ex.query, "query"}, {&ex.answer, "answer"}}) {
+    absl::StatusOr<std::string> value = StringField(row, name);
+    if (!value.ok()) return value.status();
+    *field = *std::move(value);
+  }
+  auto passages = row.find("passages");
+  if (passages == row.end() || !passages->is_array()) {
+    return absl::InvalidArgumentError("expected an array field \"passages\"");
+  }
+  for (const nlohmann::json& p : *passages) {
+    if (!p.is_string()) return absl::InvalidArgumentError("\"passages\" must hold strings");
+    ex.passages.push_back(p.get<std::string>());
+  }
+  return ex;
+}
+
+absl::StatusOr<std::vector<RagExample>> LoadRagExamples(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::vector<RagExample> examples;
+  std::string line;
+  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    if (Trim(line).empty()) continue;
+    absl::StatusOr<RagExample> ex = ParseRagExample(line);
+    if (!ex.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_no, ": ", ex.status().message()));
+    }
+    examples.push_back(*std::move(ex));
+  }
+  return examples;
+}
+
+bool AnswerMatches(std::string_view generated, std::string_view gold) {
+  return Trim(generated) == Trim(gold);
+}
+
+absl::StatusOr<ExampleOutcome> AnswerExample(engine::Engine& engine, const RagExample& example,
+                                             const engine::PrefillOptions& options,
+                                             int64_t max_new_tokens) {
+  const engine::Tokenizer& tok = engine.tokenizer();
+  std::vector<std::vector<int32_t>> block_tokens;
+  std::vector<int32_t> system = engine::SystemBlockTokens(tok, example.system);
+  if (!system.empty()) block_tokens.push_back(std::move(system));
+  for (const std::string& p : example.passages) {
+    block_tokens.push_back(engine::PassageBlockTokens(tok, p));
+  }
+  const std::vector<int32_t> query = engine::QueryBlockTokens(tok, example.query);
+  std::vector<engine::BlockInput> blocks;
+  ExampleOutcome out;
+  for (const std::vector<int32_t>& b : block_tokens) {
+    blocks.push_back(engine::BlockInput{b});
+    out.prompt_tokens += b.size();
+  }
+  out.prompt_tokens += query.size();
+  engine::StopCriteria stop;
+  stop.max_new_tokens = max_new_tokens;
+  absl::StatusOr<engine::Generation> g =
+      engine::Generate(engine, blocks, query, options, engine::SamplingParams{}, stop);
+  if (!g.ok()) return g.status();
+  out.generated = g->text;
+  out.correct = g->finish == engine::FinishReason::kEos && AnswerMatches(g->text, example.answer);
+  return out;
+}
+
+absl::StatusOr<Accuracy> Evaluate(engine::Engine& engine, const std::vector<RagExample>& examples,
+                                  const engine::PrefillOptions& options) {
+  Accuracy acc;
+  int64_t prompt_tokens = 0;
+  for (const RagExample& ex : examples) {
+    absl::StatusOr<ExampleOutcome> outcome = AnswerExample(engine, ex, options);
+    if (!outcome.ok()) return outcome.status();
+    acc.correct += outcome->correct;
+    ++acc.total;
+    prompt_tokens += outcome->prompt_tokens;
+  }
+  if (acc.total > 0) acc.mean_prompt_tokens = static_cast<double>(prompt_tokens) / acc.total;
+  return acc;
+}
+
+std::string RenderTable(const std::vector<std::string>& result_columns,
+                        const std::vector<TableRow>& rows) {
+  std::string out = "| model | attention | positions re-encoded | global blocks |";
+  std::string rule = "| --- | --- | --- | --- |";
+  for (const std::string& c : result_columns) {
+    absl::StrAppend(&out, " ", c, " |");
+    absl::StrAppend(&rule, " ---: |");
+  }
+  absl::StrAppend(&out, "\n", rule, "\n");
+  for (const TableRow& r : rows) {
+    absl::StrAppend(&out, "| ", r.model, " | ", r.attention, " | ", r.reencode, " | ",
+                    r.global_blocks, " |");
+    for (const Accuracy& a : r.cells) {
+      absl::StrAppend(&out, absl::StrFormat(" %.1f%% (%d/%d) |", a.percent(), a.correct, a.total));
+    }
+    absl::StrAppend(&out, "\n");
+  }
+  return out;
+}
+
+}  // namespace blockserve::eval
