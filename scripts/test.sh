@@ -6,12 +6,19 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 
 log=$(mktemp)
+# The CUDA code: libraries are part of //...; the GPU test binaries are tagged manual (CI
+# has no GPU), so compile and link them here; scripts/gpu_test.sh runs them on a GPU.
+gpu_build_failed=0
+bazel build //engine/cuda:gpu_tests || gpu_build_failed=1
 bazel test //... 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 
 # One closing line for humans and CI: "N passed, N failed".
 passed=$(grep -cE '^//.* PASSED in' "$log")
 failed=$(grep -cE '^//.* (FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)' "$log")
+failed=$((failed + gpu_build_failed))
 rm -f "$log"
+((gpu_build_failed)) && echo "the GPU test binaries (//engine/cuda:gpu_tests) failed to build"
 echo "${passed} passed, ${failed} failed"
-exit "$rc"
+((rc)) && exit "$rc"
+exit "$gpu_build_failed"
