@@ -85,6 +85,10 @@ class CudaBackend : public Backend {
   absl::Status Forward(absl::Span<const ForwardItem> batch,
                        std::vector<std::vector<float>>* logits) override {
     RETURN_IF_ERROR(Validate(batch));
+    if (batch.empty()) {
+      logits->clear();
+      return absl::OkStatus();
+    }
     RETURN_IF_ERROR(cuda::CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
     return Run(batch, logits);
   }
