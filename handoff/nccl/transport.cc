@@ -52,6 +52,7 @@ v1::NcclHandshake MakeNcclHandshake(const v1::SequenceHeader& header, std::strin
                                     uint64_t comm_id) {
   v1::NcclHandshake h;
   *h.mutable_header() = header;
+  h.mutable_header()->set_dtype(v1::DTYPE_F32);  // NcclKvChannel sends fp32, as the stream
   h.set_unique_id(std::move(unique_id));
   h.set_nranks(2);
   h.set_sender_rank(0);

@@ -52,7 +52,8 @@ absl::StatusOr<TransportChoice> FallbackAfterNcclFailure(const absl::Status& ncc
 inline constexpr size_t kNcclUniqueIdBytes = 128;
 
 // The handshake the prefill sends (Decoder.PrepareNccl), prefill at rank 0 and decoder
-// at rank 1 of a two-rank communicator.
+// at rank 1 of a two-rank communicator; the header's dtype is set to F32, the element
+// type NcclKvChannel sends.
 v1::NcclHandshake MakeNcclHandshake(const v1::SequenceHeader& header, std::string unique_id,
                                     uint64_t comm_id = 0);
 

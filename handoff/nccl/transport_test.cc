@@ -67,6 +67,7 @@ TEST(NcclHandshakeTest, MadeHandshakeIsValid) {
   v1::NcclHandshake h = MakeNcclHandshake(header, std::string(kNcclUniqueIdBytes, 'x'));
   EXPECT_TRUE(ValidateNcclHandshake(h).ok());
   EXPECT_EQ(h.header().sequence_id(), 9u);
+  EXPECT_EQ(h.header().dtype(), v1::DTYPE_F32);
   EXPECT_EQ(h.nranks(), 2);
   EXPECT_NE(h.sender_rank(), h.decoder_rank());
 }
