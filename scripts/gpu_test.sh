@@ -29,7 +29,8 @@ rc=$?
 
 # What ran: per test binary, the gtest cases that passed, failed and were skipped.
 echo
-echo "GPU tests (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | paste -sd, - || echo unknown))"
+device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | paste -sd, -)
+echo "GPU tests (device: ${device:-none found})"
 for t in "${TESTS[@]}"; do
   log="bazel-testlogs/${t#//}"
   log="${log/://}/test.log"
@@ -37,10 +38,11 @@ for t in "${TESTS[@]}"; do
     echo "  $t: no log (not built or not run)"
     continue
   fi
-  ok=$(grep -c '^\[       OK \]' "$log")
-  bad=$(grep -c '^\[  FAILED  \] .*(' "$log")
-  skipped=$(grep -c '^\[  SKIPPED \] .*(' "$log")
+  # One line per finished test case ends with its time, "(N ms)"; summaries do not.
+  ok=$(grep -cE '^\[       OK \] .*\([0-9]+ ms\)$' "$log")
+  bad=$(grep -cE '^\[  FAILED  \] .*\([0-9]+ ms\)$' "$log")
+  skipped=$(grep -cE '^\[  SKIPPED \] .*\([0-9]+ ms\)$' "$log")
   echo "  $t: ${ok} passed, ${bad} failed, ${skipped} skipped"
-  grep -E '^\[  (FAILED|SKIPPED) \] .*\(' "$log" | sed 's/^/      /'
+  grep -E '^\[  (FAILED  |SKIPPED )\] .*\([0-9]+ ms\)$' "$log" | head -20 | sed 's/^/      /'
 done
 exit "$rc"
