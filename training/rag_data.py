@@ -25,7 +25,7 @@ _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", 
 _VOWELS = ["a", "e", "i", "o", "u", "a", "e", "o", "ai", "ou"]
 _CODAS = ["", "", "", "", "n", "r", "l", "s", "th", "x"]
 _CITY_SUFFIXES = ["holm", "burg", "ford", "stad", "mouth", "vale", "port", "wick", "dorf"]
-_COMPANY_SUFFIXES = ["Labs", "Works", "Corp", "Industries", "Foundry", "Mills", "Systems"]
+COMPANY_SUFFIXES = ["Labs", "Works", "Corp", "Industries", "Foundry", "Mills", "Systems"]
 PROFESSIONS = [
     "baker", "sailor", "glassblower", "clockmaker", "surveyor", "painter", "chemist",
     "engineer", "librarian", "potter", "weaver", "astronomer", "carpenter", "tailor",
@@ -53,6 +53,13 @@ QUESTIONS = {
     "employer": "Which company does {name} work for?",
     "employer_city": "In which city is the company that {name} works for based?",
 }
+
+
+SINGLE_HOP_KINDS = ["city", "year", "profession", "employer"]
+
+
+def query_text(kind, name):
+    return "Question: " + QUESTIONS[kind].format(name=name) + " Answer:"
 
 
 def _article(word):
@@ -107,7 +114,7 @@ class TaskGenerator:
 
     def _company(self):
         base = self.rng.choice(self.pool["company"])
-        return base + " " + self.rng.choice(_COMPANY_SUFFIXES)
+        return base + " " + self.rng.choice(COMPANY_SUFFIXES)
 
     def _person(self, first=None, surname=None):
         r = self.rng
@@ -129,72 +136,107 @@ class TaskGenerator:
         t = self.rng.choice(COMPANY_TEMPLATES)
         return t.format(company=company, city=city, year=self.rng.randint(1700, 1999))
 
-    def _distractor_persons(self, target, count):
-        """Other persons, all with distinct names; a third share a name part."""
-        out, names = [], {target["name"]}
-        first, surname = target["name"].split(" ", 1)
-        while len(out) < count:
-            roll = self.rng.random()
-            if roll < 0.17:
-                p = self._person(first=first)
-            elif roll < 0.33:
-                p = self._person(surname=surname)
+    def context(self, num_passages, with_two_hop):
+        """Passages about persons and companies around an anchor person, and every question
+        they answer. Names and employers are unique within a context; a third of the other
+        persons share the anchor's first name or surname; a company passage states a city
+        different from its employee's birth city. With `with_two_hop` the anchor's employer
+        has a passage. Returns (passages, anchor, questions); a question is
+        (kind, person, answer, gold passage indices)."""
+        r = self.rng
+        names, employers = set(), set()
+
+        def new_person(like=None):
+            while True:
+                roll = r.random()
+                first, surname = like["name"].split(" ", 1) if like else (None, None)
+                p = self._person(first=first if roll < 0.17 else None,
+                                 surname=surname if 0.17 <= roll < 0.33 else None)
+                if p["name"] not in names and p["employer"] not in employers:
+                    names.add(p["name"])
+                    employers.add(p["employer"])
+                    return p
+
+        def city_other_than(city):
+            while True:
+                c = r.choice(self.pool["city"])
+                if c != city:
+                    return c
+
+        anchor = new_person()
+        persons, company_city = [anchor], {}
+        if with_two_hop:
+            company_city[anchor["employer"]] = city_other_than(anchor["city"])
+        while len(persons) + len(company_city) < num_passages:
+            if r.random() < 0.7:
+                persons.append(new_person(like=anchor))
+                continue
+            uncovered = [p for p in persons if p["employer"] not in company_city]
+            if uncovered and r.random() < 0.6:
+                p = r.choice(uncovered)
+                company_city[p["employer"]] = city_other_than(p["city"])
             else:
-                p = self._person()
-            if p["name"] not in names:
-                names.add(p["name"])
-                out.append(p)
-        return out
+                company = self._company()
+                if company not in employers:
+                    employers.add(company)
+                    company_city[company] = r.choice(self.pool["city"])
+        cards = [("person", p) for p in persons] + [("company", c) for c in company_city]
+        r.shuffle(cards)
+        passages, where = [], {}
+        for kind, item in cards:
+            if kind == "person":
+                where[item["name"]] = len(passages)
+                passages.append(self._person_passage(item))
+            else:
+                where[item] = len(passages)
+                passages.append(self._company_passage(item, company_city[item]))
+        questions = []
+        for p in persons:
+            for kind in SINGLE_HOP_KINDS:
+                questions.append((kind, p, p[kind], [where[p["name"]]]))
+            if p["employer"] in company_city:
+                questions.append(("employer_city", p, company_city[p["employer"]],
+                                  sorted([where[p["name"]], where[p["employer"]]])))
+        return passages, anchor, questions
 
     def single_hop(self, num_passages):
-        r = self.rng
-        target = self._person()
-        kind = r.choice(["city", "year", "profession", "employer"])
-        others = self._distractor_persons(target, num_passages - 1)
-        passages = [self._person_passage(p) for p in others]
-        # Now and then a company passage among the distractors.
-        for i in range(len(passages)):
-            if r.random() < 0.15:
-                passages[i] = self._company_passage(self._company(), r.choice(self.pool["city"]))
-        gold = r.randrange(num_passages)
-        passages.insert(gold, self._person_passage(target))
-        return self._example(kind, target["name"], target[kind], passages, [gold])
+        """One question about the anchor person's birth city, year, profession or employer."""
+        passages, anchor, questions = self.context(num_passages, with_two_hop=False)
+        kind = self.rng.choice(SINGLE_HOP_KINDS)
+        q = next(q for q in questions if q[0] == kind and q[1] is anchor)
+        return self._example(q[0], anchor["name"], q[2], passages, q[3])
 
     def two_hop(self, num_passages):
-        """Needs the person's passage (its company) and the company's (its city)."""
+        """In which city is the anchor's employer based: needs two passages."""
+        passages, anchor, questions = self.context(max(2, num_passages), with_two_hop=True)
+        q = next(q for q in questions if q[0] == "employer_city" and q[1] is anchor)
+        return self._example(q[0], anchor["name"], q[2], passages, q[3])
+
+    def training_prompt(self, num_passages, two_hop_fraction, max_questions):
+        """One set of passages with up to `max_questions` of its questions (two-hop ones
+        first when drawn). Training scores every question against the same passages."""
         r = self.rng
-        assert num_passages >= 2
-        target = self._person()
-        company_city = target["city"]
-        while company_city == target["city"]:
-            company_city = r.choice(self.pool["city"])
-        others = self._distractor_persons(target, num_passages - 2)
-        for p in others:
-            while p["employer"] == target["employer"]:
-                p["employer"] = self._company()
-        distractors = []
-        for p in others:
-            # Half the distractor persons bring their own company's passage along.
-            if r.random() < 0.5:
-                distractors.append(self._company_passage(p["employer"], r.choice(self.pool["city"])))
-            else:
-                distractors.append(self._person_passage(p))
-        passages = distractors
-        gold_person = r.randrange(len(passages) + 1)
-        passages.insert(gold_person, self._person_passage(target))
-        gold_company = r.randrange(len(passages) + 1)
-        passages.insert(gold_company, self._company_passage(target["employer"], company_city))
-        if gold_company <= gold_person:
-            gold_person += 1
-        return self._example("employer_city", target["name"], company_city, passages,
-                             sorted([gold_person, gold_company]))
+        passages, _, questions = self.context(num_passages, r.random() < two_hop_fraction)
+        two_hop = [q for q in questions if q[0] == "employer_city"]
+        single = [q for q in questions if q[0] != "employer_city"]
+        r.shuffle(two_hop)
+        r.shuffle(single)
+        chosen = (two_hop[:max(1, max_questions // 3)] + single)[:max_questions]
+        r.shuffle(chosen)
+        return {
+            "system": SYSTEM,
+            "passages": passages,
+            "queries": [query_text(q[0], q[1]["name"]) for q in chosen],
+            "answers": [" " + q[2] for q in chosen],
+            "kinds": [q[0] for q in chosen],
+        }
 
     def _example(self, kind, name, answer, passages, gold):
         return {
             "kind": kind,
             "system": SYSTEM,
             "passages": passages,
-            "query": "Question: " + QUESTIONS[kind].format(name=name) + " Answer:",
+            "query": query_text(kind, name),
             "answer": " " + answer,
             "gold": gold,
         }
@@ -202,10 +244,19 @@ class TaskGenerator:
     def draw(self, min_passages, max_passages, two_hop_fraction):
         k = self.rng.randint(min_passages, max_passages)
         if self.rng.random() < two_hop_fraction:
-            return self.two_hop(max(k, 2))
+            return self.two_hop(k)
         return self.single_hop(k)
 
 
 def make_split(pools, split, seed, count, min_passages, max_passages, two_hop_fraction):
+    """`count` single-question examples (the evaluation sets)."""
     gen = TaskGenerator(pools, split, seed)
     return [gen.draw(min_passages, max_passages, two_hop_fraction) for _ in range(count)]
+
+
+def make_training_prompts(pools, seed, count, min_passages, max_passages, two_hop_fraction,
+                          max_questions):
+    """`count` training prompts, each with several questions on the same passages."""
+    gen = TaskGenerator(pools, "train", seed)
+    return [gen.training_prompt(gen.rng.randint(min_passages, max_passages), two_hop_fraction,
+                                max_questions) for _ in range(count)]

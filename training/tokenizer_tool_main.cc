@@ -7,7 +7,9 @@
 //                  from --in and writes one JSON line per example to --out:
 //                  {"blocks": [[system block], [passage 1], ...], "query": [...],
 //                   "answer": [...]}, laid out exactly as engine/prompt.h lays out a
-//                  request (the answer is Encode(answer), without EOS).
+//                  request (the answer is Encode(answer), without EOS). Training rows
+//                  with several questions on the same passages carry "queries" and
+//                  "answers" lists instead and get lists of id lists back.
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -66,8 +68,10 @@ absl::Status Info(const Tokenizer& tokenizer) {
 }
 
 absl::StatusOr<nlohmann::json> EncodeExample(const Tokenizer& tokenizer, const nlohmann::json& ex) {
-  if (!ex.is_object() || !ex.contains("passages") || !ex.contains("query")) {
-    return absl::InvalidArgumentError("expected an object with \"passages\" and \"query\"");
+  if (!ex.is_object() || !ex.contains("passages") ||
+      !(ex.contains("query") || ex.contains("queries"))) {
+    return absl::InvalidArgumentError(
+        "expected an object with \"passages\" and \"query\" or \"queries\"");
   }
   nlohmann::json blocks = nlohmann::json::array();
   const std::string system = ex.value("system", "");
@@ -76,10 +80,19 @@ absl::StatusOr<nlohmann::json> EncodeExample(const Tokenizer& tokenizer, const n
   for (const auto& passage : ex["passages"]) {
     blocks.push_back(engine::PassageBlockTokens(tokenizer, passage.get<std::string>()));
   }
-  nlohmann::json out = {
-      {"blocks", blocks},
-      {"query", engine::QueryBlockTokens(tokenizer, ex["query"].get<std::string>())}};
+  nlohmann::json out = {{"blocks", blocks}};
+  if (ex.contains("query")) {
+    out["query"] = engine::QueryBlockTokens(tokenizer, ex["query"].get<std::string>());
+  }
   if (ex.contains("answer")) out["answer"] = tokenizer.Encode(ex["answer"].get<std::string>());
+  for (const char* key : {"queries", "answers"}) {
+    if (!ex.contains(key)) continue;
+    nlohmann::json& list = out[key] = nlohmann::json::array();
+    for (const auto& text : ex[key]) {
+      list.push_back(key[0] == 'q' ? engine::QueryBlockTokens(tokenizer, text.get<std::string>())
+                                   : tokenizer.Encode(text.get<std::string>()));
+    }
+  }
   return out;
 }
 

@@ -1,22 +1,27 @@
 """Trains BlockServe's tiny RAG models and writes everything the evaluation needs.
 
-    nice -n 10 /usr/bin/python3 training/train.py        (see training/run.sh)
+    training/run.sh          (builds the C++ tokenizer tool, runs this, then //eval:rag_eval)
 
-1. Generates the synthetic RAG task (rag_data.py) from --seed: a training stream, a dev
+1. Generates the synthetic RAG task (rag_data.py) from --seed: training prompts, a dev
    set, and held-out test sets about unseen entities (eval/data/*.jsonl).
 2. Trains a byte-level BPE on the training text and tokenizes every example with
    BlockServe's own C++ tokenizer and block layout (//training:tokenizer_tool).
-3. Stage 1, "vanilla SFT": causal full-attention training on whole prompts.
-4. Stage 2, "Block-Attention fine-tuning" from stage 1: a --block_fraction of the examples
-   use the block mask (each passage attends only to itself, the query and answer attend
-   to everything) with re-encoded positions, exactly as the engine computes them; the
-   rest keep full attention, as in the paper.
+3. Stage 1, "vanilla SFT": a copy warm-up (random stretches of passage text repeated,
+   which forms induction heads in a few hundred steps), then causal full-attention SFT.
+4. Stage 2, "Block-Attention fine-tuning" from stage 1: --block_fraction of the prompts
+   use the block mask (each passage attends only to itself, the question and answer to
+   everything) with re-encoded positions, exactly as the engine computes them; the rest
+   keep full attention, as in the paper.
 5. Exports both as Hugging Face folders (BF16) to models/, and writes the parity fixture
    eval/testdata/parity.json: PyTorch's logits for a few held-out prompts, computed with
    the exported (bf16-rounded) weights, which the engine must reproduce.
 
-The loss is cross-entropy on the answer tokens and EOS, plus --aux_weight times the
-next-token loss on the prompt tokens (it teaches the copying circuits sooner).
+Each training prompt carries several questions on the same passages. They are packed
+into one sequence after the passages; question j attends to the passages and to itself
+only and sits at the positions right after the passages, so every question is computed
+exactly as if it were the only one (the same logits as a separate prompt), and one pass
+scores several answers. The loss is cross-entropy on answer tokens and EOS, plus
+--aux_weight times the next-token loss inside passages and questions.
 """
 
 import argparse
@@ -51,24 +56,26 @@ def parse_args():
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--intermediate", type=int, default=384)
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--heads", type=int, default=8)
     p.add_argument("--kv_heads", type=int, default=2)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--stage1_steps", type=int, default=2400)
-    p.add_argument("--stage2_steps", type=int, default=900)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--copy_steps", type=int, default=550)
+    p.add_argument("--copy_window", type=int, default=40)
+    p.add_argument("--curriculum_steps", type=int, default=0,
+                   help="first stage-1 answer steps use prompts of 1..min_passages passages")
+    p.add_argument("--stage1_steps", type=int, default=1000)
+    p.add_argument("--stage2_steps", type=int, default=400)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--stage2_lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--aux_weight", type=float, default=0.2)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--aux_weight", type=float, default=0.1)
     p.add_argument("--block_fraction", type=float, default=0.5)
-    p.add_argument("--two_hop_fraction", type=float, default=0.25)
+    p.add_argument("--two_hop_fraction", type=float, default=0.5,
+                   help="share of training prompts that include an answerable two-hop question")
+    p.add_argument("--questions", type=int, default=6, help="questions per training prompt")
     p.add_argument("--min_passages", type=int, default=3)
     p.add_argument("--max_passages", type=int, default=6)
-    p.add_argument("--curriculum_steps", type=int, default=300,
-                   help="first stage-1 steps use 1-3 passages (copying is learned sooner)")
-    p.add_argument("--recite_steps", type=int, default=500,
-                   help="first stage-1 steps put half the batch on passage recitation")
-    p.add_argument("--eval_every", type=int, default=300)
+    p.add_argument("--eval_every", type=int, default=250)
     p.add_argument("--test_size", type=int, default=500)
     return p.parse_args()
 
@@ -87,73 +94,122 @@ def write_jsonl(path, rows):
 
 
 class Example:
-    """One tokenized prompt: cached blocks (system + passages), query, answer + EOS."""
+    """Tokenized passages (system block first) and one or more (query, answer + EOS)."""
 
-    def __init__(self, encoded, eos, text=None):
+    def __init__(self, encoded, eos):
         self.blocks = encoded["blocks"]
-        self.query = encoded["query"]
-        self.answer = encoded["answer"] + [eos]
-        self.text = text
+        queries = encoded.get("queries", [encoded.get("query")])
+        answers = encoded.get("answers", [encoded.get("answer")])
+        self.qas = [(q, a + [eos]) for q, a in zip(queries, answers)]
         self.block_lengths = [len(b) for b in self.blocks]
-        self.prompt = [t for b in self.blocks for t in b] + self.query
-        self.seq = self.prompt + self.answer
+        self.context = [t for b in self.blocks for t in b]
+        self.length = len(self.context) + sum(len(q) + len(a) for q, a in self.qas)
+
+    # The single-question view (evaluation sets).
+    @property
+    def query(self):
+        return self.qas[0][0]
+
+    @property
+    def answer(self):
+        return self.qas[0][1]
+
+    @property
+    def prompt(self):
+        return self.context + self.query
+
+    def arrays(self, block, reencode_positions, aux_weight):
+        """tokens, targets, weights, answer flags, positions [T] and mask [T, T]."""
+        tokens = self.context + [t for q, a in self.qas for t in q + a]
+        n, p = len(tokens), len(self.context)
+        targets = torch.zeros(n, dtype=torch.long)
+        weights = torch.zeros(n)
+        is_answer = torch.zeros(n, dtype=torch.bool)
+        if block:
+            positions, mask = llama_model.block_layout(self.block_lengths, 0, reencode_positions)
+            positions = torch.cat([positions, torch.zeros(n - p, dtype=torch.long)])
+            full_mask = torch.zeros(n, n, dtype=torch.bool)
+            full_mask[:p, :p] = mask
+            mask = full_mask
+        else:
+            positions = torch.arange(n)
+            mask = torch.zeros(n, n, dtype=torch.bool)
+            mask[:p, :p] = llama_model.causal_mask(p)
+        start = 0
+        for length in self.block_lengths:  # next-token targets inside each block
+            targets[start:start + length - 1] = torch.tensor(tokens[start + 1:start + length])
+            weights[start:start + length - 1] = aux_weight
+            start += length
+        for q, a in self.qas:  # each question: the passages, then itself, from position p
+            m = len(q) + len(a)
+            mask[start:start + m, :p] = True
+            mask[start:start + m, start:start + m] = llama_model.causal_mask(m)
+            positions[start:start + m] = p + torch.arange(m)
+            targets[start:start + m - 1] = torch.tensor(tokens[start + 1:start + m])
+            weights[start:start + len(q) - 1] = aux_weight
+            weights[start + len(q) - 1:start + m - 1] = 1.0
+            is_answer[start + len(q) - 1:start + m - 1] = True
+            start += m
+        return torch.tensor(tokens), targets, weights, is_answer, positions, mask
 
 
-class Recitation:
-    """A copy warm-up sequence made from an example's blocks: the system block and the
-    passages, then the passages again in another order, scored on the repetition. Every
-    repeated token is predictable by finding its passage by name and copying, which forms
-    induction heads within a few hundred steps; the QA signal alone (a few answer tokens
-    per prompt) takes far longer."""
+class CopyWarmup:
+    """A stretch of passage text followed by itself, scored on the repetition: the densest
+    signal for induction heads (find the earlier occurrence, copy what came next), which
+    answer-only training would take far longer to form."""
 
-    def __init__(self, ex, order):
-        self.prompt = [t for b in ex.blocks for t in b]
-        self.seq = self.prompt + [t for i in order for t in ex.blocks[1 + i]]
+    def __init__(self, stretch):
+        self.length = 2 * len(stretch)
+        self.stretch = stretch
+
+    def arrays(self, block, reencode_positions, aux_weight):
+        tokens = torch.tensor(self.stretch + self.stretch)
+        n, half = self.length, len(self.stretch)
+        targets = torch.zeros(n, dtype=torch.long)
+        targets[:-1] = tokens[1:]
+        weights = torch.zeros(n)
+        weights[half - 1:n - 1] = 1.0
+        return (tokens, targets, weights, weights > 0, torch.arange(n),
+                llama_model.causal_mask(n))
 
 
-def encode(tool, tokenizer_path, examples, eos, path):
-    write_jsonl(path + ".in", examples)
+def encode(tool, tokenizer_path, rows, eos, path):
+    write_jsonl(path + ".in", rows)
     run_tool(tool, "--mode=encode", "--tokenizer=" + tokenizer_path, "--in=" + path + ".in",
              "--out=" + path)
     with open(path) as f:
-        return [Example(json.loads(line), eos, text) for line, text in zip(f, examples)]
-
-
-def layout(ex, block, reencode_positions=True, global_blocks=0):
-    """Positions [T] and mask [T, T] over ex.seq[:-1] (the model's inputs)."""
-    n = len(ex.seq) - 1
-    if not block:
-        return torch.arange(n), llama_model.causal_mask(n)
-    tail = len(ex.query) + len(ex.answer)
-    pos, mask = llama_model.block_layout(ex.block_lengths, tail, reencode_positions,
-                                         global_blocks)
-    return pos[:n], mask[:n, :n]
+        examples = [Example(json.loads(line), eos) for line in f]
+    for ex, row in zip(examples, rows):
+        ex.kind = row.get("kind")
+    return examples
 
 
 def make_batch(examples, modes, aux_weight):
-    """modes[i]: dict(block=..., reencode_positions=..., global_blocks=...)."""
-    t = max(len(ex.seq) for ex in examples) - 1
-    b = len(examples)
+    """Pads examples' arrays to one length; padding attends to itself and is not scored.
+    modes[i]: dict(block=..., reencode_positions=...)."""
+    parts = [ex.arrays(m.get("block", False), m.get("reencode_positions", True), aux_weight)
+             for ex, m in zip(examples, modes)]
+    t, b = max(len(p[0]) for p in parts), len(parts)
     tokens = torch.zeros(b, t, dtype=torch.long)
     targets = torch.zeros(b, t, dtype=torch.long)
     weights = torch.zeros(b, t)
-    answer_mask = torch.zeros(b, t, dtype=torch.bool)
+    is_answer = torch.zeros(b, t, dtype=torch.bool)
     positions = torch.zeros(b, t, dtype=torch.long)
-    mask = torch.eye(t, dtype=torch.bool).repeat(b, 1, 1)  # padding rows see themselves
-    for i, (ex, mode) in enumerate(zip(examples, modes)):
-        n = len(ex.seq) - 1
-        seq = torch.tensor(ex.seq)
-        tokens[i, :n], targets[i, :n] = seq[:-1], seq[1:]
-        first_answer = len(ex.prompt) - 1  # input position that predicts answer[0]
-        weights[i, :first_answer] = aux_weight
-        weights[i, first_answer:n] = 1.0
-        answer_mask[i, first_answer:n] = True
-        positions[i, :n], mask[i, :n, :n] = layout(ex, **mode)
-    return tokens, targets, weights, answer_mask, positions, mask
+    mask = torch.eye(t, dtype=torch.bool).repeat(b, 1, 1)
+    for i, (tok, tgt, w, ans, pos, m) in enumerate(parts):
+        n = len(tok)
+        tokens[i, :n], targets[i, :n], weights[i, :n] = tok, tgt, w
+        is_answer[i, :n], positions[i, :n], mask[i, :n, :n] = ans, pos, m
+    return tokens, targets, weights, is_answer, positions, mask
 
 
 # ---------------------------------------------------------------------------------------
 # Training and evaluation.
+
+FULL = dict(block=False)
+BLOCK = dict(block=True)
+BLOCK_NO_REENCODE = dict(block=True, reencode_positions=False)
+
 
 def lr_at(step, steps, peak, warmup):
     if step < warmup:
@@ -163,53 +219,61 @@ def lr_at(step, steps, peak, warmup):
 
 
 @torch.no_grad()
-def exact_match(model, examples, mode, batch=32):
-    """Greedy exact match, computed teacher-forced: greedy decoding reproduces the answer
-    and its EOS iff every answer position's argmax equals the gold token."""
+def exact_match(model, examples, mode, batch=32, by_kind=None):
+    """Greedy exact match per question, computed teacher-forced: greedy decoding yields
+    the answer and its EOS iff every answer position's argmax is the gold token."""
     model.eval()
-    correct = 0
+    correct = total = 0
     for i in range(0, len(examples), batch):
         chunk = examples[i:i + batch]
-        tokens, targets, _, answer_mask, positions, mask = make_batch(
-            chunk, [mode] * len(chunk), 0.0)
-        pred = model(tokens, positions, mask).argmax(-1)
-        ok = ((pred == targets) | ~answer_mask).all(dim=1)
-        correct += int(ok.sum())
+        tokens, targets, _, is_answer, positions, mask = make_batch(chunk, [mode] * len(chunk), 0)
+        wrong = (model(tokens, positions, mask).argmax(-1) != targets) & is_answer
+        for row, ex in enumerate(chunk):
+            start = len(ex.context)
+            for q, a in ex.qas:
+                m = len(q) + len(a)
+                ok = int(not wrong[row, start:start + m].any())
+                correct += ok
+                total += 1
+                if by_kind is not None:
+                    by_kind.setdefault(ex.kind, []).append(ok)
+                start += m
     model.train()
-    return correct / len(examples)
-
-
-FULL = dict(block=False)
-BLOCK = dict(block=True)
-BLOCK_NO_REENCODE = dict(block=True, reencode_positions=False)
+    return correct / total
 
 
 def length_bucketed(stream, batch, rng, window=16):
     """Batches of similar-length examples (less padding), in a seeded random order."""
     batches = []
     for w in range(0, len(stream), batch * window):
-        group = sorted(stream[w:w + batch * window], key=lambda ex: len(ex.seq))
+        group = sorted(stream[w:w + batch * window], key=lambda ex: ex.length)
         chunk = [group[i:i + batch] for i in range(0, len(group), batch)]
         rng.shuffle(chunk)
         batches += chunk
     return batches
 
 
-def train_stage(name, model, stream, steps, args, peak_lr, block_fraction, dev, log,
-                recite_steps=0):
+def copy_batches(examples, steps, batch, window, rng):
+    texts = [ex.context[len(ex.blocks[0]):] for ex in examples]
+    out = []
+    for _ in range(steps):
+        rows = []
+        for _ in range(batch):
+            text = texts[rng.randint(len(texts))]
+            start = rng.randint(max(1, len(text) - window))
+            rows.append(CopyWarmup(text[start:start + window]))
+        out.append(rows)
+    return out
+
+
+def train_stage(name, model, batches, args, peak_lr, block_fraction, dev, log):
     rng = np.random.RandomState(args.seed + (1 if name == "stage1" else 2))
-    batches = length_bucketed(stream, args.batch, rng)
     opt = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.98),
                             weight_decay=0.01)
-    start, running = time.time(), []
-    for step in range(steps):
-        chunk = batches[step]
+    start, running, steps = time.time(), [], len(batches)
+    for step, chunk in enumerate(batches):
         modes = [BLOCK if rng.rand() < block_fraction else FULL for _ in chunk]
-        if step < recite_steps:  # half the batch recites its passages instead
-            for i in range(0, len(chunk), 2):
-                chunk[i] = Recitation(chunk[i], rng.permutation(len(chunk[i].blocks) - 1))
-                modes[i] = FULL
-        tokens, targets, weights, answer_mask, positions, mask = make_batch(
+        tokens, targets, weights, is_answer, positions, mask = make_batch(
             chunk, modes, args.aux_weight)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, peak_lr, args.warmup)
@@ -221,13 +285,18 @@ def train_stage(name, model, stream, steps, args, peak_lr, block_fraction, dev, 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        qa = answer_mask & torch.tensor([isinstance(ex, Example) for ex in chunk])[:, None]
-        running.append(float((losses * qa).sum() / qa.sum()))
-        if (step + 1) % args.eval_every == 0 or step + 1 == steps:
-            log(f"{name} step {step + 1}/{steps} {time.time() - start:.0f}s "
-                f"answer-loss {np.mean(running):.3f} "
-                f"dev EM full {exact_match(model, dev, FULL):.3f} "
-                f"block {exact_match(model, dev, BLOCK):.3f}")
+        running.append(float((losses * is_answer).sum() / is_answer.sum()))
+        copying = isinstance(chunk[0], CopyWarmup)
+        if (step + 1) % args.eval_every == 0 or step + 1 == steps or (
+                copying and not isinstance(batches[min(step + 1, steps - 1)][0], CopyWarmup)):
+            msg = (f"{name} step {step + 1}/{steps} {time.time() - start:.0f}s "
+                   f"{'copy' if copying else 'answer'}-loss {np.mean(running):.3f}")
+            if not copying:
+                kinds = {}
+                msg += (f" dev EM full {exact_match(model, dev, FULL, by_kind=kinds):.3f}"
+                        f" block {exact_match(model, dev, BLOCK):.3f} (full by kind: " +
+                        " ".join(f"{k} {np.mean(v):.2f}" for k, v in sorted(kinds.items())) + ")")
+            log(msg)
             running = []
     return time.time() - start
 
@@ -268,7 +337,8 @@ def write_parity_fixture(model, examples, path):
         cases += [
             parity_case(model, ex, "full", block=False, decode_tokens=2),
             parity_case(model, ex, "block", block=True, decode_tokens=2),
-            parity_case(model, ex, "block_no_reencode", block=True, reencode_positions=False),
+            parity_case(model, ex, "block_no_reencode", block=True, reencode_positions=False,
+                        decode_tokens=1),
             parity_case(model, ex, "block_global_1", block=True, global_blocks=1),
         ]
     with open(path, "w") as f:
@@ -297,8 +367,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     os.makedirs(args.work_dir, exist_ok=True)
-    log_path = os.path.join(args.work_dir, "train_log.txt")
-    log_file = open(log_path, "w")
+    log_file = open(os.path.join(args.work_dir, "train_log.txt"), "w")
 
     def log(msg):
         print(msg, flush=True)
@@ -308,16 +377,13 @@ def main():
     t0 = time.time()
     log(f"args: {vars(args)}")
     pools = rag_data.NamePools(args.seed)
-    n_easy = min(args.curriculum_steps, args.stage1_steps) * args.batch
-    n_train = (args.stage1_steps + args.stage2_steps) * args.batch - n_easy
     span = dict(min_passages=args.min_passages, max_passages=args.max_passages)
-    train_text = rag_data.make_split(pools, "train", args.seed + 9, n_easy, min_passages=1,
-                                     max_passages=3, two_hop_fraction=args.two_hop_fraction)
-    train_text += rag_data.make_split(pools, "train", args.seed + 10, n_train,
-                                      two_hop_fraction=args.two_hop_fraction, **span)
-    dev_text = rag_data.make_split(pools, "dev", args.seed + 11, 256,
-                                   two_hop_fraction=args.two_hop_fraction, **span)
-    tests_text = {
+    train_rows = rag_data.make_training_prompts(
+        pools, args.seed + 10, (args.stage1_steps + args.stage2_steps) * args.batch,
+        two_hop_fraction=args.two_hop_fraction, max_questions=args.questions, **span)
+    dev_rows = rag_data.make_split(pools, "dev", args.seed + 11, 256, two_hop_fraction=0.3,
+                                   **span)
+    test_rows = {
         "test": rag_data.make_split(pools, "test", args.seed + 12, args.test_size,
                                     two_hop_fraction=0.0, **span),
         "test_two_hop": rag_data.make_split(pools, "test", args.seed + 13, args.test_size,
@@ -328,40 +394,52 @@ def main():
                                          two_hop_fraction=0.0),
     }
 
-    tokenizer_path = os.path.join(args.work_dir, "tokenizer.json")
-    corpus_path = os.path.join(args.work_dir, "corpus.txt")
+    wd = args.work_dir
+    tokenizer_path, corpus_path = os.path.join(wd, "tokenizer.json"), os.path.join(wd, "corpus.txt")
     with open(corpus_path, "w") as f:
-        for ex in train_text:
-            f.write(ex["system"] + "".join(ex["passages"]) + ex["query"] + ex["answer"] + "\n")
+        for row in train_rows:
+            f.write(row["system"] + "".join(row["passages"]) + "".join(
+                q + a + "\n" for q, a in zip(row["queries"], row["answers"])))
     run_tool(args.tool, "--mode=train", "--corpus=" + corpus_path, f"--merges={args.merges}",
              "--out=" + tokenizer_path)
     info = json.loads(run_tool(args.tool, "--mode=info", "--tokenizer=" + tokenizer_path))
     eos, bos = info["eos"], info["bos"]
-    wd = args.work_dir
-    train = encode(args.tool, tokenizer_path, train_text, eos, os.path.join(wd, "train.ids"))
-    dev = encode(args.tool, tokenizer_path, dev_text, eos, os.path.join(wd, "dev.ids"))
+    train = encode(args.tool, tokenizer_path, train_rows, eos, os.path.join(wd, "train.ids"))
+    dev = encode(args.tool, tokenizer_path, dev_rows, eos, os.path.join(wd, "dev.ids"))
     tests = {k: encode(args.tool, tokenizer_path, v, eos, os.path.join(wd, k + ".ids"))
-             for k, v in tests_text.items()}
+             for k, v in test_rows.items()}
     log(f"data + tokenizer: {time.time() - t0:.0f}s, vocab {info['vocab_size']}, "
-        f"mean train length {np.mean([len(e.seq) for e in train]):.0f} tokens")
+        f"mean training prompt {np.mean([ex.length for ex in train]):.0f} tokens with "
+        f"{np.mean([len(ex.qas) for ex in train]):.1f} questions")
 
     config = llama_model.Config(info["vocab_size"], args.hidden, args.intermediate, args.layers,
                                 args.heads, args.kv_heads, bos_token_id=bos, eos_token_id=eos)
     model = llama_model.LlamaForCausalLM(config)
     params = sum(p.numel() for p in model.parameters())
     log(f"model: {params} parameters")
-    stage1 = train[:args.stage1_steps * args.batch]
-    stage2 = train[args.stage1_steps * args.batch:]
-    t1 = train_stage("stage1", model, stage1, args.stage1_steps, args, args.lr, 0.0, dev, log,
-                     recite_steps=args.recite_steps)
+
+    rng = np.random.RandomState(args.seed)
+    n1 = args.stage1_steps * args.batch
+    curriculum = []
+    if args.curriculum_steps:
+        rows = rag_data.make_training_prompts(
+            pools, args.seed + 15, args.curriculum_steps * args.batch, min_passages=1,
+            max_passages=args.min_passages, two_hop_fraction=args.two_hop_fraction,
+            max_questions=args.questions)
+        curriculum = encode(args.tool, tokenizer_path, rows, eos, os.path.join(wd, "curriculum.ids"))
+    stage1 = copy_batches(train[:n1], args.copy_steps, args.batch, args.copy_window, rng) + \
+        length_bucketed(curriculum, args.batch, rng) + length_bucketed(train[:n1], args.batch, rng)
+    stage2 = length_bucketed(train[n1:], args.batch, rng)
+    t1 = train_stage("stage1", model, stage1, args, args.lr, 0.0, dev, log)
     vanilla_state = {k: v.clone() for k, v in model.state_dict().items()}
-    t2 = train_stage("stage2", model, stage2, args.stage2_steps, args, args.stage2_lr,
-                     args.block_fraction, dev, log)
+    t2 = train_stage("stage2", model, stage2, args, args.stage2_lr, args.block_fraction, dev, log)
 
     # Export (BF16) and evaluate the exported weights.
     card = dict(params=params, hidden=args.hidden, layers=args.layers, heads=args.heads,
                 kv_heads=args.kv_heads, intermediate=args.intermediate,
                 vocab=info["vocab_size"], system=rag_data.SYSTEM)
+    stage1_how = (f"Stage 1 (vanilla SFT): {args.copy_steps} copy warm-up steps, then "
+                  f"{args.stage1_steps} steps of causal full-attention SFT.")
     export.round_model_to_bf16(model)
     vanilla = llama_model.LlamaForCausalLM(config)
     vanilla.load_state_dict(vanilla_state)
@@ -369,16 +447,17 @@ def main():
     export.write_model_folder(
         os.path.join(args.models_dir, "blockserve-tiny-rag"), model, tokenizer_path,
         card=MODEL_CARD.format(name="blockserve-tiny-rag", how=(
-            f"Stage 1: {args.stage1_steps} steps of causal full-attention SFT; stage 2: "
-            f"{args.stage2_steps} steps of Block-Attention fine-tuning "
-            f"({args.block_fraction:.0%} block-mask examples with re-encoded positions, "
-            "the rest full attention)."), **card))
+            f"{stage1_how} Stage 2 (Block-Attention fine-tuning): {args.stage2_steps} steps, "
+            f"{args.block_fraction:.0%} of the prompts under the block mask with re-encoded "
+            "positions, the rest full attention."), **card))
     export.write_model_folder(
         os.path.join(args.models_dir, "blockserve-tiny-rag-vanilla"), vanilla, tokenizer_path,
         card=MODEL_CARD.format(name="blockserve-tiny-rag-vanilla", how=(
-            f"Only stage 1: {args.stage1_steps} steps of causal full-attention SFT (the "
-            "paper's vanilla SFT baseline; never trained with the block mask)."), **card))
-    for name, rows in tests_text.items():
+            f"{stage1_how} Never trained with the block mask (the paper's vanilla SFT "
+            "baseline)."), **card))
+    os.makedirs(os.path.join(args.eval_dir, "data"), exist_ok=True)
+    os.makedirs(os.path.join(args.eval_dir, "testdata"), exist_ok=True)
+    for name, rows in test_rows.items():
         write_jsonl(os.path.join(args.eval_dir, "data", name + ".jsonl"), rows)
     write_parity_fixture(model, tests["test"][:2] + tests["test_two_hop"][:1],
                          os.path.join(args.eval_dir, "testdata", "parity.json"))
@@ -392,7 +471,7 @@ def main():
                 acc = exact_match(m, tests[set_name], mode)
                 summary["accuracy"][f"{label}/{set_name}/{mode_name}"] = acc
                 log(f"pytorch EM {label} {set_name} {mode_name}: {acc:.3f}")
-    with open(os.path.join(args.work_dir, "summary.json"), "w") as f:
+    with open(os.path.join(wd, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     log(f"done in {time.time() - t0:.0f}s (stage 1 {t1:.0f}s, stage 2 {t2:.0f}s)")
 
