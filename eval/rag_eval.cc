@@ -1,5 +1,6 @@
 #include "eval/rag_eval.h"
 
+#include <cstdlib>
 #include <fstream>
 
 #include "absl/strings/ascii.h"
@@ -71,6 +72,16 @@ bool AnswerMatches(std::string_view generated, std::string_view gold) {
   return Trim(generated) == Trim(gold);
 }
 
+bool IsCorrect(bool ended_at_eos, std::string_view generated, std::string_view gold) {
+  return ended_at_eos && AnswerMatches(generated, gold);
+}
+
+std::string RepoPath(const std::string& path) {
+  const char* root = std::getenv("BUILD_WORKSPACE_DIRECTORY");
+  if (root == nullptr || path.empty() || path[0] == '/') return path;
+  return absl::StrCat(root, "/", path);
+}
+
 absl::StatusOr<ExampleOutcome> AnswerExample(engine::Engine& engine, const RagExample& example,
                                              const engine::PrefillOptions& options,
                                              int64_t max_new_tokens) {
@@ -95,7 +106,9 @@ absl::StatusOr<ExampleOutcome> AnswerExample(engine::Engine& engine, const RagEx
       engine::Generate(engine, blocks, query, options, engine::SamplingParams{}, stop);
   if (!g.ok()) return g.status();
   out.generated = g->text;
-  out.correct = g->finish == engine::FinishReason::kEos && AnswerMatches(g->text, example.answer);
+  out.tokens = g->tokens;
+  out.ended_at_eos = g->finish == engine::FinishReason::kEos;
+  out.correct = IsCorrect(out.ended_at_eos, g->text, example.answer);
   return out;
 }
 
@@ -114,6 +127,10 @@ absl::StatusOr<Accuracy> Evaluate(engine::Engine& engine, const std::vector<RagE
   return acc;
 }
 
+std::string FormatAccuracy(const Accuracy& a) {
+  return absl::StrFormat("%.1f%% (%d/%d)", a.percent(), a.correct, a.total);
+}
+
 std::string RenderTable(const std::vector<std::string>& result_columns,
                         const std::vector<TableRow>& rows) {
   std::string out = "| model | attention | positions re-encoded | global blocks |";
@@ -126,9 +143,7 @@ std::string RenderTable(const std::vector<std::string>& result_columns,
   for (const TableRow& r : rows) {
     absl::StrAppend(&out, "| ", r.model, " | ", r.attention, " | ", r.reencode, " | ",
                     r.global_blocks, " |");
-    for (const Accuracy& a : r.cells) {
-      absl::StrAppend(&out, absl::StrFormat(" %.1f%% (%d/%d) |", a.percent(), a.correct, a.total));
-    }
+    for (const Accuracy& a : r.cells) absl::StrAppend(&out, " ", FormatAccuracy(a), " |");
     absl::StrAppend(&out, "\n");
   }
   return out;

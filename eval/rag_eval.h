@@ -37,8 +37,18 @@ absl::StatusOr<std::vector<RagExample>> LoadRagExamples(const std::string& path)
 // Exact match after trimming ASCII whitespace from both ends of both strings.
 bool AnswerMatches(std::string_view generated, std::string_view gold);
 
+// The score of one answer: correct when generation ended at EOS (not at the token
+// limit) and the text matches the gold answer (AnswerMatches).
+bool IsCorrect(bool ended_at_eos, std::string_view generated, std::string_view gold);
+
+// A path given on the command line: relative ones are taken from the repository root
+// under `bazel run` (BUILD_WORKSPACE_DIRECTORY), from the working directory otherwise.
+std::string RepoPath(const std::string& path);
+
 struct ExampleOutcome {
-  std::string generated;  // the generated text, EOS excluded
+  std::string generated;        // the generated text, EOS excluded
+  std::vector<int32_t> tokens;  // the generated ids, EOS excluded
+  bool ended_at_eos = false;    // false: stopped at max_new_tokens
   bool correct = false;
   int64_t prompt_tokens = 0;
 };
@@ -67,6 +77,9 @@ struct TableRow {
   std::string global_blocks;
   std::vector<Accuracy> cells;
 };
+
+// "xx.x% (c/n)", as in the tables.
+std::string FormatAccuracy(const Accuracy& accuracy);
 
 // A Markdown table: the four describing columns, then one "xx.x% (c/n)" column each.
 std::string RenderTable(const std::vector<std::string>& result_columns,

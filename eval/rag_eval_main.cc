@@ -4,7 +4,6 @@
 //
 //   bazel run -c opt //eval:rag_eval                 # everything, writes eval/results/accuracy.md
 //   bazel run -c opt //eval:rag_eval -- --limit 50   # a quick look (not written unless --out)
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -33,13 +32,6 @@ namespace {
 
 using engine::AttentionMode;
 using engine::PrefillOptions;
-
-// Relative paths are taken from the repository root under `bazel run`.
-std::string RepoPath(const std::string& path) {
-  const char* root = std::getenv("BUILD_WORKSPACE_DIRECTORY");
-  if (root == nullptr || path.empty() || path[0] == '/') return path;
-  return absl::StrCat(root, "/", path);
-}
 
 struct Setting {
   std::string model_label;
