@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <thread>
 
@@ -16,6 +17,8 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 
 namespace blockserve {
@@ -78,6 +81,22 @@ class MetricsHttpServer {
   std::thread thread_;
 };
 
+// Waits up to `timeout` for one of `set`; true (and *sig set) when one arrived.
+bool WaitForSignal(const sigset_t& set, absl::Duration timeout, int* sig) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (absl::Duration left = timeout; left > absl::ZeroDuration();
+       left = deadline - absl::Now()) {
+    const timespec ts = absl::ToTimespec(left);
+    const int got = sigtimedwait(&set, nullptr, &ts);
+    if (got > 0) {
+      *sig = got;
+      return true;
+    }
+    if (errno != EINTR) return false;  // EAGAIN: timed out
+  }
+  return false;
+}
+
 }  // namespace
 
 std::string DefaultAdvertiseAddress(int port) {
@@ -128,11 +147,33 @@ absl::Status RunServer(const ServerOptions& options, const std::vector<grpc::Ser
   sigset_t set = ShutdownSignals();
   int sig = 0;
   sigwait(&set, &sig);
-  LogEvent("shutting_down", {{"signal", absl::StrCat(sig)}});
+  // NOT_SERVING first: whoever health-checks this server stops picking it while it
+  // still answers the calls that arrive before they notice.
+  server->GetHealthCheckService()->SetServingStatus(false);
+  LogEvent("shutting_down", {{"signal", absl::StrCat(sig)},
+                             {"health", "NOT_SERVING"},
+                             {"drain_delay_ms", absl::StrCat(absl::ToInt64Milliseconds(
+                                                    options.drain_delay))}});
+  // The signal thread keeps waiting for signals until the end: a signal that no
+  // thread waits for goes to a thread that does not block it (a BLAS pool started
+  // before main), whose default action kills the process mid-drain.
+  if (WaitForSignal(set, options.drain_delay, &sig)) {
+    LogEvent("drain_delay_cut_short", {{"signal", absl::StrCat(sig)}});
+  }
   if (options.on_shutdown) options.on_shutdown();
-  server->Shutdown(std::chrono::system_clock::now() +
-                   absl::ToChronoMilliseconds(options.shutdown_grace));
-  server->Wait();
+  absl::Notification stopped;
+  std::thread stopper([&] {
+    server->Shutdown(std::chrono::system_clock::now() +
+                     absl::ToChronoMilliseconds(options.shutdown_grace));
+    server->Wait();
+    stopped.Notify();
+  });
+  while (!stopped.HasBeenNotified()) {
+    if (WaitForSignal(set, absl::Milliseconds(100), &sig)) {
+      LogEvent("already_shutting_down", {{"signal", absl::StrCat(sig)}});
+    }
+  }
+  stopper.join();
   LogEvent("stopped");
   return absl::OkStatus();
 }

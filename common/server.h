@@ -1,7 +1,14 @@
 // Runs a gRPC server the way every BlockServe service runs: the standard
 // grpc.health.v1 health service, a Prometheus /metrics endpoint over plain HTTP,
-// structured start/stop logs, and a graceful shutdown on SIGTERM or SIGINT (stop
-// accepting, let in-flight calls finish within a grace period, then return).
+// structured start/stop logs, and a graceful shutdown on SIGTERM or SIGINT.
+//
+// Shutdown, in order: (1) the health service answers NOT_SERVING for every service
+// name ("" included), so health-checking routers and load balancers stop sending new
+// work; (2) the server keeps serving for `drain_delay`, long enough for those checkers
+// to notice (a router probing every second needs a little over a second); (3)
+// on_shutdown; (4) the server stops accepting calls and lets in-flight ones finish
+// within `shutdown_grace`, then RunServer returns. A second signal during the drain
+// delay ends the delay (an impatient operator); signals after that are ignored.
 #ifndef BLOCKSERVE_COMMON_SERVER_H_
 #define BLOCKSERVE_COMMON_SERVER_H_
 
@@ -22,10 +29,15 @@ struct ServerOptions {
   std::string listen_address;             // e.g. "127.0.0.1:50051"; port 0 picks a free one
   int metrics_port = 0;                   // 0: no /metrics endpoint
   absl::Duration shutdown_grace = absl::Seconds(5);
+  // After SIGTERM/SIGINT: how long the server keeps accepting calls while its health
+  // already answers NOT_SERVING. Zero: it stops accepting at once (new calls are then
+  // refused with UNAVAILABLE, which routers retry elsewhere).
+  absl::Duration drain_delay = absl::ZeroDuration();
   // Called once the server listens, with the bound port (tests and scripts read it
   // from the "listening" log line too).
   std::function<void(int port)> on_listening;
-  // Called after SIGTERM/SIGINT, before the gRPC server drains (e.g. to cancel streams).
+  // Called after SIGTERM/SIGINT and the drain delay, before the gRPC server stops
+  // accepting and drains (e.g. to cancel streams).
   std::function<void()> on_shutdown;
 };
 

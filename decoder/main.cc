@@ -43,6 +43,9 @@ ABSL_FLAG(std::string, advertise, "",
           "Identity reported in DecodeStats.served_by (\"host:port\"); default: "
           "<hostname>:<bound port>.");
 ABSL_FLAG(int, num_threads, 0, "Engine compute threads; 0 = all cores.");
+ABSL_FLAG(int, drain_delay_ms, 0,
+          "on SIGTERM, how long to keep serving while health answers NOT_SERVING "
+          "(routers stop picking this instance) before draining; 0: drain at once");
 
 int main(int argc, char** argv) {
   using namespace blockserve;
@@ -89,6 +92,7 @@ int main(int argc, char** argv) {
   options.service_name = "decoder";
   options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
   options.on_listening = [&core](int port) {
     if (absl::GetFlag(FLAGS_advertise).empty())
       core.set_served_by(DefaultAdvertiseAddress(port));

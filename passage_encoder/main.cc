@@ -29,6 +29,9 @@ ABSL_FLAG(std::string, advertise, "",
 ABSL_FLAG(int, max_batch_passages, 1024,
           "most passages one EncodePassages call may carry (more: INVALID_ARGUMENT)");
 ABSL_FLAG(int, num_threads, 0, "compute threads of the CPU engine; 0: all cores");
+ABSL_FLAG(int, drain_delay_ms, 0,
+          "on SIGTERM, how long to keep serving while health answers NOT_SERVING "
+          "(routers stop picking this instance) before draining; 0: drain at once");
 
 namespace bs = blockserve;
 
@@ -81,6 +84,7 @@ int main(int argc, char** argv) {
   options.service_name = "passage_encoder";
   options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
   options.on_listening = [](int port) {
     std::string advertise = absl::GetFlag(FLAGS_advertise);
     if (advertise.empty()) advertise = bs::DefaultAdvertiseAddress(port);

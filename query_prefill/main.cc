@@ -34,6 +34,9 @@ ABSL_FLAG(int64_t, default_max_new_tokens, 256,
 ABSL_FLAG(int64_t, max_new_tokens_limit, 4096,
           "largest max_new_tokens a request may ask for (keep equal to the decoder's)");
 ABSL_FLAG(int, num_threads, 0, "compute threads of the CPU engine; 0: all cores");
+ABSL_FLAG(int, drain_delay_ms, 0,
+          "on SIGTERM, how long to keep serving while health answers NOT_SERVING "
+          "(routers stop picking this instance) before draining; 0: drain at once");
 
 namespace bs = blockserve;
 
@@ -89,6 +92,7 @@ int main(int argc, char** argv) {
   options.service_name = "query_prefill";
   options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
   options.on_listening = [&core](int port) {
     std::string advertise = absl::GetFlag(FLAGS_advertise);
     if (advertise.empty()) advertise = bs::DefaultAdvertiseAddress(port);

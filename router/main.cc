@@ -30,6 +30,9 @@ ABSL_FLAG(int, max_request_s, 600,
 ABSL_FLAG(int, prefill_retries, 1,
           "placements retried after UNAVAILABLE / RESOURCE_EXHAUSTED, before any token is sent");
 ABSL_FLAG(int, shutdown_grace_ms, 5000, "on SIGTERM, how long in-flight calls may finish");
+ABSL_FLAG(int, drain_delay_ms, 0,
+          "on SIGTERM, how long to keep serving while health answers NOT_SERVING "
+          "(routers stop picking this instance) before draining; 0: drain at once");
 
 namespace {
 
@@ -91,6 +94,7 @@ int main(int argc, char** argv) {
   server.service_name = "router";
   server.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   server.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  server.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
   server.shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
   const absl::Status status = blockserve::RunServer(server, {&service}, &metrics);
   if (!status.ok()) {

@@ -1,0 +1,133 @@
+// A backend that gets SIGTERM with work in flight drains without losing it: its health
+// answers NOT_SERVING at once (for the whole drain delay), the router stops sending it
+// new requests, the request it is serving completes normally, and it exits cleanly.
+// A second SIGTERM cuts the drain delay short.
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include "router/backend_pool.h"
+#include "tests/blockserve_system.h"
+
+namespace blockserve::testing {
+namespace {
+
+// Large enough that a few hundred tokens take a noticeable time to decode.
+engine::TinyModelOptions SlowModel() {
+  engine::TinyModelOptions o;
+  o.seed = 3;
+  o.hidden_size = 256;
+  o.intermediate_size = 512;
+  o.num_layers = 4;
+  o.num_heads = 8;
+  o.num_kv_heads = 2;
+  o.max_position_embeddings = 8192;
+  return o;
+}
+
+// The index of the decoder with one request in flight, -1 if none.
+int ServingDecoder(BlockServeSystem& sys) {
+  absl::StatusOr<v1::StatsResponse> stats = sys.Stats();
+  if (!stats.ok()) return -1;
+  for (int i = 0; i < 2; ++i) {
+    for (const v1::BackendStatus& b : stats->backends()) {
+      if (b.address() == sys.decoder(i).address() && b.in_flight() == 1) return i;
+    }
+  }
+  return -1;
+}
+
+bool RouterSeesHealthy(BlockServeSystem& sys, const std::string& address) {
+  absl::StatusOr<v1::StatsResponse> stats = sys.Stats();
+  if (!stats.ok()) return true;
+  for (const v1::BackendStatus& b : stats->backends()) {
+    if (b.address() == address) return b.healthy();
+  }
+  return true;
+}
+
+TEST(DrainTest, DrainingDecoderIsNotServingFinishesItsRequestAndGetsNoNewOnes) {
+  constexpr int kLongAnswer = 200;
+  absl::StatusOr<std::string> dir = TinyModelDir(SlowModel());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  absl::StatusOr<std::unique_ptr<BlockServeSystem>> started =
+      BlockServeSystem::Start({.model_dir = *dir,
+                               .decoders = 2,
+                               .decoder_args = {"--drain_delay_ms=20000"},
+                               .router_args = {"--health_interval_ms=200"}});
+  ASSERT_TRUE(started.ok()) << started.status();
+  BlockServeSystem& sys = **started;
+
+  v1::GenerateRequest long_answer;
+  long_answer.set_query("Tell me everything about the island of Oristane.");
+  long_answer.mutable_sampling()->set_max_new_tokens(kLongAnswer);
+  long_answer.mutable_sampling()->set_ignore_eos(true);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+  auto reader = sys.router().Generate(&context, long_answer);
+  v1::GenerateEvent event;
+  int tokens = 0;
+  while (tokens < 3 && reader->Read(&event)) tokens += event.tokens().token_ids_size();
+  ASSERT_GE(tokens, 3) << "the stream ended early";
+  const int draining = ServingDecoder(sys);
+  ASSERT_GE(draining, 0) << "no decoder has the request in flight";
+  const int other = 1 - draining;
+  ServerProcess& decoder = sys.decoder(draining);
+  ASSERT_EQ(kill(decoder.pid(), SIGTERM), 0);
+
+  // The draining decoder still answers health checks, with NOT_SERVING.
+  const std::shared_ptr<grpc::Channel> channel = router::MakeBackendChannel(decoder.address());
+  absl::StatusOr<bool> serving = true;
+  const absl::Time give_up = absl::Now() + absl::Seconds(5);
+  while (serving.ok() && *serving && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(20));
+    serving = router::ProbeHealth(channel, absl::Seconds(1));
+  }
+  ASSERT_TRUE(serving.ok()) << "health check failed during the drain: " << serving.status();
+  EXPECT_FALSE(*serving) << "still SERVING after SIGTERM";
+  while (RouterSeesHealthy(sys, decoder.address()) && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_FALSE(RouterSeesHealthy(sys, decoder.address())) << "the router did not notice";
+
+  // New requests go to the other decoder while the draining one is still up.
+  v1::GenerateRequest next;
+  next.set_query("Where is Vellmark?");
+  next.mutable_sampling()->set_max_new_tokens(4);
+  for (int i = 0; i < 3; ++i) {
+    const GenerateResult r = Generate(sys.router(), next);
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    ASSERT_TRUE(r.summary.has_value());
+    EXPECT_EQ(r.summary->decoder_server(), sys.decoder(other).address());
+  }
+  EXPECT_TRUE(decoder.Running()) << "the decoder did not wait for its drain delay";
+
+  // The in-flight request completes as if nothing happened.
+  std::optional<v1::GenerateSummary> summary;
+  while (reader->Read(&event)) {
+    tokens += event.tokens().token_ids_size();
+    if (event.has_summary()) summary = event.summary();
+  }
+  const grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(summary.has_value());
+  EXPECT_EQ(summary->finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(summary->completion_tokens(), static_cast<uint32_t>(kLongAnswer));
+  EXPECT_EQ(tokens, kLongAnswer);
+
+  EXPECT_EQ(decoder.Terminate(absl::Seconds(40)), 0) << decoder.LogTail();
+  // A second SIGTERM ends a drain delay early: the other decoder need not wait it out.
+  ServerProcess& survivor = sys.decoder(other);
+  ASSERT_EQ(kill(survivor.pid(), SIGTERM), 0);
+  const absl::Time stop_by = absl::Now() + absl::Seconds(10);
+  while (!survivor.LogContains("shutting_down") && absl::Now() < stop_by) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(survivor.Terminate(absl::Seconds(10)), 0) << survivor.LogTail();
+  EXPECT_TRUE(survivor.LogContains("drain_delay_cut_short"));
+  const absl::Status shutdown = sys.Shutdown();
+  EXPECT_TRUE(shutdown.ok()) << shutdown;
+}
+
+}  // namespace
+}  // namespace blockserve::testing
