@@ -2,6 +2,8 @@
 # Runs the in-process TTFT benchmark and plots it (log-log TTFT vs prompt length).
 # Usage: bench/ttft/run.sh [ttft_bench flags...]   e.g. --shape small --repeats 3
 # Results: bench/results/ttft_<tag>.{md,csv,png}. Installs gnuplot (Debian) if missing.
+# This is the CPU run (the default --backend=cpu). The GPU table (CUDA backend vs PyTorch's
+# own prefill) is bench/ttft/run_gpu.sh, never run yet: see bench/ttft/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh

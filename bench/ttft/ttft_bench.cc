@@ -7,6 +7,11 @@
 //   query_only      the query with no passages at all (the floor),
 // and reports median, min and max over repeats, analytic FLOPs to first token, and
 // the reductions versus full. Writes a Markdown table and a CSV.
+//
+// --backend=cuda runs the same experiment on engine/cuda's backend (LoadCudaEngine);
+// without a GPU it exits with status 2 and says so before writing any model. STATUS: the
+// CUDA path has never run on a GPU (see bench/ttft/README.md). --print_config prints the
+// model config and prompt lengths as JSON (what bench/ttft/pytorch_peer.py builds).
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -21,12 +26,17 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "bench/ttft/cuda_device_info.h"
+#include "engine/bpe_trainer.h"
+#include "engine/cuda/cuda_backend.h"
 #include "engine/memory.h"
 #include "engine/engine.h"
 #include "engine/sampling.h"
 #include "engine/stopwatch.h"
 #include "engine/tiny_model.h"
+#include "engine/tokenizer.h"
 
 ABSL_FLAG(std::string, shape, "small",
           "model shape: tiny (2 layers, hidden 64), small (4 layers, hidden 256), "
@@ -43,6 +53,15 @@ ABSL_FLAG(double, max_cell_seconds, 120,
 ABSL_FLAG(std::string, modes, "full,block_cached,block_uncached,query_only", "modes to run");
 ABSL_FLAG(std::string, out, "bench/results", "folder for ttft_<shape>.md and .csv");
 ABSL_FLAG(std::string, tag, "", "suffix for the result file names (default: the shape)");
+ABSL_FLAG(std::string, backend, "cpu",
+          "cpu (the engine's CPU backend, fp32) or cuda (engine/cuda: bf16 weights, fp32 "
+          "accumulation; needs a CUDA GPU, else exits 2)");
+ABSL_FLAG(int, cuda_device, 0, "CUDA device ordinal for --backend=cuda");
+ABSL_FLAG(int, warmup, 0, "untimed runs per cell before the timed ones");
+ABSL_FLAG(bool, print_config, false,
+          "print the model config (config.json fields) and the prompt lengths as JSON to "
+          "stdout, then exit without writing or running a model (bench/ttft/pytorch_peer.py "
+          "reads this)");
 
 namespace be = blockserve::engine;
 
@@ -83,6 +102,9 @@ template <typename F>
 absl::StatusOr<Cell> Time(int repeats, F&& run) {
   std::vector<double> ms;
   Cell c;
+  for (int w = 0; w < absl::GetFlag(FLAGS_warmup); ++w) {
+    if (absl::StatusOr<double> flops = run(); !flops.ok()) return flops.status();
+  }
   for (int r = 0; r < repeats; ++r) {
     const blockserve::Stopwatch clock;
     absl::StatusOr<double> flops = run();
@@ -115,6 +137,49 @@ std::string Fmt(const Cell& c) {
 
 std::string command_line;  // recorded in the results file
 
+// Passages in a prompt of about `len` tokens; the prompt is passages * p_len + q_len.
+int64_t PassageCount(int64_t len, int64_t p_len, int64_t q_len) { return (len - q_len) / p_len; }
+
+// The config a random model of `shape` gets, without writing it: the vocabulary is the
+// tiny tokenizer's, trained here exactly as WriteTinyModel (engine/tiny_model.cc) trains it.
+absl::StatusOr<be::ModelConfig> ShapeConfig(const be::TinyModelOptions& o) {
+  absl::StatusOr<std::string> json = be::TrainByteLevelBpeJson(
+      be::TinyTokenizerCorpus(), o.num_merges, {"<|begin_of_text|>", "<|end_of_text|>"});
+  if (!json.ok()) return json.status();
+  absl::StatusOr<be::Tokenizer> tokenizer = be::Tokenizer::FromJson(*json);
+  if (!tokenizer.ok()) return tokenizer.status();
+  return be::TinyModelConfig(o, tokenizer->vocab_size());
+}
+
+// --print_config: {"shape", "passage_tokens", "query_tokens", "lengths", "prompt_tokens",
+// "passages", "config": <config.json>}. prompt_tokens are the row labels of the table.
+int PrintConfig(const std::string& shape, const std::vector<int64_t>& lengths) {
+  absl::StatusOr<be::ModelConfig> config;
+  if (const std::string dir = absl::GetFlag(FLAGS_model_dir); !dir.empty()) {
+    config = be::ModelConfig::FromFile(dir + "/config.json");
+  } else {
+    absl::StatusOr<be::TinyModelOptions> o =
+        ShapeOptions(shape, *std::max_element(lengths.begin(), lengths.end()));
+    if (!o.ok()) return std::cerr << "ttft_bench: " << o.status().message() << "\n", 2;
+    config = ShapeConfig(*o);
+  }
+  if (!config.ok()) return std::cerr << "ttft_bench: " << config.status() << "\n", 1;
+  const int64_t p_len = absl::GetFlag(FLAGS_passage_tokens), q_len = absl::GetFlag(FLAGS_query_tokens);
+  std::vector<std::string> lens, tokens, passages;
+  for (int64_t len : lengths) {
+    const int64_t k = PassageCount(len, p_len, q_len);
+    lens.push_back(absl::StrCat(len));
+    tokens.push_back(absl::StrCat(k * p_len + q_len));
+    passages.push_back(absl::StrCat(k));
+  }
+  std::cout << "{\n  \"shape\": \"" << shape << "\",\n  \"passage_tokens\": " << p_len
+            << ",\n  \"query_tokens\": " << q_len << ",\n  \"lengths\": ["
+            << absl::StrJoin(lens, ", ") << "],\n  \"prompt_tokens\": ["
+            << absl::StrJoin(tokens, ", ") << "],\n  \"passages\": ["
+            << absl::StrJoin(passages, ", ") << "],\n  \"config\": " << config->ToJson() << "}\n";
+  return 0;
+}
+
 int Run() {
   std::vector<int64_t> lengths;
   for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_lengths), ',')) {
@@ -128,6 +193,28 @@ int Run() {
   const std::string modes = absl::GetFlag(FLAGS_modes);
   auto want = [&](const char* m) { return modes.find(m) != std::string::npos; };
   const std::string shape = absl::GetFlag(FLAGS_shape);
+  if (absl::GetFlag(FLAGS_print_config)) return PrintConfig(shape, lengths);
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  const int device = absl::GetFlag(FLAGS_cuda_device);
+  std::string backend_line = "Backend: cpu.";  // for the results header
+  if (backend == "cuda") {
+    // Checked before writing the model (multi-GB for llama3-8b), so a GPU-less machine
+    // fails at once.
+    const int devices = blockserve::bench::CudaDeviceCount();
+    if (device < 0 || device >= devices) {
+      std::cerr << "ttft_bench: --backend=cuda needs CUDA device " << device << ", but "
+                << devices << " CUDA device(s) were found (no GPU or no NVIDIA driver on "
+                << "this machine). Use --backend=cpu, or run on a machine with a GPU.\n";
+      return 2;
+    }
+    backend_line = absl::StrCat(
+        "Backend: cuda (engine/cuda), ", blockserve::bench::CudaDeviceDescription(device),
+        "; weights bf16 on the GPU, GEMMs bf16 x bf16 with fp32 accumulation, attention and "
+        "the KV cache fp32; cached passage KV is host memory, uploaded by each prefill.");
+  } else if (backend != "cpu") {
+    std::cerr << "ttft_bench: unknown --backend " << backend << " (cpu or cuda)\n";
+    return 2;
+  }
   std::string dir = absl::GetFlag(FLAGS_model_dir);
   if (dir.empty()) {
     absl::StatusOr<be::TinyModelOptions> o =
@@ -137,7 +224,9 @@ int Run() {
     std::cerr << "writing a random-weight " << shape << " model to " << dir << "\n";
     if (absl::Status s = be::WriteTinyModel(dir, *o); !s.ok()) return std::cerr << s << "\n", 1;
   }
-  absl::StatusOr<std::unique_ptr<be::Engine>> loaded = be::Engine::Load(dir);
+  std::cerr << "loading " << dir << " on the " << backend << " backend\n";
+  absl::StatusOr<std::unique_ptr<be::Engine>> loaded =
+      backend == "cuda" ? be::LoadCudaEngine(dir, {.device = device}) : be::Engine::Load(dir);
   if (!loaded.ok()) return std::cerr << "ttft_bench: " << loaded.status() << "\n", 1;
   be::Engine& engine = **loaded;
   const be::ModelConfig& c = engine.config();
@@ -154,7 +243,7 @@ int Run() {
       "tokens,passages,mode,median_ms,min_ms,max_ms,flops\n";
   std::cout << header << std::flush;
   for (int64_t len : lengths) {
-    const int64_t k = (len - q_len) / p_len;
+    const int64_t k = PassageCount(len, p_len, q_len);
     std::vector<std::vector<int32_t>> passages;
     std::vector<be::KvCache> cached;
     for (int64_t i = 0; i < k; ++i) passages.push_back(RandomTokens(rng, p_len, c.vocab_size));
@@ -199,12 +288,17 @@ int Run() {
   const std::string md = absl::StrFormat(
       "# TTFT: block-attention vs full prefill (%s)\n\n"
       "Model: %s shape, %d layers, hidden %d, %d heads / %d KV heads, MLP %d, vocab %d, "
-      "random weights, fp32 compute on CPU.\nMachine: %d hardware threads. Passages of %d "
-      "tokens, query of %d tokens. Cells: median (min–max) of %d runs, ms (a cell whose "
+      "random weights, %s.\n%s\nMachine: %d hardware threads. Passages of %d "
+      "tokens, query of %d tokens. Cells: median (min–max) of %d runs%s, ms (a cell whose "
       "first run took over %.0f s ran once: n=1).\n"
       "TTFT vs full compares block cached with full prefill.\nCommand: %s\n\n%s",
       tag, shape, c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
-      c.intermediate_size, c.vocab_size, std::thread::hardware_concurrency(), p_len, q_len, repeats,
+      c.intermediate_size, c.vocab_size,
+      backend == "cuda" ? "bf16 weights on the GPU" : "fp32 compute on CPU", backend_line,
+      std::thread::hardware_concurrency(), p_len, q_len, repeats,
+      absl::GetFlag(FLAGS_warmup) > 0
+          ? absl::StrFormat(" after %d untimed warm-up run(s)", absl::GetFlag(FLAGS_warmup))
+          : "",
       absl::GetFlag(FLAGS_max_cell_seconds), command_line, table);
   std::ofstream(out + "/ttft_" + tag + ".md") << md;
   std::ofstream(out + "/ttft_" + tag + ".csv") << csv;
@@ -217,7 +311,8 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Measures time to first token of block-attention vs full prefill as the prompt grows.\n"
-      "Usage: ttft_bench [--shape small] [--lengths 512,...] [--repeats 3] [--out DIR]");
+      "Usage: ttft_bench [--shape small] [--backend cpu|cuda] [--lengths 512,...] [--repeats 3]\n"
+      "                  [--warmup 0] [--out DIR] [--tag T] | --print_config");
   for (int i = 0; i < argc; ++i) absl::StrAppend(&command_line, i ? " " : "", argv[i]);
   absl::ParseCommandLine(argc, argv);
   blockserve::KeepFreedMemoryForReuse();

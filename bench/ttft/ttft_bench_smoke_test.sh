@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs the TTFT benchmark on a tiny model at two short lengths and checks that the
 # table has one row per length with every mode filled in. No timing assertions.
+# Also: --print_config gives the prompt lengths and the config, and --backend=cuda either
+# fails cleanly (no GPU: exit 2 and a message, before any model is written) or, on a
+# machine with a GPU, fills the same table.
 set -euo pipefail
 out="${TEST_TMPDIR:-$(mktemp -d)}/ttft"
 bench/ttft/ttft_bench --shape tiny --lengths 256,512 --repeats 1 --out "$out" --tag smoke > "$out.stdout"
@@ -11,4 +14,27 @@ if grep -E '^\| [0-9]+ \|' "$out/ttft_smoke.md" | grep -q 'n/a'; then
 fi
 lines=$(wc -l < "$out/ttft_smoke.csv")
 [[ "$lines" == 9 ]] || { echo "expected 8 CSV rows + header, got $lines lines"; exit 1; }
+
+bench/ttft/ttft_bench --shape small --lengths 512,1024 --print_config > "$out.json"
+grep -q '"prompt_tokens": \[500, 950\]' "$out.json" || { echo "bad --print_config"; cat "$out.json"; exit 1; }
+grep -q '"hidden_size": 256' "$out.json" || { echo "bad --print_config"; cat "$out.json"; exit 1; }
+
+set +e
+bench/ttft/ttft_bench --backend=cuda --shape tiny --lengths 256 --repeats 1 --out "$out/cuda" \
+  --tag smoke > "$out.cuda.stdout" 2> "$out.cuda.stderr"
+rc=$?
+set -e
+if [[ $rc == 0 ]]; then  # a GPU: the CUDA backend ran
+  grep -q '^Backend: cuda' "$out/cuda/ttft_smoke.md" || { echo "no backend line"; exit 1; }
+  rows=$(grep -E '^\| [0-9]+ \|' "$out/cuda/ttft_smoke.md" | grep -vc 'n/a' || true)
+  [[ "$rows" == 1 ]] || { echo "cuda: expected 1 full row"; cat "$out/cuda/ttft_smoke.md"; exit 1; }
+  echo "ttft smoke: --backend=cuda ran on a GPU"
+else
+  [[ $rc == 2 ]] || { echo "--backend=cuda: exit $rc, want 2"; cat "$out.cuda.stderr"; exit 1; }
+  grep -q 'needs CUDA device 0, but 0 CUDA device(s) were found' "$out.cuda.stderr" ||
+    { echo "--backend=cuda: unclear failure"; cat "$out.cuda.stderr"; exit 1; }
+  [[ ! -e "$out/cuda" ]] || { echo "--backend=cuda wrote results without a GPU"; exit 1; }
+  echo "ttft smoke: --backend=cuda fails cleanly without a GPU"
+fi
+grep -q '^Backend: cpu.$' "$out/ttft_smoke.md" || { echo "no backend line"; exit 1; }
 echo "ttft smoke: ok"
