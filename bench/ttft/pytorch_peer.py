@@ -206,11 +206,11 @@ def self_test(device):
         HAS_SDPA = False
         for chunk in (5, 37, 64):
             got = causal_attention(q, k, v, chunk)
-            assert torch.allclose(got, want, atol=1e-5), f"manual attention, chunk {chunk}"
+            assert torch.allclose(got, want, atol=1e-4), f"manual attention, chunk {chunk}"
     finally:
         HAS_SDPA = had
     if HAS_SDPA:
-        assert torch.allclose(causal_attention(q, k, v, 8), want, atol=1e-4), "SDPA"
+        assert torch.allclose(causal_attention(q, k, v, 8), want, atol=1e-3), "SDPA"
     cfg = {"vocab_size": 50, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "rms_norm_eps": 1e-5,
            "rope_theta": 10000.0, "rope_scaling": None}
@@ -227,7 +227,9 @@ def self_test(device):
         other_first = ids.clone()
         other_first[0, 0] = (ids[0, 0] + 1) % 50
         full, prefix, changed = hidden(ids), hidden(ids[:, :7]), hidden(other_first)
-    assert torch.allclose(full[:, :7], prefix, atol=1e-5), "prefill is not causal"
+    # Loose enough for GPU kernels that differ with the sequence length; a wrong mask
+    # changes these outputs by O(1).
+    assert torch.allclose(full[:, :7], prefix, atol=1e-3, rtol=1e-3), "prefill is not causal"
     assert not torch.allclose(full[:, 7], changed[:, 7], atol=1e-3), "output ignores earlier tokens"
     assert isinstance(model.first_token(ids), int)
     print(f"pytorch_peer self-test on {device}: ok (attention: "
