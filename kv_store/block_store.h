@@ -1,6 +1,7 @@
 // The KV store's one interface: a content-addressed map from BlockKey to a block's KV
 // (engine::KvCache encoded at position 0), plus the catalog that maps a client's
-// passage ids to content keys. Implementations: shared memory (one node, the embedded
+// passage ids to content keys, plus the sources of named passages (the token ids a block
+// was encoded from) so that an evicted block can be computed again. Implementations: shared memory (one node, the embedded
 // default), Redis (across nodes) and a tiered store (local first, then Redis).
 //
 // A value that fails to decode (corrupt, truncated, written by another model or codec
@@ -62,6 +63,16 @@ class BlockStore {
   // Catalog: passage id (the client's name) -> content key. Last write wins.
   virtual absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) = 0;
   virtual std::optional<BlockKey> GetPassage(std::string_view passage_id) = 0;
+
+  // Sources: the token ids the block under `key` was encoded from (the encoder stores
+  // them for every named passage). A source is small (4 bytes a token, against hundreds
+  // of bytes to hundreds of KB a token for the block) and each store keeps it at least
+  // as long as its block, so that a prefill that finds a named passage's block evicted
+  // encodes it again from the source. Each store documents how long a source outlives
+  // its block. PutSource of a present key refreshes it. GetSource: NotFound when absent
+  // or corrupt; callers check that the tokens hash to `key`.
+  virtual absl::Status PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) = 0;
+  virtual absl::StatusOr<std::vector<int32_t>> GetSource(const BlockKey& key) = 0;
 
   virtual StoreMetrics metrics() const = 0;
 };

@@ -20,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "kv_store/hash.h"
+#include "kv_store/source.h"
 
 namespace blockserve::kv_store {
 namespace {
@@ -276,6 +277,12 @@ class ShmStore::Segment {
     if (h->lru_head == e) return;
     LruUnlink(e);
     LruPushFront(e);
+  }
+
+  // Moves `key`'s source (if any) to the LRU front. Called after every use of the block,
+  // so a source is always more recent than its block and outlives it.
+  void TouchSourceOf(const BlockKey& key) {
+    if (const uint32_t e = Find(SourceKey(key)); e != kNil) Touch(e);
   }
 
   void Link(uint32_t e) {
@@ -658,6 +665,7 @@ std::optional<ShmStore::Copy> ShmStore::CopyOut(const BlockKey& key) {
   const uint32_t e = seg_->Find(key);
   if (e == kNil) return std::nullopt;
   seg_->Touch(e);
+  seg_->TouchSourceOf(key);
   Copy c;
   c.size = seg_->entries[e].length;
   c.seq = seg_->entries[e].seq;
@@ -762,6 +770,7 @@ absl::Status ShmStore::Put(const BlockKey& key, const engine::KvCache& kv) {
     const uint32_t e = seg_->Find(key);
     if (e != kNil) {
       seg_->Touch(e);
+      seg_->TouchSourceOf(key);
       present = true;
     }
   }
@@ -775,10 +784,12 @@ absl::Status ShmStore::Put(const BlockKey& key, const engine::KvCache& kv) {
     if (e != kNil) {
       seg_->Touch(e);
     } else {
+      seg_->TouchSourceOf(key);  // not the one to make room for a re-encoded block
       evicted = seg_->MakeRoom(PagesFor(value.size(), seg_->h->page_bytes));
       seg_->Write(key, value);
       written = true;
     }
+    seg_->TouchSourceOf(key);
   }
   absl::MutexLock l(&mu_);
   ++metrics_.puts;
@@ -839,6 +850,55 @@ std::optional<BlockKey> ShmStore::GetPassage(std::string_view passage_id) {
   BlockKey key;
   std::memcpy(key.bytes.data(), seg_->passages[s].key, 16);
   return key;
+}
+
+absl::Status ShmStore::PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) {
+  const std::string value = EncodeSourceValue(tokens);
+  const uint64_t pages = PagesFor(value.size(), seg_->h->page_bytes);
+  if (pages > seg_->h->num_pages) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "shm store PutSource: a ", tokens.size(), "-token source takes ", value.size(),
+        " bytes, more than the store's whole capacity"));
+  }
+  const BlockKey source_key = SourceKey(key);
+  int64_t evicted = 0;
+  {
+    Locked lock(*seg_);
+    if (!lock.status().ok()) return lock.status();
+    if (const uint32_t e = seg_->Find(source_key); e != kNil) {
+      seg_->Touch(e);  // content addressing: the same key has the same source
+    } else {
+      if (const uint32_t b = seg_->Find(key); b != kNil) seg_->Touch(b);  // keep the block
+      evicted = seg_->MakeRoom(pages);
+      seg_->Write(source_key, value);
+    }
+  }
+  absl::MutexLock l(&mu_);
+  metrics_.evictions += evicted;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> ShmStore::GetSource(const BlockKey& key) {
+  const BlockKey source_key = SourceKey(key);
+  std::optional<Copy> copy;
+  {
+    Locked lock(*seg_);
+    if (!lock.status().ok()) return lock.status();
+    copy = CopyOut(source_key);
+  }
+  if (!copy) {
+    return absl::NotFoundError(absl::StrCat("no source of block ", key.Hex(), " in ",
+                                            options_.name));
+  }
+  absl::StatusOr<std::vector<int32_t>> tokens =
+      DecodeSourceValue(std::string_view(copy->bytes.get(), copy->size));
+  if (!tokens.ok()) {
+    DropCorrupt(source_key, copy->seq, tokens.status());
+    return absl::NotFoundError(absl::StrCat("the source of block ", key.Hex(), " in ",
+                                            options_.name, " is corrupt and was dropped: ",
+                                            tokens.status().message()));
+  }
+  return tokens;
 }
 
 StoreMetrics ShmStore::metrics() const {

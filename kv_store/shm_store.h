@@ -31,6 +31,15 @@
 // The catalog works the same way; its slots carry a check hash so a torn in-place
 // update is dropped on recovery rather than trusted.
 //
+// Sources (BlockStore::PutSource): stored as ordinary entries under SourceKey(key), in
+// the same LRU. Every use of a block (Get, GetMany, Put) also refreshes its source just
+// after it, and a Put makes room only after refreshing the source, so a source is always
+// more recent than its block: the block is evicted first, and its source stays for as
+// long as the entries used after it leave room (until a re-encode refreshes both). A
+// source costs one entry slot and ceil((4 × tokens + 24) / page_bytes) pages (one page
+// for any passage under ~4000 tokens at the default 16 KiB pages), i.e. at most one
+// extra page per named passage. Sources are not counted in hits/misses.
+//
 // Corruption: values are validated by the codec on every Get; a bad one is a miss,
 // counted in `corrupt`, logged to stderr once per key per process, and removed.
 // Metrics are per ShmStore object (per process), not shared through the segment.
@@ -110,6 +119,9 @@ class ShmStore : public BlockStore {
   // all catalog slots hold other ids.
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   std::optional<BlockKey> GetPassage(std::string_view passage_id) override;
+  // ResourceExhausted when the source is larger than the whole data area.
+  absl::Status PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) override;
+  absl::StatusOr<std::vector<int32_t>> GetSource(const BlockKey& key) override;
 
   StoreMetrics metrics() const override;
   ShmUsage Usage();

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "kv_store/source.h"
 
 namespace blockserve::kv_store {
 namespace {
@@ -145,6 +146,39 @@ TEST_F(ShmStoreTest, PutOfAnotherShapeIsInvalidArgument) {
   kv.Append(std::vector<int32_t>{1, 2});
   EXPECT_EQ(store->Put(KeyOf(kv), kv).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(store->Contains(KeyOf(kv)));
+}
+
+TEST_F(ShmStoreTest, SourceRoundTripsAndIsAbsentUntilPut) {
+  auto store = OpenStore(Options());
+  const KvCache kv = MakeKv(1, 5);
+  EXPECT_EQ(store->GetSource(KeyOf(kv)).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store->PutSource(KeyOf(kv), kv.tokens()).ok());
+  absl::StatusOr<std::vector<int32_t>> tokens = store->GetSource(KeyOf(kv));
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(*tokens, kv.tokens());
+}
+
+TEST_F(ShmStoreTest, SourceOutlivesItsEvictedBlock) {
+  auto store = OpenStore(Options());
+  const KvCache named = MakeKv(1, 5);
+  ASSERT_TRUE(store->Put(KeyOf(named), named).ok());
+  ASSERT_TRUE(store->PutSource(KeyOf(named), named.tokens()).ok());
+  // Use the named block among others, then push it out with new blocks.
+  int seed = 100;
+  for (int i = 0; i < 5; ++i) {
+    const KvCache other = MakeKv(seed++, 5);
+    ASSERT_TRUE(store->Put(KeyOf(other), other).ok());
+  }
+  ASSERT_TRUE(store->Get(KeyOf(named)).ok());
+  while (store->Contains(KeyOf(named))) {
+    const KvCache other = MakeKv(seed++, 5);
+    ASSERT_TRUE(store->Put(KeyOf(other), other).ok());
+    ASSERT_LT(seed, 1000) << "the block was never evicted";
+  }
+  EXPECT_TRUE(store->Contains(SourceKey(KeyOf(named))));
+  absl::StatusOr<std::vector<int32_t>> tokens = store->GetSource(KeyOf(named));
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(*tokens, named.tokens());
 }
 
 TEST_F(ShmStoreTest, ValueLargerThanCapacityIsResourceExhausted) {

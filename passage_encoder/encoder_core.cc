@@ -83,6 +83,9 @@ v1::EncodeResult EncoderCore::Encode(const v1::Passage& passage, uint32_t index,
     kv_bytes_written_->Add(bytes);
   }
   if (!passage.id().empty()) {
+    // The source first: a catalog entry is only ever visible with its source stored, so a
+    // prefill can encode the block again once the store evicted it.
+    if (absl::Status s = store_.PutSource(key, *tokens); !s.ok()) return fail(s);
     if (absl::Status s = store_.PutPassage(passage.id(), key); !s.ok()) return fail(s);
   }
   r.set_content_key(key.Hex());

@@ -79,6 +79,9 @@ PrefillCore::PrefillCore(engine::Engine& engine, kv_store::BlockStore& store, Kv
                                        "Blocks missing from the KV store (encoded by a prefill)")),
       cache_hit_ratio_(metrics.GetGauge("blockserve_prefill_cache_hit_ratio",
                                         "cache hits / (hits + misses) since start")),
+      passage_reencodes_(metrics.GetCounter(
+          "blockserve_prefill_passage_reencodes_total",
+          "Passages named by id whose evicted block was encoded again from its stored source")),
       kv_bytes_fetched_(metrics.GetCounter("blockserve_prefill_kv_bytes_fetched_total",
                                            "Bytes of block values read from the KV store")),
       kv_bytes_written_(metrics.GetCounter("blockserve_prefill_kv_bytes_written_total",
@@ -248,17 +251,19 @@ absl::Status PrefillCore::FetchBlocks(const Plan& plan, std::vector<Block>& bloc
                                                              options_.store_dtype));
     }
     if (!b.passage_id.empty()) {
-      // The catalog maps the id to a content key; the tokens live only in the block.
-      if (!value.ok()) {
-        return absl::NotFoundError(absl::StrCat(
-            "passage \"", b.passage_id, "\" is in the catalog but its block is no longer in the "
-            "KV store (evicted); encode the passage again"));
-      }
-      if (!(kv_store::MakeBlockKey(engine_.model_fingerprint(), value->tokens()) == b.key)) {
-        return absl::InternalError(absl::StrCat("the stored block of passage \"", b.passage_id,
+      absl::StatusOr<std::vector<int32_t>> tokens =
+          value.ok() ? absl::StatusOr<std::vector<int32_t>>(value->tokens()) : PassageSource(b);
+      if (!tokens.ok()) return tokens.status();
+      if (!(kv_store::MakeBlockKey(engine_.model_fingerprint(), *tokens) == b.key)) {
+        return absl::InternalError(absl::StrCat("the stored ", value.ok() ? "block" : "source",
+                                                " of passage \"", b.passage_id,
                                                 "\" does not hash to its content key"));
       }
-      b.tokens = value->tokens();
+      b.tokens = *std::move(tokens);
+      if (!value.ok()) {
+        stats.set_passages_reencoded(stats.passages_reencoded() + 1);
+        passage_reencodes_->Add();
+      }
     } else if (value.ok() && value->tokens() != b.tokens) {
       LogEvent("kv_store_foreign_block", {{"key", b.key.Hex()}});
       continue;  // another block under this key: a miss
@@ -269,6 +274,16 @@ absl::Status PrefillCore::FetchBlocks(const Plan& plan, std::vector<Block>& bloc
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> PrefillCore::PassageSource(const Block& b) {
+  absl::StatusOr<std::vector<int32_t>> tokens = store_.GetSource(b.key);
+  if (!tokens.ok()) {
+    return absl::NotFoundError(absl::StrCat(
+        "passage \"", b.passage_id, "\" is in the catalog but neither its block nor its "
+        "source (token ids) is in the KV store any more; ingest the passage again"));
+  }
+  return tokens;
 }
 
 absl::Status PrefillCore::EncodeMisses(const Plan& plan, std::vector<Block>& blocks,

@@ -71,6 +71,9 @@ class PrefillCore {
   absl::StatusOr<std::vector<Block>> ResolveBlocks(const v1::PrefillRequest& request) const;
   absl::Status FetchBlocks(const Plan& plan, std::vector<Block>& blocks,
                            v1::PrefillStats& stats);
+  // The tokens of a named passage whose block is gone, from its stored source; NotFound
+  // (with what to do) when the source is gone too.
+  absl::StatusOr<std::vector<int32_t>> PassageSource(const Block& b);
   absl::Status EncodeMisses(const Plan& plan, std::vector<Block>& blocks, v1::PrefillStats& stats,
                             double& flops);
   absl::StatusOr<v1::PrefillResponse> Run(const v1::PrefillRequest& request, absl::Time deadline);
@@ -90,6 +93,7 @@ class PrefillCore {
   Counter* cache_hits_;
   Counter* cache_misses_;
   Gauge* cache_hit_ratio_;
+  Counter* passage_reencodes_;
   Counter* kv_bytes_fetched_;
   Counter* kv_bytes_written_;
   Counter* tokens_reused_;

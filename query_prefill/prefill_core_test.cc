@@ -14,6 +14,7 @@
 #include "engine/utf8.h"
 #include "gtest/gtest.h"
 #include "kv_store/shm_store.h"
+#include "kv_store/source.h"
 #include "passage_encoder/encoder_core.h"
 #include "query_prefill/testing/fake_decoder.h"
 
@@ -283,6 +284,51 @@ TEST_F(PrefillCoreTest, UnknownPassageIdIsNotFound) {
   v1::PrefillRequest request = ByIdRequest();
   request.add_passages()->set_passage_id("never-ingested");
   EXPECT_EQ(core_->Prefill(request).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Puts unrelated blocks until `key`'s block is evicted; with `and_source`, until its
+// source is evicted too.
+void EvictBlock(kv_store::ShmStore& store, const engine::KvCache& filler,
+                const kv_store::BlockKey& key, bool and_source) {
+  for (int32_t i = 0; store.Contains(key) ||
+                      (and_source && store.Contains(kv_store::SourceKey(key)));
+       ++i) {
+    ASSERT_LT(i, 100000) << "the block was never evicted";
+    ASSERT_TRUE(store.Put(kv_store::MakeBlockKey(1, {i, -1}), filler).ok());
+  }
+}
+
+TEST_F(PrefillCoreTest, EvictedPassageNamedByIdIsReencodedFromItsSourceWithTheSameAnswer) {
+  Ingest();
+  absl::StatusOr<v1::PrefillResponse> cached = core_->Prefill(ByIdRequest());
+  ASSERT_TRUE(cached.ok()) << cached.status();
+  ASSERT_EQ(cached->stats().cache_misses(), 1u);  // the system block only
+  const kv_store::BlockKey doc0 = *store_->GetPassage("doc-0");
+  EvictBlock(*store_, *engine_->EncodeBlock({1, 2, 3}), doc0, /*and_source=*/false);
+  ASSERT_TRUE(store_->Contains(*store_->GetPassage("doc-2"))) << "evicted more than doc-0";
+
+  absl::StatusOr<v1::PrefillResponse> again = core_->Prefill(ByIdRequest());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->stats().passages_reencoded(), 1u);
+  EXPECT_GE(again->stats().cache_misses(), 1u);
+  EXPECT_EQ(again->first_token_id(), cached->first_token_id());
+  EXPECT_EQ(again->first_token_id(), Greedy(Reference({})));
+  EXPECT_TRUE(store_->Contains(doc0)) << "the re-encoded block was not written back";
+  EXPECT_EQ(metrics_.GetCounter("blockserve_prefill_passage_reencodes_total", "")->value(), 1);
+
+  absl::StatusOr<v1::PrefillResponse> third = core_->Prefill(ByIdRequest());
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->stats().passages_reencoded(), 0u);
+  EXPECT_EQ(third->stats().cache_misses(), 0u);
+}
+
+TEST_F(PrefillCoreTest, EvictedPassageWhoseSourceIsGoneTooIsNotFound) {
+  Ingest();
+  const kv_store::BlockKey doc0 = *store_->GetPassage("doc-0");
+  EvictBlock(*store_, *engine_->EncodeBlock({1, 2, 3}), doc0, /*and_source=*/true);
+  const absl::Status status = core_->Prefill(ByIdRequest()).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_NE(status.message().find("ingest the passage again"), std::string::npos) << status;
 }
 
 struct BadRequest {

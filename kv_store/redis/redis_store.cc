@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kv_store/redis/connection.h"
+#include "kv_store/source.h"
 
 namespace blockserve::kv_store {
 namespace {
@@ -32,6 +33,10 @@ RedisStore::~RedisStore() = default;
 
 std::string RedisStore::BlockRedisKey(const BlockKey& key) const {
   return absl::StrCat(options_.key_prefix, "blk:", key.Hex());
+}
+
+std::string RedisStore::SourceRedisKey(const BlockKey& key) const {
+  return absl::StrCat(options_.key_prefix, "src:", key.Hex());
 }
 
 std::string RedisStore::PassageRedisKey(std::string_view passage_id) const {
@@ -333,6 +338,36 @@ std::optional<BlockKey> RedisStore::GetPassage(std::string_view passage_id) {
     return std::nullopt;
   }
   return *key;
+}
+
+absl::Status RedisStore::PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) {
+  const absl::Status status = Set({"SET", SourceRedisKey(key), EncodeSourceValue(tokens)},
+                                  absl::StrCat("source of block ", key.Hex()));
+  if (!status.ok()) return status;
+  absl::MutexLock lock(&metrics_mu_);
+  ++metrics_.puts;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> RedisStore::GetSource(const BlockKey& key) {
+  ReplyPtr reply;
+  const absl::Status status = WithConnection([&](Connection& c) {
+    reply = c.Command({"GET", SourceRedisKey(key)});
+    return reply != nullptr;
+  });
+  if (!status.ok() || reply->type != REDIS_REPLY_STRING) {
+    return absl::NotFoundError(absl::StrCat("no source of block ", key.Hex(), " in redis",
+                                            status.ok() ? "" : " (unreachable)"));
+  }
+  absl::StatusOr<std::vector<int32_t>> tokens = DecodeSourceValue(ReplyText(*reply));
+  if (!tokens.ok()) {
+    LogRateLimited(LogTopic::kBadData, absl::StrCat("source of block ", key.Hex(),
+                                                    " is unusable, treated as absent: ",
+                                                    tokens.status().message()));
+    return absl::NotFoundError(absl::StrCat("the source of block ", key.Hex(),
+                                            " in redis is corrupt: ", tokens.status().message()));
+  }
+  return tokens;
 }
 
 StoreMetrics RedisStore::metrics() const {

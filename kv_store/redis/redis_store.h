@@ -2,8 +2,13 @@
 //
 // Keys: `<key_prefix>blk:<BlockKey::Hex()>` holds the codec's bytes of a block (the
 // content key already includes the model fingerprint); `<key_prefix>pid:<passage id>`
-// holds the hex content key of a passage. Blocks get the optional TTL (SET … PX);
-// catalog entries never expire.
+// holds the hex content key of a passage; `<key_prefix>src:<BlockKey::Hex()>` holds the
+// source of a named passage's block (kv_store/source.h: 4 bytes a token). Blocks get the
+// optional TTL (SET … PX); catalog entries and sources never expire, so a block evicted
+// or expired can always be encoded again from its source. Their memory is bounded by
+// the named passages: 4 × tokens + 24 bytes each (plus Redis's per-key overhead). Run
+// Redis with a volatile-* maxmemory-policy (evicts only keys with a TTL) and a block TTL
+// so that Redis's own eviction never takes sources or catalog entries.
 //
 // Redis is a cache here, so an unreachable Redis is not an error for callers: Get and
 // GetMany return misses (NotFound), Contains/GetPassage say absent, and Put/PutPassage
@@ -66,11 +71,15 @@ class RedisStore : public BlockStore {
   bool Contains(const BlockKey& key) override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   std::optional<BlockKey> GetPassage(std::string_view passage_id) override;
+  // NotFound when absent, corrupt, or Redis is unreachable.
+  absl::Status PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) override;
+  absl::StatusOr<std::vector<int32_t>> GetSource(const BlockKey& key) override;
   // `puts`/`dropped_puts` count block and catalog writes; the rest count blocks only.
   StoreMetrics metrics() const override;
 
   std::string BlockRedisKey(const BlockKey& key) const;            // "<prefix>blk:<hex>"
   std::string PassageRedisKey(std::string_view passage_id) const;  // "<prefix>pid:<id>"
+  std::string SourceRedisKey(const BlockKey& key) const;            // "<prefix>src:<hex>"
 
  private:
   struct Lease;

@@ -115,6 +115,32 @@ TEST_F(RedisStoreTest, GetOfAnAbsentBlockIsNotFoundAndCountedAsAMiss) {
   EXPECT_FALSE(store->Contains(KeyFor(MakeBlock(kSmallShape, 2, 3))));
 }
 
+TEST_F(RedisStoreTest, SourceNeverExpiresAndOutlivesItsBlock) {
+  RedisStoreOptions options = Options();
+  options.ttl = absl::Milliseconds(50);
+  auto store = OpenStore(options);
+  const engine::KvCache block = MakeBlock(kSmallShape, 7, 6);
+  const BlockKey key = KeyFor(block);
+  EXPECT_EQ(store->GetSource(key).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store->Put(key, block).ok());
+  ASSERT_TRUE(store->PutSource(key, block.tokens()).ok());
+
+  absl::SleepFor(absl::Milliseconds(200));  // the block's TTL passes
+
+  EXPECT_FALSE(store->Contains(key));
+  EXPECT_EQ(server_->Call({"PTTL", "bs:v1:src:" + key.Hex()}).value_or(""), "-1");
+  absl::StatusOr<std::vector<int32_t>> tokens = store->GetSource(key);
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(*tokens, block.tokens());
+}
+
+TEST_F(RedisStoreTest, CorruptSourceIsNotFound) {
+  auto store = OpenStore(Options());
+  const BlockKey key = KeyFor(MakeBlock(kSmallShape, 2, 7));
+  ASSERT_TRUE(server_->Call({"SET", "bs:v1:src:" + key.Hex(), "garbage"}).ok());
+  EXPECT_EQ(store->GetSource(key).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(RedisStoreTest, CatalogMapsPassageIdsToKeysAndLastWriteWins) {
   auto store = OpenStore(Options());
   const BlockKey first = KeyFor(MakeBlock(kSmallShape, 2, 4));

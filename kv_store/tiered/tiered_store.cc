@@ -98,6 +98,19 @@ std::optional<BlockKey> TieredStore::GetPassage(std::string_view passage_id) {
   return key;
 }
 
+absl::Status TieredStore::PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) {
+  return CombineWrites(local_->PutSource(key, tokens), remote_->PutSource(key, tokens));
+}
+
+absl::StatusOr<std::vector<int32_t>> TieredStore::GetSource(const BlockKey& key) {
+  if (absl::StatusOr<std::vector<int32_t>> tokens = local_->GetSource(key); tokens.ok()) {
+    return tokens;
+  }
+  absl::StatusOr<std::vector<int32_t>> tokens = remote_->GetSource(key);
+  if (tokens.ok()) local_->PutSource(key, *tokens).IgnoreError();
+  return tokens;
+}
+
 StoreMetrics TieredStore::metrics() const {
   const StoreMetrics local = local_->metrics();
   const StoreMetrics remote = remote_->metrics();

@@ -5,7 +5,10 @@
 // is promoted (written into the local tier) so the next read of that block stays on the
 // node. GetMany sends all local misses to the remote tier in one batch. Writes go to
 // both tiers (write-through). The catalog works the same way: written to both, read
-// local then remote, and a remote entry is copied into the local catalog.
+// local then remote, and a remote entry is copied into the local catalog. Sources
+// likewise: written to both, read local then remote and copied into the local tier; the
+// remote tier's never-expiring copy is the durable one (see RedisStore), so a source
+// the local LRU dropped is still found.
 //
 // A remote outage degrades to local-only service: remote misses and dropped remote
 // writes show in remote_metrics(); Put still succeeds when the local tier stored the
@@ -38,6 +41,9 @@ class TieredStore : public BlockStore {
   bool Contains(const BlockKey& key) override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   std::optional<BlockKey> GetPassage(std::string_view passage_id) override;
+  // PutSource: OK when either tier stored it, as Put.
+  absl::Status PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) override;
+  absl::StatusOr<std::vector<int32_t>> GetSource(const BlockKey& key) override;
 
   // This store's view: hits/misses/puts/dropped_puts and times of its own calls (a
   // block found in either tier is one hit). corrupt, evictions and bytes are the sums

@@ -108,6 +108,20 @@ TEST_F(TieredStoreTest, RemoteHitIsPromotedSoTheNextGetIsALocalHit) {
   EXPECT_TRUE(local_view_->Contains(KeyFor(block)));
 }
 
+TEST_F(TieredStoreTest, SourceIsWrittenToBothTiersAndFoundRemotelyWhenLocalLostIt) {
+  const engine::KvCache block = MakeBlock(10);
+  ASSERT_TRUE(store_->PutSource(KeyFor(block), block.tokens()).ok());
+  EXPECT_TRUE(local_view_->GetSource(KeyFor(block)).ok());
+  EXPECT_TRUE(peer_->GetSource(KeyFor(block)).ok());
+
+  const engine::KvCache remote_only = MakeBlock(11);
+  ASSERT_TRUE(peer_->PutSource(KeyFor(remote_only), remote_only.tokens()).ok());
+  absl::StatusOr<std::vector<int32_t>> tokens = store_->GetSource(KeyFor(remote_only));
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(*tokens, remote_only.tokens());
+  EXPECT_TRUE(local_view_->GetSource(KeyFor(remote_only)).ok()) << "not copied to the local tier";
+}
+
 TEST_F(TieredStoreTest, PutWritesBothTiers) {
   const engine::KvCache block = MakeBlock(20);
 
