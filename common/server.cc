@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -81,18 +82,33 @@ class MetricsHttpServer {
   std::thread thread_;
 };
 
+// A shutdown signal that reached a thread not blocking it (one started before main,
+// e.g. a BLAS pool) while no thread was in sigwait: counted here instead of killing.
+std::atomic<int> stray_signals{0};
+std::atomic<int> last_stray_signal{0};
+void CountStraySignal(int sig) {
+  last_stray_signal.store(sig);
+  stray_signals.fetch_add(1);
+}
+
 // Waits up to `timeout` for one of `set`; true (and *sig set) when one arrived.
 bool WaitForSignal(const sigset_t& set, absl::Duration timeout, int* sig) {
   const absl::Time deadline = absl::Now() + timeout;
   for (absl::Duration left = timeout; left > absl::ZeroDuration();
        left = deadline - absl::Now()) {
+    if (stray_signals.load() > 0) {
+      stray_signals.fetch_sub(1);
+      *sig = last_stray_signal.load();
+      return true;
+    }
+    left = std::min(left, absl::Milliseconds(50));  // to see stray signals soon
     const timespec ts = absl::ToTimespec(left);
     const int got = sigtimedwait(&set, nullptr, &ts);
     if (got > 0) {
       *sig = got;
       return true;
     }
-    if (errno != EINTR) return false;  // EAGAIN: timed out
+    if (errno != EINTR && errno != EAGAIN) return false;
   }
   return false;
 }
@@ -147,6 +163,11 @@ absl::Status RunServer(const ServerOptions& options, const std::vector<grpc::Ser
   sigset_t set = ShutdownSignals();
   int sig = 0;
   sigwait(&set, &sig);
+  // From now on the signal thread is not always inside a wait: catch the others.
+  struct sigaction count = {};
+  count.sa_handler = CountStraySignal;
+  sigaction(SIGTERM, &count, nullptr);
+  sigaction(SIGINT, &count, nullptr);
   // NOT_SERVING first: whoever health-checks this server stops picking it while it
   // still answers the calls that arrive before they notice.
   server->GetHealthCheckService()->SetServingStatus(false);
