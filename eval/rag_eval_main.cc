@@ -86,6 +86,16 @@ absl::StatusOr<std::string> RunTable(const std::vector<Setting>& settings,
                       ".\n");
 }
 
+// "min-max" passages per prompt of a set.
+std::string PassageRange(const std::vector<RagExample>& set) {
+  size_t lo = SIZE_MAX, hi = 0;
+  for (const RagExample& ex : set) {
+    lo = std::min(lo, ex.passages.size());
+    hi = std::max(hi, ex.passages.size());
+  }
+  return set.empty() ? "no" : absl::StrCat(lo, "-", hi);
+}
+
 absl::Status Run() {
   engine::EngineOptions engine_options{absl::GetFlag(FLAGS_threads)};
   absl::StatusOr<std::unique_ptr<engine::Engine>> ft =
@@ -133,8 +143,9 @@ absl::Status Run() {
       absl::GetFlag(FLAGS_model), " --vanilla_model ", absl::GetFlag(FLAGS_vanilla_model),
       " --data_dir ", absl::GetFlag(FLAGS_data_dir), " --limit ", absl::GetFlag(FLAGS_limit),
       "` (limit 0: every example).\n\n",
-      "## Passages as in training (3-6 per prompt)\n\n", *main_table,
-      "\n## More passages than seen in training (12-18 per prompt)\n\n", *long_table);
+      "## Passages as in training (", PassageRange(*single), " per prompt)\n\n", *main_table,
+      "\n## More passages than seen in training (", PassageRange(*longer),
+      " per prompt)\n\n", *long_table);
   std::cout << report;
   const std::string out = absl::GetFlag(FLAGS_out);
   if (!out.empty()) {

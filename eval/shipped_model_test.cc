@@ -1,8 +1,11 @@
-// The shipped model (models/blockserve-tiny-rag) really answers: held-out questions about
-// entities it never saw are answered correctly through the engine, greedily, with
+// The shipped model (models/blockserve-tiny-rag) answers held-out questions about
+// entities it never saw through the engine, greedily, with
 // Block-Attention (passages encoded alone, positions re-encoded).
 #include <cstdlib>
+#include <iostream>
 #include <string>
+
+#include "absl/strings/str_cat.h"
 
 #include "engine/engine.h"
 #include "eval/rag_eval.h"
@@ -39,9 +42,36 @@ TEST_F(ShippedModelTest, IsASmallGroupedQueryLlama) {
   EXPECT_FALSE(engine_->eos_ids().empty());
 }
 
-TEST_F(ShippedModelTest, AnswersTheFirstEightHeldOutQuestionsWithBlockAttention) {
-  ASSERT_GE(examples_.size(), 8u);
-  for (size_t i = 0; i < 8; ++i) {
+// The first 200 held-out single-hop questions, greedy, Block-Attention: the shipped
+// model measured 44% here when it was committed (eval/results/accuracy.md, 1000
+// questions); picking a value of the right kind at random from the prompt's passages
+// scores about 20%, and a random-weight model about 0%. The floor guards the model and
+// the engine's block path together.
+TEST_F(ShippedModelTest, AnswersHeldOutQuestionsWithBlockAttentionWellAboveChance) {
+  ASSERT_GE(examples_.size(), 200u);
+  int correct = 0;
+  std::string right;
+  for (size_t i = 0; i < 200; ++i) {
+    absl::StatusOr<ExampleOutcome> out =
+        AnswerExample(*engine_, examples_[i], engine::PrefillOptions{});
+    ASSERT_TRUE(out.ok()) << out.status();
+    if (out->correct) {
+      ++correct;
+      absl::StrAppend(&right, i, " ");
+    }
+  }
+  std::cout << "correct: " << correct << " of 200; indices: " << right << "\n";
+  EXPECT_GE(correct, 70) << "expected at least 35% of 200";
+}
+
+// A fixed handful of held-out questions, answered exactly, in block mode. They are the
+// first eight of test.jsonl that the shipped model answered correctly when committed
+// (it gets about 44% of all right, so they were picked, not drawn): a regression guard
+// that any change to the engine's block path or the model folder shows up as a wrong
+// answer to a known question.
+TEST_F(ShippedModelTest, AnswersEightFixedHeldOutQuestionsWithBlockAttention) {
+  for (size_t i : {0, 1, 4, 6, 7, 9, 12, 14}) {
+    ASSERT_LT(i, examples_.size());
     const RagExample& ex = examples_[i];
     absl::StatusOr<ExampleOutcome> out = AnswerExample(*engine_, ex, engine::PrefillOptions{});
     ASSERT_TRUE(out.ok()) << out.status();

@@ -9,11 +9,14 @@ cd "$(dirname "$0")/.." || exit 1
 
 usage() {
   cat <<'EOF'
-Usage: scripts/run_system.sh [--model_dir DIR] [--max_new_tokens N] [--keep_logs] [--no_setup]
+Usage: scripts/run_system.sh [--model_dir DIR | --random_model] [--max_new_tokens N]
+                             [--keep_logs] [--no_setup]
 
   --model_dir DIR      a Hugging Face model folder (config.json, *.safetensors,
-                       tokenizer.json); default: a small random-weight model written
-                       by //engine:make_tiny_model (answers are then noise)
+                       tokenizer.json); default: models/blockserve-tiny-rag, the shipped
+                       block-fine-tuned model (training/README.md)
+  --random_model       a small random-weight model written by //engine:make_tiny_model
+                       instead (answers are noise; bigger, so the TTFT gap is wider)
   --max_new_tokens N   tokens per answer (default 24)
   --keep_logs          keep the services' logs (their folder is printed)
   --no_setup           skip scripts/setup.sh (the Debian packages are installed)
@@ -22,6 +25,7 @@ EOF
 
 MODEL_DIR=""
 MAX_NEW_TOKENS=24
+RANDOM_MODEL=0
 KEEP_LOGS=0
 SETUP=1
 while (($#)); do
@@ -30,6 +34,7 @@ while (($#)); do
     --model_dir=*) MODEL_DIR="${1#*=}"; shift ;;
     --max_new_tokens) MAX_NEW_TOKENS="${2:?--max_new_tokens needs a number}"; shift 2 ;;
     --max_new_tokens=*) MAX_NEW_TOKENS="${1#*=}"; shift ;;
+    --random_model) RANDOM_MODEL=1; shift ;;
     --keep_logs) KEEP_LOGS=1; shift ;;
     --no_setup) SETUP=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -121,20 +126,20 @@ BIN=$(bazel info bazel-bin 2>/dev/null) || die "bazel info failed"
 BLOCKSERVE="$BIN/client/blockserve"
 
 section "Model"
-RANDOM_MODEL=0
-if [[ -z $MODEL_DIR ]]; then
-  RANDOM_MODEL=1
+[[ -z $MODEL_DIR ]] && ((!RANDOM_MODEL)) && MODEL_DIR=models/blockserve-tiny-rag
+if ((RANDOM_MODEL)); then
   MODEL_DIR="${TMPDIR:-/tmp}/blockserve-tiny-model"
   if [[ ! -f $MODEL_DIR/config.json ]]; then
     "$BIN/engine/make_tiny_model" --out "$MODEL_DIR" --hidden_size 256 --intermediate_size 768 \
       --layers 4 --heads 8 --kv_heads 2 || die "make_tiny_model failed"
   fi
   echo "Using a random-weight model in $MODEL_DIR (4 layers, hidden 256, 8 heads / 2 KV heads)."
-  echo "Its answers are noise until a trained model lands; pass --model_dir for a real one."
+  echo "Its answers are noise; without --random_model the shipped trained model answers."
   echo "The numbers are real: tokens reused vs computed, FLOPs and TTFT."
 else
   [[ -f $MODEL_DIR/config.json ]] || die "no config.json in $MODEL_DIR"
   echo "Using the model in $MODEL_DIR"
+  [[ -f $MODEL_DIR/README.md ]] && sed -n '3,4p' "$MODEL_DIR/README.md"
 fi
 
 section "Starting the services (KV store: shared memory $SHM_NAME)"
@@ -162,18 +167,30 @@ bs ingest samples/passages.jsonl || die "ingest failed"
 
 section "Asking the sample questions (Block-Attention: cached passages, only the question computed)"
 ((RANDOM_MODEL)) && echo "(random weights: the answers are noise; the reuse and timing figures are real)"
-FIRST_IDS="" FIRST_QUESTION=""
+# samples/questions.txt: "ids | question | expected answer" lines; "system: TEXT" sets
+# the system prompt of the lines after it.
+trim() { local s=$1; s=${s#"${s%%[! ]*}"}; echo "${s%"${s##*[! ]}"}"; }
+FIRST_IDS="" FIRST_QUESTION="" SYSTEM="" ASKED=0 RIGHT=0
 while IFS= read -r line; do
   [[ -z ${line// } || $line == \#* ]] && continue
-  ids=${line%%|*}; ids=${ids%"${ids##*[! ]}"}                 # before "|", trailing spaces cut
-  question=${line#*|}; question=${question#"${question%%[! ]*}"}  # after "|", leading spaces cut
+  if [[ $line == system:* ]]; then SYSTEM=$(trim "${line#system:}"); continue; fi
+  IFS='|' read -r ids question expected <<<"$line"
+  ids=$(trim "$ids") question=$(trim "$question") expected=$(trim "$expected")
   [[ -z $FIRST_IDS ]] && FIRST_IDS=$ids FIRST_QUESTION=$question
-  printf '\nQ: %s\n   passages: %s\nA: ' "$question" "$ids"
-  bs ask "--passage=$ids" "--max_new_tokens=$MAX_NEW_TOKENS" "$question" || die "ask failed"
+  printf '\nQ: %s\n   passages: %s\n' "$question" "$ids"
+  answer=$(bs ask "--system=$SYSTEM" "--passage=$ids" "--max_new_tokens=$MAX_NEW_TOKENS" \
+           "$question") || die "ask failed"
+  printf 'A: %s\n' "$answer"
+  if [[ -n $expected ]]; then
+    ((ASKED += 1))
+    if [[ $(trim "$answer") == "$expected" ]]; then ((RIGHT += 1)); echo "   correct (expected: $expected)"
+    else echo "   WRONG (expected: $expected)"; fi
+  fi
 done <samples/questions.txt
+((ASKED)) && printf '\n%d of %d sample answers correct.\n' "$RIGHT" "$ASKED"
 
 section "TTFT: the first question with Block-Attention vs with full prefill"
-ask_json() { bs ask --json "--mode=$1" "--passage=$FIRST_IDS" "--max_new_tokens=$MAX_NEW_TOKENS" "$FIRST_QUESTION"; }
+ask_json() { bs ask --json "--system=$SYSTEM" "--mode=$1" "--passage=$FIRST_IDS" "--max_new_tokens=$MAX_NEW_TOKENS" "$FIRST_QUESTION"; }
 BLOCK_JSON=$(ask_json block) || die "ask failed"
 FULL_JSON=$(ask_json full) || die "ask failed"
 python3 - "$BLOCK_JSON" "$FULL_JSON" <<'EOF'
@@ -190,7 +207,7 @@ if f.get("ttft_ms"):
     print(f"Block-Attention TTFT is {100 * (1 - b['ttft_ms'] / f['ttft_ms']):.1f}% lower; "
           f"FLOPs to first token {100 * (1 - float(b['flops_to_first_token']) / float(f['flops_to_first_token'])):.1f}% lower.")
 print("Same greedy answer in both modes:" , rows[0][1]["token_ids"] == rows[1][1]["token_ids"],
-      "(they may differ: the model was not block-fine-tuned)")
+      "(they may differ: Block-Attention changes what the passages' tokens see)")
 EOF
 
 section "Router stats"

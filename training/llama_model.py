@@ -21,7 +21,8 @@ import torch.nn.functional as F
 class Config:
     def __init__(self, vocab_size, hidden_size=128, intermediate_size=384, num_layers=4,
                  num_heads=4, num_kv_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
-                 max_position_embeddings=2048, bos_token_id=None, eos_token_id=None):
+                 max_position_embeddings=2048, bos_token_id=None, eos_token_id=None,
+                 tie_word_embeddings=False):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
@@ -34,6 +35,7 @@ class Config:
         self.max_position_embeddings = max_position_embeddings
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
+        self.tie_word_embeddings = tie_word_embeddings
 
     def hf_json(self, torch_dtype):
         """config.json as Hugging Face's LlamaConfig writes it."""
@@ -53,7 +55,7 @@ class Config:
             "rope_theta": self.rope_theta,
             "rope_scaling": None,
             "attention_bias": False,
-            "tie_word_embeddings": False,
+            "tie_word_embeddings": self.tie_word_embeddings,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
             "torch_dtype": torch_dtype,
@@ -153,6 +155,8 @@ class LlamaForCausalLM(nn.Module):
         self.model = Backbone(c)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
         self.apply(self._init)
+        if c.tie_word_embeddings:  # one matrix embeds and unembeds (no lm_head.weight exported)
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     @staticmethod
     def _init(module):

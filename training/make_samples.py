@@ -36,10 +36,10 @@ def main():
 
     gen = rag_data.TaskGenerator(rag_data.NamePools(args.seed), "test", args.sample_seed)
     rows, lines, seen = [], [], set()
-    # Two contexts of 6 passages; per context one question of each kind about the anchor
+    # Two contexts of 5 passages (training saw 2-5); per context one question of each kind about the anchor
     # person, asked over its gold passage(s) plus every other passage of the context.
     for _ in range(2):
-        passages, anchor, questions = gen.context(6, with_two_hop=True)
+        passages, anchor, questions = gen.context(5, with_two_hop=True)
         ids = []
         for text in passages:
             subject = text[len("About "):text.index(":")]

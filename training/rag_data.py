@@ -11,9 +11,13 @@ ask for the city of a person's employer, which needs the person's passage (the c
 and the company's passage (its city). Distractor passages describe other persons and
 companies; some share the target's first name or surname.
 
-Names are built from syllables and split into disjoint train / dev / test pools (first
-names, surnames, cities and companies alike), so held-out questions are about entities
-whose every name part was never seen in training.
+Person names are built from syllables and split into disjoint train / dev / test pools,
+so held-out questions are about persons whose first name and surname were never seen in
+training. Cities and companies come from closed pools shared by all splits (the values a
+question asks for), and every fact is drawn afresh for each prompt (a person's city, a
+company's city), so no answer can be memorized: it must be copied from the passage that
+states it. Birth years appear in the passages but are not asked about (digits tokenize
+into pieces shared by every year, which a model this small copies poorly).
 """
 
 import random
@@ -55,7 +59,7 @@ QUESTIONS = {
 }
 
 
-SINGLE_HOP_KINDS = ["city", "year", "profession", "employer"]
+SINGLE_HOP_KINDS = ["city", "profession", "employer"]
 
 
 def query_text(kind, name):
@@ -67,7 +71,8 @@ def _article(word):
 
 
 class NamePools:
-    """Disjoint pools of name parts for the train, dev and test splits."""
+    """Disjoint pools of person-name parts for the train, dev and test splits; one shared
+    pool of cities and one of companies (each base name with a fixed suffix)."""
 
     def __init__(self, seed):
         rng = random.Random(seed)
@@ -85,22 +90,24 @@ class NamePools:
 
         firsts = words(3000, [2])
         surnames = words(6000, [2, 2, 3])
-        cities = words(3000, [1, 2], _CITY_SUFFIXES)
-        companies = words(2500, [2])
+        cities = words(150, [1, 2], _CITY_SUFFIXES)
+        companies = words(150, [2])
         # A word used as one kind of name is never used as another kind.
         taken = set()
         kinds = {}
-        for kind, pool in [("first", firsts), ("surname", surnames), ("city", cities),
-                           ("company", companies)]:
+        for kind, pool in [("city", cities), ("company", companies), ("first", firsts),
+                           ("surname", surnames)]:
             pool = [w for w in pool if w not in taken]
             taken.update(pool)
             rng.shuffle(pool)
             kinds[kind] = pool
+        kinds["company"] = [w + " " + rng.choice(COMPANY_SUFFIXES) for w in kinds["company"]]
         self.splits = {}
         for split, (lo, hi) in {"train": (0.0, 0.8), "dev": (0.8, 0.85),
                                 "test": (0.85, 1.0)}.items():
             self.splits[split] = {
-                kind: pool[int(lo * len(pool)):int(hi * len(pool))]
+                kind: (pool if kind in ("city", "company") else
+                       pool[int(lo * len(pool)):int(hi * len(pool))])
                 for kind, pool in kinds.items()
             }
 
@@ -113,8 +120,7 @@ class TaskGenerator:
         self.rng = random.Random(seed)
 
     def _company(self):
-        base = self.rng.choice(self.pool["company"])
-        return base + " " + self.rng.choice(COMPANY_SUFFIXES)
+        return self.rng.choice(self.pool["company"])
 
     def _person(self, first=None, surname=None):
         r = self.rng

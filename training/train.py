@@ -47,24 +47,28 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seed", type=int, default=20240923)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (the shipped model was trained with 1: bitwise reproducible)")
     p.add_argument("--work_dir", default="/tmp/blockserve-training")
     p.add_argument("--tool", default=os.path.join(REPO, "bazel-bin/training/tokenizer_tool"))
     p.add_argument("--models_dir", default=os.path.join(REPO, "models"))
     p.add_argument("--eval_dir", default=os.path.join(REPO, "eval"))
-    p.add_argument("--merges", type=int, default=900)
+    p.add_argument("--merges", type=int, default=1500)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--intermediate", type=int, default=384)
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--heads", type=int, default=4)
     p.add_argument("--kv_heads", type=int, default=2)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--copy_steps", type=int, default=550)
+    p.add_argument("--tie_embeddings", type=int, default=1,
+                   help="1: the LM head is the embedding matrix (copying forms much sooner)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--copy_steps", type=int, default=1000)
     p.add_argument("--copy_window", type=int, default=40)
-    p.add_argument("--curriculum_steps", type=int, default=0,
+    p.add_argument("--curriculum_steps", type=int, default=400,
                    help="first stage-1 answer steps use prompts of 1..min_passages passages")
-    p.add_argument("--stage1_steps", type=int, default=1000)
-    p.add_argument("--stage2_steps", type=int, default=400)
+    p.add_argument("--stage1_steps", type=int, default=1600,
+                   help="stage-1 SFT steps on full-size prompts (after the copy warm-up and curriculum)")
+    p.add_argument("--stage2_steps", type=int, default=600)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--stage2_lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
@@ -72,11 +76,13 @@ def parse_args():
     p.add_argument("--block_fraction", type=float, default=0.5)
     p.add_argument("--two_hop_fraction", type=float, default=0.5,
                    help="share of training prompts that include an answerable two-hop question")
-    p.add_argument("--questions", type=int, default=6, help="questions per training prompt")
-    p.add_argument("--min_passages", type=int, default=3)
-    p.add_argument("--max_passages", type=int, default=6)
-    p.add_argument("--eval_every", type=int, default=250)
-    p.add_argument("--test_size", type=int, default=500)
+    p.add_argument("--questions", type=int, default=12, help="questions per training prompt")
+    p.add_argument("--min_passages", type=int, default=2)
+    p.add_argument("--max_passages", type=int, default=5)
+    p.add_argument("--eval_every", type=int, default=200)
+    p.add_argument("--test_size", type=int, default=1000)
+    p.add_argument("--data_only", action="store_true",
+                   help="only write the held-out sets to <eval_dir>/data and exit")
     return p.parse_args()
 
 
@@ -394,6 +400,13 @@ def main():
                                          two_hop_fraction=0.0),
     }
 
+    if args.data_only:
+        os.makedirs(os.path.join(args.eval_dir, "data"), exist_ok=True)
+        for name, rows in test_rows.items():
+            write_jsonl(os.path.join(args.eval_dir, "data", name + ".jsonl"), rows)
+        log(f"wrote the held-out sets to {args.eval_dir}/data")
+        return
+
     wd = args.work_dir
     tokenizer_path, corpus_path = os.path.join(wd, "tokenizer.json"), os.path.join(wd, "corpus.txt")
     with open(corpus_path, "w") as f:
@@ -413,7 +426,8 @@ def main():
         f"{np.mean([len(ex.qas) for ex in train]):.1f} questions")
 
     config = llama_model.Config(info["vocab_size"], args.hidden, args.intermediate, args.layers,
-                                args.heads, args.kv_heads, bos_token_id=bos, eos_token_id=eos)
+                                args.heads, args.kv_heads, bos_token_id=bos, eos_token_id=eos,
+                                tie_word_embeddings=bool(args.tie_embeddings))
     model = llama_model.LlamaForCausalLM(config)
     params = sum(p.numel() for p in model.parameters())
     log(f"model: {params} parameters")
