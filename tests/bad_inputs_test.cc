@@ -21,7 +21,7 @@ class BadInputsTest : public ::testing::Test {
         BlockServeSystem::Start({.model_dir = *dir});
     ASSERT_TRUE(sys.ok()) << sys.status();
     system_ = sys->release();
-    absl::StatusOr<std::vector<v1::Passage>> passages = SamplePassages();
+    absl::StatusOr<std::vector<v1::Passage>> passages = TestPassages();
     ASSERT_TRUE(passages.ok()) << passages.status();
     absl::StatusOr<v1::IngestResponse> ingested = system_->Ingest(*passages);
     ASSERT_TRUE(ingested.ok()) << ingested.status();
@@ -82,7 +82,7 @@ TEST_F(BadInputsTest, PromptOverTheContextIsInvalidArgument) {
   EXPECT_EQ(Code(r), grpc::StatusCode::INVALID_ARGUMENT);
   // Passages alone past the context: every sample passage, repeated.
   v1::GenerateRequest many = Good();
-  absl::StatusOr<std::vector<v1::Passage>> passages = SamplePassages();
+  absl::StatusOr<std::vector<v1::Passage>> passages = TestPassages();
   ASSERT_TRUE(passages.ok());
   for (const v1::Passage& p : *passages) many.add_passages()->set_passage_id(p.id());
   EXPECT_EQ(Code(many), grpc::StatusCode::INVALID_ARGUMENT);

@@ -32,8 +32,8 @@ absl::StatusOr<std::string> TinyModelDir(const engine::TinyModelOptions& o) {
   return dir;
 }
 
-absl::StatusOr<std::vector<v1::Passage>> SamplePassages() {
-  return client::ReadPassagesJsonl(RunfilePath("samples/passages.jsonl"));
+absl::StatusOr<std::vector<v1::Passage>> TestPassages() {
+  return client::ReadPassagesJsonl(RunfilePath("tests/testdata/passages.jsonl"));
 }
 
 absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(SystemOptions options) {

@@ -24,8 +24,9 @@ namespace blockserve::testing {
 // shape) and returns its folder.
 absl::StatusOr<std::string> TinyModelDir(const engine::TinyModelOptions& options);
 
-// samples/passages.jsonl, parsed.
-absl::StatusOr<std::vector<v1::Passage>> SamplePassages();
+// tests/testdata/passages.jsonl (the end-to-end tests' own corpus: invented facts about an
+// invented island, ids such as "tall-ember"), parsed.
+absl::StatusOr<std::vector<v1::Passage>> TestPassages();
 
 struct SystemOptions {
   std::string model_dir;

@@ -24,7 +24,7 @@ TEST(ConcurrencyTest, ThirtyTwoClientsAllComplete) {
       BlockServeSystem::Start({.model_dir = *dir, .decoders = 2});
   ASSERT_TRUE(started.ok()) << started.status();
   BlockServeSystem& sys = **started;
-  absl::StatusOr<std::vector<v1::Passage>> passages = SamplePassages();
+  absl::StatusOr<std::vector<v1::Passage>> passages = TestPassages();
   ASSERT_TRUE(passages.ok());
   ASSERT_TRUE(sys.Ingest(*passages).ok());
 

@@ -32,7 +32,7 @@ class GenerationTest : public ::testing::TestWithParam<std::string> {
     absl::StatusOr<std::unique_ptr<engine::Engine>> e = engine::Engine::Load(*dir, {.num_threads = 1});
     ASSERT_TRUE(e.ok()) << e.status();
     engine_ = e->release();
-    absl::StatusOr<std::vector<v1::Passage>> p = SamplePassages();
+    absl::StatusOr<std::vector<v1::Passage>> p = TestPassages();
     ASSERT_TRUE(p.ok()) << p.status();
     passages_ = new std::vector<v1::Passage>(*std::move(p));
   }
