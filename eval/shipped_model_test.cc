@@ -6,6 +6,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 
 #include "engine/engine.h"
 #include "eval/rag_eval.h"
@@ -42,35 +44,36 @@ TEST_F(ShippedModelTest, IsASmallGroupedQueryLlama) {
   EXPECT_FALSE(engine_->eos_ids().empty());
 }
 
-// The first 200 held-out single-hop questions, greedy, Block-Attention: the shipped
-// model measured 44% here when it was committed (eval/results/accuracy.md, 1000
-// questions); picking a value of the right kind at random from the prompt's passages
-// scores about 20%, and a random-weight model about 0%. The floor guards the model and
-// the engine's block path together.
-TEST_F(ShippedModelTest, AnswersHeldOutQuestionsWithBlockAttentionWellAboveChance) {
+// What the shipped model can do, measured on the first 200 held-out single-hop questions,
+// greedy, Block-Attention. It copies: 188 of the 200 answers were spans of the prompt's
+// passages when committed. It is right 41.5% of the time
+// (83 of 200 when committed; eval/results/accuracy.md has 46.1% over 1000), which is the
+// score of picking a value of the asked kind uniformly among the prompt's persons (45.4%
+// over the 1000): the model has learned what kind of value to copy, not yet whose
+// (training/README.md). The floors guard the model and the engine's block path together.
+TEST_F(ShippedModelTest, AnswersHeldOutQuestionsByCopyingAValueOfTheAskedKind) {
   ASSERT_GE(examples_.size(), 200u);
-  int correct = 0;
-  std::string right;
+  int correct = 0, copied = 0;
   for (size_t i = 0; i < 200; ++i) {
     absl::StatusOr<ExampleOutcome> out =
         AnswerExample(*engine_, examples_[i], engine::PrefillOptions{});
     ASSERT_TRUE(out.ok()) << out.status();
-    if (out->correct) {
-      ++correct;
-      absl::StrAppend(&right, i, " ");
-    }
+    correct += out->correct;
+    const std::string answer(absl::StripAsciiWhitespace(out->generated));
+    const std::string passages = absl::StrJoin(examples_[i].passages, "");
+    copied += !answer.empty() && passages.find(answer) != std::string::npos;
   }
-  std::cout << "correct: " << correct << " of 200; indices: " << right << "\n";
-  EXPECT_GE(correct, 70) << "expected at least 35% of 200";
+  std::cout << "correct: " << correct << " of 200; copied from the passages: " << copied << "\n";
+  EXPECT_GE(copied, 180) << "expected at least 90% of the answers copied from the passages";
+  EXPECT_GE(correct, 75) << "expected at least 37.5% of 200";
 }
 
 // A fixed handful of held-out questions, answered exactly, in block mode. They are the
 // first eight of test.jsonl that the shipped model answered correctly when committed
-// (it gets about 44% of all right, so they were picked, not drawn): a regression guard
-// that any change to the engine's block path or the model folder shows up as a wrong
-// answer to a known question.
+// (picked, not drawn): a regression guard that any change to the engine's block path or
+// the model folder shows up as a wrong answer to a known question.
 TEST_F(ShippedModelTest, AnswersEightFixedHeldOutQuestionsWithBlockAttention) {
-  for (size_t i : {0, 1, 4, 6, 7, 9, 12, 14}) {
+  for (size_t i : {1, 3, 4, 5, 10, 17, 18, 19}) {
     ASSERT_LT(i, examples_.size());
     const RagExample& ex = examples_[i];
     absl::StatusOr<ExampleOutcome> out = AnswerExample(*engine_, ex, engine::PrefillOptions{});

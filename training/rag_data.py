@@ -11,16 +11,17 @@ ask for the city of a person's employer, which needs the person's passage (the c
 and the company's passage (its city). Distractor passages describe other persons and
 companies; some share the target's first name or surname.
 
-Person names are built from syllables and split into disjoint train / dev / test pools,
-so held-out questions are about persons whose first name and surname were never seen in
-training. Cities and companies come from closed pools shared by all splits (the values a
-question asks for), and every fact is drawn afresh for each prompt (a person's city, a
-company's city), so no answer can be memorized: it must be copied from the passage that
-states it. Birth years appear in the passages but are not asked about (digits tokenize
+Names are built from syllables. First names, surnames, cities and companies come from
+closed pools (a few hundred words each, so the tokenizer learns each as one token);
+every full name belongs to one of the train / dev / test splits by a hash, so held-out
+questions are about persons never seen in training, only their name parts. Every fact is
+drawn afresh for each prompt (a person's city, a company's city), so no answer can be
+memorized: it must be copied from the passage that states it. Birth years appear in the passages but are not asked about (digits tokenize
 into pieces shared by every year, which a model this small copies poorly).
 """
 
 import random
+import zlib
 
 SYSTEM = "Answer the question using the passages."
 
@@ -70,11 +71,23 @@ def _article(word):
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-class NamePools:
-    """Disjoint pools of person-name parts for the train, dev and test splits; one shared
-    pool of cities and one of companies (each base name with a fixed suffix)."""
+# Which split a full name belongs to: a stable hash of the name, so a person is in exactly
+# one split whatever the draw order (80% train, 5% dev, 15% test).
+_SPLIT_BOUNDS = [("train", 80), ("dev", 85), ("test", 100)]
 
-    def __init__(self, seed):
+
+def split_of(name):
+    bucket = zlib.crc32(name.encode()) % 100
+    return next(split for split, bound in _SPLIT_BOUNDS if bucket < bound)
+
+
+class NamePools:
+    """The closed vocabularies of the task: first names, surnames, cities and companies
+    (each company a base name with a fixed suffix), no word in two of them. Every split
+    draws from all of them; a person's full name (first name + surname) belongs to one
+    split (split_of), so held-out questions are about persons never seen in training."""
+
+    def __init__(self, seed, firsts=240, surnames=360, cities=150, companies=150):
         rng = random.Random(seed)
         syllables = [o + v + c for o in _ONSETS for v in _VOWELS for c in _CODAS]
         syllables = sorted(set(syllables))
@@ -88,45 +101,42 @@ class NamePools:
                 out.add(w.capitalize())
             return sorted(out)
 
-        firsts = words(3000, [2])
-        surnames = words(6000, [2, 2, 3])
-        cities = words(150, [1, 2], _CITY_SUFFIXES)
-        companies = words(150, [2])
-        # A word used as one kind of name is never used as another kind.
-        taken = set()
-        kinds = {}
-        for kind, pool in [("city", cities), ("company", companies), ("first", firsts),
-                           ("surname", surnames)]:
+        drawn = [("city", words(cities, [1, 2], _CITY_SUFFIXES)),
+                 ("company", words(companies, [2])),
+                 ("first", words(firsts, [2])), ("surname", words(surnames, [2]))]
+        taken, self.words = set(), {}
+        for kind, pool in drawn:
             pool = [w for w in pool if w not in taken]
             taken.update(pool)
             rng.shuffle(pool)
-            kinds[kind] = pool
-        kinds["company"] = [w + " " + rng.choice(COMPANY_SUFFIXES) for w in kinds["company"]]
-        self.splits = {}
-        for split, (lo, hi) in {"train": (0.0, 0.8), "dev": (0.8, 0.85),
-                                "test": (0.85, 1.0)}.items():
-            self.splits[split] = {
-                kind: (pool if kind in ("city", "company") else
-                       pool[int(lo * len(pool)):int(hi * len(pool))])
-                for kind, pool in kinds.items()
-            }
+            self.words[kind] = pool
+        self.words["company"] = [w + " " + rng.choice(COMPANY_SUFFIXES)
+                                 for w in self.words["company"]]
 
 
 class TaskGenerator:
     """Draws prompts of one split; reproducible from (pools, split, seed)."""
 
     def __init__(self, pools, split, seed):
-        self.pool = pools.splits[split]
+        self.pool = pools.words
+        self.split = split
         self.rng = random.Random(seed)
 
     def _company(self):
         return self.rng.choice(self.pool["company"])
 
+    def _name(self, first=None, surname=None):
+        """A full name of this split; `first` or `surname` fixes that part."""
+        while True:
+            name = (first or self.rng.choice(self.pool["first"])) + " " + \
+                   (surname or self.rng.choice(self.pool["surname"]))
+            if split_of(name) == self.split:
+                return name
+
     def _person(self, first=None, surname=None):
         r = self.rng
         return {
-            "name": (first or r.choice(self.pool["first"])) + " " +
-                    (surname or r.choice(self.pool["surname"])),
+            "name": self._name(first, surname),
             "city": r.choice(self.pool["city"]),
             "year": str(r.randint(1700, 1999)),
             "profession": r.choice(PROFESSIONS),

@@ -53,7 +53,7 @@ def parse_args():
     p.add_argument("--tool", default=os.path.join(REPO, "bazel-bin/training/tokenizer_tool"))
     p.add_argument("--models_dir", default=os.path.join(REPO, "models"))
     p.add_argument("--eval_dir", default=os.path.join(REPO, "eval"))
-    p.add_argument("--merges", type=int, default=1500)
+    p.add_argument("--merges", type=int, default=3000)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--intermediate", type=int, default=384)
     p.add_argument("--layers", type=int, default=4)
@@ -64,11 +64,13 @@ def parse_args():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--copy_steps", type=int, default=1000)
     p.add_argument("--copy_window", type=int, default=40)
-    p.add_argument("--curriculum_steps", type=int, default=400,
+    p.add_argument("--copy_alphabet", type=int, default=0,
+                   help="tokens per random copy string (half the warm-up rows); 0: passage text only")
+    p.add_argument("--curriculum_steps", type=int, default=800,
                    help="first stage-1 answer steps use prompts of 1..min_passages passages")
-    p.add_argument("--stage1_steps", type=int, default=1600,
+    p.add_argument("--stage1_steps", type=int, default=5000,
                    help="stage-1 SFT steps on full-size prompts (after the copy warm-up and curriculum)")
-    p.add_argument("--stage2_steps", type=int, default=600)
+    p.add_argument("--stage2_steps", type=int, default=1200)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--stage2_lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
@@ -79,7 +81,7 @@ def parse_args():
     p.add_argument("--questions", type=int, default=12, help="questions per training prompt")
     p.add_argument("--min_passages", type=int, default=2)
     p.add_argument("--max_passages", type=int, default=5)
-    p.add_argument("--eval_every", type=int, default=200)
+    p.add_argument("--eval_every", type=int, default=500)
     p.add_argument("--test_size", type=int, default=1000)
     p.add_argument("--data_only", action="store_true",
                    help="only write the held-out sets to <eval_dir>/data and exit")
@@ -259,13 +261,22 @@ def length_bucketed(stream, batch, rng, window=16):
     return batches
 
 
-def copy_batches(examples, steps, batch, window, rng):
+def copy_batches(examples, steps, batch, window, alphabet, rng):
+    """Copy warm-up rows: every other row a stretch of passage text; the others, with
+    `alphabet` > 0, a random string over `alphabet` tokens of a passage, where every token
+    and most pairs recur, so only a match on the last three or more tokens finds the place
+    to copy from: the long-context induction that finding "<name> was born in" among other
+    persons' sentences needs."""
     texts = [ex.context[len(ex.blocks[0]):] for ex in examples]
     out = []
     for _ in range(steps):
         rows = []
-        for _ in range(batch):
+        for i in range(batch):
             text = texts[rng.randint(len(texts))]
+            if alphabet and i % 2:
+                letters = rng.choice(text, size=alphabet)
+                rows.append(CopyWarmup([int(t) for t in rng.choice(letters, size=window)]))
+                continue
             start = rng.randint(max(1, len(text) - window))
             rows.append(CopyWarmup(text[start:start + window]))
         out.append(rows)
@@ -441,7 +452,8 @@ def main():
             max_passages=args.min_passages, two_hop_fraction=args.two_hop_fraction,
             max_questions=args.questions)
         curriculum = encode(args.tool, tokenizer_path, rows, eos, os.path.join(wd, "curriculum.ids"))
-    stage1 = copy_batches(train[:n1], args.copy_steps, args.batch, args.copy_window, rng) + \
+    stage1 = copy_batches(train[:n1], args.copy_steps, args.batch, args.copy_window,
+                          args.copy_alphabet, rng) + \
         length_bucketed(curriculum, args.batch, rng) + length_bucketed(train[:n1], args.batch, rng)
     stage2 = length_bucketed(train[n1:], args.batch, rng)
     t1 = train_stage("stage1", model, stage1, args, args.lr, 0.0, dev, log)
