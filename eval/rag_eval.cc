@@ -48,6 +48,15 @@ absl::StatusOr<RagExample> ParseRagExample(std::string_view json_line) {
     if (!p.is_string()) return absl::InvalidArgumentError("\"passages\" must hold strings");
     ex.passages.push_back(p.get<std::string>());
   }
+  if (auto candidates = row.find("candidates"); candidates != row.end()) {
+    if (!candidates->is_array()) {
+      return absl::InvalidArgumentError("\"candidates\" must be an array of strings");
+    }
+    for (const nlohmann::json& c : *candidates) {
+      if (!c.is_string()) return absl::InvalidArgumentError("\"candidates\" must hold strings");
+      ex.candidates.push_back(c.get<std::string>());
+    }
+  }
   return ex;
 }
 
@@ -125,6 +134,18 @@ absl::StatusOr<Accuracy> Evaluate(engine::Engine& engine, const std::vector<RagE
   }
   if (acc.total > 0) acc.mean_prompt_tokens = static_cast<double>(prompt_tokens) / acc.total;
   return acc;
+}
+
+std::optional<double> RandomCandidatePercent(const std::vector<RagExample>& examples) {
+  if (examples.empty()) return std::nullopt;
+  double expected_correct = 0;
+  for (const RagExample& ex : examples) {
+    if (ex.candidates.empty()) return std::nullopt;
+    for (const std::string& c : ex.candidates) {
+      if (AnswerMatches(c, ex.answer)) expected_correct += 1.0 / ex.candidates.size();
+    }
+  }
+  return 100.0 * expected_correct / examples.size();
 }
 
 std::string FormatAccuracy(const Accuracy& a) {

@@ -11,6 +11,7 @@
 #define BLOCKSERVE_EVAL_RAG_EVAL_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,6 +27,9 @@ struct RagExample {
   std::vector<std::string> passages;
   std::string query;
   std::string answer;
+  // Optional: the answer the same question has for every subject of the prompt (each
+  // person's value of the asked kind; for two-hop, each company card's city).
+  std::vector<std::string> candidates;
 };
 
 // Parses one JSONL row; InvalidArgument naming the missing or mistyped field.
@@ -68,6 +72,11 @@ struct Accuracy {
 // Runs every example through AnswerExample; fails on the first engine error.
 absl::StatusOr<Accuracy> Evaluate(engine::Engine& engine, const std::vector<RagExample>& examples,
                                   const engine::PrefillOptions& options);
+
+// The expected exact match of answering each example with one of its `candidates` drawn
+// uniformly: what knowing the kind of answer without finding the right passage scores.
+// nullopt when some example has no candidates.
+std::optional<double> RandomCandidatePercent(const std::vector<RagExample>& examples);
 
 // One row of a results table: which model, how it attends, and its accuracy per column.
 struct TableRow {

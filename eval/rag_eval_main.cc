@@ -77,13 +77,23 @@ absl::StatusOr<std::string> RunTable(const std::vector<Setting>& settings,
     }
     rows.push_back(std::move(row));
   }
-  std::string lengths;
+  std::string lengths, chance;
   for (size_t i = 0; i < columns.size() && !rows.empty(); ++i) {
     absl::StrAppend(&lengths, i == 0 ? "" : "; ", columns[i], " ",
                     absl::StrFormat("%.0f", rows[0].cells[i].mean_prompt_tokens));
+    if (std::optional<double> p = RandomCandidatePercent(*sets[i]); p.has_value()) {
+      absl::StrAppend(&chance, chance.empty() ? "" : "; ", columns[i], " ",
+                      absl::StrFormat("%.1f%%", *p));
+    }
   }
-  return absl::StrCat(RenderTable(columns, rows), "\nMean prompt length in tokens: ", lengths,
-                      ".\n");
+  std::string out = absl::StrCat(RenderTable(columns, rows),
+                                 "\nMean prompt length in tokens: ", lengths, ".\n");
+  if (!chance.empty()) {
+    absl::StrAppend(&out, "\nNo retrieval, right kind: answering with the asked kind of value "
+                    "of a random subject of the prompt (a random person's city, a random company "
+                    "card's city) scores ", chance, ".\n");
+  }
+  return out;
 }
 
 // "min-max" passages per prompt of a set.

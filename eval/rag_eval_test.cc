@@ -45,6 +45,30 @@ TEST(LoadRagExamples, ReportsTheLineOfABadRow) {
   EXPECT_NE(set.status().message().find("bad.jsonl:3:"), std::string::npos) << set.status();
 }
 
+TEST(ParseRagExample, ReadsOptionalCandidatesAndRejectsNonStrings) {
+  std::string row = kRow;
+  row.insert(row.size() - 1, R"(, "candidates": [" Oskport", " Varnholm"])");
+  absl::StatusOr<RagExample> ex = ParseRagExample(row);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  EXPECT_EQ(ex->candidates, (std::vector<std::string>{" Oskport", " Varnholm"}));
+  EXPECT_TRUE(ParseRagExample(kRow)->candidates.empty());
+
+  std::string bad = kRow;
+  bad.insert(bad.size() - 1, R"(, "candidates": [3])");
+  EXPECT_FALSE(ParseRagExample(bad).ok());
+}
+
+TEST(RandomCandidatePercent, AveragesOneOverCandidatesWhenTheAnswerIsAmongThem) {
+  RagExample two{.answer = " Varnholm", .candidates = {" Oskport", " Varnholm"}};
+  RagExample four{.answer = "Trel Labs", .candidates = {" A", " B", " C", " Trel Labs "}};
+  RagExample absent{.answer = " Varnholm", .candidates = {" Oskport"}};
+  std::optional<double> p = RandomCandidatePercent({two, four, absent});
+  ASSERT_TRUE(p.has_value());
+  EXPECT_NEAR(*p, 100.0 * (0.5 + 0.25 + 0.0) / 3, 1e-9);
+  EXPECT_FALSE(RandomCandidatePercent({two, RagExample{.answer = " x"}}).has_value());
+  EXPECT_FALSE(RandomCandidatePercent({}).has_value());
+}
+
 TEST(AnswerMatches, IgnoresSurroundingWhitespaceOnly) {
   EXPECT_TRUE(AnswerMatches(" Varnholm", "Varnholm"));
   EXPECT_TRUE(AnswerMatches("Trel Labs\n", " Trel Labs"));

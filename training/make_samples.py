@@ -39,7 +39,7 @@ def main():
     # Two contexts of 5 passages (training saw 2-5); per context one question of each kind about the anchor
     # person, asked over its gold passage(s) plus every other passage of the context.
     for _ in range(2):
-        passages, anchor, questions = gen.context(5, with_two_hop=True)
+        passages, anchor, questions, _ = gen.context(5, with_two_hop=True)
         ids = []
         for text in passages:
             subject = text[len("About "):text.index(":")]

@@ -157,8 +157,9 @@ class TaskGenerator:
         they answer. Names and employers are unique within a context; a third of the other
         persons share the anchor's first name or surname; a company passage states a city
         different from its employee's birth city. With `with_two_hop` the anchor's employer
-        has a passage. Returns (passages, anchor, questions); a question is
-        (kind, person, answer, gold passage indices)."""
+        has a passage. Returns (passages, anchor, questions, company_city); a question
+        is (kind, person, answer, gold passage indices); company_city maps each company
+        with a passage to its city."""
         r = self.rng
         names, employers = set(), set()
 
@@ -213,26 +214,29 @@ class TaskGenerator:
             if p["employer"] in company_city:
                 questions.append(("employer_city", p, company_city[p["employer"]],
                                   sorted([where[p["name"]], where[p["employer"]]])))
-        return passages, anchor, questions
+        return passages, anchor, questions, company_city
 
     def single_hop(self, num_passages):
         """One question about the anchor person's birth city, year, profession or employer."""
-        passages, anchor, questions = self.context(num_passages, with_two_hop=False)
+        passages, anchor, questions, _ = self.context(num_passages, with_two_hop=False)
         kind = self.rng.choice(SINGLE_HOP_KINDS)
         q = next(q for q in questions if q[0] == kind and q[1] is anchor)
-        return self._example(q[0], anchor["name"], q[2], passages, q[3])
+        candidates = [other[2] for other in questions if other[0] == kind]
+        return self._example(q[0], anchor["name"], q[2], passages, q[3], candidates)
 
     def two_hop(self, num_passages):
         """In which city is the anchor's employer based: needs two passages."""
-        passages, anchor, questions = self.context(max(2, num_passages), with_two_hop=True)
+        passages, anchor, questions, company_city = self.context(max(2, num_passages),
+                                                                 with_two_hop=True)
         q = next(q for q in questions if q[0] == "employer_city" and q[1] is anchor)
-        return self._example(q[0], anchor["name"], q[2], passages, q[3])
+        return self._example(q[0], anchor["name"], q[2], passages, q[3],
+                             list(company_city.values()))
 
     def training_prompt(self, num_passages, two_hop_fraction, max_questions):
         """One set of passages with up to `max_questions` of its questions (two-hop ones
         first when drawn). Training scores every question against the same passages."""
         r = self.rng
-        passages, _, questions = self.context(num_passages, r.random() < two_hop_fraction)
+        passages, _, questions, _ = self.context(num_passages, r.random() < two_hop_fraction)
         two_hop = [q for q in questions if q[0] == "employer_city"]
         single = [q for q in questions if q[0] != "employer_city"]
         r.shuffle(two_hop)
@@ -247,7 +251,10 @@ class TaskGenerator:
             "kinds": [q[0] for q in chosen],
         }
 
-    def _example(self, kind, name, answer, passages, gold):
+    def _example(self, kind, name, answer, passages, gold, candidates):
+        """`candidates`: the answer the same question has for every subject of the prompt
+        (each person's value of `kind`; for two-hop, each company card's city), so that a
+        pick of the right kind from the wrong passage can be told from retrieval."""
         return {
             "kind": kind,
             "system": SYSTEM,
@@ -255,6 +262,7 @@ class TaskGenerator:
             "query": query_text(kind, name),
             "answer": " " + answer,
             "gold": gold,
+            "candidates": sorted(set(" " + c for c in candidates)),
         }
 
     def draw(self, min_passages, max_passages, two_hop_fraction):

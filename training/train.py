@@ -262,11 +262,10 @@ def length_bucketed(stream, batch, rng, window=16):
 
 
 def copy_batches(examples, steps, batch, window, alphabet, rng):
-    """Copy warm-up rows: every other row a stretch of passage text; the others, with
-    `alphabet` > 0, a random string over `alphabet` tokens of a passage, where every token
-    and most pairs recur, so only a match on the last three or more tokens finds the place
-    to copy from: the long-context induction that finding "<name> was born in" among other
-    persons' sentences needs."""
+    """Copy warm-up rows: stretches of passage text. With `alphabet` > 0 every other row is
+    instead a random string over `alphabet` tokens of a passage, where every token and most
+    pairs recur, so only a match on the last three or more tokens finds the place to copy
+    from: the long-context induction that matching a name a few tokens back needs."""
     texts = [ex.context[len(ex.blocks[0]):] for ex in examples]
     out = []
     for _ in range(steps):
