@@ -89,9 +89,9 @@ absl::StatusOr<std::string> RunTable(const std::vector<Setting>& settings,
   std::string out = absl::StrCat(RenderTable(columns, rows),
                                  "\nMean prompt length in tokens: ", lengths, ".\n");
   if (!chance.empty()) {
-    absl::StrAppend(&out, "\nNo retrieval, right kind: answering with the asked kind of value "
-                    "of a random subject of the prompt (a random person's city, a random company "
-                    "card's city) scores ", chance, ".\n");
+    absl::StrAppend(&out, "\nNo retrieval, right kind: answering each question with a random "
+                    "one of its candidates (the same question's answer for every subject of the "
+                    "prompt) scores ", chance, ".\n");
   }
   return out;
 }

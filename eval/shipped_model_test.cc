@@ -47,7 +47,7 @@ TEST_F(ShippedModelTest, IsASmallGroupedQueryLlama) {
 // What the shipped model can do, measured on the first 200 held-out single-hop questions,
 // greedy, Block-Attention. It copies: 188 of the 200 answers were spans of the prompt's
 // passages when committed. It is right 41.5% of the time
-// (83 of 200 when committed; eval/results/accuracy.md has 46.1% over 1000), which is the
+// (83 of 200 when committed; eval/results/accuracy.md has 46.1% over 1000), about the
 // score of picking a value of the asked kind uniformly among the prompt's persons (45.4%
 // over the 1000): the model has learned what kind of value to copy, not yet whose
 // (training/README.md). The floors guard the model and the engine's block path together.

@@ -16,8 +16,9 @@ closed pools (a few hundred words each, so the tokenizer learns each as one toke
 every full name belongs to one of the train / dev / test splits by a hash, so held-out
 questions are about persons never seen in training, only their name parts. Every fact is
 drawn afresh for each prompt (a person's city, a company's city), so no answer can be
-memorized: it must be copied from the passage that states it. Birth years appear in the passages but are not asked about (digits tokenize
-into pieces shared by every year, which a model this small copies poorly).
+memorized: it must be copied from the passage that states it. Birth years appear in the
+passages but are not asked about (digits tokenize into pieces shared by every year, which
+a model this small copies poorly).
 """
 
 import random
