@@ -95,6 +95,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=False)
         self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=False)
         self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=False)
+        self.keep_probs = False  # training: keep the last forward's attention in .probs
 
     def forward(self, x, cos, sin, mask):
         """x [B, T, H]; cos/sin [B, T, D]; mask [B, T, T] bool (True: may attend)."""
@@ -110,7 +111,10 @@ class Attention(nn.Module):
         v = v.repeat_interleave(rep, dim=1)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(c.head_dim)
         scores = scores.masked_fill(~mask[:, None], float("-inf"))
-        out = torch.softmax(scores, dim=-1) @ v
+        probs = torch.softmax(scores, dim=-1)
+        if self.keep_probs:
+            self.probs = probs  # [B, heads, T, T]
+        out = probs @ v
         return self.o_proj(out.transpose(1, 2).reshape(b, t, c.num_heads * c.head_dim))
 
 

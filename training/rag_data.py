@@ -250,6 +250,13 @@ class TaskGenerator:
             "queries": [query_text(q[0], q[1]["name"]) for q in chosen],
             "answers": [" " + q[2] for q in chosen],
             "kinds": [q[0] for q in chosen],
+            # For training's retrieval supervision: where each answer is stated, whom the
+            # question is about, and for two-hop questions the bridge entity (the
+            # employer, stated in the person's passage and heading the company's).
+            "gold": [q[3] for q in chosen],
+            "subjects": [" " + q[1]["name"] for q in chosen],
+            "bridges": [" " + q[1]["employer"] if q[0] == "employer_city" else ""
+                        for q in chosen],
         }
 
     def _example(self, kind, name, answer, passages, gold, candidates):

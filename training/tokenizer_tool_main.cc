@@ -9,7 +9,9 @@
 //                   "answer": [...]}, laid out exactly as engine/prompt.h lays out a
 //                  request (the answer is Encode(answer), without EOS). Training rows
 //                  with several questions on the same passages carry "queries" and
-//                  "answers" lists instead and get lists of id lists back.
+//                  "answers" lists instead and get lists of id lists back; optional
+//                  "bridges" and "subjects" lists (texts, encoded like answers) come
+//                  back the same way.
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -85,7 +87,7 @@ absl::StatusOr<nlohmann::json> EncodeExample(const Tokenizer& tokenizer, const n
     out["query"] = engine::QueryBlockTokens(tokenizer, ex["query"].get<std::string>());
   }
   if (ex.contains("answer")) out["answer"] = tokenizer.Encode(ex["answer"].get<std::string>());
-  for (const char* key : {"queries", "answers"}) {
+  for (const char* key : {"queries", "answers", "bridges", "subjects"}) {
     if (!ex.contains(key)) continue;
     nlohmann::json& list = out[key] = nlohmann::json::array();
     for (const auto& text : ex[key]) {

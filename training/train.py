@@ -21,7 +21,20 @@ into one sequence after the passages; question j attends to the passages and to 
 only and sits at the positions right after the passages, so every question is computed
 exactly as if it were the only one (the same logits as a separate prompt), and one pass
 scores several answers. The loss is cross-entropy on answer tokens and EOS, plus
---aux_weight times the next-token loss inside passages and questions.
+--aux_weight times the next-token loss inside passages and questions, plus
+--retrieval_weight times the retrieval supervision.
+
+Retrieval supervision (training only; the exported model is a plain Llama): without it a
+model this small, in the steps two CPU cores allow, learns which kind of value to copy but
+not from whose passage (it plateaus at the score of a random pick of the asked kind; see
+training/README.md). The circuit that answers needs three attentions to line up before
+any of them pays off, so each gets its own target, on head 0 of one layer:
+  --gather_layer: each stated value attends to the subject heading its passage, and each
+                  answer position to the name in its question;
+  --bridge_layer: a two-hop question's answer attends to the employer in the person's
+                  passage;
+  --copy_layer:   answer token j attends to token j of the answer where it is stated.
+Each adds -log(attention mass on the target positions), averaged over the targets.
 """
 
 import argparse
@@ -75,6 +88,17 @@ def parse_args():
     p.add_argument("--stage2_lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--aux_weight", type=float, default=0.1)
+    p.add_argument("--retrieval_weight", type=float, default=1.0,
+                   help="weight of the retrieval supervision (see the module docstring); 0: off")
+    p.add_argument("--copy_layer", type=int, default=-1,
+                   help="layer whose head 0 is taught to attend to the answer in its passage")
+    p.add_argument("--gather", type=int, default=1,
+                   help="1: also supervise the gather head (values to their subject, answers "
+                        "to the question's name)")
+    p.add_argument("--gather_layer", type=int, default=0)
+    p.add_argument("--bridge_layer", type=int, default=1,
+                   help="layer whose head 0 is taught, on two-hop questions, to attend to the "
+                        "employer in the person's passage")
     p.add_argument("--block_fraction", type=float, default=0.5)
     p.add_argument("--two_hop_fraction", type=float, default=0.5,
                    help="share of training prompts that include an answerable two-hop question")
@@ -101,10 +125,27 @@ def write_jsonl(path, rows):
             f.write(json.dumps(row) + "\n")
 
 
-class Example:
-    """Tokenized passages (system block first) and one or more (query, answer + EOS)."""
+def occurrences(tokens, sub):
+    return [i for i in range(len(tokens) - len(sub) + 1) if tokens[i:i + len(sub)] == sub]
 
-    def __init__(self, encoded, eos):
+
+class Example:
+    """Tokenized passages (system block first) and one or more (query, answer + EOS).
+
+    A training prompt also carries its retrieval targets (`gold`: per question, the
+    passages that answer it; the tool's "subjects" and "bridges": the person asked about
+    and, for two-hop questions, the employer). Each target is (head, position, positions):
+    the head should attend from `position` to `positions`.
+      copy:   answer token j is predicted while attending to token j of the answer where
+              its passage states it;
+      bridge: a two-hop question's first answer token, to the employer in the person's
+              passage (the company whose passage holds the answer);
+      gather: a stated value, to the subject heading its passage (so the value carries
+              whom it is about), and every answer position to the name in its question.
+    Query-side positions are offsets into the question's own query + answer
+    (self.query_targets[i]); context positions are absolute (self.context_targets)."""
+
+    def __init__(self, encoded, eos, gold=None):
         self.blocks = encoded["blocks"]
         queries = encoded.get("queries", [encoded.get("query")])
         answers = encoded.get("answers", [encoded.get("answer")])
@@ -112,6 +153,48 @@ class Example:
         self.block_lengths = [len(b) for b in self.blocks]
         self.context = [t for b in self.blocks for t in b]
         self.length = len(self.context) + sum(len(q) + len(a) for q, a in self.qas)
+        self.query_targets = [[] for _ in self.qas]
+        self.context_targets = []
+        if gold is not None:
+            self._find_targets(gold, encoded["subjects"], encoded["bridges"], answers)
+
+    def _find_targets(self, gold, subjects, bridges, answers):
+        starts = np.cumsum([0] + self.block_lengths)
+        heads = {}  # value position -> the positions of its passage's subject
+
+        def spans(block_index, ids):
+            offset = int(starts[block_index])
+            return [offset + k + j for k in occurrences(self.blocks[block_index], ids)
+                    for j in range(len(ids))]
+
+        for i, (passages, subject, bridge, answer) in enumerate(
+                zip(gold, subjects, bridges, answers)):
+            (q, _), targets = self.qas[i], self.query_targets[i]
+            stated = [(p + 1, k) for p in passages
+                      for k in occurrences(self.blocks[p + 1], answer)]
+            for j in range(len(answer)):
+                where = [int(starts[b]) + k + j for b, k in stated]
+                if where:
+                    targets.append(("copy", len(q) - 1 + j, where))
+            named = [k + j for k in occurrences(q, subject) for j in range(len(subject))]
+            targets += [("gather", len(q) - 1 + j, named) for j in range(len(answer) + 1)
+                        if named]
+            # The subject heading the passage that states the answer: the person, or for
+            # a two-hop question the company (its name is the bridge).
+            for b, k in stated:
+                heading = spans(b, bridge if bridge else subject)[:len(bridge or subject)]
+                for j in range(len(answer)):
+                    heads[int(starts[b]) + k + j] = heading
+            if bridge:
+                person = [p + 1 for p in passages if (p + 1) not in {b for b, _ in stated}]
+                where = [t for b in person for t in spans(b, bridge)]
+                if where:
+                    targets.append(("bridge", len(q) - 1, where))
+                    named_there = [t for b in person for t in spans(b, subject)]
+                    for t in where:
+                        heads[t] = named_there[:len(subject)]
+        self.context_targets = [("gather", pos, where) for pos, where in sorted(heads.items())
+                                if where and where[0] < pos]
 
     # The single-question view (evaluation sets).
     @property
@@ -127,7 +210,8 @@ class Example:
         return self.context + self.query
 
     def arrays(self, block, reencode_positions, aux_weight):
-        """tokens, targets, weights, answer flags, positions [T] and mask [T, T]."""
+        """tokens, targets, weights, answer flags, positions [T], mask [T, T], and the
+        retrieval targets as (head: "copy" or "bridge", query position, context positions)."""
         tokens = self.context + [t for q, a in self.qas for t in q + a]
         n, p = len(tokens), len(self.context)
         targets = torch.zeros(n, dtype=torch.long)
@@ -143,12 +227,12 @@ class Example:
             positions = torch.arange(n)
             mask = torch.zeros(n, n, dtype=torch.bool)
             mask[:p, :p] = llama_model.causal_mask(p)
-        start = 0
+        start, retrieval = 0, list(self.context_targets)
         for length in self.block_lengths:  # next-token targets inside each block
             targets[start:start + length - 1] = torch.tensor(tokens[start + 1:start + length])
             weights[start:start + length - 1] = aux_weight
             start += length
-        for q, a in self.qas:  # each question: the passages, then itself, from position p
+        for i, (q, a) in enumerate(self.qas):  # each question: the passages, then itself
             m = len(q) + len(a)
             mask[start:start + m, :p] = True
             mask[start:start + m, start:start + m] = llama_model.causal_mask(m)
@@ -157,8 +241,11 @@ class Example:
             weights[start:start + len(q) - 1] = aux_weight
             weights[start + len(q) - 1:start + m - 1] = 1.0
             is_answer[start + len(q) - 1:start + m - 1] = True
+            retrieval += [(head, start + pos, [start + w if head == "gather" else w
+                                               for w in where])
+                          for head, pos, where in self.query_targets[i]]
             start += m
-        return torch.tensor(tokens), targets, weights, is_answer, positions, mask
+        return torch.tensor(tokens), targets, weights, is_answer, positions, mask, retrieval
 
 
 class CopyWarmup:
@@ -178,7 +265,7 @@ class CopyWarmup:
         weights = torch.zeros(n)
         weights[half - 1:n - 1] = 1.0
         return (tokens, targets, weights, weights > 0, torch.arange(n),
-                llama_model.causal_mask(n))
+                llama_model.causal_mask(n), [])
 
 
 def encode(tool, tokenizer_path, rows, eos, path):
@@ -186,7 +273,8 @@ def encode(tool, tokenizer_path, rows, eos, path):
     run_tool(tool, "--mode=encode", "--tokenizer=" + tokenizer_path, "--in=" + path + ".in",
              "--out=" + path)
     with open(path) as f:
-        examples = [Example(json.loads(line), eos) for line in f]
+        examples = [Example(json.loads(line), eos, row.get("gold") if "queries" in row else None)
+                    for line, row in zip(f, rows)]
     for ex, row in zip(examples, rows):
         ex.kind = row.get("kind")
     return examples
@@ -194,7 +282,8 @@ def encode(tool, tokenizer_path, rows, eos, path):
 
 def make_batch(examples, modes, aux_weight):
     """Pads examples' arrays to one length; padding attends to itself and is not scored.
-    modes[i]: dict(block=..., reencode_positions=...)."""
+    modes[i]: dict(block=..., reencode_positions=...). The last item lists the retrieval
+    targets as (head, row, query position, context positions)."""
     parts = [ex.arrays(m.get("block", False), m.get("reencode_positions", True), aux_weight)
              for ex, m in zip(examples, modes)]
     t, b = max(len(p[0]) for p in parts), len(parts)
@@ -204,11 +293,13 @@ def make_batch(examples, modes, aux_weight):
     is_answer = torch.zeros(b, t, dtype=torch.bool)
     positions = torch.zeros(b, t, dtype=torch.long)
     mask = torch.eye(t, dtype=torch.bool).repeat(b, 1, 1)
-    for i, (tok, tgt, w, ans, pos, m) in enumerate(parts):
+    retrieval = []
+    for i, (tok, tgt, w, ans, pos, m, ret) in enumerate(parts):
         n = len(tok)
         tokens[i, :n], targets[i, :n], weights[i, :n] = tok, tgt, w
         is_answer[i, :n], positions[i, :n], mask[i, :n, :n] = ans, pos, m
-    return tokens, targets, weights, is_answer, positions, mask
+        retrieval += [(head, i, query, where) for head, query, where in ret]
+    return tokens, targets, weights, is_answer, positions, mask, retrieval
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,7 +325,8 @@ def exact_match(model, examples, mode, batch=32, by_kind=None):
     correct = total = 0
     for i in range(0, len(examples), batch):
         chunk = examples[i:i + batch]
-        tokens, targets, _, is_answer, positions, mask = make_batch(chunk, [mode] * len(chunk), 0)
+        tokens, targets, _, is_answer, positions, mask, _ = make_batch(
+            chunk, [mode] * len(chunk), 0)
         wrong = (model(tokens, positions, mask).argmax(-1) != targets) & is_answer
         for row, ex in enumerate(chunk):
             start = len(ex.context)
@@ -282,14 +374,35 @@ def copy_batches(examples, steps, batch, window, alphabet, rng):
     return out
 
 
+def supervised_layers(args):
+    heads = {"copy": args.copy_layer, "bridge": args.bridge_layer}
+    if args.gather:
+        heads["gather"] = args.gather_layer
+    return heads
+
+
+def retrieval_loss(model, retrieval, args):
+    """Mean over retrieval targets of -log(attention mass that head 0 of the copy or the
+    bridge layer puts on the target positions, from the query position)."""
+    layers = model.model.layers
+    probs = {head: layers[index].self_attn.probs[:, 0]
+             for head, index in supervised_layers(args).items()}
+    terms = [probs[head][row, query, where].sum() for head, row, query, where in retrieval
+             if head in probs]
+    return -torch.log(torch.stack(terms).clamp_min(1e-9)).mean()
+
+
 def train_stage(name, model, batches, args, peak_lr, block_fraction, dev, log):
     rng = np.random.RandomState(args.seed + (1 if name == "stage1" else 2))
+    supervise = args.retrieval_weight > 0
+    for index in supervised_layers(args).values():
+        model.model.layers[index].self_attn.keep_probs = supervise
     opt = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.98),
                             weight_decay=0.01)
-    start, running, steps = time.time(), [], len(batches)
+    start, running, attending, steps = time.time(), [], [], len(batches)
     for step, chunk in enumerate(batches):
         modes = [BLOCK if rng.rand() < block_fraction else FULL for _ in chunk]
-        tokens, targets, weights, is_answer, positions, mask = make_batch(
+        tokens, targets, weights, is_answer, positions, mask, retrieval = make_batch(
             chunk, modes, args.aux_weight)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, peak_lr, args.warmup)
@@ -297,6 +410,10 @@ def train_stage(name, model, batches, args, peak_lr, block_fraction, dev, log):
         losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                  reduction="none").view_as(weights)
         loss = (losses * weights).sum() / weights.sum()
+        if supervise and retrieval:
+            attend = retrieval_loss(model, retrieval, args)
+            loss = loss + args.retrieval_weight * attend
+            attending.append(float(attend))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -307,13 +424,17 @@ def train_stage(name, model, batches, args, peak_lr, block_fraction, dev, log):
                 copying and not isinstance(batches[min(step + 1, steps - 1)][0], CopyWarmup)):
             msg = (f"{name} step {step + 1}/{steps} {time.time() - start:.0f}s "
                    f"{'copy' if copying else 'answer'}-loss {np.mean(running):.3f}")
+            if attending:
+                msg += f" retrieval-loss {np.mean(attending):.3f}"
             if not copying:
                 kinds = {}
                 msg += (f" dev EM full {exact_match(model, dev, FULL, by_kind=kinds):.3f}"
                         f" block {exact_match(model, dev, BLOCK):.3f} (full by kind: " +
                         " ".join(f"{k} {np.mean(v):.2f}" for k, v in sorted(kinds.items())) + ")")
             log(msg)
-            running = []
+            running, attending = [], []
+    for layer in model.model.layers:
+        layer.self_attn.keep_probs, layer.self_attn.probs = False, None
     return time.time() - start
 
 
@@ -434,6 +555,13 @@ def main():
     log(f"data + tokenizer: {time.time() - t0:.0f}s, vocab {info['vocab_size']}, "
         f"mean training prompt {np.mean([ex.length for ex in train]):.0f} tokens with "
         f"{np.mean([len(ex.qas) for ex in train]):.1f} questions")
+    counts = {}
+    for ex in train[:2000]:
+        for head, _, _ in ex.context_targets + [t for ts in ex.query_targets for t in ts]:
+            counts[head] = counts.get(head, 0) + 1
+    questions = sum(len(ex.qas) for ex in train[:2000])
+    log(f"retrieval targets in the first 2000 training prompts ({questions} questions): " +
+        ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
     config = llama_model.Config(info["vocab_size"], args.hidden, args.intermediate, args.layers,
                                 args.heads, args.kv_heads, bos_token_id=bos, eos_token_id=eos,
