@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -122,12 +123,15 @@ absl::StatusOr<ExampleOutcome> AnswerExample(engine::Engine& engine, const RagEx
 }
 
 absl::StatusOr<Accuracy> Evaluate(engine::Engine& engine, const std::vector<RagExample>& examples,
-                                  const engine::PrefillOptions& options) {
+                                  const engine::PrefillOptions& options,
+                                  std::vector<bool>* correct) {
   Accuracy acc;
   int64_t prompt_tokens = 0;
+  if (correct != nullptr) correct->clear();
   for (const RagExample& ex : examples) {
     absl::StatusOr<ExampleOutcome> outcome = AnswerExample(engine, ex, options);
     if (!outcome.ok()) return outcome.status();
+    if (correct != nullptr) correct->push_back(outcome->correct);
     acc.correct += outcome->correct;
     ++acc.total;
     prompt_tokens += outcome->prompt_tokens;
@@ -146,6 +150,26 @@ std::optional<double> RandomCandidatePercent(const std::vector<RagExample>& exam
     }
   }
   return 100.0 * expected_correct / examples.size();
+}
+
+std::string RenderByCandidateCount(const std::vector<RagExample>& examples,
+                                   const std::vector<bool>& correct) {
+  std::map<size_t, std::vector<RagExample>> by_count;  // candidates -> examples
+  std::map<size_t, Accuracy> accuracy;
+  for (size_t i = 0; i < examples.size() && i < correct.size(); ++i) {
+    const size_t count = examples[i].candidates.size();
+    if (count == 0) continue;
+    by_count[count].push_back(examples[i]);
+    accuracy[count].correct += correct[i];
+    ++accuracy[count].total;
+  }
+  std::string out =
+      "| candidates | accuracy | a random candidate |\n| ---: | ---: | ---: |\n";
+  for (const auto& [count, group] : by_count) {
+    absl::StrAppendFormat(&out, "| %d | %s | %.1f%% |\n", count,
+                          FormatAccuracy(accuracy[count]), *RandomCandidatePercent(group));
+  }
+  return out;
 }
 
 std::string FormatAccuracy(const Accuracy& a) {

@@ -69,14 +69,24 @@ struct Accuracy {
   double percent() const { return total == 0 ? 0 : 100.0 * correct / total; }
 };
 
-// Runs every example through AnswerExample; fails on the first engine error.
+// Runs every example through AnswerExample; fails on the first engine error. With
+// `correct`, also records each example's outcome there (one entry per example).
 absl::StatusOr<Accuracy> Evaluate(engine::Engine& engine, const std::vector<RagExample>& examples,
-                                  const engine::PrefillOptions& options);
+                                  const engine::PrefillOptions& options,
+                                  std::vector<bool>* correct = nullptr);
 
 // The expected exact match of answering each example with one of its `candidates` drawn
 // uniformly: what knowing the kind of answer without finding the right passage scores.
 // nullopt when some example has no candidates.
 std::optional<double> RandomCandidatePercent(const std::vector<RagExample>& examples);
+
+// Accuracy grouped by the number of candidates (for single-hop questions, the persons of
+// the prompt), next to a random candidate's score, as a Markdown table. A model that finds
+// the right passage keeps its accuracy as the count grows; one that only knows the kind
+// of answer falls as 1/count. `correct[i]` is example i's outcome; examples without
+// candidates are left out.
+std::string RenderByCandidateCount(const std::vector<RagExample>& examples,
+                                   const std::vector<bool>& correct);
 
 // One row of a results table: which model, how it attends, and its accuracy per column.
 struct TableRow {

@@ -144,6 +144,10 @@ absl::Status Run() {
        {kFt, f, Block(true, 2)}},
       {"single-hop"}, {&*longer});
   if (!long_table.ok()) return long_table.status();
+  std::vector<bool> correct;
+  if (absl::StatusOr<Accuracy> acc = Evaluate(*f, *single, Block(), &correct); !acc.ok()) {
+    return acc.status();
+  }
 
   const std::string report = absl::StrCat(
       "# Block-Attention accuracy on the synthetic RAG task\n\n",
@@ -155,7 +159,12 @@ absl::Status Run() {
       "` (limit 0: every example).\n\n",
       "## Passages as in training (", PassageRange(*single), " per prompt)\n\n", *main_table,
       "\n## More passages than seen in training (", PassageRange(*longer),
-      " per prompt)\n\n", *long_table);
+      " per prompt)\n\n", *long_table,
+      "\n## By the number of persons in the prompt\n\n"
+      "Block-Attention FT, block attention, single-hop. A candidate is a person of the "
+      "prompt (the asked one or a distractor); a model that only knew the kind of answer "
+      "would score the random candidate's column.\n\n",
+      RenderByCandidateCount(*single, correct));
   std::cout << report;
   const std::string out = absl::GetFlag(FLAGS_out);
   if (!out.empty()) {

@@ -69,6 +69,17 @@ TEST(RandomCandidatePercent, AveragesOneOverCandidatesWhenTheAnswerIsAmongThem) 
   EXPECT_FALSE(RandomCandidatePercent({}).has_value());
 }
 
+TEST(RenderByCandidateCount, GroupsByCandidatesNextToARandomPick) {
+  RagExample two{.answer = " A", .candidates = {" A", " B"}};
+  RagExample three{.answer = " A", .candidates = {" A", " B", " C"}};
+  RagExample none{.answer = " A"};
+  EXPECT_EQ(RenderByCandidateCount({two, three, two, none, three}, {true, false, true, true, true}),
+            "| candidates | accuracy | a random candidate |\n"
+            "| ---: | ---: | ---: |\n"
+            "| 2 | 100.0% (2/2) | 50.0% |\n"
+            "| 3 | 50.0% (1/2) | 33.3% |\n");
+}
+
 TEST(AnswerMatches, IgnoresSurroundingWhitespaceOnly) {
   EXPECT_TRUE(AnswerMatches(" Varnholm", "Varnholm"));
   EXPECT_TRUE(AnswerMatches("Trel Labs\n", " Trel Labs"));
