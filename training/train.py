@@ -591,8 +591,11 @@ def main():
     card = dict(params=params, hidden=args.hidden, layers=args.layers, heads=args.heads,
                 kv_heads=args.kv_heads, intermediate=args.intermediate,
                 vocab=info["vocab_size"], system=rag_data.SYSTEM)
-    stage1_how = (f"Stage 1 (vanilla SFT): {args.copy_steps} copy warm-up steps, then "
-                  f"{args.stage1_steps} steps of causal full-attention SFT.")
+    stage1_how = (f"Stage 1 (vanilla SFT): {args.copy_steps} copy warm-up steps, "
+                  f"{args.curriculum_steps} curriculum steps on 1-{args.min_passages} passages, "
+                  f"then {args.stage1_steps} steps of causal full-attention SFT. Every step "
+                  "after the warm-up adds the retrieval supervision (weight "
+                  f"{args.retrieval_weight:g}; training/README.md).")
     export.round_model_to_bf16(model)
     vanilla = llama_model.LlamaForCausalLM(config)
     vanilla.load_state_dict(vanilla_state)
