@@ -57,7 +57,7 @@ import rag_data  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seed", type=int, default=20240923)
     p.add_argument("--threads", type=int, default=1,
@@ -109,7 +109,7 @@ def parse_args():
     p.add_argument("--test_size", type=int, default=1000)
     p.add_argument("--data_only", action="store_true",
                    help="only write the held-out sets to <eval_dir>/data and exit")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 # ---------------------------------------------------------------------------------------
