@@ -211,7 +211,7 @@ class Example:
 
     def arrays(self, block, reencode_positions, aux_weight):
         """tokens, targets, weights, answer flags, positions [T], mask [T, T], and the
-        retrieval targets as (head: "copy" or "bridge", query position, context positions)."""
+        retrieval targets as (head: "copy", "bridge" or "gather", position, positions)."""
         tokens = self.context + [t for q, a in self.qas for t in q + a]
         n, p = len(tokens), len(self.context)
         targets = torch.zeros(n, dtype=torch.long)
@@ -382,13 +382,15 @@ def supervised_layers(args):
 
 
 def retrieval_loss(model, retrieval, args):
-    """Mean over retrieval targets of -log(attention mass that head 0 of the copy or the
-    bridge layer puts on the target positions, from the query position)."""
+    """Mean over retrieval targets of -log(the attention mass that head 0 of the target's
+    layer (supervised_layers) puts on the target positions, from the target's position)."""
     layers = model.model.layers
     probs = {head: layers[index].self_attn.probs[:, 0]
              for head, index in supervised_layers(args).items()}
     terms = [probs[head][row, query, where].sum() for head, row, query, where in retrieval
              if head in probs]
+    if not terms:
+        return torch.zeros(())
     return -torch.log(torch.stack(terms).clamp_min(1e-9)).mean()
 
 
