@@ -28,7 +28,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llama_model  # noqa: E402
-import rag_data  # noqa: E402
 import train  # noqa: E402
 
 
@@ -65,7 +64,8 @@ def held_out_accuracy(model, tests):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tool", required=True, help="the //training:tokenizer_tool binary")
-    p.add_argument("--start", default=os.path.join(train.REPO, "models/blockserve-tiny-rag-vanilla"))
+    p.add_argument("--start",
+                   default=os.path.join(train.REPO, "models/blockserve-tiny-rag-vanilla"))
     p.add_argument("--block_fraction", type=float, default=0.5)
     p.add_argument("--work_dir", default="/tmp/blockserve-stage2-control")
     p.add_argument("--out", required=True, help="JSON file to write")
@@ -77,21 +77,10 @@ def main():
     os.makedirs(own.work_dir, exist_ok=True)
     t0 = time.time()
 
-    # train.py's prompts: stage 2 takes the ones after stage 1's.
-    pools = rag_data.NamePools(args.seed)
-    span = dict(min_passages=args.min_passages, max_passages=args.max_passages)
-    rows = rag_data.make_training_prompts(
-        pools, args.seed + 10, (args.stage1_steps + args.stage2_steps) * args.batch,
-        two_hop_fraction=args.two_hop_fraction, max_questions=args.questions, **span)
+    # train.py's rows: stage 2 takes the training prompts after stage 1's.
+    _, rows, dev_rows, test_rows = train.task_rows(args)
     rows = rows[args.stage1_steps * args.batch:]
-    dev_rows = rag_data.make_split(pools, "dev", args.seed + 11, 256, two_hop_fraction=0.3,
-                                   **span)
-    test_rows = {
-        "test": rag_data.make_split(pools, "test", args.seed + 12, args.test_size,
-                                    two_hop_fraction=0.0, **span),
-        "test_two_hop": rag_data.make_split(pools, "test", args.seed + 13, args.test_size,
-                                            two_hop_fraction=1.0, **span),
-    }
+    del test_rows["test_long"]
     tokenizer = os.path.join(own.start, "tokenizer.json")
     info = json.loads(train.run_tool(own.tool, "--mode=info", "--tokenizer=" + tokenizer))
     wd = own.work_dir

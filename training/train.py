@@ -160,7 +160,7 @@ class Example:
 
     def _find_targets(self, gold, subjects, bridges, answers):
         starts = np.cumsum([0] + self.block_lengths)
-        heads = {}  # value position -> the positions of its passage's subject
+        headings = {}  # value position -> the positions of its passage's subject
 
         def spans(block_index, ids):
             offset = int(starts[block_index])
@@ -184,7 +184,7 @@ class Example:
             for b, k in stated:
                 heading = spans(b, bridge if bridge else subject)[:len(bridge or subject)]
                 for j in range(len(answer)):
-                    heads[int(starts[b]) + k + j] = heading
+                    headings[int(starts[b]) + k + j] = heading
             if bridge:
                 person = [p + 1 for p in passages if (p + 1) not in {b for b, _ in stated}]
                 where = [t for b in person for t in spans(b, bridge)]
@@ -192,8 +192,8 @@ class Example:
                     targets.append(("bridge", len(q) - 1, where))
                     named_there = [t for b in person for t in spans(b, subject)]
                     for t in where:
-                        heads[t] = named_there[:len(subject)]
-        self.context_targets = [("gather", pos, where) for pos, where in sorted(heads.items())
+                        headings[t] = named_there[:len(subject)]
+        self.context_targets = [("gather", pos, where) for pos, where in sorted(headings.items())
                                 if where and where[0] < pos]
 
     # The single-question view (evaluation sets).
@@ -501,20 +501,9 @@ Reproduce with `training/run.sh`; results in `eval/results/accuracy.md`.
 """
 
 
-def main():
-    args = parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    os.makedirs(args.work_dir, exist_ok=True)
-    log_file = open(os.path.join(args.work_dir, "train_log.txt"), "w")
-
-    def log(msg):
-        print(msg, flush=True)
-        log_file.write(msg + "\n")
-        log_file.flush()
-
-    t0 = time.time()
-    log(f"args: {vars(args)}")
+def task_rows(args):
+    """The task's rows from --seed: (pools, training prompts for stage 1 then stage 2, the
+    dev set, the held-out test sets by name)."""
     pools = rag_data.NamePools(args.seed)
     span = dict(min_passages=args.min_passages, max_passages=args.max_passages)
     train_rows = rag_data.make_training_prompts(
@@ -532,6 +521,24 @@ def main():
                                          max_passages=3 * args.max_passages,
                                          two_hop_fraction=0.0),
     }
+    return pools, train_rows, dev_rows, test_rows
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    os.makedirs(args.work_dir, exist_ok=True)
+    log_file = open(os.path.join(args.work_dir, "train_log.txt"), "w")
+
+    def log(msg):
+        print(msg, flush=True)
+        log_file.write(msg + "\n")
+        log_file.flush()
+
+    t0 = time.time()
+    log(f"args: {vars(args)}")
+    pools, train_rows, dev_rows, test_rows = task_rows(args)
 
     if args.data_only:
         os.makedirs(os.path.join(args.eval_dir, "data"), exist_ok=True)
