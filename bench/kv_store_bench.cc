@@ -254,7 +254,7 @@ Row PutGetRow(const Case& c, std::string name, BlockStore& store, int op_id) {
   Series put, get;
   for (int rep = -kWarmups; rep < c.config->reps; ++rep) {
     const BlockKey key = RepKey(c, op_id, rep);
-    const absl::Duration p = Time([&] { return store.Put(key, c.kv); }, row.store + " put");
+    const absl::Duration p = Time([&] { return store.Put(key, c.kv).status(); }, row.store + " put");
     const absl::Duration g = Time([&] { return store.Get(key).status(); }, row.store + " get");
     c.forget(key);
     if (rep < 0) continue;
@@ -275,7 +275,7 @@ Row GetManyRow(const Case& c, kv_store::RedisStore& redis, int op_id) {
   std::vector<BlockKey> keys;
   for (int i = 0; i < kBatch; ++i) {
     keys.push_back(RepKey(c, op_id, i));
-    Time([&] { return redis.Put(keys.back(), c.kv); }, "redis seed put");
+    Time([&] { return redis.Put(keys.back(), c.kv).status(); }, "redis seed put");
   }
   row.get = Measure(c, kBatch * c.bytes, [&](int) {
     return Time(
@@ -297,7 +297,7 @@ Row TieredRemoteRow(const Case& c, BlockStore& tiered, BlockStore& redis_peer, i
   Row row = NewRow("tiered (remote hit + promote)", c.dtype, c.kv.num_tokens(), c.bytes);
   row.get = Measure(c, c.bytes, [&](int rep) {
     const BlockKey key = RepKey(c, op_id, rep);
-    Time([&] { return redis_peer.Put(key, c.kv); }, "redis seed put");
+    Time([&] { return redis_peer.Put(key, c.kv).status(); }, "redis seed put");
     const absl::Duration d = Time([&] { return tiered.Get(key).status(); }, "tiered remote get");
     c.forget(key);
     return d;

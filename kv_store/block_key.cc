@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "kv_store/block_store.h"
+#include "kv_store/block_key.h"
 #include "kv_store/hash.h"
 
 namespace blockserve::kv_store {

@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kv_store/block_store.h"
+#include "kv_store/block_key.h"
 #include "kv_store/hash.h"
 
 namespace blockserve::kv_store {

@@ -746,7 +746,7 @@ std::vector<absl::StatusOr<engine::KvCache>> ShmStore::GetMany(absl::Span<const 
   return out;
 }
 
-absl::Status ShmStore::Put(const BlockKey& key, const engine::KvCache& kv) {
+absl::StatusOr<uint64_t> ShmStore::Put(const BlockKey& key, const engine::KvCache& kv) {
   const auto start = std::chrono::steady_clock::now();
   const engine::KvShape& want = options_.codec.shape;
   if (!(kv.shape() == want)) {
@@ -796,7 +796,11 @@ absl::Status ShmStore::Put(const BlockKey& key, const engine::KvCache& kv) {
   metrics_.evictions += evicted;
   if (written) metrics_.bytes_written += static_cast<int64_t>(size);
   metrics_.put_seconds += SecondsSince(start);
-  return absl::OkStatus();
+  return written ? uint64_t{size} : 0;
+}
+
+uint64_t ShmStore::ValueBytes(const engine::KvCache& kv) const {
+  return EncodedValueBytes(kv.shape(), kv.num_tokens(), options_.codec.dtype);
 }
 
 bool ShmStore::Contains(const BlockKey& key) {

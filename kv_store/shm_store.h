@@ -1,4 +1,4 @@
-// ShmStore: the embedded BlockStore — one POSIX shared-memory segment per node that
+// ShmStore: the embedded KvStore — one POSIX shared-memory segment per node that
 // every BlockServe process on the node maps (the encoder writes, prefill reads). No
 // server: the segment holds the data and its own lock.
 //
@@ -31,7 +31,7 @@
 // The catalog works the same way; its slots carry a check hash so a torn in-place
 // update is dropped on recovery rather than trusted.
 //
-// Sources (BlockStore::PutSource): stored as ordinary entries under SourceKey(key), in
+// Sources (SourceStore::PutSource): stored as ordinary entries under SourceKey(key), in
 // the same LRU. Every use of a block (Get, GetMany, Put) also refreshes its source just
 // after it, and a Put makes room only after refreshing the source, so a source is always
 // more recent than its block: the block is evicted first, and its source stays for as
@@ -59,7 +59,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "kv_store/block_store.h"
+#include "kv_store/kv_store.h"
 #include "kv_store/codec.h"
 
 namespace blockserve::kv_store {
@@ -92,7 +92,7 @@ struct ShmUsage {
   int64_t recoveries = 0;      // times a dead lock owner's state was repaired
 };
 
-class ShmStore : public BlockStore {
+class ShmStore : public KvStore {
  public:
   // Creates or opens `o.name`. InvalidArgument for bad options; NotFound when
   // !o.create and it does not exist; FailedPrecondition for a segment of another
@@ -111,8 +111,10 @@ class ShmStore : public BlockStore {
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
   // InvalidArgument if kv.shape() differs from the codec shape; ResourceExhausted if
   // the encoded value is larger than the whole data area. Putting a key that is already
-  // present refreshes it and writes nothing (content addressing: same key, same value).
-  absl::Status Put(const BlockKey& key, const engine::KvCache& kv) override;
+  // present refreshes it and writes nothing, returning 0 (content addressing: same key,
+  // same value).
+  absl::StatusOr<uint64_t> Put(const BlockKey& key, const engine::KvCache& kv) override;
+  uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;  // does not refresh LRU
 
   // Ids of 1..kMaxPassageIdBytes bytes (else InvalidArgument); ResourceExhausted when

@@ -144,7 +144,7 @@ TEST_F(ShmStoreTest, PutOfAnotherShapeIsInvalidArgument) {
   auto store = OpenStore(Options());
   KvCache kv(KvShape{.num_layers = 2, .num_kv_heads = 1, .head_dim = 4});
   kv.Append(std::vector<int32_t>{1, 2});
-  EXPECT_EQ(store->Put(KeyOf(kv), kv).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->Put(KeyOf(kv), kv).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(store->Contains(KeyOf(kv)));
 }
 
@@ -187,7 +187,7 @@ TEST_F(ShmStoreTest, ValueLargerThanCapacityIsResourceExhausted) {
   auto store = OpenStore(o);
   const KvCache big = MakeKv(1, 40);  // ~5.3 KB encoded
   ASSERT_GT(ValueBytes(40), 4096u);
-  absl::Status s = store->Put(KeyOf(big), big);
+  absl::Status s = store->Put(KeyOf(big), big).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_EQ(store->Usage().entries, 0);
 }
@@ -317,6 +317,18 @@ TEST_F(ShmStoreTest, EvictsLeastRecentlyUsedAndGetRefreshes) {
   ASSERT_TRUE(store->Put(KeyOf(e), e).ok());
   EXPECT_FALSE(store->Contains(KeyOf(c)));
   EXPECT_TRUE(store->Contains(KeyOf(a)));
+}
+
+TEST_F(ShmStoreTest, PutReturnsTheBytesItWroteAndZeroForAPresentKey) {
+  auto store = OpenStore(Options());
+  const KvCache kv = MakeKv(1, 10);
+  absl::StatusOr<uint64_t> first = store->Put(KeyOf(kv), kv);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(*first, ValueBytes(10));
+  EXPECT_EQ(store->ValueBytes(kv), ValueBytes(10));
+  absl::StatusOr<uint64_t> again = store->Put(KeyOf(kv), kv);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, 0u);
 }
 
 TEST_F(ShmStoreTest, PutOfPresentKeyRefreshesWithoutWriting) {

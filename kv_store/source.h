@@ -1,4 +1,4 @@
-// The stored form of a block's source (its token ids; see BlockStore::PutSource), shared
+// The stored form of a block's source (its token ids; see source_store.h), shared
 // by the stores: a self-checking value, and the key a store that has one key space files
 // it under.
 #ifndef BLOCKSERVE_KV_STORE_SOURCE_H_
@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "kv_store/block_store.h"
+#include "kv_store/block_key.h"
 
 namespace blockserve::kv_store {
 

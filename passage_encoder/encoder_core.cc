@@ -1,30 +1,17 @@
 #include "passage_encoder/encoder_core.h"
 
-#include <chrono>
-
 #include "absl/strings/str_cat.h"
+#include "blocks/passage_ref.h"
 #include "engine/stopwatch.h"
 #include "handoff/kv_chunks.h"
-#include "kv_store/codec.h"
-#include "passage_encoder/passage_tokens.h"
 
 namespace blockserve::passage_encoder {
-namespace {
 
-
-void SetError(v1::EncodeResult& r, const absl::Status& s) {
-  r.mutable_status()->set_code(static_cast<int32_t>(s.code()));
-  r.mutable_status()->set_message(std::string(s.message()));
-}
-
-}  // namespace
-
-EncoderCore::EncoderCore(engine::Engine& engine, kv_store::BlockStore& store,
-                         MetricsRegistry& metrics, EncoderOptions options)
-    : engine_(engine),
-      store_(store),
+EncoderCore::EncoderCore(blocks::BlockCache& cache, MetricsRegistry& metrics,
+                         EncoderOptions options)
+    : cache_(cache),
       options_(options),
-      fingerprint_hex_(handoff::FingerprintHex(engine.model_fingerprint())),
+      fingerprint_hex_(handoff::FingerprintHex(cache.keys().model_fingerprint())),
       passages_(metrics.GetCounter("blockserve_encoder_passages_total",
                                    "Passages received (encoded, cached or failed)")),
       passages_failed_(metrics.GetCounter("blockserve_encoder_passages_failed_total",
@@ -40,9 +27,12 @@ EncoderCore::EncoderCore(engine::Engine& engine, kv_store::BlockStore& store,
                                       "Model compute time of one passage, ms",
                                       LatencyBucketsMs())) {}
 
-absl::StatusOr<std::vector<int32_t>> EncoderCore::PassageTokens(const v1::Passage& passage) const {
-  if (absl::Status s = ValidatePassageId(passage.id()); !s.ok()) return s;
-  return PassageContentTokens(engine_.tokenizer(), engine_.config(), passage);
+absl::StatusOr<blocks::Ingested> EncoderCore::Ingest(const v1::Passage& passage,
+                                                     bool force_reencode) {
+  if (absl::Status s = blocks::ValidatePassageId(passage.id()); !s.ok()) return s;
+  absl::StatusOr<std::vector<int32_t>> tokens = cache_.PassageTokens(passage);
+  if (!tokens.ok()) return tokens.status();
+  return cache_.Ingest(passage.id(), *tokens, force_reencode);
 }
 
 v1::EncodeResult EncoderCore::Encode(const v1::Passage& passage, uint32_t index,
@@ -51,45 +41,25 @@ v1::EncodeResult EncoderCore::Encode(const v1::Passage& passage, uint32_t index,
   v1::EncodeResult r;
   r.set_id(passage.id());
   r.set_index(index);
-  auto fail = [&](const absl::Status& s) {
+  absl::StatusOr<blocks::Ingested> done = Ingest(passage, force_reencode);
+  if (!done.ok()) {
     passages_failed_->Add();
-    SetError(r, s);
+    r.mutable_status()->set_code(static_cast<int32_t>(done.status().code()));
+    r.mutable_status()->set_message(std::string(done.status().message()));
     return r;
-  };
-  absl::StatusOr<std::vector<int32_t>> tokens = PassageTokens(passage);
-  if (!tokens.ok()) return fail(tokens.status());
-  const kv_store::BlockKey key = kv_store::MakeBlockKey(engine_.model_fingerprint(), *tokens);
-
-  if (!force_reencode && store_.Contains(key)) {
-    r.set_already_cached(true);
+  }
+  if (done->already_cached) {
     cache_hit_skips_->Add();
   } else {
-    const Stopwatch clock;
-    absl::StatusOr<engine::KvCache> kv = engine_.EncodeBlock(*tokens);
-    const double ms = clock.ElapsedMs();
-    if (!kv.ok()) return fail(kv.status());
-    encode_ms_->Observe(ms);
-    tokens_encoded_->Add(tokens->size());
-    r.set_encode_ms(ms);
-    if (absl::Status s = store_.Put(key, *kv); !s.ok()) {
-      // The shape is the engine's own, so a store that rejects it as an argument is a bug.
-      return fail(s.code() == absl::StatusCode::kInvalidArgument
-                      ? absl::InternalError(absl::StrCat("store rejected the block: ", s.message()))
-                      : s);
-    }
-    const uint64_t bytes =
-        kv_store::EncodedValueBytes(kv->shape(), kv->num_tokens(), options_.store_dtype);
-    r.set_kv_bytes_written(bytes);
-    kv_bytes_written_->Add(bytes);
+    encode_ms_->Observe(done->encode_ms);
+    tokens_encoded_->Add(done->token_count);
+    kv_bytes_written_->Add(done->kv_bytes_written);
   }
-  if (!passage.id().empty()) {
-    // The source first: a catalog entry is only ever visible with its source stored, so a
-    // prefill can encode the block again once the store evicted it.
-    if (absl::Status s = store_.PutSource(key, *tokens); !s.ok()) return fail(s);
-    if (absl::Status s = store_.PutPassage(passage.id(), key); !s.ok()) return fail(s);
-  }
-  r.set_content_key(key.Hex());
-  r.set_token_count(tokens->size());
+  r.set_already_cached(done->already_cached);
+  r.set_encode_ms(done->encode_ms);
+  r.set_kv_bytes_written(done->kv_bytes_written);
+  r.set_content_key(done->key.Hex());
+  r.set_token_count(done->token_count);
   return r;
 }
 

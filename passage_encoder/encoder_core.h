@@ -1,8 +1,7 @@
-// The passage encoder's logic, without the network: a passage (text or token ids)
-// becomes a block (engine/prompt.h), its content key is MakeBlockKey(model fingerprint,
-// tokens), and unless the store already holds that key its position-0 KV is computed
-// with Engine::EncodeBlock and written to the store. A named passage is then recorded in
-// the store's catalog (id -> content key), so prefills can refer to it by id.
+// The passage encoder's logic, without the network: proto passages in, one result each
+// out, over blocks::BlockCache::Ingest (which keys, encodes unless stored, writes the
+// block, and for a named passage its source and catalog entry, so prefills can refer
+// to it by id). This layer adds the batch rules, the per-item results and the metrics.
 //
 // Every passage gets its own result: a bad passage (INVALID_ARGUMENT) or a failed store
 // write (the store's code: RESOURCE_EXHAUSTED, UNAVAILABLE) fails only that item.
@@ -14,10 +13,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "blocks/block_cache.h"
 #include "common/metrics.h"
-#include "engine/dtype.h"
-#include "engine/engine.h"
-#include "kv_store/block_store.h"
 #include "proto/blockserve.pb.h"
 
 namespace blockserve::passage_encoder {
@@ -25,15 +22,12 @@ namespace blockserve::passage_encoder {
 struct EncoderOptions {
   // Passages per EncodePassages call; more -> INVALID_ARGUMENT for the whole call.
   int max_batch_passages = 1024;
-  // Element type the store writes; used to report kv_bytes_written.
-  engine::DType store_dtype = engine::DType::kBF16;
 };
 
 class EncoderCore {
  public:
-  // `engine`, `store` and `metrics` must outlive the core.
-  EncoderCore(engine::Engine& engine, kv_store::BlockStore& store, MetricsRegistry& metrics,
-              EncoderOptions options);
+  // `cache` and `metrics` must outlive the core.
+  EncoderCore(blocks::BlockCache& cache, MetricsRegistry& metrics, EncoderOptions options);
 
   // Encodes (or finds cached) one passage; `index` is echoed in the result. Never fails
   // as a whole: errors are in result.status. With `force_reencode` the KV is computed
@@ -48,11 +42,9 @@ class EncoderCore {
   const std::string& fingerprint_hex() const { return fingerprint_hex_; }
 
  private:
-  // The passage's block tokens, or InvalidArgument saying what is wrong with it.
-  absl::StatusOr<std::vector<int32_t>> PassageTokens(const v1::Passage& passage) const;
+  absl::StatusOr<blocks::Ingested> Ingest(const v1::Passage& passage, bool force_reencode);
 
-  engine::Engine& engine_;
-  kv_store::BlockStore& store_;
+  blocks::BlockCache& cache_;
   const EncoderOptions options_;
   const std::string fingerprint_hex_;
 

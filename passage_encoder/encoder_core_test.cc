@@ -40,12 +40,13 @@ class EncoderCoreTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> s = kv_store::ShmStore::Open(o);
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = *std::move(s);
-    core_ = std::make_unique<EncoderCore>(
-        *engine_, *store_, metrics_,
-        EncoderOptions{.max_batch_passages = 8, .store_dtype = engine::DType::kF32});
+    cache_ = std::make_unique<blocks::BlockCache>(*engine_, *store_);
+    core_ = std::make_unique<EncoderCore>(*cache_, metrics_,
+                                          EncoderOptions{.max_batch_passages = 8});
   }
   void TearDown() override {
     core_.reset();
+    cache_.reset();
     store_.reset();
     ASSERT_TRUE(kv_store::ShmStore::Remove(shm_name_).ok());
   }
@@ -75,6 +76,7 @@ class EncoderCoreTest : public ::testing::Test {
   std::string shm_name_;
   MetricsRegistry metrics_;
   std::unique_ptr<kv_store::ShmStore> store_;
+  std::unique_ptr<blocks::BlockCache> cache_;
   std::unique_ptr<EncoderCore> core_;
 };
 

@@ -33,8 +33,8 @@ class EncoderServiceTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> s = kv_store::ShmStore::Open(o);
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = *std::move(s);
-    core_ = std::make_unique<EncoderCore>(*engine_, *store_, metrics_,
-                                          EncoderOptions{.max_batch_passages = 4});
+    cache_ = std::make_unique<blocks::BlockCache>(*engine_, *store_);
+    core_ = std::make_unique<EncoderCore>(*cache_, metrics_, EncoderOptions{.max_batch_passages = 4});
     service_ = std::make_unique<EncoderService>(*core_);
 
     grpc::ServerBuilder builder;
@@ -63,6 +63,7 @@ class EncoderServiceTest : public ::testing::Test {
   std::string shm_name_;
   MetricsRegistry metrics_;
   std::unique_ptr<kv_store::ShmStore> store_;
+  std::unique_ptr<blocks::BlockCache> cache_;
   std::unique_ptr<EncoderCore> core_;
   std::unique_ptr<EncoderService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -10,6 +10,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "blocks/block_cache.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/server.h"
@@ -66,15 +67,14 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<bs::engine::Engine>> engine =
       bs::engine::Engine::Load(model_dir, {absl::GetFlag(FLAGS_num_threads)});
   if (!engine.ok()) return Fail("loading the model", engine.status());
-  absl::StatusOr<std::unique_ptr<bs::kv_store::BlockStore>> store = bs::store_config::OpenStore(
+  absl::StatusOr<std::unique_ptr<bs::kv_store::KvStore>> store = bs::store_config::OpenStore(
       *store_config, (*engine)->model_fingerprint(), (*engine)->kv_shape());
   if (!store.ok()) return Fail("opening the KV store", store.status());
 
   bs::MetricsRegistry metrics;
+  bs::blocks::BlockCache cache(**engine, **store);
   bs::passage_encoder::EncoderCore core(
-      **engine, **store, metrics,
-      {.max_batch_passages = absl::GetFlag(FLAGS_max_batch_passages),
-       .store_dtype = store_config->dtype});
+      cache, metrics, {.max_batch_passages = absl::GetFlag(FLAGS_max_batch_passages)});
   bs::passage_encoder::EncoderService service(core);
   bs::LogEvent("ready", {{"model_dir", model_dir},
                          {"model_fingerprint", core.fingerprint_hex()},

@@ -10,6 +10,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "blocks/block_cache.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/server.h"
@@ -71,7 +72,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<bs::engine::Engine>> engine =
       bs::engine::Engine::Load(model_dir, {absl::GetFlag(FLAGS_num_threads)});
   if (!engine.ok()) return Fail("loading the model", engine.status());
-  absl::StatusOr<std::unique_ptr<bs::kv_store::BlockStore>> store = bs::store_config::OpenStore(
+  absl::StatusOr<std::unique_ptr<bs::kv_store::KvStore>> store = bs::store_config::OpenStore(
       *store_config, (*engine)->model_fingerprint(), (*engine)->kv_shape());
   if (!store.ok()) return Fail("opening the KV store", store.status());
 
@@ -81,8 +82,8 @@ int main(int argc, char** argv) {
   core_options.max_passages = absl::GetFlag(FLAGS_max_passages);
   core_options.max_new_tokens = {absl::GetFlag(FLAGS_default_max_new_tokens),
                                  absl::GetFlag(FLAGS_max_new_tokens_limit)};
-  core_options.store_dtype = store_config->dtype;
-  bs::query_prefill::PrefillCore core(**engine, **store, handoff, metrics, core_options);
+  bs::blocks::BlockCache cache(**engine, **store);
+  bs::query_prefill::PrefillCore core(cache, handoff, metrics, core_options);
   bs::query_prefill::PrefillService service(core);
   bs::LogEvent("ready", {{"model_dir", model_dir},
                          {"model_fingerprint", core.fingerprint_hex()},

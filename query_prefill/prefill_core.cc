@@ -8,13 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
-#include "engine/flops.h"
 #include "engine/prompt.h"
 #include "engine/sampling.h"
 #include "engine/stopwatch.h"
 #include "engine/utf8.h"
-#include "kv_store/codec.h"
-#include "passage_encoder/passage_tokens.h"
 
 namespace blockserve::query_prefill {
 namespace {
@@ -53,23 +50,13 @@ struct PrefillCore::Plan {
   uint64_t sequence_id = 0;
 };
 
-// One block of the prompt (system or passage), in prompt order.
-struct PrefillCore::Block {
-  std::vector<int32_t> tokens;  // for a passage by id: filled from its stored block
-  kv_store::BlockKey key;
-  std::string passage_id;          // set when referenced by catalog id
-  bool use_cache = false;          // attended as a cached block (block mode, not global)
-  std::optional<engine::KvCache> kv;  // its position-0 KV when use_cache
-  bool hit = false;                // kv came from the store
-};
-
-PrefillCore::PrefillCore(engine::Engine& engine, kv_store::BlockStore& store, KvHandoff& handoff,
-                         MetricsRegistry& metrics, PrefillCoreOptions options)
-    : engine_(engine),
-      store_(store),
+PrefillCore::PrefillCore(blocks::BlockCache& cache, KvHandoff& handoff, MetricsRegistry& metrics,
+                         PrefillCoreOptions options)
+    : cache_(cache),
+      engine_(cache.engine()),
       handoff_(handoff),
       options_(options),
-      fingerprint_hex_(handoff::FingerprintHex(engine.model_fingerprint())),
+      fingerprint_hex_(handoff::FingerprintHex(cache.keys().model_fingerprint())),
       requests_(metrics.GetCounter("blockserve_prefill_requests_total", "Prefill calls")),
       requests_failed_(metrics.GetCounter("blockserve_prefill_requests_failed_total",
                                           "Prefill calls that ended with a non-OK status")),
@@ -177,135 +164,31 @@ absl::StatusOr<PrefillCore::Plan> PrefillCore::Validate(const v1::PrefillRequest
   return plan;
 }
 
-absl::StatusOr<std::vector<PrefillCore::Block>> PrefillCore::ResolveBlocks(
+absl::StatusOr<std::vector<blocks::PromptBlock>> PrefillCore::ResolveBlocks(
     const v1::PrefillRequest& request) const {
-  const engine::Tokenizer& tokenizer = engine_.tokenizer();
-  const engine::ModelConfig& config = engine_.config();
-  const uint64_t fingerprint = engine_.model_fingerprint();
-  std::vector<Block> blocks;
-  if (std::vector<int32_t> system = engine::SystemBlockTokens(tokenizer, request.system_prompt());
-      !system.empty()) {
-    Block b;
-    b.key = kv_store::MakeBlockKey(fingerprint, system);
-    b.tokens = std::move(system);
-    blocks.push_back(std::move(b));
+  std::vector<blocks::PromptBlock> blocks;
+  if (std::optional<blocks::PromptBlock> system = cache_.SystemBlock(request.system_prompt())) {
+    blocks.push_back(*std::move(system));
   }
   for (int i = 0; i < request.passages_size(); ++i) {
-    const v1::PassageRef& ref = request.passages(i);
-    const std::string where = absl::StrCat("passages[", i, "]: ");
-    Block b;
-    absl::StatusOr<std::vector<int32_t>> tokens;
-    switch (ref.passage_case()) {
-      case v1::PassageRef::kPassageId: {
-        std::optional<kv_store::BlockKey> key = store_.GetPassage(ref.passage_id());
-        if (!key) {
-          return absl::NotFoundError(absl::StrCat(where, "unknown passage id \"",
-                                                  ref.passage_id(), "\""));
-        }
-        b.key = *key;
-        b.passage_id = ref.passage_id();
-        blocks.push_back(std::move(b));
-        continue;
-      }
-      case v1::PassageRef::kText:
-        tokens = passage_encoder::TextPassageTokens(tokenizer, config, ref.text());
-        break;
-      case v1::PassageRef::kTokenIds:
-        tokens = passage_encoder::TokenIdPassageTokens(config, ref.token_ids());
-        break;
-      case v1::PassageRef::PASSAGE_NOT_SET:
-        tokens = absl::InvalidArgumentError("set passage_id, text or token_ids");
-        break;
+    absl::StatusOr<blocks::PromptBlock> b = cache_.Resolve(request.passages(i));
+    if (!b.ok()) {
+      return absl::Status(b.status().code(),
+                          absl::StrCat("passages[", i, "]: ", b.status().message()));
     }
-    if (!tokens.ok()) {
-      return absl::Status(tokens.status().code(), absl::StrCat(where, tokens.status().message()));
-    }
-    b.tokens = *std::move(tokens);
-    b.key = kv_store::MakeBlockKey(fingerprint, b.tokens);
-    blocks.push_back(std::move(b));
+    blocks.push_back(*std::move(b));
   }
   return blocks;
 }
 
-absl::Status PrefillCore::FetchBlocks(const Plan& plan, std::vector<Block>& blocks,
-                                      v1::PrefillStats& stats) {
+// Which blocks attend to their cached position-0 KV: in block mode, all but the global
+// blocks at the end, unless the request bypasses the cache.
+void PrefillCore::MarkCachedBlocks(const Plan& plan, std::vector<blocks::PromptBlock>& blocks) {
   const bool block_mode = plan.prefill.mode == engine::AttentionMode::kBlock;
   const size_t local = blocks.size() - plan.prefill.global_blocks;
-  std::vector<kv_store::BlockKey> keys;
-  std::vector<size_t> fetched;  // block index of keys[i]
   for (size_t i = 0; i < blocks.size(); ++i) {
-    blocks[i].use_cache = block_mode && plan.policy != v1::CACHE_POLICY_BYPASS && i < local;
-    if (blocks[i].use_cache || !blocks[i].passage_id.empty()) {
-      keys.push_back(blocks[i].key);
-      fetched.push_back(i);
-    }
+    blocks[i].want_kv = block_mode && plan.policy != v1::CACHE_POLICY_BYPASS && i < local;
   }
-  if (keys.empty()) return absl::OkStatus();
-  std::vector<absl::StatusOr<engine::KvCache>> values = store_.GetMany(keys);
-  for (size_t j = 0; j < fetched.size(); ++j) {
-    Block& b = blocks[fetched[j]];
-    absl::StatusOr<engine::KvCache>& value = values[j];
-    if (value.ok()) {
-      stats.set_kv_bytes_fetched(stats.kv_bytes_fetched() +
-                                 kv_store::EncodedValueBytes(value->shape(), value->num_tokens(),
-                                                             options_.store_dtype));
-    }
-    if (!b.passage_id.empty()) {
-      absl::StatusOr<std::vector<int32_t>> tokens =
-          value.ok() ? absl::StatusOr<std::vector<int32_t>>(value->tokens()) : PassageSource(b);
-      if (!tokens.ok()) return tokens.status();
-      if (!(kv_store::MakeBlockKey(engine_.model_fingerprint(), *tokens) == b.key)) {
-        return absl::InternalError(absl::StrCat("the stored ", value.ok() ? "block" : "source",
-                                                " of passage \"", b.passage_id,
-                                                "\" does not hash to its content key"));
-      }
-      b.tokens = *std::move(tokens);
-      if (!value.ok()) {
-        stats.set_passages_reencoded(stats.passages_reencoded() + 1);
-        passage_reencodes_->Add();
-      }
-    } else if (value.ok() && value->tokens() != b.tokens) {
-      LogEvent("kv_store_foreign_block", {{"key", b.key.Hex()}});
-      continue;  // another block under this key: a miss
-    }
-    if (value.ok() && b.use_cache) {
-      b.kv = *std::move(value);
-      b.hit = true;
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<int32_t>> PrefillCore::PassageSource(const Block& b) {
-  absl::StatusOr<std::vector<int32_t>> tokens = store_.GetSource(b.key);
-  if (!tokens.ok()) {
-    return absl::NotFoundError(absl::StrCat(
-        "passage \"", b.passage_id, "\" is in the catalog but neither its block nor its "
-        "source (token ids) is in the KV store any more; ingest the passage again"));
-  }
-  return tokens;
-}
-
-absl::Status PrefillCore::EncodeMisses(const Plan& plan, std::vector<Block>& blocks,
-                                       v1::PrefillStats& stats, double& flops) {
-  for (Block& b : blocks) {
-    if (!b.use_cache || b.hit) continue;
-    absl::StatusOr<engine::KvCache> kv = engine_.EncodeBlock(b.tokens);
-    if (!kv.ok()) return kv.status();
-    flops += engine::ForwardFlops(engine_.config(), b.tokens.size(), 0, /*logits=*/false);
-    if (plan.policy == v1::CACHE_POLICY_READ_WRITE) {
-      // A failed write-back costs only a later miss; the request goes on.
-      if (absl::Status s = store_.Put(b.key, *kv); s.ok()) {
-        stats.set_kv_bytes_written(
-            stats.kv_bytes_written() +
-            kv_store::EncodedValueBytes(kv->shape(), kv->num_tokens(), options_.store_dtype));
-      } else {
-        LogEvent("kv_store_write_failed", {{"key", b.key.Hex()}, {"error", s.ToString()}});
-      }
-    }
-    b.kv = *std::move(kv);
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& request,
@@ -323,12 +206,14 @@ absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& r
 
   // Resolve and fetch.
   Stopwatch fetch;
-  absl::StatusOr<std::vector<Block>> blocks = ResolveBlocks(request);
-  if (!blocks.ok()) return blocks.status();
-  if (absl::Status s = FetchBlocks(*plan, *blocks, stats); !s.ok()) return s;
+  absl::StatusOr<std::vector<blocks::PromptBlock>> prompt = ResolveBlocks(request);
+  if (!prompt.ok()) return prompt.status();
+  MarkCachedBlocks(*plan, *prompt);
+  blocks::CacheStats cache_stats;
+  if (absl::Status s = cache_.Fetch(absl::MakeSpan(*prompt), cache_stats); !s.ok()) return s;
   stats.set_fetch_ms(fetch.ElapsedMs());
   int64_t total = plan->query.size();
-  for (const Block& b : *blocks) total += b.tokens.size();
+  for (const blocks::PromptBlock& b : *prompt) total += b.tokens.size();
   const int64_t context = engine_.config().max_position_embeddings;
   if (total >= context) {
     return absl::InvalidArgumentError(absl::StrCat("the prompt has ", total,
@@ -338,16 +223,23 @@ absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& r
 
   // Compute: encode misses, then the query (and global blocks) over everything.
   Stopwatch compute;
-  double flops = 0;
-  if (absl::Status s = EncodeMisses(*plan, *blocks, stats, flops); !s.ok()) return s;
+  if (absl::Status s = cache_.EncodeMisses(absl::MakeSpan(*prompt),
+                                           plan->policy == v1::CACHE_POLICY_READ_WRITE,
+                                           cache_stats);
+      !s.ok()) {
+    return s;
+  }
   const double encode_ms = compute.ElapsedMs();
+  stats.set_kv_bytes_fetched(cache_stats.kv_bytes_fetched);
+  stats.set_kv_bytes_written(cache_stats.kv_bytes_written);
+  stats.set_passages_reencoded(cache_stats.passages_reencoded);
   std::vector<engine::BlockInput> inputs;
-  for (const Block& b : *blocks) {
+  for (const blocks::PromptBlock& b : *prompt) {
     inputs.push_back({b.tokens, b.kv ? &*b.kv : nullptr});
-    if (b.use_cache && b.hit) {
+    if (b.want_kv && b.hit) {
       stats.set_cache_hits(stats.cache_hits() + 1);
       stats.set_tokens_reused(stats.tokens_reused() + b.tokens.size());
-    } else if (b.use_cache) {
+    } else if (b.want_kv) {
       stats.set_cache_misses(stats.cache_misses() + 1);
     }
   }
@@ -361,7 +253,8 @@ absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& r
   stats.set_shift_ms(prefill->stats.shift_ms);
   stats.set_prompt_tokens(total);
   stats.set_tokens_computed(total - stats.tokens_reused());
-  stats.set_flops_to_first_token(static_cast<uint64_t>(flops + prefill->stats.flops_to_first_token));
+  stats.set_flops_to_first_token(
+      static_cast<uint64_t>(cache_stats.encode_flops + prefill->stats.flops_to_first_token));
   stats.set_flops_full_prefill(static_cast<uint64_t>(prefill->stats.flops_full_prefill));
   response.set_first_token_id(token);
 
@@ -444,6 +337,7 @@ void PrefillCore::Record(const absl::StatusOr<v1::PrefillResponse>& result, doub
   cache_misses_->Add(s.cache_misses());
   const double looked_up = cache_hits_->value() + cache_misses_->value();
   cache_hit_ratio_->Set(looked_up > 0 ? cache_hits_->value() / looked_up : 0);
+  passage_reencodes_->Add(s.passages_reencoded());
   kv_bytes_fetched_->Add(s.kv_bytes_fetched());
   kv_bytes_written_->Add(s.kv_bytes_written());
   tokens_reused_->Add(s.tokens_reused());

@@ -3,12 +3,12 @@
 //
 //   1. Validate (request id, UTF-8, enums, sampling and stop rules, passage count,
 //      global_blocks) -> INVALID_ARGUMENT / FAILED_PRECONDITION.
-//   2. Resolve blocks (engine/prompt.h): the system block, then each passage by catalog
-//      id (unknown -> NOT_FOUND), inline text or inline token ids.
-//   3. Fetch the cached position-0 KV of the block-attended blocks in one GetMany. A miss
-//      (or a corrupt/foreign entry) is encoded now and written back unless the cache
-//      policy says not to. A passage referenced by id takes its tokens from its stored
-//      block, so it is fetched in every mode.
+//   2. Resolve blocks through blocks::BlockCache: the system block, then each passage
+//      by catalog id (unknown -> NOT_FOUND), inline text or inline token ids.
+//   3. BlockCache::Fetch the cached position-0 KV of the block-attended blocks in one
+//      GetMany; BlockCache::EncodeMisses computes a miss (or a corrupt/foreign entry) now
+//      and writes it back unless the cache policy says not to. A passage referenced by id
+//      takes its tokens from its stored block, so it is fetched in every mode.
 //   4. Engine::PrefillLast: block mode re-encodes the cached blocks to their offsets and
 //      computes global blocks + query; full mode computes everything causally.
 //   5. Sample the first token with the request's sampling (an unset seed is resolved
@@ -27,11 +27,10 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "blocks/block_cache.h"
 #include "common/metrics.h"
-#include "engine/dtype.h"
 #include "engine/engine.h"
 #include "handoff/kv_chunks.h"
-#include "kv_store/block_store.h"
 #include "proto/blockserve.pb.h"
 #include "query_prefill/grpc_handoff.h"
 
@@ -42,15 +41,13 @@ struct PrefillCoreOptions {
   int max_passages = 64;
   // Default and limit of SamplingParams.max_new_tokens (same flags as the decoder's).
   handoff::MaxNewTokensPolicy max_new_tokens;
-  // Element type the store writes; used to report kv bytes fetched and written.
-  engine::DType store_dtype = engine::DType::kBF16;
 };
 
 class PrefillCore {
  public:
-  // `engine`, `store`, `handoff` and `metrics` must outlive the core.
-  PrefillCore(engine::Engine& engine, kv_store::BlockStore& store, KvHandoff& handoff,
-              MetricsRegistry& metrics, PrefillCoreOptions options);
+  // `cache`, `handoff` and `metrics` must outlive the core.
+  PrefillCore(blocks::BlockCache& cache, KvHandoff& handoff, MetricsRegistry& metrics,
+              PrefillCoreOptions options);
 
   // Serves one request; `deadline` bounds the handoff (the caller's gRPC deadline).
   // Error codes follow proto/blockserve.proto (see the file comment for the steps).
@@ -65,22 +62,16 @@ class PrefillCore {
 
  private:
   struct Plan;
-  struct Block;
 
   absl::StatusOr<Plan> Validate(const v1::PrefillRequest& request) const;
-  absl::StatusOr<std::vector<Block>> ResolveBlocks(const v1::PrefillRequest& request) const;
-  absl::Status FetchBlocks(const Plan& plan, std::vector<Block>& blocks,
-                           v1::PrefillStats& stats);
-  // The tokens of a named passage whose block is gone, from its stored source; NotFound
-  // (with what to do) when the source is gone too.
-  absl::StatusOr<std::vector<int32_t>> PassageSource(const Block& b);
-  absl::Status EncodeMisses(const Plan& plan, std::vector<Block>& blocks, v1::PrefillStats& stats,
-                            double& flops);
+  absl::StatusOr<std::vector<blocks::PromptBlock>> ResolveBlocks(
+      const v1::PrefillRequest& request) const;
+  static void MarkCachedBlocks(const Plan& plan, std::vector<blocks::PromptBlock>& blocks);
   absl::StatusOr<v1::PrefillResponse> Run(const v1::PrefillRequest& request, absl::Time deadline);
   void Record(const absl::StatusOr<v1::PrefillResponse>& result, double ms);
 
+  blocks::BlockCache& cache_;
   engine::Engine& engine_;
-  kv_store::BlockStore& store_;
   KvHandoff& handoff_;
   const PrefillCoreOptions options_;
   const std::string fingerprint_hex_;

@@ -15,7 +15,6 @@
 #include "gtest/gtest.h"
 #include "kv_store/shm_store.h"
 #include "kv_store/source.h"
-#include "passage_encoder/encoder_core.h"
 #include "query_prefill/testing/fake_decoder.h"
 
 namespace blockserve::query_prefill {
@@ -92,13 +91,12 @@ class PrefillCoreTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> s = kv_store::ShmStore::Open(o);
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = *std::move(s);
-    encoder_ = std::make_unique<passage_encoder::EncoderCore>(
-        *engine_, *store_, metrics_,
-        passage_encoder::EncoderOptions{.store_dtype = engine::DType::kF32});
+    cache_ = std::make_unique<blocks::BlockCache>(*engine_, *store_);
     core_ = MakeCore(recording_);
   }
   void TearDown() override {
     core_.reset();
+    cache_.reset();
     store_.reset();
     ASSERT_TRUE(kv_store::ShmStore::Remove(shm_name_).ok());
   }
@@ -107,16 +105,14 @@ class PrefillCoreTest : public ::testing::Test {
     PrefillCoreOptions o;
     o.max_passages = 8;
     o.max_new_tokens = {.default_max_new_tokens = 16, .max_new_tokens_limit = 64};
-    o.store_dtype = engine::DType::kF32;
-    return std::make_unique<PrefillCore>(*engine_, *store_, handoff, metrics_, o);
+    return std::make_unique<PrefillCore>(*cache_, handoff, metrics_, o);
   }
 
   void Ingest() {
     for (size_t i = 0; i < kPassages.size(); ++i) {
-      v1::Passage p;
-      p.set_id(absl::StrCat("doc-", i));
-      p.set_text(kPassages[i]);
-      ASSERT_EQ(encoder_->Encode(p, i, false).status().code(), 0);
+      const std::vector<int32_t> tokens =
+          engine::PassageBlockTokens(engine_->tokenizer(), kPassages[i]);
+      ASSERT_TRUE(cache_->Ingest(absl::StrCat("doc-", i), tokens, false).ok());
     }
   }
 
@@ -170,7 +166,7 @@ class PrefillCoreTest : public ::testing::Test {
   std::string shm_name_;
   MetricsRegistry metrics_;
   std::unique_ptr<kv_store::ShmStore> store_;
-  std::unique_ptr<passage_encoder::EncoderCore> encoder_;
+  std::unique_ptr<blocks::BlockCache> cache_;
   RecordingHandoff recording_;
   std::unique_ptr<PrefillCore> core_;
 };

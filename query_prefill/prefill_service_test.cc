@@ -36,8 +36,8 @@ class PrefillServiceTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> s = kv_store::ShmStore::Open(o);
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = *std::move(s);
-    core_ = std::make_unique<PrefillCore>(*engine_, *store_, handoff_, metrics_,
-                                          PrefillCoreOptions{});
+    cache_ = std::make_unique<blocks::BlockCache>(*engine_, *store_);
+    core_ = std::make_unique<PrefillCore>(*cache_, handoff_, metrics_, PrefillCoreOptions{});
     core_->set_served_by("prefill-test:1");
     service_ = std::make_unique<PrefillService>(*core_);
 
@@ -73,6 +73,7 @@ class PrefillServiceTest : public ::testing::Test {
   std::string shm_name_;
   MetricsRegistry metrics_;
   std::unique_ptr<kv_store::ShmStore> store_;
+  std::unique_ptr<blocks::BlockCache> cache_;
   GrpcKvHandoff handoff_;
   std::unique_ptr<PrefillCore> core_;
   std::unique_ptr<PrefillService> service_;

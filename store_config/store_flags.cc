@@ -68,27 +68,27 @@ absl::StatusOr<StoreConfig> StoreConfigFromFlags() {
   return c;
 }
 
-absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> OpenStore(const StoreConfig& config,
+absl::StatusOr<std::unique_ptr<kv_store::KvStore>> OpenStore(const StoreConfig& config,
                                                                 uint64_t model_fingerprint,
                                                                 const engine::KvShape& shape) {
   const kv_store::CodecOptions codec{model_fingerprint, shape, config.dtype};
-  auto open_shm = [&]() -> absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> {
+  auto open_shm = [&]() -> absl::StatusOr<std::unique_ptr<kv_store::KvStore>> {
     kv_store::ShmStoreOptions o;
     o.name = config.shm_name;
     o.capacity_bytes = config.shm_capacity_bytes;
     o.codec = codec;
     absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> s = kv_store::ShmStore::Open(o);
     if (!s.ok()) return s.status();
-    return std::unique_ptr<kv_store::BlockStore>(*std::move(s));
+    return std::unique_ptr<kv_store::KvStore>(*std::move(s));
   };
-  auto open_redis = [&]() -> absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> {
+  auto open_redis = [&]() -> absl::StatusOr<std::unique_ptr<kv_store::KvStore>> {
     kv_store::RedisStoreOptions o;
     o.host = config.redis_host;
     o.port = config.redis_port;
     o.codec = codec;
     absl::StatusOr<std::unique_ptr<kv_store::RedisStore>> s = kv_store::RedisStore::Open(o);
     if (!s.ok()) return s.status();
-    return std::unique_ptr<kv_store::BlockStore>(*std::move(s));
+    return std::unique_ptr<kv_store::KvStore>(*std::move(s));
   };
   switch (config.kind) {
     case StoreKind::kShm:
@@ -96,11 +96,11 @@ absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> OpenStore(const StoreConfi
     case StoreKind::kRedis:
       return open_redis();
     case StoreKind::kTiered: {
-      absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> local = open_shm();
+      absl::StatusOr<std::unique_ptr<kv_store::KvStore>> local = open_shm();
       if (!local.ok()) return local.status();
-      absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> remote = open_redis();
+      absl::StatusOr<std::unique_ptr<kv_store::KvStore>> remote = open_redis();
       if (!remote.ok()) return remote.status();
-      return std::unique_ptr<kv_store::BlockStore>(
+      return std::unique_ptr<kv_store::KvStore>(
           std::make_unique<kv_store::TieredStore>(*std::move(local), *std::move(remote)));
     }
   }

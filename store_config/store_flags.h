@@ -18,7 +18,7 @@
 #include "absl/status/statusor.h"
 #include "engine/dtype.h"
 #include "engine/kv_cache.h"
-#include "kv_store/block_store.h"
+#include "kv_store/kv_store.h"
 
 namespace blockserve::store_config {
 
@@ -41,7 +41,7 @@ absl::StatusOr<StoreConfig> StoreConfigFromFlags();
 // value's header and are checked on every read). Errors are the backends' (a shared
 // memory segment of another layout, bad options); an unreachable Redis is not an error
 // here: RedisStore treats it as misses and dropped writes until it comes back.
-absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> OpenStore(const StoreConfig& config,
+absl::StatusOr<std::unique_ptr<kv_store::KvStore>> OpenStore(const StoreConfig& config,
                                                                 uint64_t model_fingerprint,
                                                                 const engine::KvShape& shape);
 

@@ -77,8 +77,8 @@ TEST_F(StoreFlagsTest, TwoOpenersOfOneShmConfigShareBlocksAndCatalog) {
   c.shm_name = shm_name_;
   c.shm_capacity_bytes = 1 << 20;
   c.dtype = engine::DType::kF32;
-  absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> writer = OpenStore(c, 42, kShape);
-  absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> reader = OpenStore(c, 42, kShape);
+  absl::StatusOr<std::unique_ptr<kv_store::KvStore>> writer = OpenStore(c, 42, kShape);
+  absl::StatusOr<std::unique_ptr<kv_store::KvStore>> reader = OpenStore(c, 42, kShape);
   ASSERT_TRUE(writer.ok()) << writer.status();
   ASSERT_TRUE(reader.ok()) << reader.status();
   const engine::KvCache kv = SomeBlock();
@@ -103,8 +103,8 @@ TEST_F(StoreFlagsTest, StoreOfAnotherModelDoesNotServeTheBlock) {
   StoreConfig c;
   c.shm_name = shm_name_;
   c.shm_capacity_bytes = 1 << 20;
-  absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> model_a = OpenStore(c, 1, kShape);
-  absl::StatusOr<std::unique_ptr<kv_store::BlockStore>> model_b = OpenStore(c, 2, kShape);
+  absl::StatusOr<std::unique_ptr<kv_store::KvStore>> model_a = OpenStore(c, 1, kShape);
+  absl::StatusOr<std::unique_ptr<kv_store::KvStore>> model_b = OpenStore(c, 2, kShape);
   ASSERT_TRUE(model_a.ok() && model_b.ok());
   const engine::KvCache kv = SomeBlock();
   const kv_store::BlockKey key = kv_store::MakeBlockKey(1, kv.tokens());

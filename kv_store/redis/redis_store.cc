@@ -275,7 +275,7 @@ absl::Status RedisStore::Set(const Args& args, std::string_view what) {
   return absl::OkStatus();
 }
 
-absl::Status RedisStore::Put(const BlockKey& key, const engine::KvCache& kv) {
+absl::StatusOr<uint64_t> RedisStore::Put(const BlockKey& key, const engine::KvCache& kv) {
   if (!(kv.shape() == options_.codec.shape)) {
     return absl::InvalidArgumentError(
         absl::StrCat("redis store: block shape [layers ", kv.shape().num_layers, ", kv heads ",
@@ -299,7 +299,11 @@ absl::Status RedisStore::Put(const BlockKey& key, const engine::KvCache& kv) {
   ++metrics_.puts;
   metrics_.bytes_written += static_cast<int64_t>(value.size());
   metrics_.put_seconds += absl::ToDoubleSeconds(absl::Now() - start);
-  return absl::OkStatus();
+  return uint64_t{value.size()};
+}
+
+uint64_t RedisStore::ValueBytes(const engine::KvCache& kv) const {
+  return EncodedValueBytes(kv.shape(), kv.num_tokens(), options_.codec.dtype);
 }
 
 bool RedisStore::Contains(const BlockKey& key) {

@@ -1,4 +1,4 @@
-// A BlockStore in Redis, through hiredis: the store that nodes share.
+// A KvStore in Redis, through hiredis: the store that nodes share.
 //
 // Keys: `<key_prefix>blk:<BlockKey::Hex()>` holds the codec's bytes of a block (the
 // content key already includes the model fingerprint); `<key_prefix>pid:<passage id>`
@@ -32,7 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "kv_store/block_store.h"
+#include "kv_store/kv_store.h"
 #include "kv_store/codec.h"
 
 namespace blockserve::kv_store {
@@ -54,7 +54,7 @@ struct RedisStoreOptions {
   absl::Duration retry_backoff = absl::Milliseconds(500);  // after a failed dial
 };
 
-class RedisStore : public BlockStore {
+class RedisStore : public KvStore {
  public:
   // InvalidArgument for unusable options. Tries one connection; if Redis is unreachable
   // it logs that and still returns a store (see the file comment).
@@ -67,7 +67,8 @@ class RedisStore : public BlockStore {
   // decoded instead of buffering a whole batch of multi-MB values.
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
   // InvalidArgument when kv's shape differs from options.codec.shape.
-  absl::Status Put(const BlockKey& key, const engine::KvCache& kv) override;
+  absl::StatusOr<uint64_t> Put(const BlockKey& key, const engine::KvCache& kv) override;
+  uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   std::optional<BlockKey> GetPassage(std::string_view passage_id) override;

@@ -285,7 +285,7 @@ TEST_F(RedisStoreTest, PutOfABlockWithAnotherShapeIsInvalidArgument) {
   const engine::KvCache block =
       MakeBlock({.num_layers = 1, .num_kv_heads = 2, .head_dim = 8}, 3, 11);
 
-  EXPECT_TRUE(absl::IsInvalidArgument(store->Put(KeyFor(block), block)));
+  EXPECT_TRUE(absl::IsInvalidArgument(store->Put(KeyFor(block), block).status()));
   EXPECT_EQ(store->metrics().puts, 0);
 }
 
@@ -308,7 +308,7 @@ TEST_F(RedisStoreTest, OutageTurnsGetsIntoMissesAndDropsPutsThenRecoversAfterRes
     if (i == 4) server_->Stop();
     const engine::KvCache block = MakeBlock(shape, 64, 21 + i);
     const absl::Time start = absl::Now();
-    const absl::Status put = store->Put(KeyFor(block), block);
+    const absl::Status put = store->Put(KeyFor(block), block).status();
     const absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
     slowest = std::max(slowest, absl::Now() - start);
     if (i < 4) {
@@ -354,7 +354,7 @@ TEST_F(RedisStoreTest, RedisKilledUnderConcurrentBatchesCostsOnlyBoundedMissesAn
     while (!done) {
       for (int i = 0; i < 4; ++i) {
         const absl::Time start = absl::Now();
-        const absl::Status put = store->Put(keys[(i + offset) % 4], blocks[(i + offset) % 4]);
+        const absl::Status put = store->Put(keys[(i + offset) % 4], blocks[(i + offset) % 4]).status();
         (put.ok() ? ok_puts : failed_puts)++;
         EXPECT_TRUE(put.ok() || absl::IsUnavailable(put)) << put;
         for (const auto& got : store->GetMany(keys)) {
@@ -382,7 +382,7 @@ TEST_F(RedisStoreTest, RedisKilledUnderConcurrentBatchesCostsOnlyBoundedMissesAn
   EXPECT_EQ(store->metrics().dropped_puts, failed_puts.load());
   EXPECT_GT(store->metrics().misses, 0);
   EXPECT_LT(slowest_ms.load(), 2000);
-  const absl::Status put_after = store->Put(keys[0], blocks[0]);
+  const absl::Status put_after = store->Put(keys[0], blocks[0]).status();
   EXPECT_TRUE(put_after.ok()) << put_after;
   EXPECT_TRUE(store->Get(keys[0]).ok());
 }
@@ -399,7 +399,7 @@ TEST_F(RedisStoreTest, StuckRedisCostsAtMostAboutTheOpTimeoutPerCall) {
   const absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
   const absl::Duration get_time = absl::Now() - start;
   start = absl::Now();
-  const absl::Status put = store->Put(KeyFor(block), block);
+  const absl::Status put = store->Put(KeyFor(block), block).status();
   const absl::Duration put_time = absl::Now() - start;
   server_->Resume();
 
@@ -428,7 +428,7 @@ TEST_F(RedisStoreTest, OpenSucceedsWhileRedisIsDownAndTheStoreWorksOnceItIsUp) {
   auto store = OpenStore(Options());
   ASSERT_NE(store, nullptr);
   const engine::KvCache block = MakeBlock(kSmallShape, 4, 60);
-  EXPECT_TRUE(absl::IsUnavailable(store->Put(KeyFor(block), block)));
+  EXPECT_TRUE(absl::IsUnavailable(store->Put(KeyFor(block), block).status()));
 
   ASSERT_TRUE(server_->Restart().ok());
   absl::SleepFor(absl::Milliseconds(150));  // past retry_backoff

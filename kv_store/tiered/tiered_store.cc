@@ -19,7 +19,7 @@ absl::Status CombineWrites(const absl::Status& local, const absl::Status& remote
 
 }  // namespace
 
-TieredStore::TieredStore(std::unique_ptr<BlockStore> local, std::unique_ptr<BlockStore> remote)
+TieredStore::TieredStore(std::unique_ptr<KvStore> local, std::unique_ptr<KvStore> remote)
     : local_(std::move(local)), remote_(std::move(remote)) {}
 
 void TieredStore::Promote(const BlockKey& key, const engine::KvCache& kv) {
@@ -60,11 +60,11 @@ std::vector<absl::StatusOr<engine::KvCache>> TieredStore::GetMany(absl::Span<con
   return results;
 }
 
-absl::Status TieredStore::Put(const BlockKey& key, const engine::KvCache& kv) {
+absl::StatusOr<uint64_t> TieredStore::Put(const BlockKey& key, const engine::KvCache& kv) {
   const absl::Time start = absl::Now();
-  const absl::Status local = local_->Put(key, kv);
-  const absl::Status remote = remote_->Put(key, kv);
-  const absl::Status status = CombineWrites(local, remote);
+  const absl::StatusOr<uint64_t> local = local_->Put(key, kv);
+  const absl::StatusOr<uint64_t> remote = remote_->Put(key, kv);
+  const absl::Status status = CombineWrites(local.status(), remote.status());
   absl::MutexLock lock(&mu_);
   if (status.ok()) {
     ++metrics_.puts;
@@ -72,7 +72,12 @@ absl::Status TieredStore::Put(const BlockKey& key, const engine::KvCache& kv) {
     ++metrics_.dropped_puts;
   }
   metrics_.put_seconds += absl::ToDoubleSeconds(absl::Now() - start);
-  return status;
+  if (!status.ok()) return status;
+  return local.value_or(0) + remote.value_or(0);
+}
+
+uint64_t TieredStore::ValueBytes(const engine::KvCache& kv) const {
+  return local_->ValueBytes(kv);
 }
 
 bool TieredStore::Contains(const BlockKey& key) {

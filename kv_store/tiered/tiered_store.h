@@ -1,4 +1,4 @@
-// Two BlockStores as one: a fast local tier (shared memory on this node) in front of a
+// Two KvStores as one: a fast local tier (shared memory on this node) in front of a
 // shared remote tier (Redis across nodes).
 //
 // Reads go to the local tier first; a local miss is looked up remotely, and a remote hit
@@ -23,21 +23,24 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
-#include "kv_store/block_store.h"
+#include "kv_store/kv_store.h"
 
 namespace blockserve::kv_store {
 
-class TieredStore : public BlockStore {
+class TieredStore : public KvStore {
  public:
   // Takes ownership of both tiers; neither may be null.
-  TieredStore(std::unique_ptr<BlockStore> local, std::unique_ptr<BlockStore> remote);
+  TieredStore(std::unique_ptr<KvStore> local, std::unique_ptr<KvStore> remote);
 
   absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
-  // Writes both tiers. OK when at least one of them stored the block; otherwise
+  // Writes both tiers and returns the bytes both wrote. OK when at least one of them
+  // stored the block; otherwise
   // INVALID_ARGUMENT if a tier rejected the block, else UNAVAILABLE (counted in
   // dropped_puts). PutPassage behaves the same.
-  absl::Status Put(const BlockKey& key, const engine::KvCache& kv) override;
+  absl::StatusOr<uint64_t> Put(const BlockKey& key, const engine::KvCache& kv) override;
+  // The local tier's size of the value (a hit is read from the local tier).
+  uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   std::optional<BlockKey> GetPassage(std::string_view passage_id) override;
@@ -55,8 +58,8 @@ class TieredStore : public BlockStore {
  private:
   void Promote(const BlockKey& key, const engine::KvCache& kv);
 
-  const std::unique_ptr<BlockStore> local_;
-  const std::unique_ptr<BlockStore> remote_;
+  const std::unique_ptr<KvStore> local_;
+  const std::unique_ptr<KvStore> remote_;
 
   mutable absl::Mutex mu_;
   StoreMetrics metrics_ ABSL_GUARDED_BY(mu_);

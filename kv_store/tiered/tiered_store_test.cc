@@ -143,7 +143,7 @@ TEST_F(TieredStoreTest, WithRedisDownBlocksAreStillServedAndStoredLocally) {
   server_->Stop();
 
   absl::StatusOr<engine::KvCache> got = store_->Get(KeyFor(cached));
-  const absl::Status put = store_->Put(KeyFor(written_during_outage), written_during_outage);
+  const absl::Status put = store_->Put(KeyFor(written_during_outage), written_during_outage).status();
   absl::StatusOr<engine::KvCache> got_new = store_->Get(KeyFor(written_during_outage));
   absl::StatusOr<engine::KvCache> absent = store_->Get(KeyFor(MakeBlock(50)));
 

@@ -1,8 +1,9 @@
 // A passage's block tokens from what a client sent (text or token ids), checked by the
-// rules of proto Passage / PassageRef. The encoder and the prefill both call these, so
-// a passage is accepted, and tokenized, identically on ingest and at query time.
-#ifndef BLOCKSERVE_PASSAGE_ENCODER_PASSAGE_TOKENS_H_
-#define BLOCKSERVE_PASSAGE_ENCODER_PASSAGE_TOKENS_H_
+// model-dependent rules of proto Passage / PassageRef (tokenized length, vocabulary).
+// BlockCache resolves both ingested passages and a prompt's references through these,
+// so a passage is accepted, and tokenized, identically on ingest and at query time.
+#ifndef BLOCKSERVE_BLOCKS_PASSAGE_REF_H_
+#define BLOCKSERVE_BLOCKS_PASSAGE_REF_H_
 
 #include <cstdint>
 #include <string_view>
@@ -14,7 +15,7 @@
 #include "engine/tokenizer.h"
 #include "proto/blockserve.pb.h"
 
-namespace blockserve::passage_encoder {
+namespace blockserve::blocks {
 
 inline constexpr size_t kMaxPassageIdBytes = 256;
 
@@ -38,6 +39,6 @@ absl::StatusOr<std::vector<int32_t>> PassageContentTokens(const engine::Tokenize
 // control characters. Empty is valid (an anonymous passage).
 absl::Status ValidatePassageId(std::string_view id);
 
-}  // namespace blockserve::passage_encoder
+}  // namespace blockserve::blocks
 
-#endif  // BLOCKSERVE_PASSAGE_ENCODER_PASSAGE_TOKENS_H_
+#endif  // BLOCKSERVE_BLOCKS_PASSAGE_REF_H_

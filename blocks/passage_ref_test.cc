@@ -1,16 +1,16 @@
-#include "passage_encoder/passage_tokens.h"
+#include "blocks/passage_ref.h"
 
 #include "engine/prompt.h"
 #include "engine/tiny_model.h"
 #include "gtest/gtest.h"
 
-namespace blockserve::passage_encoder {
+namespace blockserve::blocks {
 namespace {
 
-class PassageTokensTest : public ::testing::Test {
+class PassageRefTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const std::string dir = testing::TempDir() + "/passage_tokens_test_model";
+    const std::string dir = testing::TempDir() + "/passage_ref_test_model";
     ASSERT_TRUE(engine::WriteTinyModel(dir, {}).ok());
     absl::StatusOr<engine::Tokenizer> t = engine::Tokenizer::FromFile(dir + "/tokenizer.json");
     ASSERT_TRUE(t.ok());
@@ -23,23 +23,23 @@ class PassageTokensTest : public ::testing::Test {
   static engine::ModelConfig config_;
 };
 
-engine::Tokenizer* PassageTokensTest::tokenizer_ = nullptr;
-engine::ModelConfig PassageTokensTest::config_;
+engine::Tokenizer* PassageRefTest::tokenizer_ = nullptr;
+engine::ModelConfig PassageRefTest::config_;
 
-TEST_F(PassageTokensTest, TextTokensAreThePromptLayoutsPassageBlock) {
+TEST_F(PassageRefTest, TextTokensAreThePromptLayoutsPassageBlock) {
   absl::StatusOr<std::vector<int32_t>> t = TextPassageTokens(*tokenizer_, config_, "The river.");
   ASSERT_TRUE(t.ok());
   EXPECT_EQ(*t, engine::PassageBlockTokens(*tokenizer_, "The river."));
 }
 
-TEST_F(PassageTokensTest, EmptyOrInvalidUtf8TextIsInvalidArgument) {
+TEST_F(PassageRefTest, EmptyOrInvalidUtf8TextIsInvalidArgument) {
   EXPECT_EQ(TextPassageTokens(*tokenizer_, config_, "").status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(TextPassageTokens(*tokenizer_, config_, "\xFF\xFE").status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(PassageTokensTest, TokenIdsMustBeInVocabAndShorterThanTheContext) {
+TEST_F(PassageRefTest, TokenIdsMustBeInVocabAndShorterThanTheContext) {
   v1::TokenIds ids;
   ids.add_ids(0);
   ids.add_ids(config_.vocab_size - 1);
@@ -54,12 +54,12 @@ TEST_F(PassageTokensTest, TokenIdsMustBeInVocabAndShorterThanTheContext) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(PassageTokensTest, PassageWithoutContentIsInvalidArgument) {
+TEST_F(PassageRefTest, PassageWithoutContentIsInvalidArgument) {
   EXPECT_EQ(PassageContentTokens(*tokenizer_, config_, v1::Passage()).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(PassageTokensTest, PassageIdRules) {
+TEST_F(PassageRefTest, PassageIdRules) {
   EXPECT_TRUE(ValidatePassageId("").ok());
   EXPECT_TRUE(ValidatePassageId("wiki/Elbe#2 (été)").ok());
   EXPECT_FALSE(ValidatePassageId(std::string(kMaxPassageIdBytes + 1, 'a')).ok());
@@ -69,4 +69,4 @@ TEST_F(PassageTokensTest, PassageIdRules) {
 }
 
 }  // namespace
-}  // namespace blockserve::passage_encoder
+}  // namespace blockserve::blocks

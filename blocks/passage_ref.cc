@@ -1,10 +1,10 @@
-#include "passage_encoder/passage_tokens.h"
+#include "blocks/passage_ref.h"
 
 #include "absl/strings/str_cat.h"
 #include "engine/prompt.h"
 #include "engine/utf8.h"
 
-namespace blockserve::passage_encoder {
+namespace blockserve::blocks {
 namespace {
 
 absl::Status CheckLength(size_t n, const engine::ModelConfig& config, const char* what) {
@@ -72,4 +72,4 @@ absl::Status ValidatePassageId(std::string_view id) {
   return absl::OkStatus();
 }
 
-}  // namespace blockserve::passage_encoder
+}  // namespace blockserve::blocks

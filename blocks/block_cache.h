@@ -1,0 +1,123 @@
+// BlockCache: cache-or-compute of passage blocks, the one place that knows how a block's
+// position-0 KV gets from a passage to the KV store and back. The passage encoder and the
+// query prefill are thin services over it:
+//
+//   ingest (encoder):   PassageTokens -> Ingest: key, encode unless stored, put, and for
+//                       a named passage its source then its catalog entry.
+//   prompt (prefill):   SystemBlock / Resolve each reference -> Fetch (one GetMany) ->
+//                       EncodeMisses (write back per policy) -> the engine attends.
+//
+// A block is identified by its content key (KeySpace::BlockKeyOf(tokens)). A stored
+// value is used only when its tokens are the block's: a foreign value under a key is a
+// miss, and a named passage whose stored block or source does not hash to its catalog
+// key is INTERNAL (the store is inconsistent; nothing wrong is served).
+//
+// Thread-safe: requests may run concurrently (the engine serializes its compute; the
+// store is thread-safe).
+#ifndef BLOCKSERVE_BLOCKS_BLOCK_CACHE_H_
+#define BLOCKSERVE_BLOCKS_BLOCK_CACHE_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "blocks/key_space.h"
+#include "engine/engine.h"
+#include "kv_store/kv_store.h"
+#include "proto/blockserve.pb.h"
+
+namespace blockserve::blocks {
+
+// One block of a prompt, in prompt order.
+struct PromptBlock {
+  std::vector<int32_t> tokens;  // for a passage named by id: filled by Fetch
+  kv_store::BlockKey key;
+  std::string passage_id;       // set when the request named it by catalog id
+  // In: the caller attends to the block's cached position-0 KV (block mode, not a
+  // global block, cache not bypassed). Fetch and EncodeMisses fill `kv` only then.
+  bool want_kv = false;
+  std::optional<engine::KvCache> kv;
+  bool hit = false;  // kv came from the store
+};
+
+// What fetching and encoding a prompt's blocks cost.
+struct CacheStats {
+  uint64_t kv_bytes_fetched = 0;  // values read from the store (stored size)
+  uint64_t kv_bytes_written = 0;  // values written back (what the store wrote)
+  int64_t passages_reencoded = 0; // named passages encoded again from their source
+  double encode_flops = 0;        // model FLOPs of the blocks EncodeMisses computed
+};
+
+// What ingesting one passage did.
+struct Ingested {
+  kv_store::BlockKey key;
+  int64_t token_count = 0;
+  bool already_cached = false;  // the store held the block; nothing was encoded
+  double encode_ms = 0;         // model compute time (0 when already cached)
+  uint64_t kv_bytes_written = 0;
+};
+
+class BlockCache {
+ public:
+  // `engine` and `store` must outlive the cache.
+  BlockCache(engine::Engine& engine, kv_store::KvStore& store);
+
+  engine::Engine& engine() const { return engine_; }
+  const KeySpace& keys() const { return keys_; }
+
+  // ─────────────────────────── resolving references ───────────────────────────
+
+  // The block of a system prompt (engine/prompt.h); nullopt when it has no tokens.
+  std::optional<PromptBlock> SystemBlock(std::string_view system_prompt) const;
+
+  // A prompt's passage reference: by catalog id (NotFound for an unknown id; its tokens
+  // come with Fetch), inline text or inline token ids (InvalidArgument saying what is
+  // wrong: PassageContentTokens' rules).
+  absl::StatusOr<PromptBlock> Resolve(const v1::PassageRef& ref) const;
+
+  // An ingested passage's block tokens (its text or token ids; InvalidArgument as
+  // PassageContentTokens).
+  absl::StatusOr<std::vector<int32_t>> PassageTokens(const v1::Passage& passage) const;
+
+  // ──────────────────────────────── get or encode ────────────────────────────────
+
+  // Reads, in one GetMany, every block that wants its KV and every passage named by id
+  // (whose tokens are only in the store). A named passage whose block is gone takes its
+  // tokens from its stored source (NotFound, saying to ingest again, when that is gone
+  // too; counted in passages_reencoded). Marks the hits and fills their `kv`.
+  absl::Status Fetch(absl::Span<PromptBlock> blocks, CacheStats& stats);
+
+  // Encodes every block that wants its KV and was not a hit; with `write_back` stores it
+  // (a failed write-back is logged and costs only a later miss).
+  absl::Status EncodeMisses(absl::Span<PromptBlock> blocks, bool write_back, CacheStats& stats);
+
+  // ─────────────────────────────────── ingest ───────────────────────────────────
+
+  // Stores the block of `tokens` unless the store holds it already (always encodes and
+  // writes with `force_reencode`); for a non-empty `passage_id` then stores its source
+  // and points the catalog entry at it, in that order, so a catalog entry is never
+  // visible without its source. Errors: the engine's, the store's (RESOURCE_EXHAUSTED,
+  // UNAVAILABLE), INTERNAL when the store rejects the engine's own shape.
+  absl::StatusOr<Ingested> Ingest(std::string_view passage_id, absl::Span<const int32_t> tokens,
+                                  bool force_reencode);
+
+ private:
+  // The tokens of named passage `b` whose block is gone, from its stored source.
+  absl::StatusOr<std::vector<int32_t>> SourceOf(const PromptBlock& b);
+  // Takes `value` (the store's answer for `b`) into `b`: its tokens for a named passage,
+  // its KV when wanted and it is `b`'s.
+  absl::Status Take(PromptBlock& b, absl::StatusOr<engine::KvCache> value, CacheStats& stats);
+
+  engine::Engine& engine_;
+  kv_store::KvStore& store_;
+  const KeySpace keys_;
+};
+
+}  // namespace blockserve::blocks
+
+#endif  // BLOCKSERVE_BLOCKS_BLOCK_CACHE_H_

@@ -1,0 +1,226 @@
+#include "blocks/block_cache.h"
+
+#include <unistd.h>
+
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "engine/prompt.h"
+#include "engine/tiny_model.h"
+#include "gtest/gtest.h"
+#include "kv_store/shm_store.h"
+
+namespace blockserve::blocks {
+namespace {
+
+constexpr char kRiver[] = "The river Elbe flows through Dresden and Hamburg to the North Sea.";
+constexpr char kCapital[] = "The capital of France is Paris.";
+
+class BlockCacheTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string dir = testing::TempDir() + "/block_cache_test_model";
+    ASSERT_TRUE(engine::WriteTinyModel(dir, {}).ok());
+    absl::StatusOr<std::unique_ptr<engine::Engine>> e = engine::Engine::Load(dir, {1});
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = e->release();
+  }
+  static void TearDownTestSuite() { delete engine_; }
+
+  void SetUp() override {
+    static int counter = 0;
+    shm_name_ = absl::StrCat("/bs-block-cache-test-", getpid(), "-", counter++);
+    kv_store::ShmStoreOptions o;
+    o.name = shm_name_;
+    o.capacity_bytes = 8 << 20;
+    o.max_entries = 256;
+    o.max_passages = 256;
+    o.codec = {engine_->model_fingerprint(), engine_->kv_shape(), engine::DType::kF32};
+    absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> s = kv_store::ShmStore::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+    cache_ = std::make_unique<BlockCache>(*engine_, *store_);
+  }
+  void TearDown() override {
+    cache_.reset();
+    store_.reset();
+    ASSERT_TRUE(kv_store::ShmStore::Remove(shm_name_).ok());
+  }
+
+  static std::vector<int32_t> Tokens(const char* text) {
+    return engine::PassageBlockTokens(engine_->tokenizer(), text);
+  }
+  static v1::PassageRef ById(const std::string& id) {
+    v1::PassageRef r;
+    r.set_passage_id(id);
+    return r;
+  }
+  static v1::PassageRef ByText(const std::string& text) {
+    v1::PassageRef r;
+    r.set_text(text);
+    return r;
+  }
+  PromptBlock Resolved(const v1::PassageRef& ref, bool want_kv) {
+    absl::StatusOr<PromptBlock> b = cache_->Resolve(ref);
+    EXPECT_TRUE(b.ok()) << b.status();
+    if (!b.ok()) return {};
+    b->want_kv = want_kv;
+    return *std::move(b);
+  }
+
+  static engine::Engine* engine_;
+  std::string shm_name_;
+  std::unique_ptr<kv_store::ShmStore> store_;
+  std::unique_ptr<BlockCache> cache_;
+};
+
+engine::Engine* BlockCacheTest::engine_ = nullptr;
+
+bool SameKv(const engine::KvCache& a, const engine::KvCache& b) {
+  if (!(a.shape() == b.shape()) || a.tokens() != b.tokens()) return false;
+  const int64_t n = a.num_tokens() * a.shape().row();
+  for (int64_t l = 0; l < a.shape().num_layers; ++l) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (a.k(l)[i] != b.k(l)[i] || a.v(l)[i] != b.v(l)[i]) return false;
+    }
+  }
+  return true;
+}
+
+TEST_F(BlockCacheTest, IngestStoresTheEncodedBlockUnderItsKeyOnce) {
+  const std::vector<int32_t> tokens = Tokens(kRiver);
+  absl::StatusOr<Ingested> first = cache_->Ingest("", tokens, false);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->key, cache_->keys().BlockKeyOf(tokens));
+  EXPECT_FALSE(first->already_cached);
+  absl::StatusOr<engine::KvCache> want = engine_->EncodeBlock(tokens);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(first->kv_bytes_written, store_->ValueBytes(*want));
+  absl::StatusOr<engine::KvCache> stored = store_->Get(first->key);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_TRUE(SameKv(*stored, *want));
+
+  absl::StatusOr<Ingested> second = cache_->Ingest("", tokens, false);
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE(second->already_cached);
+  EXPECT_EQ(second->kv_bytes_written, 0u);
+  EXPECT_FALSE(store_->GetPassage("").has_value());
+}
+
+TEST_F(BlockCacheTest, NamedIngestStoresSourceAndCatalogEntry) {
+  const std::vector<int32_t> tokens = Tokens(kRiver);
+  absl::StatusOr<Ingested> r = cache_->Ingest("elbe", tokens, false);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(store_->GetPassage("elbe"), r->key);
+  absl::StatusOr<std::vector<int32_t>> source = store_->GetSource(r->key);
+  ASSERT_TRUE(source.ok());
+  EXPECT_EQ(*source, tokens);
+}
+
+TEST_F(BlockCacheTest, ANamedPassageTakesItsTokensAndKvFromTheStore) {
+  ASSERT_TRUE(cache_->Ingest("elbe", Tokens(kRiver), false).ok());
+  std::vector<PromptBlock> blocks = {Resolved(ById("elbe"), /*want_kv=*/true)};
+  EXPECT_TRUE(blocks[0].tokens.empty());
+  CacheStats stats;
+  ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(blocks), stats).ok());
+  EXPECT_EQ(blocks[0].tokens, Tokens(kRiver));
+  ASSERT_TRUE(blocks[0].hit);
+  ASSERT_TRUE(blocks[0].kv.has_value());
+  EXPECT_EQ(stats.kv_bytes_fetched, store_->ValueBytes(*blocks[0].kv));
+  EXPECT_EQ(stats.passages_reencoded, 0);
+}
+
+TEST_F(BlockCacheTest, ANamedPassageWhoseBlockIsGoneIsEncodedFromItsSource) {
+  const std::vector<int32_t> tokens = Tokens(kRiver);
+  // The catalog entry and the source, but no block (as after an eviction).
+  const kv_store::BlockKey key = cache_->keys().BlockKeyOf(tokens);
+  ASSERT_TRUE(store_->PutSource(key, tokens).ok());
+  ASSERT_TRUE(store_->PutPassage("elbe", key).ok());
+
+  std::vector<PromptBlock> blocks = {Resolved(ById("elbe"), /*want_kv=*/true)};
+  CacheStats stats;
+  ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(blocks), stats).ok());
+  EXPECT_EQ(blocks[0].tokens, tokens);
+  EXPECT_FALSE(blocks[0].hit);
+  EXPECT_EQ(stats.passages_reencoded, 1);
+  ASSERT_TRUE(cache_->EncodeMisses(absl::MakeSpan(blocks), /*write_back=*/true, stats).ok());
+  ASSERT_TRUE(blocks[0].kv.has_value());
+  EXPECT_GT(stats.encode_flops, 0);
+  EXPECT_EQ(stats.kv_bytes_written, store_->ValueBytes(*blocks[0].kv));
+  EXPECT_TRUE(store_->Contains(key));
+}
+
+TEST_F(BlockCacheTest, ANamedPassageWithNeitherBlockNorSourceIsNotFound) {
+  ASSERT_TRUE(store_->PutPassage("gone", cache_->keys().BlockKeyOf(Tokens(kRiver))).ok());
+  std::vector<PromptBlock> blocks = {Resolved(ById("gone"), /*want_kv=*/true)};
+  CacheStats stats;
+  const absl::Status s = cache_->Fetch(absl::MakeSpan(blocks), stats);
+  EXPECT_TRUE(absl::IsNotFound(s)) << s;
+  EXPECT_NE(s.message().find("ingest the passage again"), std::string_view::npos) << s;
+}
+
+TEST_F(BlockCacheTest, AnUnknownPassageIdIsNotFound) {
+  EXPECT_TRUE(absl::IsNotFound(cache_->Resolve(ById("nobody")).status()));
+}
+
+TEST_F(BlockCacheTest, ACatalogEntryAtAnotherPassagesBlockIsInternal) {
+  // "elbe" names the content key of kCapital, but the block stored there is kRiver's.
+  const kv_store::BlockKey capital_key = cache_->keys().BlockKeyOf(Tokens(kCapital));
+  absl::StatusOr<engine::KvCache> river = engine_->EncodeBlock(Tokens(kRiver));
+  ASSERT_TRUE(river.ok());
+  ASSERT_TRUE(store_->Put(capital_key, *river).ok());
+  ASSERT_TRUE(store_->PutPassage("elbe", capital_key).ok());
+  std::vector<PromptBlock> blocks = {Resolved(ById("elbe"), /*want_kv=*/true)};
+  CacheStats stats;
+  EXPECT_TRUE(absl::IsInternal(cache_->Fetch(absl::MakeSpan(blocks), stats)));
+}
+
+TEST_F(BlockCacheTest, AForeignValueUnderAnInlineBlocksKeyIsAMissAndRecomputed) {
+  const kv_store::BlockKey capital_key = cache_->keys().BlockKeyOf(Tokens(kCapital));
+  absl::StatusOr<engine::KvCache> river = engine_->EncodeBlock(Tokens(kRiver));
+  ASSERT_TRUE(river.ok());
+  ASSERT_TRUE(store_->Put(capital_key, *river).ok());
+
+  std::vector<PromptBlock> blocks = {Resolved(ByText(kCapital), /*want_kv=*/true)};
+  CacheStats stats;
+  ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(blocks), stats).ok());
+  EXPECT_FALSE(blocks[0].hit);
+  ASSERT_TRUE(cache_->EncodeMisses(absl::MakeSpan(blocks), /*write_back=*/false, stats).ok());
+  absl::StatusOr<engine::KvCache> want = engine_->EncodeBlock(Tokens(kCapital));
+  ASSERT_TRUE(want.ok());
+  ASSERT_TRUE(blocks[0].kv.has_value());
+  EXPECT_TRUE(SameKv(*blocks[0].kv, *want));
+}
+
+TEST_F(BlockCacheTest, WithoutWriteBackAMissIsEncodedButNotStored) {
+  std::vector<PromptBlock> blocks = {Resolved(ByText(kRiver), /*want_kv=*/true)};
+  CacheStats stats;
+  ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(blocks), stats).ok());
+  ASSERT_TRUE(cache_->EncodeMisses(absl::MakeSpan(blocks), /*write_back=*/false, stats).ok());
+  EXPECT_TRUE(blocks[0].kv.has_value());
+  EXPECT_EQ(stats.kv_bytes_written, 0u);
+  EXPECT_FALSE(store_->Contains(blocks[0].key));
+}
+
+TEST_F(BlockCacheTest, ABlockThatDoesNotWantItsKvIsNeitherFetchedNorEncoded) {
+  ASSERT_TRUE(cache_->Ingest("", Tokens(kRiver), false).ok());
+  std::vector<PromptBlock> blocks = {Resolved(ByText(kRiver), /*want_kv=*/false)};
+  CacheStats stats;
+  ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(blocks), stats).ok());
+  ASSERT_TRUE(cache_->EncodeMisses(absl::MakeSpan(blocks), true, stats).ok());
+  EXPECT_FALSE(blocks[0].kv.has_value());
+  EXPECT_EQ(stats.kv_bytes_fetched, 0u);
+  EXPECT_EQ(stats.encode_flops, 0);
+}
+
+TEST_F(BlockCacheTest, SystemPromptIsABlockAndAnEmptyOneIsNone) {
+  std::optional<PromptBlock> system = cache_->SystemBlock("You answer briefly.");
+  ASSERT_TRUE(system.has_value());
+  EXPECT_EQ(system->tokens, engine::SystemBlockTokens(engine_->tokenizer(), "You answer briefly."));
+  EXPECT_EQ(system->key, cache_->keys().BlockKeyOf(system->tokens));
+  EXPECT_EQ(cache_->SystemBlock("").has_value(),
+            !engine::SystemBlockTokens(engine_->tokenizer(), "").empty());
+}
+
+}  // namespace
+}  // namespace blockserve::blocks
