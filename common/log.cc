@@ -17,6 +17,7 @@ std::string& ServiceName() {
 }  // namespace
 
 void SetLogServiceName(std::string name) { ServiceName() = std::move(name); }
+const std::string& LogServiceName() { return ServiceName(); }
 
 void LogEvent(std::string_view event, const LogFields& fields) {
   nlohmann::json line;

@@ -12,6 +12,7 @@ namespace blockserve {
 
 // Names the process in every line (set once at start-up, before any thread logs).
 void SetLogServiceName(std::string name);
+const std::string& LogServiceName();
 
 using LogFields = std::vector<std::pair<std::string, std::string>>;
 void LogEvent(std::string_view event, const LogFields& fields = {});

@@ -1,80 +1,38 @@
 // query_prefill: the blockserve.v1.QueryPrefill gRPC server. Loads a model, opens the
 // configured KV store, and serves prefills that hand their KV to decoders (README.md).
 
-#include <iostream>
 #include <memory>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "blocks/block_cache.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/server.h"
-#include "engine/memory.h"
-#include "engine/engine.h"
+#include "common/server_flags.h"
 #include "query_prefill/grpc_handoff.h"
 #include "query_prefill/prefill_core.h"
 #include "query_prefill/prefill_service.h"
-#include "store_config/store_flags.h"
+#include "store_config/cache_stack.h"
 
-ABSL_FLAG(std::string, model_dir, "",
-          "Hugging Face model folder (config.json, *.safetensors, tokenizer.json); required");
-ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
 ABSL_FLAG(int, port, 50062, "gRPC port; 0 picks a free one (logged in the \"listening\" line)");
-ABSL_FLAG(int, metrics_port, 0, "port of the Prometheus /metrics endpoint; 0: none");
-ABSL_FLAG(std::string, advertise, "",
-          "this instance's \"host:port\", returned as PrefillResponse.served_by; empty: "
-          "<hostname>:<bound port>");
 ABSL_FLAG(int, max_passages, 64, "most passages one request may reference (more: INVALID_ARGUMENT)");
 ABSL_FLAG(int64_t, default_max_new_tokens, 256,
           "max_new_tokens of a request that leaves it unset (keep equal to the decoder's)");
 ABSL_FLAG(int64_t, max_new_tokens_limit, 4096,
           "largest max_new_tokens a request may ask for (keep equal to the decoder's)");
-ABSL_FLAG(int, num_threads, 0, "compute threads of the CPU engine; 0: all cores");
-ABSL_FLAG(int, drain_delay_ms, 0,
-          "on SIGTERM, how long to keep serving while health answers NOT_SERVING "
-          "(routers stop picking this instance) before draining; 0: drain at once");
 
 namespace bs = blockserve;
 
-namespace {
-
-int Fail(const std::string& what, const absl::Status& s) {
-  bs::LogEvent("fatal", {{"what", what}, {"error", s.ToString()}});
-  std::cerr << "query_prefill: " << what << ": " << s << "\n";
-  return 1;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  bs::BlockShutdownSignals();
-  absl::SetProgramUsageMessage(
-      "Serves blockserve.v1.QueryPrefill: fetches cached passage blocks, computes the query, "
-      "samples the first token and hands the KV to a decoder.\n"
-      "Usage: query_prefill --model_dir DIR [--port N] [--kv_store shm|redis|tiered] ...");
-  bs::ShowFlagsFromDirectories({"query_prefill/", "store_config/"});
-  absl::ParseCommandLine(argc, argv);
-  blockserve::KeepFreedMemoryForReuse();
-  bs::SetLogServiceName("query_prefill");
-  const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
-  if (model_dir.empty()) {
-    return Fail("flags", absl::InvalidArgumentError("--model_dir is required"));
-  }
-  absl::StatusOr<bs::store_config::StoreConfig> store_config =
-      bs::store_config::StoreConfigFromFlags();
-  if (!store_config.ok()) return Fail("flags", store_config.status());
-
-  absl::StatusOr<std::unique_ptr<bs::engine::Engine>> engine =
-      bs::engine::Engine::Load(model_dir, {absl::GetFlag(FLAGS_num_threads)});
-  if (!engine.ok()) return Fail("loading the model", engine.status());
-  absl::StatusOr<std::unique_ptr<bs::kv_store::KvStore>> store = bs::store_config::OpenStore(
-      *store_config, (*engine)->model_fingerprint(), (*engine)->kv_shape());
-  if (!store.ok()) return Fail("opening the KV store", store.status());
+  bs::StartServerMain(
+      argc, argv,
+      {.service_name = "query_prefill",
+       .usage = "Serves blockserve.v1.QueryPrefill: fetches cached passage blocks, computes the "
+                "query, samples the first token and hands the KV to a decoder.\n"
+                "Usage: query_prefill --model_dir DIR [--port N] [--kv_store shm|redis|tiered] ...",
+       .flag_dirs = {"query_prefill/", "store_config/", "common/model_flags"}});
+  absl::StatusOr<bs::store_config::CacheStack> stack = bs::store_config::OpenCacheStackFromFlags();
+  if (!stack.ok()) return bs::FailToStart("starting", stack.status());
 
   bs::MetricsRegistry metrics;
   bs::query_prefill::GrpcKvHandoff handoff;
@@ -82,26 +40,20 @@ int main(int argc, char** argv) {
   core_options.max_passages = absl::GetFlag(FLAGS_max_passages);
   core_options.max_new_tokens = {absl::GetFlag(FLAGS_default_max_new_tokens),
                                  absl::GetFlag(FLAGS_max_new_tokens_limit)};
-  bs::blocks::BlockCache cache(**engine, **store);
-  bs::query_prefill::PrefillCore core(cache, handoff, metrics, core_options);
+  bs::query_prefill::PrefillCore core(*stack->cache, handoff, metrics, core_options);
   bs::query_prefill::PrefillService service(core);
-  bs::LogEvent("ready", {{"model_dir", model_dir},
-                         {"model_fingerprint", core.fingerprint_hex()},
-                         {"kv_store", bs::store_config::DescribeStore(*store_config)}});
+  bs::LogEvent("ready", {{"model_fingerprint", core.fingerprint_hex()},
+                         {"kv_store", stack->store_description}});
 
-  bs::ServerOptions options;
-  options.service_name = "query_prefill";
-  options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
-  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
+  bs::ServerOptions options =
+      bs::ServerOptionsFromFlags("query_prefill", absl::GetFlag(FLAGS_port));
   options.on_listening = [&core](int port) {
-    std::string advertise = absl::GetFlag(FLAGS_advertise);
-    if (advertise.empty()) advertise = bs::DefaultAdvertiseAddress(port);
+    const std::string advertise = bs::AdvertisedAddress(port);
     core.set_served_by(advertise);
     bs::LogEvent("serving", {{"served_by", advertise}, {"port", absl::StrCat(port)}});
   };
   if (absl::Status s = bs::RunServer(options, {&service}, &metrics); !s.ok()) {
-    return Fail("serving", s);
+    return bs::FailToStart("serving", s);
   }
   return 0;
 }

@@ -2,20 +2,15 @@
 #include <iostream>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/server.h"
+#include "common/server_flags.h"
 #include "router/backend_pool.h"
 #include "router/router_core.h"
 #include "router/router_service.h"
 
-ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on (127.0.0.1: loopback only)");
 ABSL_FLAG(int, port, 50050, "gRPC port; 0 picks a free one (logged as {\"event\":\"listening\"})");
-ABSL_FLAG(int, metrics_port, 0, "HTTP port of the Prometheus /metrics endpoint; 0: none");
 ABSL_FLAG(std::string, prefill, "", "QueryPrefill backends, host:port[,host:port...]");
 ABSL_FLAG(std::string, decoder, "", "Decoder backends, host:port[,host:port...]");
 ABSL_FLAG(std::string, encoder, "", "PassageEncoder backends, host:port[,host:port...]");
@@ -30,9 +25,6 @@ ABSL_FLAG(int, max_request_s, 600,
 ABSL_FLAG(int, prefill_retries, 1,
           "placements retried after UNAVAILABLE / RESOURCE_EXHAUSTED, before any token is sent");
 ABSL_FLAG(int, shutdown_grace_ms, 5000, "on SIGTERM, how long in-flight calls may finish");
-ABSL_FLAG(int, drain_delay_ms, 0,
-          "on SIGTERM, how long to keep serving while health answers NOT_SERVING "
-          "(routers stop picking this instance) before draining; 0: drain at once");
 
 namespace {
 
@@ -44,16 +36,17 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  blockserve::BlockShutdownSignals();
-  absl::SetProgramUsageMessage(
-      "The BlockServe router: the client-facing gRPC service blockserve.v1.Router.\n"
-      "Places each request on a query_prefill (cache-aware) and a decoder (least loaded),\n"
-      "streams the answer back, and forwards Ingest to a passage_encoder.\n\n"
-      "Example:\n"
-      "  router --port=50050 --prefill=127.0.0.1:50062 --decoder=127.0.0.1:50063 \\\n"
-      "         --encoder=127.0.0.1:50061");
-  blockserve::ShowFlagsFromDirectories({"router/main.cc"});
-  absl::ParseCommandLine(argc, argv);
+  blockserve::StartServerMain(
+      argc, argv,
+      {.service_name = "router",
+       .usage =
+           "The BlockServe router: the client-facing gRPC service blockserve.v1.Router.\n"
+           "Places each request on a query_prefill (cache-aware) and a decoder (least loaded),\n"
+           "streams the answer back, and forwards Ingest to a passage_encoder.\n\n"
+           "Example:\n"
+           "  router --port=50050 --prefill=127.0.0.1:50062 --decoder=127.0.0.1:50063 \\\n"
+           "         --encoder=127.0.0.1:50061",
+       .flag_dirs = {"router/main.cc"}});
   namespace br = blockserve::router;
 
   br::BackendPoolOptions pool_options;
@@ -83,18 +76,18 @@ int main(int argc, char** argv) {
   options.max_request_time = absl::Seconds(absl::GetFlag(FLAGS_max_request_s));
   options.prefill_retries = absl::GetFlag(FLAGS_prefill_retries);
 
-  blockserve::SetLogServiceName("router");
   blockserve::MetricsRegistry metrics;
   br::BackendPool pool(pool_options, &metrics);
   pool.Start();
   br::RouterCore core(&pool, options, &metrics);
   br::RouterService service(&core);
 
-  blockserve::ServerOptions server;
-  server.service_name = "router";
-  server.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
-  server.metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  server.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
+  blockserve::ServerOptions server =
+      blockserve::ServerOptionsFromFlags("router", absl::GetFlag(FLAGS_port));
+  server.on_listening = [](int port) {
+    blockserve::LogEvent("serving", {{"served_by", blockserve::AdvertisedAddress(port)},
+                                     {"port", absl::StrCat(port)}});
+  };
   server.shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
   const absl::Status status = blockserve::RunServer(server, {&service}, &metrics);
   if (!status.ok()) {

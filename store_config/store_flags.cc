@@ -123,4 +123,14 @@ std::string DescribeStore(const StoreConfig& config) {
   return "?";
 }
 
+absl::StatusOr<FlagStore> OpenStoreFromFlags(uint64_t model_fingerprint,
+                                             const engine::KvShape& shape) {
+  absl::StatusOr<StoreConfig> config = StoreConfigFromFlags();
+  if (!config.ok()) return config.status();
+  absl::StatusOr<std::unique_ptr<kv_store::KvStore>> store =
+      OpenStore(*config, model_fingerprint, shape);
+  if (!store.ok()) return store.status();
+  return FlagStore{*std::move(store), DescribeStore(*config)};
+}
+
 }  // namespace blockserve::store_config

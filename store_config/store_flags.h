@@ -45,6 +45,15 @@ absl::StatusOr<std::unique_ptr<kv_store::KvStore>> OpenStore(const StoreConfig& 
                                                                 uint64_t model_fingerprint,
                                                                 const engine::KvShape& shape);
 
+// A store opened from the flags, with DescribeStore of its configuration.
+struct FlagStore {
+  std::unique_ptr<kv_store::KvStore> store;
+  std::string description;
+};
+// StoreConfigFromFlags then OpenStore: what a service's main() calls.
+absl::StatusOr<FlagStore> OpenStoreFromFlags(uint64_t model_fingerprint,
+                                             const engine::KvShape& shape);
+
 // A one-line description for start-up logs, e.g. "shm /blockserve-kv (1073741824 bytes, bf16)".
 std::string DescribeStore(const StoreConfig& config);
 

@@ -1,0 +1,52 @@
+#include "common/server_flags.h"
+
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on (127.0.0.1: loopback only)");
+ABSL_FLAG(int, metrics_port, 0, "HTTP port of the Prometheus /metrics endpoint; 0: none");
+ABSL_FLAG(std::string, advertise, "",
+          "this instance's \"host:port\" identity (logs, served_by); empty: "
+          "<hostname>:<bound port>");
+ABSL_FLAG(int, drain_delay_ms, 0,
+          "on SIGTERM, how long to keep serving while health answers NOT_SERVING "
+          "(routers stop picking this instance) before draining; 0: drain at once");
+
+namespace blockserve {
+
+void StartServerMain(int argc, char** argv, const ServerMainInfo& info) {
+  BlockShutdownSignals();
+  absl::SetProgramUsageMessage(info.usage);
+  std::vector<std::string> dirs = info.flag_dirs;
+  dirs.push_back("common/server_flags");
+  ShowFlagsFromDirectories(std::move(dirs));
+  absl::ParseCommandLine(argc, argv);
+  SetLogServiceName(info.service_name);
+}
+
+ServerOptions ServerOptionsFromFlags(std::string service_name, int port) {
+  ServerOptions options;
+  options.service_name = std::move(service_name);
+  options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", port);
+  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
+  return options;
+}
+
+std::string AdvertisedAddress(int bound_port) {
+  std::string advertise = absl::GetFlag(FLAGS_advertise);
+  return advertise.empty() ? DefaultAdvertiseAddress(bound_port) : advertise;
+}
+
+int FailToStart(std::string_view what, const absl::Status& status) {
+  LogEvent("fatal", {{"what", std::string(what)}, {"error", status.ToString()}});
+  std::cerr << LogServiceName() << ": " << what << ": " << status << " (see --help)\n";
+  return absl::IsInvalidArgument(status) ? 2 : 1;
+}
+
+}  // namespace blockserve

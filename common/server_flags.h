@@ -1,0 +1,47 @@
+// The command-line flags every BlockServe server shares, defined once:
+//   --host             address to listen on
+//   --metrics_port     port of the Prometheus /metrics endpoint (0: none)
+//   --advertise        the instance's "host:port" identity (empty: <hostname>:<port>)
+//   --drain_delay_ms   on SIGTERM, how long to keep serving while health says NOT_SERVING
+// and, for the servers that run the model, common/model_flags.h. --port stays with each
+// binary, whose default port is its own. A binary that links this library has the flags;
+// list "common/server_flags" in its ShowFlagsFromDirectories so --help shows them.
+#ifndef BLOCKSERVE_COMMON_SERVER_FLAGS_H_
+#define BLOCKSERVE_COMMON_SERVER_FLAGS_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/server.h"
+
+namespace blockserve {
+
+// What StartServerMain needs to know of a server.
+struct ServerMainInfo {
+  std::string service_name;            // names the log lines
+  std::string usage;                   // the first lines of --help
+  std::vector<std::string> flag_dirs;  // --help lists these sources' flags and the shared ones
+};
+
+// The start of every server's main(), in the order it must happen: blocks the shutdown
+// signals (before any thread starts, so RunServer's signal thread gets them), sets the
+// usage message and the --help filter, parses the command line, names the log lines.
+void StartServerMain(int argc, char** argv, const ServerMainInfo& info);
+
+// ServerOptions from the flags: service_name, listen_address (--host:`port`),
+// metrics_port and drain_delay; the caller sets the rest.
+ServerOptions ServerOptionsFromFlags(std::string service_name, int port);
+
+// --advertise, or DefaultAdvertiseAddress(bound_port) when it is empty.
+std::string AdvertisedAddress(int bound_port);
+
+// For main() when start-up fails: logs a "fatal" event and prints "<service>: <what>:
+// <status> (see --help)" to stderr; returns the exit code, 2 for bad flags
+// (InvalidArgument), else 1.
+int FailToStart(std::string_view what, const absl::Status& status);
+
+}  // namespace blockserve
+
+#endif  // BLOCKSERVE_COMMON_SERVER_FLAGS_H_
