@@ -114,23 +114,23 @@ struct DecoderCore::Metrics {
       registry = own.get();
     }
     admitted =
-        registry->GetCounter("decoder_sequences_admitted_total", "Sequences admitted to decoding.");
-    finished = registry->GetCounter("decoder_sequences_finished_total",
+        registry->GetCounter("blockserve_decoder_sequences_admitted_total", "Sequences admitted to decoding.");
+    finished = registry->GetCounter("blockserve_decoder_sequences_finished_total",
                                     "Sequences that finished (stop, EOS or length).");
     cancelled = registry->GetCounter(
-        "decoder_sequences_cancelled_total",
+        "blockserve_decoder_sequences_cancelled_total",
         "Sequences cancelled (Cancel, Stream cancelled, drain, or dropped unclaimed).");
-    dropped = registry->GetCounter("decoder_sequences_dropped_total",
+    dropped = registry->GetCounter("blockserve_decoder_sequences_dropped_total",
                                    "Sequences dropped because no Stream attached in time.");
     tokens =
-        registry->GetCounter("decoder_tokens_generated_total", "Tokens sampled by this decoder.");
-    active = registry->GetGauge("decoder_active_sequences", "Sequences receiving KV or decoding.");
+        registry->GetCounter("blockserve_decoder_tokens_generated_total", "Tokens sampled by this decoder.");
+    active = registry->GetGauge("blockserve_decoder_active_sequences", "Sequences receiving KV or decoding.");
     kv_bytes =
-        registry->GetGauge("decoder_kv_bytes_reserved", "KV bytes reserved for active sequences.");
-    batch_size = registry->GetHistogram("decoder_batch_size", "Sequences per decode step.",
+        registry->GetGauge("blockserve_decoder_kv_bytes_reserved", "KV bytes reserved for active sequences.");
+    batch_size = registry->GetHistogram("blockserve_decoder_batch_size", "Sequences per decode step.",
                                         {1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
     tpot_ms =
-        registry->GetHistogram("decoder_time_per_output_token_ms",
+        registry->GetHistogram("blockserve_decoder_time_per_output_token_ms",
                                "Decode step time per generated token, ms.", LatencyBucketsMs());
   }
   std::unique_ptr<MetricsRegistry> own;

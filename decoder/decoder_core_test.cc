@@ -193,7 +193,7 @@ TEST_F(DecoderCoreTest, SequencesJoiningMidRunEqualTheirSingleResults) {
   }
   // Some decode steps ran more than one sequence.
   const std::vector<int64_t> buckets =
-      metrics.GetHistogram("decoder_batch_size", "", {})->bucket_counts();
+      metrics.GetHistogram("blockserve_decoder_batch_size", "", {})->bucket_counts();
   int64_t multi = 0;
   for (size_t b = 1; b < buckets.size(); ++b) multi += buckets[b];
   EXPECT_GT(multi, 0);

@@ -34,11 +34,11 @@ DecoderService::DecoderService(engine::Engine& engine, DecoderCore& core,
     own_metrics_ = std::make_unique<MetricsRegistry>();
     metrics = own_metrics_.get();
   }
-  kv_bytes_received_ = metrics->GetCounter("decoder_kv_bytes_received_total",
+  kv_bytes_received_ = metrics->GetCounter("blockserve_decoder_kv_bytes_received_total",
                                            "KV payload bytes received by AcceptSequence.");
-  handoffs_failed_ = metrics->GetCounter("decoder_handoffs_failed_total",
+  handoffs_failed_ = metrics->GetCounter("blockserve_decoder_handoffs_failed_total",
                                          "AcceptSequence calls that ended with an error.");
-  receive_ms_ = metrics->GetHistogram("decoder_kv_receive_ms",
+  receive_ms_ = metrics->GetHistogram("blockserve_decoder_kv_receive_ms",
                                       "AcceptSequence time from header to admission, ms.",
                                       LatencyBucketsMs());
 }

@@ -381,11 +381,11 @@ void BackendPool::UpdateGaugesLocked() {
   if (metrics_ == nullptr) return;
   int healthy[4] = {0, 0, 0, 0};
   for (const auto& b : backends_) healthy[b->role] += b->healthy;
-  metrics_->GetGauge("router_healthy_prefills", "prefill backends answering SERVING")
+  metrics_->GetGauge("blockserve_router_healthy_prefills", "prefill backends answering SERVING")
       ->Set(healthy[v1::BACKEND_ROLE_PREFILL]);
-  metrics_->GetGauge("router_healthy_decoders", "decoder backends answering SERVING")
+  metrics_->GetGauge("blockserve_router_healthy_decoders", "decoder backends answering SERVING")
       ->Set(healthy[v1::BACKEND_ROLE_DECODER]);
-  metrics_->GetGauge("router_healthy_encoders", "encoder backends answering SERVING")
+  metrics_->GetGauge("blockserve_router_healthy_encoders", "encoder backends answering SERVING")
       ->Set(healthy[v1::BACKEND_ROLE_ENCODER]);
 }
 

@@ -231,24 +231,24 @@ uint64_t PassageAffinityKey(const v1::GenerateRequest& r) {
 struct RouterCore::Instruments {
   explicit Instruments(MetricsRegistry* m)
       : registry(m),
-        requests(m->GetCounter("router_generate_requests_total", "Generate calls received")),
-        active(m->GetGauge("router_generate_active", "Generate calls in progress")),
-        ttft(m->GetHistogram("router_ttft_ms", "time to first token at the router, ms",
+        requests(m->GetCounter("blockserve_router_generate_requests_total", "Generate calls received")),
+        active(m->GetGauge("blockserve_router_generate_active", "Generate calls in progress")),
+        ttft(m->GetHistogram("blockserve_router_ttft_ms", "time to first token at the router, ms",
                              LatencyBucketsMs())),
-        total(m->GetHistogram("router_generate_ms", "Generate call duration, ms",
+        total(m->GetHistogram("blockserve_router_generate_ms", "Generate call duration, ms",
                               LatencyBucketsMs())),
-        tokens(m->GetCounter("router_tokens_streamed_total", "tokens sent to clients")),
-        hits(m->GetCounter("router_cache_hits_total", "blocks found in the KV store")),
-        misses(m->GetCounter("router_cache_misses_total", "blocks missed and encoded")),
-        hit_ratio(m->GetGauge("router_cache_hit_ratio", "cache hits / (hits + misses)")),
-        retries(m->GetCounter("router_prefill_retries_total",
+        tokens(m->GetCounter("blockserve_router_tokens_streamed_total", "tokens sent to clients")),
+        hits(m->GetCounter("blockserve_router_cache_hits_total", "blocks found in the KV store")),
+        misses(m->GetCounter("blockserve_router_cache_misses_total", "blocks missed and encoded")),
+        hit_ratio(m->GetGauge("blockserve_router_cache_hit_ratio", "cache hits / (hits + misses)")),
+        retries(m->GetCounter("blockserve_router_prefill_retries_total",
                               "placements retried after a retryable prefill failure")),
-        ingested(m->GetCounter("router_passages_ingested_total", "passages ingested (OK)")) {}
+        ingested(m->GetCounter("blockserve_router_passages_ingested_total", "passages ingested (OK)")) {}
 
-  // Requests by final status code, e.g. router_generate_invalid_argument_total.
+  // Requests by final status code, e.g. blockserve_router_generate_invalid_argument_total.
   Counter* ByCode(absl::StatusCode code) {
     return registry->GetCounter(
-        absl::StrCat("router_generate_", absl::AsciiStrToLower(absl::StatusCodeToString(code)),
+        absl::StrCat("blockserve_router_generate_", absl::AsciiStrToLower(absl::StatusCodeToString(code)),
                      "_total"),
         "Generate calls that ended with this status code");
   }

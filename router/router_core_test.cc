@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "router/fake_backends.h"
 #include "router/router_service.h"
 
@@ -307,9 +309,13 @@ TEST_F(RouterCoreTest, StatsCountRequestsFailuresCacheAndBackends) {
   EXPECT_GT(s.ttft_p50_ms(), 0);
   EXPECT_EQ(s.backends_size(), 5);
   const std::string text = metrics_.RenderText();
-  EXPECT_NE(text.find("router_generate_invalid_argument_total 1"), std::string::npos) << text;
-  EXPECT_NE(text.find("router_generate_ok_total 1"), std::string::npos) << text;
-  EXPECT_NE(text.find("router_ttft_ms_count 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("blockserve_router_generate_invalid_argument_total 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("blockserve_router_generate_ok_total 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("blockserve_router_ttft_ms_count 1"), std::string::npos) << text;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    if (line[0] == '#') continue;  // HELP / TYPE
+    EXPECT_TRUE(absl::StartsWith(line, "blockserve_router_")) << line;
+  }
 }
 
 // Through the gRPC layer: status codes and the client's deadline survive the trip.
