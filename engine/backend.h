@@ -9,7 +9,11 @@
 //   full prefill        = all tokens, empty cache;
 //   decode step         = one token per sequence, many sequences batched.
 // New tokens attend to every row already in the cache and causally to each other.
-// The CPU backend implements it here; the CUDA backend (later) implements the same.
+//
+// Implementations: the CPU backend (cpu_backend.cc, fp32, the one tested for exactness)
+// and the CUDA backend (engine/cuda/, bf16 weights; compiled in CI but never run on a
+// GPU, see engine/cuda/README.md). Forward checks the batch once, here, and hands only
+// valid batches to the implementation's DoForward, so no backend repeats the checks.
 #ifndef BLOCKSERVE_ENGINE_BACKEND_H_
 #define BLOCKSERVE_ENGINE_BACKEND_H_
 
@@ -38,14 +42,24 @@ class Backend {
   virtual const ModelConfig& config() const = 0;
 
   // Runs the batch. `logits` gets one entry per item: the vocab-sized logits of its
-  // last token if want_logits, else empty. Fails on out-of-vocab tokens or a cache of
-  // the wrong shape, before changing any cache.
-  virtual absl::Status Forward(absl::Span<const ForwardItem> batch,
-                               std::vector<std::vector<float>>* logits) = 0;
+  // last token if want_logits, else empty; an empty batch gives no logits. Fails with
+  // InvalidArgument, before changing any cache, when an item has no tokens, no cache, a
+  // cache another item also uses, a cache of the wrong shape, or a token outside
+  // [0, vocab_size). Any other failure is the backend's own (e.g. Internal for a CUDA
+  // error) and also leaves every cache as it was.
+  absl::Status Forward(absl::Span<const ForwardItem> batch,
+                       std::vector<std::vector<float>>* logits);
 
   // Re-encodes rows [first_row, first_row + count) of every layer's keys by `delta`
   // positions (RoPE rotation; values untouched), in place.
   virtual void ShiftKeys(KvCache& cache, int64_t first_row, int64_t count, int64_t delta) = 0;
+
+ private:
+  // Forward's work, given a batch Forward has checked: non-empty, each item with its own
+  // cache of the model's shape and at least one token, all in the vocabulary. Same
+  // contract for `logits` as Forward; on failure every cache must be left as it was.
+  virtual absl::Status DoForward(absl::Span<const ForwardItem> batch,
+                                 std::vector<std::vector<float>>* logits) = 0;
 };
 
 struct CpuBackendOptions {

@@ -10,7 +10,6 @@
 #include <cmath>
 #include <limits>
 
-#include "absl/strings/str_cat.h"
 #include "engine/backend.h"
 #include "engine/cpu_attention.h"
 #include "engine/rope.h"
@@ -69,9 +68,6 @@ class CpuBackend : public Backend {
   std::string_view name() const override { return "cpu"; }
   const ModelConfig& config() const override { return w_.config; }
 
-  absl::Status Forward(absl::Span<const ForwardItem> batch,
-                       std::vector<std::vector<float>>* logits) override;
-
   void ShiftKeys(KvCache& cache, int64_t first_row, int64_t count, int64_t delta) override {
     const KvShape& s = cache.shape();
     for (int64_t l = 0; l < s.num_layers; ++l) {
@@ -80,7 +76,9 @@ class CpuBackend : public Backend {
   }
 
  private:
-  absl::Status Validate(absl::Span<const ForwardItem> batch) const;
+  // Cannot fail: Forward has checked the batch.
+  absl::Status DoForward(absl::Span<const ForwardItem> batch,
+                         std::vector<std::vector<float>>* logits) override;
   void Layer(int64_t l, absl::Span<const ForwardItem> batch, const std::vector<int64_t>& row0,
              const std::vector<int64_t>& cache_row0, std::vector<float>& x, int64_t total);
 
@@ -88,31 +86,6 @@ class CpuBackend : public Backend {
   Rope rope_;
   ThreadPool pool_;
 };
-
-absl::Status CpuBackend::Validate(absl::Span<const ForwardItem> batch) const {
-  const ModelConfig& c = w_.config;
-  const KvShape want{c.num_hidden_layers, c.num_key_value_heads, c.head_dim};
-  for (size_t b = 0; b < batch.size(); ++b) {
-    const ForwardItem& item = batch[b];
-    for (size_t a = 0; a < b; ++a) {
-      if (batch[a].cache == item.cache) {
-        return absl::InvalidArgumentError("two forward items share one KV cache");
-      }
-    }
-    if (item.tokens.empty()) return absl::InvalidArgumentError("forward item has no tokens");
-    if (item.cache == nullptr) return absl::InvalidArgumentError("forward item has no cache");
-    if (!(item.cache->shape() == want)) {
-      return absl::InvalidArgumentError("KV cache shape does not match the model");
-    }
-    for (int32_t t : item.tokens) {
-      if (t < 0 || t >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", c.vocab_size, ")"));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
 
 // One decoder layer over all `total` rows of the batch (x is [total, hidden]):
 //   x += o_proj(attention(rope(q_proj(norm(x))), cache))
@@ -165,9 +138,8 @@ void CpuBackend::Layer(int64_t l, absl::Span<const ForwardItem> batch,
   ParallelChunks(pool_, total * hidden, add_into_x);
 }
 
-absl::Status CpuBackend::Forward(absl::Span<const ForwardItem> batch,
-                                 std::vector<std::vector<float>>* logits) {
-  if (absl::Status s = Validate(batch); !s.ok()) return s;
+absl::Status CpuBackend::DoForward(absl::Span<const ForwardItem> batch,
+                                   std::vector<std::vector<float>>* logits) {
   const ModelConfig& c = w_.config;
   const int64_t hidden = c.hidden_size;
   std::vector<int64_t> row0(batch.size()), cache_row0(batch.size());

@@ -30,8 +30,14 @@ uint64_t ModelFingerprint(const ModelFiles& files) {
   return h;
 }
 
+absl::StatusOr<std::unique_ptr<Backend>> CpuBackendFactory(ModelWeights weights,
+                                                           const EngineOptions& options) {
+  return CreateCpuBackend(std::move(weights), CpuBackendOptions{options.num_threads});
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_dir,
-                                                     const EngineOptions& options) {
+                                                     const EngineOptions& options,
+                                                     BackendFactory make_backend) {
   absl::StatusOr<ModelFiles> files = ModelFiles::Open(model_dir);
   if (!files.ok()) return files.status();
   absl::StatusOr<ModelWeights> weights = LoadWeights(*files);
@@ -44,9 +50,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_di
         " tokens but config.json's vocab_size is ", weights->config.vocab_size));
   }
   const uint64_t fingerprint = ModelFingerprint(*files);
-  return std::make_unique<Engine>(
-      *std::move(tokenizer),
-      CreateCpuBackend(*std::move(weights), CpuBackendOptions{options.num_threads}), fingerprint);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = make_backend(*std::move(weights), options);
+  if (!backend.ok()) return backend.status();
+  return std::make_unique<Engine>(*std::move(tokenizer), *std::move(backend), fingerprint);
 }
 
 Engine::Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t model_fingerprint)

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
@@ -25,6 +26,7 @@
 #include "engine/model_config.h"
 #include "engine/model_files.h"
 #include "engine/tokenizer.h"
+#include "engine/weights.h"
 
 namespace blockserve::engine {
 
@@ -76,8 +78,17 @@ struct DecodeInput {
 };
 
 struct EngineOptions {
-  int num_threads = 0;  // 0: all cores
+  int num_threads = 0;  // the CPU backend's threads (other backends ignore it); 0: all cores
 };
+
+// Builds an engine's backend from the model's weights (taking ownership of them) and the
+// engine's options. Engine::Load calls it once, before it returns.
+using BackendFactory = absl::FunctionRef<absl::StatusOr<std::unique_ptr<Backend>>(
+    ModelWeights, const EngineOptions&)>;
+
+// Engine::Load's default factory: the CPU backend on options.num_threads threads.
+absl::StatusOr<std::unique_ptr<Backend>> CpuBackendFactory(ModelWeights weights,
+                                                           const EngineOptions& options);
 
 // A 64-bit identity of a model: its config.json (as normalized by ModelConfig::ToJson)
 // and the content hash of its weights. Reads every weight byte once.
@@ -85,9 +96,13 @@ uint64_t ModelFingerprint(const ModelFiles& files);
 
 class Engine {
  public:
-  // Loads config.json, the safetensors weights and tokenizer.json from `model_dir`.
-  static absl::StatusOr<std::unique_ptr<Engine>> Load(const std::string& model_dir,
-                                                      const EngineOptions& options = {});
+  // Loads config.json, the safetensors weights and tokenizer.json from `model_dir` and
+  // runs the model on the backend `make_backend` builds from the weights (e.g. the CUDA
+  // one: engine/cuda/cuda_backend.h). InvalidArgument for a tokenizer with more tokens
+  // than config.json's vocab_size; the files' errors and the factory's as they come.
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(
+      const std::string& model_dir, const EngineOptions& options = {},
+      BackendFactory make_backend = CpuBackendFactory);
   // `model_fingerprint` identifies the weights and config (see ModelFingerprint).
   Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t model_fingerprint = 0);
 

@@ -132,5 +132,41 @@ TEST_F(ModelLoadingTest, TokenizerLargerThanTheModelVocabIsAnError) {
   EXPECT_NE(s.message().find("vocab_size"), std::string::npos) << s;
 }
 
+TEST_F(ModelLoadingTest, LoadBuildsTheBackendWithTheGivenFactory) {
+  const std::string dir = Write("factory");
+  int calls = 0, threads_seen = -1;
+  int64_t vocab_seen = 0;
+  auto counting = [&](ModelWeights weights, const EngineOptions& options) {
+    ++calls;
+    threads_seen = options.num_threads;
+    vocab_seen = weights.config.vocab_size;
+    return CpuBackendFactory(std::move(weights), options);
+  };
+  absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Load(dir, {.num_threads = 1}, counting);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(threads_seen, 1);
+  EXPECT_EQ(vocab_seen, (*e)->config().vocab_size);
+  const std::vector<int32_t> q = {5, 17, 42};
+  absl::StatusOr<PrefillResult> r = (*e)->PrefillLast({}, q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->logits_last.size(), static_cast<size_t>(vocab_seen));
+}
+
+TEST_F(ModelLoadingTest, AFactoryErrorIsLoadsErrorAndABadFolderNeverReachesTheFactory) {
+  int calls = 0;
+  auto failing = [&calls](ModelWeights, const EngineOptions&)
+      -> absl::StatusOr<std::unique_ptr<Backend>> {
+    ++calls;
+    return absl::FailedPreconditionError("no device here");
+  };
+  absl::Status s = Engine::Load(Write("factory_fails"), {}, failing).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.message(), "no device here");
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(Engine::Load(root_ + "/nowhere", {}, failing).ok());
+  EXPECT_EQ(calls, 1);
+}
+
 }  // namespace
 }  // namespace blockserve::engine

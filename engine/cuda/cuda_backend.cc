@@ -21,9 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_util.h"
 #include "engine/cuda/kernels.h"
-#include "engine/model_files.h"
 #include "engine/rope.h"
-#include "engine/tokenizer.h"
 
 namespace blockserve::engine {
 namespace {
@@ -82,17 +80,6 @@ class CudaBackend : public Backend {
   std::string_view name() const override { return "cuda"; }
   const ModelConfig& config() const override { return config_; }
 
-  absl::Status Forward(absl::Span<const ForwardItem> batch,
-                       std::vector<std::vector<float>>* logits) override {
-    RETURN_IF_ERROR(Validate(batch));
-    if (batch.empty()) {
-      logits->clear();
-      return absl::OkStatus();
-    }
-    RETURN_IF_ERROR(cuda::CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
-    return Run(batch, logits);
-  }
-
   // Rotates on the GPU (all layers in one launch). On a CUDA failure the rotation is
   // done on the CPU instead (engine::Rope::Shift), so the cache is always re-encoded.
   void ShiftKeys(KvCache& cache, int64_t first_row, int64_t count, int64_t delta) override {
@@ -108,7 +95,11 @@ class CudaBackend : public Backend {
   }
 
  private:
-  absl::Status Validate(absl::Span<const ForwardItem> batch) const;
+  absl::Status DoForward(absl::Span<const ForwardItem> batch,
+                         std::vector<std::vector<float>>* logits) override {
+    RETURN_IF_ERROR(cuda::CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
+    return Run(batch, logits);
+  }
   absl::Status Run(absl::Span<const ForwardItem> batch, std::vector<std::vector<float>>* logits);
   absl::Status Layer(int64_t l, int64_t total, absl::Span<const ForwardItem> batch,
                      const std::vector<int64_t>& row0, const std::vector<int64_t>& past,
@@ -181,32 +172,6 @@ absl::Status CudaBackend::Init(const ModelWeights& w) {
     return absl::InvalidArgumentError(absl::StrCat("the CUDA backend supports even head_dim <= ",
                                                    cuda::kMaxAttentionHeadDim, ", not ",
                                                    config_.head_dim));
-  }
-  return absl::OkStatus();
-}
-
-// The same checks, in the same order, as the CPU backend's.
-absl::Status CudaBackend::Validate(absl::Span<const ForwardItem> batch) const {
-  const ModelConfig& c = config_;
-  const KvShape want{c.num_hidden_layers, c.num_key_value_heads, c.head_dim};
-  for (size_t b = 0; b < batch.size(); ++b) {
-    const ForwardItem& item = batch[b];
-    for (size_t a = 0; a < b; ++a) {
-      if (batch[a].cache == item.cache) {
-        return absl::InvalidArgumentError("two forward items share one KV cache");
-      }
-    }
-    if (item.tokens.empty()) return absl::InvalidArgumentError("forward item has no tokens");
-    if (item.cache == nullptr) return absl::InvalidArgumentError("forward item has no cache");
-    if (!(item.cache->shape() == want)) {
-      return absl::InvalidArgumentError("KV cache shape does not match the model");
-    }
-    for (int32_t t : item.tokens) {
-      if (t < 0 || t >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", c.vocab_size, ")"));
-      }
-    }
   }
   return absl::OkStatus();
 }
@@ -432,22 +397,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(ModelWeights weights,
 
 absl::StatusOr<std::unique_ptr<Engine>> LoadCudaEngine(const std::string& model_dir,
                                                        CudaBackendOptions options) {
-  absl::StatusOr<ModelFiles> files = ModelFiles::Open(model_dir);
-  if (!files.ok()) return files.status();
-  absl::StatusOr<ModelWeights> weights = LoadWeights(*files);
-  if (!weights.ok()) return weights.status();
-  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromFile(model_dir + "/tokenizer.json");
-  if (!tokenizer.ok()) return tokenizer.status();
-  if (tokenizer->vocab_size() > weights->config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        model_dir, ": tokenizer.json has ", tokenizer->vocab_size(),
-        " tokens but config.json's vocab_size is ", weights->config.vocab_size));
-  }
-  const uint64_t fingerprint = ModelFingerprint(*files);
-  absl::StatusOr<std::unique_ptr<Backend>> backend =
-      CreateCudaBackend(*std::move(weights), options);
-  if (!backend.ok()) return backend.status();
-  return std::make_unique<Engine>(*std::move(tokenizer), *std::move(backend), fingerprint);
+  return Engine::Load(model_dir, {}, [options](ModelWeights weights, const EngineOptions&) {
+    return CreateCudaBackend(std::move(weights), options);
+  });
 }
 
 }  // namespace blockserve::engine
