@@ -24,6 +24,12 @@ ABSL_FLAG(int, max_request_s, 600,
           "deadline of downstream calls when the client sets none (or a later one)");
 ABSL_FLAG(int, prefill_retries, 1,
           "placements retried after UNAVAILABLE / RESOURCE_EXHAUSTED, before any token is sent");
+ABSL_FLAG(int, max_passages, 64,
+          "most passages one request may reference (more: INVALID_ARGUMENT); keep equal to "
+          "the prefills'");
+ABSL_FLAG(int64_t, max_new_tokens_limit, 4096,
+          "largest sampling.max_new_tokens accepted (more: INVALID_ARGUMENT); keep equal to "
+          "the prefills'");
 ABSL_FLAG(int, shutdown_grace_ms, 5000, "on SIGTERM, how long in-flight calls may finish");
 
 namespace {
@@ -75,6 +81,8 @@ int main(int argc, char** argv) {
   }
   options.max_request_time = absl::Seconds(absl::GetFlag(FLAGS_max_request_s));
   options.prefill_retries = absl::GetFlag(FLAGS_prefill_retries);
+  options.limits = {.max_passages = absl::GetFlag(FLAGS_max_passages),
+                    .max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit)};
 
   blockserve::MetricsRegistry metrics;
   br::BackendPool pool(pool_options, &metrics);

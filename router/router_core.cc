@@ -1,7 +1,6 @@
 #include "router/router_core.h"
 
 #include <algorithm>
-#include <cmath>
 #include <deque>
 #include <optional>
 #include <string>
@@ -15,15 +14,13 @@
 #include "absl/synchronization/notification.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
+#include "contract/request_contract.h"
 #include "proto/blockserve.grpc.pb.h"
 
 namespace blockserve::router {
 namespace {
 
 constexpr size_t kTtftWindow = 1024;
-constexpr size_t kMaxStopEntries = 16;
-constexpr size_t kMaxStopBytes = 256;
-constexpr size_t kMaxRequestIdBytes = 128;
 
 bool Retryable(absl::StatusCode code) {
   return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kResourceExhausted;
@@ -136,76 +133,7 @@ class PrefillCall {
   absl::Notification done_;
 };
 
-absl::Status ValidateSampling(const v1::SamplingParams& s) {
-  if (!std::isfinite(s.temperature()) || s.temperature() < 0 || s.temperature() > 100) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampling.temperature must be 0 (greedy) or in (0, 100], found ",
-                     s.temperature()));
-  }
-  if (!std::isfinite(s.top_p()) || s.top_p() < 0 || s.top_p() > 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampling.top_p must be in (0, 1] (0 = unset), found ", s.top_p()));
-  }
-  if (s.top_k() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.top_k must be >= 0, found ", s.top_k()));
-  }
-  if (static_cast<size_t>(s.stop_size()) > kMaxStopEntries) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("at most ", kMaxStopEntries, " stop strings, found ", s.stop_size()));
-  }
-  for (const std::string& stop : s.stop()) {
-    if (stop.empty() || stop.size() > kMaxStopBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "each stop string must have 1..", kMaxStopBytes, " bytes, found ", stop.size()));
-    }
-  }
-  if (static_cast<size_t>(s.stop_token_ids_size()) > kMaxStopEntries) {
-    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopEntries,
-                                                   " stop token ids, found ", s.stop_token_ids_size()));
-  }
-  for (int32_t id : s.stop_token_ids()) {
-    if (id < 0) return absl::InvalidArgumentError(absl::StrCat("negative stop token id ", id));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
-
-absl::Status ValidateGenerateRequest(const v1::GenerateRequest& r) {
-  if (r.query().empty()) return absl::InvalidArgumentError("query is empty");
-  if (r.request_id().size() > kMaxRequestIdBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("request_id has ", r.request_id().size(),
-                                                   " bytes, at most ", kMaxRequestIdBytes));
-  }
-  for (char c : r.request_id()) {
-    if (!absl::ascii_isprint(static_cast<unsigned char>(c))) {
-      return absl::InvalidArgumentError("request_id must be printable ASCII");
-    }
-  }
-  for (int i = 0; i < r.passages_size(); ++i) {
-    const v1::PassageRef& p = r.passages(i);
-    const bool empty = (p.passage_case() == v1::PassageRef::PASSAGE_NOT_SET) ||
-                       (p.has_token_ids() && p.token_ids().ids().empty()) ||
-                       (p.passage_case() == v1::PassageRef::kPassageId && p.passage_id().empty()) ||
-                       (p.passage_case() == v1::PassageRef::kText && p.text().empty());
-    if (empty) return absl::InvalidArgumentError(absl::StrCat("passages[", i, "] is empty"));
-  }
-  if (absl::Status s = ValidateSampling(r.sampling()); !s.ok()) return s;
-  const v1::BlockOptions& b = r.block_options();
-  if (!v1::AttentionMode_IsValid(b.mode())) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown block_options.mode ", b.mode()));
-  }
-  if (!v1::CachePolicy_IsValid(b.cache_policy())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown block_options.cache_policy ", b.cache_policy()));
-  }
-  if (b.global_blocks() > static_cast<uint32_t>(r.passages_size())) {
-    return absl::InvalidArgumentError(absl::StrCat("block_options.global_blocks is ",
-                                                   b.global_blocks(), " but there are only ",
-                                                   r.passages_size(), " passages"));
-  }
-  return absl::OkStatus();
-}
 
 uint64_t PassageAffinityKey(const v1::GenerateRequest& r) {
   std::vector<std::string> blocks;
@@ -276,7 +204,10 @@ class RouterCore::GenerateRun {
       : core_(core), pool_(core->pool_), request_(request), client_(client), sink_(sink) {}
 
   absl::Status Run() {
-    if (absl::Status s = ValidateGenerateRequest(request_); !s.ok()) return s;
+    if (absl::Status s = contract::ValidateGenerateRequest(request_, core_->options_.limits);
+        !s.ok()) {
+      return s;
+    }
     request_id_ = request_.request_id().empty()
                       ? absl::StrFormat("router-%016x", RandomNonZero())
                       : request_.request_id();
@@ -332,13 +263,8 @@ class RouterCore::GenerateRun {
   }
 
   v1::PrefillRequest MakePrefillRequest(const Placement& p) const {
-    v1::PrefillRequest r;
+    v1::PrefillRequest r = contract::ToPrefillRequest(request_);
     r.set_request_id(request_id_);
-    r.set_system_prompt(request_.system_prompt());
-    *r.mutable_passages() = request_.passages();
-    r.set_query(request_.query());
-    if (request_.has_sampling()) *r.mutable_sampling() = request_.sampling();
-    if (request_.has_block_options()) *r.mutable_block_options() = request_.block_options();
     v1::DecoderTarget* target = r.mutable_decoder();
     target->set_address(p.decoder.address());
     target->set_transport(core_->options_.handoff);

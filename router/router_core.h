@@ -1,8 +1,10 @@
 // RouterCore: the router's request logic, independent of the server transport.
 //
 // Generate, per request:
-//   1. validate cheaply (the backends validate fully; this just fails obvious errors
-//      without spending a placement);
+//   1. validate the model-independent request contract (contract/request_contract.h,
+//      the checks the prefill runs too) without spending a placement; what needs the
+//      model or the KV store (unknown passage, prompt over the context) is the
+//      prefill's to answer;
 //   2. place it: a decoder (least loaded) and a prefill (cache-aware, see BackendPool);
 //   3. pick a random non-zero sequence id, open Decoder.Stream(id) — the decoder waits
 //      for the sequence — and call QueryPrefill.Prefill with DecoderTarget{decoder, id};
@@ -28,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/metrics.h"
+#include "contract/request_contract.h"
 #include "proto/blockserve.pb.h"
 #include "router/backend_pool.h"
 
@@ -42,6 +45,9 @@ struct RouterOptions {
   int prefill_retries = 1;
   // How often a waiting request checks whether its client went away.
   absl::Duration cancel_poll = absl::Milliseconds(20);
+  // Request limits; must equal the prefills' (flags of the same names), so that the
+  // router answers a request as the prefill would.
+  contract::Limits limits;
 };
 
 // What the transport knows about the calling client.
@@ -52,10 +58,6 @@ struct ClientCall {
 
 // Receives Generate's events in order; returns false when the client is gone.
 using EventSink = std::function<bool(const v1::GenerateEvent&)>;
-
-// InvalidArgument for what is wrong on its face (empty query, an unset passage ref,
-// sampling values out of range, unknown enum values, too many stop strings...).
-absl::Status ValidateGenerateRequest(const v1::GenerateRequest& request);
 
 // Hash of the set of blocks a request names (system prompt and passages, order
 // ignored); 0 when it names none. Equal sets give equal keys.

@@ -6,6 +6,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "contract/request_contract.h"
+#include "contract/testing/bad_requests.h"
 #include "router/fake_backends.h"
 #include "router/router_service.h"
 
@@ -80,11 +82,12 @@ class RouterCoreTest : public ::testing::Test {
 
 TEST(ValidateGenerateRequestTest, RejectsWhatIsWrongOnItsFace) {
   v1::GenerateRequest ok = Request({"a"});
-  EXPECT_TRUE(ValidateGenerateRequest(ok).ok());
+  EXPECT_TRUE(contract::ValidateGenerateRequest(ok, contract::Limits()).ok());
   auto expect_invalid = [&](auto mutate) {
     v1::GenerateRequest r = ok;
     mutate(r);
-    EXPECT_EQ(ValidateGenerateRequest(r).code(), absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(contract::ValidateGenerateRequest(r, contract::Limits()).code(),
+              absl::StatusCode::kInvalidArgument)
         << r.DebugString();
   };
   expect_invalid([](auto& r) { r.clear_query(); });
@@ -150,6 +153,28 @@ TEST_F(RouterCoreTest, InvalidRequestNeverReachesABackend) {
   r.clear_query();
   EXPECT_EQ(Generate(r).status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(p0_.calls() + p1_.calls(), 0);
+}
+
+// The router answers the contract's table as the contract does, before any placement.
+TEST_F(RouterCoreTest, ContractViolationsNeverReachABackend) {
+  for (const contract::testing::BadRequestCase& c :
+       contract::testing::BadRequestCases(contract::Limits())) {
+    const std::optional<v1::GenerateRequest> r = c.Generate();
+    if (!r || c.code == absl::StatusCode::kOk) continue;
+    EXPECT_EQ(Generate(*r).status.code(), c.code) << c.name;
+  }
+  EXPECT_EQ(p0_.calls() + p1_.calls(), 0);
+}
+
+TEST_F(RouterCoreTest, ConfiguredLimitsApply) {
+  core_ = std::make_unique<RouterCore>(
+      pool_.get(), RouterOptions{.limits = {.max_passages = 1, .max_new_tokens_limit = 10}},
+      &metrics_);
+  EXPECT_EQ(Generate(Request({"a"}, /*max_new_tokens=*/11)).status.code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Generate(Request({"a", "b"})).status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p0_.calls() + p1_.calls(), 0);
+  EXPECT_TRUE(Generate(Request({"a"}, /*max_new_tokens=*/10)).status.ok());
 }
 
 TEST_F(RouterCoreTest, PrefillErrorsArePassedThroughWithoutRetry) {
