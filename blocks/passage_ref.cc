@@ -58,18 +58,4 @@ absl::StatusOr<std::vector<int32_t>> PassageContentTokens(const engine::Tokenize
   return absl::InvalidArgumentError("passage has no content: set text or token_ids");
 }
 
-absl::Status ValidatePassageId(std::string_view id) {
-  if (id.size() > kMaxPassageIdBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("passage id must be at most ",
-                                                   kMaxPassageIdBytes, " bytes, got ", id.size()));
-  }
-  if (!engine::IsValidUtf8(id)) return absl::InvalidArgumentError("passage id is not valid UTF-8");
-  for (char c : id) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
-      return absl::InvalidArgumentError("passage id contains control characters");
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace blockserve::blocks

@@ -17,8 +17,6 @@
 
 namespace blockserve::blocks {
 
-inline constexpr size_t kMaxPassageIdBytes = 256;
-
 // engine::PassageBlockTokens(text). InvalidArgument for empty or invalid UTF-8 text, or
 // one that tokenizes to 0 or >= context length tokens.
 absl::StatusOr<std::vector<int32_t>> TextPassageTokens(const engine::Tokenizer& tokenizer,
@@ -34,10 +32,6 @@ absl::StatusOr<std::vector<int32_t>> TokenIdPassageTokens(const engine::ModelCon
 absl::StatusOr<std::vector<int32_t>> PassageContentTokens(const engine::Tokenizer& tokenizer,
                                                           const engine::ModelConfig& config,
                                                           const v1::Passage& passage);
-
-// InvalidArgument for an id over kMaxPassageIdBytes, invalid UTF-8, or containing
-// control characters. Empty is valid (an anonymous passage).
-absl::Status ValidatePassageId(std::string_view id);
 
 }  // namespace blockserve::blocks
 

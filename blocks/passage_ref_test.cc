@@ -59,14 +59,5 @@ TEST_F(PassageRefTest, PassageWithoutContentIsInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(PassageRefTest, PassageIdRules) {
-  EXPECT_TRUE(ValidatePassageId("").ok());
-  EXPECT_TRUE(ValidatePassageId("wiki/Elbe#2 (été)").ok());
-  EXPECT_FALSE(ValidatePassageId(std::string(kMaxPassageIdBytes + 1, 'a')).ok());
-  EXPECT_FALSE(ValidatePassageId("tab\there").ok());
-  EXPECT_FALSE(ValidatePassageId("del\x7F").ok());
-  EXPECT_FALSE(ValidatePassageId("\xC3").ok());
-}
-
 }  // namespace
 }  // namespace blockserve::blocks

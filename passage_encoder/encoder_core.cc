@@ -1,7 +1,7 @@
 #include "passage_encoder/encoder_core.h"
 
 #include "absl/strings/str_cat.h"
-#include "blocks/passage_ref.h"
+#include "contract/request_contract.h"
 #include "engine/stopwatch.h"
 #include "handoff/kv_chunks.h"
 
@@ -29,7 +29,7 @@ EncoderCore::EncoderCore(blocks::BlockCache& cache, MetricsRegistry& metrics,
 
 absl::StatusOr<blocks::Ingested> EncoderCore::Ingest(const v1::Passage& passage,
                                                      bool force_reencode) {
-  if (absl::Status s = blocks::ValidatePassageId(passage.id()); !s.ok()) return s;
+  if (absl::Status s = contract::ValidatePassageId(passage.id()); !s.ok()) return s;
   absl::StatusOr<std::vector<int32_t>> tokens = cache_.PassageTokens(passage);
   if (!tokens.ok()) return tokens.status();
   return cache_.Ingest(passage.id(), *tokens, force_reencode);

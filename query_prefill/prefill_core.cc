@@ -8,31 +8,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
+#include "contract/request_contract.h"
 #include "engine/prompt.h"
 #include "engine/sampling.h"
 #include "engine/stopwatch.h"
-#include "engine/utf8.h"
 
 namespace blockserve::query_prefill {
 namespace {
 
-constexpr size_t kMaxRequestIdBytes = 128;
-
 bool Contains(const std::vector<int32_t>& ids, int32_t id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
-}
-
-absl::Status ValidateRequestId(const std::string& id) {
-  if (id.size() > kMaxRequestIdBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("request_id must be at most ",
-                                                   kMaxRequestIdBytes, " bytes, got ", id.size()));
-  }
-  for (char c : id) {
-    if (c < 0x20 || c > 0x7E) {
-      return absl::InvalidArgumentError("request_id must be printable ASCII");
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -91,43 +76,26 @@ void PrefillCore::set_served_by(std::string served_by) {
 }
 
 absl::StatusOr<PrefillCore::Plan> PrefillCore::Validate(const v1::PrefillRequest& request) const {
+  // The model-independent rules first, as the router runs them (one answer per input);
+  // then what needs the model: tokenization, vocabulary, the stop rules' defaults.
+  if (absl::Status s = contract::ValidatePrefillRequest(
+          request, {.max_passages = options_.max_passages,
+                    .max_new_tokens_limit = options_.max_new_tokens.max_new_tokens_limit});
+      !s.ok()) {
+    return s;
+  }
   Plan plan;
-  if (absl::Status s = ValidateRequestId(request.request_id()); !s.ok()) return s;
   plan.request_id = request.request_id();
   if (plan.request_id.empty()) {
     absl::BitGen gen;
     plan.request_id = absl::StrFormat("%016x", absl::Uniform<uint64_t>(gen));
   }
-  if (!engine::IsValidUtf8(request.system_prompt())) {
-    return absl::InvalidArgumentError("system_prompt is not valid UTF-8");
-  }
-  if (request.query().empty()) return absl::InvalidArgumentError("query is empty");
-  if (!engine::IsValidUtf8(request.query())) {
-    return absl::InvalidArgumentError("query is not valid UTF-8");
-  }
   plan.query = engine::QueryBlockTokens(engine_.tokenizer(), request.query());
   if (plan.query.empty()) return absl::InvalidArgumentError("query tokenizes to no tokens");
-  if (request.passages_size() > options_.max_passages) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(request.passages_size(), " passages is over the limit of ",
-                     options_.max_passages, " (--max_passages)"));
-  }
 
   const v1::BlockOptions& bo = request.block_options();
-  if (!v1::AttentionMode_IsValid(bo.mode())) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown block_options.mode ", bo.mode()));
-  }
-  if (!v1::CachePolicy_IsValid(bo.cache_policy())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown block_options.cache_policy ", bo.cache_policy()));
-  }
   const bool full = bo.mode() == v1::ATTENTION_MODE_FULL;
   plan.prefill.mode = full ? engine::AttentionMode::kFull : engine::AttentionMode::kBlock;
-  if (!full && bo.global_blocks() > static_cast<uint32_t>(request.passages_size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("block_options.global_blocks = ", bo.global_blocks(), " but only ",
-                     request.passages_size(), " passages were given"));
-  }
   plan.prefill.global_blocks = full ? 0 : bo.global_blocks();
   plan.prefill.reencode_positions = !bo.disable_position_reencoding();
   if (bo.cache_policy() != v1::CACHE_POLICY_UNSPECIFIED) plan.policy = bo.cache_policy();
@@ -147,10 +115,6 @@ absl::StatusOr<PrefillCore::Plan> PrefillCore::Validate(const v1::PrefillRequest
   plan.wire_sampling.set_max_new_tokens(plan.limits.max_new_tokens);
 
   const v1::DecoderTarget& target = request.decoder();
-  if (!v1::HandoffTransport_IsValid(target.transport())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown decoder.transport ", target.transport()));
-  }
   plan.decoder_address = target.address();
   if (!plan.decoder_address.empty() && target.transport() == v1::HANDOFF_NCCL) {
     return absl::FailedPreconditionError(
