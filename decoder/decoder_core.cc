@@ -1,11 +1,11 @@
 #include "decoder/decoder_core.h"
 
 #include <algorithm>
-#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "handoff/kv_chunks.h"
 
 namespace blockserve::decoder {
 
@@ -18,30 +18,6 @@ namespace {
 constexpr absl::Duration kPollInterval = absl::Milliseconds(50);
 
 double MsBetween(absl::Time a, absl::Time b) { return absl::ToDoubleMilliseconds(b - a); }
-
-// The prefill's Sampler drew the first token from draw 0 of the seed's stream. The
-// decoder continues that stream, so its Sampler must first consume the same draw.
-// engine::Sampler draws from its generator only when more than one candidate survives
-// top-k/top-p (and never when greedy); sampling once from `n` equal logits replays that
-// for the flattest distribution the prefill could have seen: n = min(vocab, top_k, the
-// smallest count whose equal share is below top_p). This is exact whenever the prefill's
-// first token had two or more candidates (always with top_p = 1 and top_k != 1), and
-// whenever no distribution could (top_k = 1, or top_p at most 1/top_k).
-void SkipFirstDraw(engine::Sampler& sampler, const engine::SamplingParams& params,
-                   int64_t vocab_size) {
-  if (params.temperature == 0) return;
-  int64_t n = vocab_size;
-  if (params.top_k > 0) n = std::min(n, params.top_k);
-  if (params.top_p < 1)
-    n = std::min<int64_t>(n, static_cast<int64_t>(std::floor(1 / params.top_p)) + 1);
-  if (n < 2) return;
-  const std::vector<float> flat(n, 0.0f);
-  sampler.Sample(flat);
-}
-
-bool Contains(const std::vector<int32_t>& ids, int32_t id) {
-  return std::find(ids.begin(), ids.end(), id) != ids.end();
-}
 
 }  // namespace
 
@@ -81,14 +57,13 @@ struct DecoderCore::Channel {
 
 // A sequence in the running batch. Owned by the decode thread (or incoming_).
 struct DecoderCore::Running {
-  explicit Running(SequenceInput in)
+  Running(SequenceInput in, const engine::Engine& engine)
       : id(in.sequence_id),
         request_id(std::move(in.request_id)),
         kv(std::move(in.kv)),
-        sampling(in.sampling),
         sampler(in.sampling),
-        text(in.limits.stop_strings),
-        limits(std::move(in.limits)),
+        end(engine.tokenizer(), engine.eos_ids(), std::move(in.stop), kv.num_tokens(),
+            engine.config().max_position_embeddings),
         token(in.first_token),
         position(kv.num_tokens()) {}
 
@@ -96,13 +71,10 @@ struct DecoderCore::Running {
   uint64_t serial = 0;
   std::string request_id;
   engine::KvCache kv;
-  engine::SamplingParams sampling;
   engine::Sampler sampler;
-  handoff::TextStream text;
-  handoff::DecodeLimits limits;
+  engine::SequenceEnd end;
   int32_t token;        // the latest accepted token: fed to the next DecodeStep
   int64_t position;     // its position
-  int64_t kept = 0;     // generated tokens returned to the client, the first included
   int64_t decoded = 0;  // tokens sampled by this decoder
   bool finished = false;
 };
@@ -240,7 +212,7 @@ void DecoderCore::Release(uint64_t sequence_id) {
 
 absl::Status DecoderCore::Admit(SequenceInput input) {
   absl::StatusOr<Reservation> r =
-      Reserve(input.sequence_id, input.kv.num_tokens(), input.limits.max_new_tokens);
+      Reserve(input.sequence_id, input.kv.num_tokens(), input.stop.max_new_tokens);
   if (!r.ok()) return r.status();
   return Admit(*std::move(r), std::move(input));
 }
@@ -262,34 +234,15 @@ absl::Status DecoderCore::Admit(Reservation reservation, SequenceInput input) {
                                                    "), got ", input.first_token));
   }
   if (absl::Status s = engine::ValidateSamplingParams(input.sampling); !s.ok()) return s;
-  if (input.limits.max_new_tokens < 1) {
-    return absl::InvalidArgumentError("max_new_tokens must be >= 1");
-  }
+  if (absl::Status s = engine::ValidateStopRules(input.stop); !s.ok()) return s;
   const uint64_t id = input.sequence_id;
   const int64_t prompt_tokens = input.kv.num_tokens();
-  auto run = std::make_unique<Running>(std::move(input));
-  SkipFirstDraw(run->sampler, run->sampling, config.vocab_size);
-
-  // The first token: its text was emitted by the prefill (see handoff/kv_chunks.h); the
-  // stop rules still apply to it as in engine::Generate.
-  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
-  std::string flushed;
-  const std::vector<int32_t>& eos = engine_.eos_ids();
-  if (!run->limits.ignore_eos && Contains(eos, run->token)) {
-    finish = v1::FINISH_REASON_EOS;
-  } else {
-    run->kept = 1;
-    if (Contains(run->limits.stop_token_ids, run->token)) {
-      finish = v1::FINISH_REASON_STOP;
-    } else if (run->text.Append(handoff::TokenText(engine_.tokenizer(), run->token).value_or(""))
-                   .stopped) {
-      finish = v1::FINISH_REASON_STOP;
-    } else if (run->limits.max_new_tokens <= 1 ||
-               run->position + 1 >= config.max_position_embeddings) {
-      finish = v1::FINISH_REASON_LENGTH;
-    }
-  }
-  if (finish != v1::FINISH_REASON_UNSPECIFIED) flushed = run->text.Flush();
+  auto run = std::make_unique<Running>(std::move(input), engine_);
+  // Continue the prefill's sequence (engine/sequence_end.h): skip the sample it took for
+  // the first token and replay that token, whose text the prefill already emitted. A
+  // first token that ends the sequence (the prefill would not hand it off) ends it here.
+  run->sampler.SkipSamples(1);
+  const std::optional<engine::FinishReason> finish = run->end.Next(run->token).finish;
 
   const absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
@@ -309,9 +262,8 @@ absl::Status DecoderCore::Admit(Reservation reservation, SequenceInput input) {
   LogEvent("sequence_admitted", {{"sequence_id", absl::StrCat(id)},
                                  {"request_id", ch.request_id},
                                  {"prompt_tokens", absl::StrCat(prompt_tokens)}});
-  if (finish != v1::FINISH_REASON_UNSPECIFIED) {
-    ch.text += flushed;
-    Finish(ch, finish, 0, now);
+  if (finish) {
+    Finish(ch, handoff::ToProto(*finish), 0, now);
     return absl::OkStatus();
   }
   incoming_.push_back(std::move(run));
@@ -570,42 +522,14 @@ void DecoderCore::Step(std::vector<std::unique_ptr<Running>>& batch) {
     return;
   }
 
-  // Sample and apply the stop rules of engine::Generate, outside the lock.
-  struct Outcome {
-    bool keep = false;
-    std::string delta;
-    v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
-  };
-  const std::vector<int32_t>& eos = engine_.eos_ids();
-  const int64_t context = engine_.config().max_position_embeddings;
-  std::vector<Outcome> outcomes(batch.size());
+  // Sample and apply each sequence's SequenceEnd, outside the lock.
+  std::vector<engine::SequenceEnd::Step> outcomes(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
     Running& r = *batch[i];
-    Outcome& o = outcomes[i];
     r.token = r.sampler.Sample((*logits)[i]);
     r.position += 1;
     r.decoded += 1;
-    if (!r.limits.ignore_eos && Contains(eos, r.token)) {
-      o.finish = v1::FINISH_REASON_EOS;  // like Generate: the EOS id is not returned
-      o.delta = r.text.Flush();
-      continue;
-    }
-    o.keep = true;
-    r.kept += 1;
-    if (Contains(r.limits.stop_token_ids, r.token)) {
-      o.finish = v1::FINISH_REASON_STOP;  // returned, but its text is not
-    } else {
-      handoff::TextStream::Update u =
-          r.text.Append(handoff::TokenText(engine_.tokenizer(), r.token).value_or(""));
-      o.delta = std::move(u.delta);
-      if (u.stopped) {
-        o.finish = v1::FINISH_REASON_STOP;
-      } else if (r.kept >= r.limits.max_new_tokens || r.position + 1 >= context) {
-        o.finish = v1::FINISH_REASON_LENGTH;
-      }
-    }
-    // At the end, text held back for a possible stop string or character is final.
-    if (o.finish != v1::FINISH_REASON_UNSPECIFIED) o.delta += r.text.Flush();
+    outcomes[i] = r.end.Next(r.token);
   }
 
   absl::MutexLock lock(&mu_);
@@ -619,12 +543,12 @@ void DecoderCore::Step(std::vector<std::unique_ptr<Running>>& batch) {
       continue;
     }
     Channel& ch = *live;
-    const Outcome& o = outcomes[i];
+    const engine::SequenceEnd::Step& o = outcomes[i];
     if (o.keep) ch.tokens.push_back(r.token);
-    ch.text += o.delta;
+    ch.text += o.text_delta;
     ch.tokens_generated = r.decoded;
-    if (o.finish != v1::FINISH_REASON_UNSPECIFIED) {
-      Finish(ch, o.finish, r.decoded, ch.admitted);
+    if (o.finish) {
+      Finish(ch, handoff::ToProto(*o.finish), r.decoded, ch.admitted);
       r.finished = true;
     }
   }

@@ -3,17 +3,18 @@
 // A sequence arrives prefilled (prompt KV + the first token the prefill sampled). It is
 // reserved (capacity checked), admitted, and joins the running batch between two decode
 // steps. Each step decodes one token for every running sequence; each sequence samples
-// with its own Sampler and stops by the rules of engine::Generate (EOS, stop strings,
-// stop token ids, max_new_tokens, context length). Output goes into a per-sequence buffer
-// of TokenEvents that one consumer drains through a StreamHandle.
+// with its own Sampler and ends by its engine::SequenceEnd, which continues the prefill's
+// after the first token (engine/sequence_end.h), so it ends as engine::Generate does.
+// Output goes into a per-sequence buffer of TokenEvents that one consumer drains through a
+// StreamHandle.
 //
 // Ownership: the core owns each sequence's KvCache from Admit until it finishes, is
 // cancelled or is dropped, and frees it then. Thread safety: every public method may be
 // called from any thread; one internal thread runs the decode loop.
 //
-// Sampling continuity: the prefill's Sampler drew token 0 from the seed's stream; the
-// decoder's Sampler skips that draw (see SkipFirstDraw in decoder_core.cc) so that a
-// sampled sequence equals engine::Generate's for the same seed, as it does for greedy.
+// Sampling continuity: the prefill's Sampler sampled token 0 from the seed's stream; the
+// decoder's Sampler skips that sample (Sampler::SkipSamples) so that a sampled sequence
+// equals engine::Generate's for the same seed, as it does for greedy.
 #ifndef BLOCKSERVE_DECODER_DECODER_CORE_H_
 #define BLOCKSERVE_DECODER_DECODER_CORE_H_
 
@@ -34,7 +35,7 @@
 #include "common/metrics.h"
 #include "engine/engine.h"
 #include "engine/sampling.h"
-#include "handoff/kv_chunks.h"
+#include "engine/sequence_end.h"
 #include "proto/blockserve.pb.h"
 
 namespace blockserve::decoder {
@@ -56,7 +57,7 @@ struct SequenceInput {
   engine::KvCache kv;               // the prompt's KV (tokens = prompt ids, start position 0)
   int32_t first_token = 0;          // sampled by the prefill, at position kv.num_tokens()
   engine::SamplingParams sampling;  // seed resolved
-  handoff::DecodeLimits limits;
+  engine::StopRules stop;
 };
 
 class DecoderCore;

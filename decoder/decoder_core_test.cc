@@ -9,6 +9,7 @@
 #include "engine/model_config.h"
 #include "engine/tiny_model.h"
 #include "engine/utf8.h"
+#include "handoff/kv_chunks.h"
 
 namespace blockserve::decoder {
 namespace {
@@ -18,7 +19,7 @@ namespace v1 = ::blockserve::v1;
 struct Request {
   std::string prompt_text = "The quick brown fox jumps over the lazy dog";
   engine::SamplingParams sampling;
-  handoff::DecodeLimits limits{/*max_new_tokens=*/16, /*ignore_eos=*/false, {}, {}};
+  engine::StopRules stop{/*max_new_tokens=*/16, /*ignore_eos=*/false, {}, {}};
 };
 
 // What a client sees: the prefill's first token and text, then the decoder's events.
@@ -47,18 +48,6 @@ std::unique_ptr<engine::Engine> LoadTinyModel(const std::string& name,
   return *std::move(e);
 }
 
-v1::FinishReason ToProto(engine::FinishReason r) {
-  switch (r) {
-    case engine::FinishReason::kEos:
-      return v1::FINISH_REASON_EOS;
-    case engine::FinishReason::kStopString:
-      return v1::FINISH_REASON_STOP;
-    case engine::FinishReason::kLength:
-      return v1::FINISH_REASON_LENGTH;
-  }
-  return v1::FINISH_REASON_UNSPECIFIED;
-}
-
 class DecoderCoreTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { engine_ = LoadTinyModel("main", {.seed = 3}).release(); }
@@ -74,24 +63,24 @@ class DecoderCoreTest : public ::testing::Test {
   // engine::Generate on the same engine: the single-sequence reference.
   static engine::Generation Reference(engine::Engine& e, const std::vector<int32_t>& prompt,
                                       const Request& r) {
-    engine::StopCriteria stop{r.limits.max_new_tokens, !r.limits.ignore_eos, r.limits.stop_strings};
-    absl::StatusOr<engine::Generation> g = engine::Generate(e, {}, prompt, {}, r.sampling, stop);
+    absl::StatusOr<engine::Generation> g = engine::Generate(e, {}, prompt, {}, r.sampling, r.stop);
     EXPECT_TRUE(g.ok()) << g.status();
     return *g;
   }
 
   // Does what the prefill does: computes the prompt, samples the first token (draw 0 of
-  // the seed's stream) and derives its text per the handoff contract.
+  // the seed's stream) and derives its text per the contract in engine/sequence_end.h.
   static SequenceInput Prefill(engine::Engine& e, uint64_t id, const std::vector<int32_t>& prompt,
                                const Request& r, Output* out) {
     absl::StatusOr<engine::PrefillResult> p = e.PrefillLast({}, prompt);
     EXPECT_TRUE(p.ok()) << p.status();
     engine::Sampler sampler(r.sampling);
     const int32_t first = sampler.Sample(p->logits_last);
-    handoff::TextStream text(r.limits.stop_strings);
+    engine::SequenceEnd end(e.tokenizer(), e.eos_ids(), r.stop, p->cache.num_tokens(),
+                            e.config().max_position_embeddings);
     out->tokens = {first};
-    out->text = text.Append(*handoff::TokenText(e.tokenizer(), first)).delta;
-    return SequenceInput{id, "req", std::move(p->cache), first, r.sampling, r.limits};
+    out->text = end.Next(first).text_delta;
+    return SequenceInput{id, "req", std::move(p->cache), first, r.sampling, r.stop};
   }
 
   // Attaches and drains a sequence to its final event, checking event indices.
@@ -124,7 +113,7 @@ class DecoderCoreTest : public ::testing::Test {
   static void ExpectSameAsGenerate(engine::Engine& e, const Request& r, const Output& out) {
     const engine::Generation g = Reference(e, e.tokenizer().Encode(r.prompt_text), r);
     EXPECT_EQ(out.tokens, g.tokens);
-    EXPECT_EQ(out.finish, ToProto(g.finish));
+    EXPECT_EQ(out.finish, handoff::ToProto(g.finish));
     EXPECT_EQ(out.text, engine::SanitizeUtf8(g.text));
   }
 
@@ -136,7 +125,7 @@ engine::Engine* DecoderCoreTest::engine_ = nullptr;
 TEST_F(DecoderCoreTest, GreedyDecodeEqualsGenerate) {
   DecoderCore core(*engine_, {});
   Request r;
-  r.limits.max_new_tokens = 40;
+  r.stop.max_new_tokens = 40;
   const Output out = Decode(core, *engine_, 1, r);
   ExpectSameAsGenerate(*engine_, r, out);
   EXPECT_EQ(out.finish, v1::FINISH_REASON_LENGTH);
@@ -150,7 +139,7 @@ TEST_F(DecoderCoreTest, SampledDecodeContinuesTheSeedsStream) {
   for (uint64_t seed : {1, 2, 3}) {
     Request r;
     r.sampling = {.temperature = 0.9, .top_k = 0, .top_p = 1, .seed = seed};
-    r.limits.max_new_tokens = 30;
+    r.stop.max_new_tokens = 30;
     ExpectSameAsGenerate(*engine_, r, Decode(core, *engine_, 10 + seed, r));
   }
 }
@@ -165,7 +154,7 @@ TEST_F(DecoderCoreTest, SequencesJoiningMidRunEqualTheirSingleResults) {
   std::vector<std::unique_ptr<StreamHandle>> handles;
   for (size_t i = 0; i < texts.size(); ++i) {
     requests[i].prompt_text = texts[i];
-    requests[i].limits = {/*max_new_tokens=*/300, /*ignore_eos=*/true, {}, {}};
+    requests[i].stop = {/*max_new_tokens=*/300, /*ignore_eos=*/true, {}, {}};
     if (i % 2 == 1) requests[i].sampling = {.temperature = 0.7, .top_k = 20, .top_p = 1, .seed = i};
     ASSERT_TRUE(
         core.Admit(Prefill(*engine_, 100 + i, Prompt(requests[i]), requests[i], &outputs[i])).ok());
@@ -203,7 +192,7 @@ TEST_F(DecoderCoreTest, SequencesJoiningMidRunEqualTheirSingleResults) {
 TEST_F(DecoderCoreTest, CancelEndsTheStreamAndFreesTheKv) {
   DecoderCore core(*engine_, {});
   Request r;
-  r.limits = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
+  r.stop = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
   Output out;
   ASSERT_TRUE(core.Admit(Prefill(*engine_, 7, Prompt(r), r, &out)).ok());
   EXPECT_GT(core.reserved_kv_bytes(), 0);
@@ -231,7 +220,7 @@ TEST_F(DecoderCoreTest, CancelEndsTheStreamAndFreesTheKv) {
 TEST_F(DecoderCoreTest, DestroyingTheHandleCancelsTheSequence) {
   DecoderCore core(*engine_, {});
   Request r;
-  r.limits = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
+  r.stop = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
   Output out;
   ASSERT_TRUE(core.Admit(Prefill(*engine_, 8, Prompt(r), r, &out)).ok());
   {
@@ -245,39 +234,39 @@ TEST_F(DecoderCoreTest, DestroyingTheHandleCancelsTheSequence) {
 TEST_F(DecoderCoreTest, StopStringEndsWithStopAndCutsTheText) {
   DecoderCore core(*engine_, {});
   Request r;
-  r.limits.max_new_tokens = 40;
+  r.stop.max_new_tokens = 40;
   const engine::Generation free_run = Reference(*engine_, Prompt(r), r);
   ASSERT_GT(free_run.text.size(), 12u);
-  r.limits.stop_strings = {free_run.text.substr(free_run.text.size() / 2, 3)};
+  r.stop.stop_strings = {free_run.text.substr(free_run.text.size() / 2, 3)};
   const Output out = Decode(core, *engine_, 2, r);
   ExpectSameAsGenerate(*engine_, r, out);
   EXPECT_EQ(out.finish, v1::FINISH_REASON_STOP);
-  EXPECT_EQ(out.text.find(r.limits.stop_strings[0]), std::string::npos);
+  EXPECT_EQ(out.text.find(r.stop.stop_strings[0]), std::string::npos);
 }
 
 TEST_F(DecoderCoreTest, StopTokenIdIsReturnedWithoutItsText) {
   DecoderCore core(*engine_, {});
   Request r;
-  r.limits.max_new_tokens = 40;
+  r.stop.max_new_tokens = 40;
   const engine::Generation free_run = Reference(*engine_, Prompt(r), r);
   const int32_t stop_id = free_run.tokens[5];
   const size_t at =
       std::find(free_run.tokens.begin(), free_run.tokens.end(), stop_id) - free_run.tokens.begin();
-  r.limits.stop_token_ids = {stop_id};
+  r.stop.stop_token_ids = {stop_id};
   const Output out = Decode(core, *engine_, 3, r);
   EXPECT_EQ(out.finish, v1::FINISH_REASON_STOP);
   EXPECT_EQ(out.tokens,
             std::vector<int32_t>(free_run.tokens.begin(), free_run.tokens.begin() + at + 1));
   std::string before;
   for (size_t i = 0; i < at; ++i)
-    before += *handoff::TokenText(engine_->tokenizer(), free_run.tokens[i]);
+    before += *engine::TokenText(engine_->tokenizer(), free_run.tokens[i]);
   EXPECT_EQ(out.text, engine::SanitizeUtf8(before));
 }
 
 TEST_F(DecoderCoreTest, MaxNewTokensEndsWithLength) {
   DecoderCore core(*engine_, {});
   Request r;
-  r.limits.max_new_tokens = 5;
+  r.stop.max_new_tokens = 5;
   const Output out = Decode(core, *engine_, 4, r);
   ExpectSameAsGenerate(*engine_, r, out);
   EXPECT_EQ(out.tokens.size(), 5u);
@@ -287,7 +276,7 @@ TEST_F(DecoderCoreTest, MaxNewTokensEndsWithLength) {
 TEST_F(DecoderCoreTest, FirstTokenAloneCanFinish) {
   DecoderCore core(*engine_, {});
   Request r;
-  r.limits.max_new_tokens = 1;
+  r.stop.max_new_tokens = 1;
   const Output out = Decode(core, *engine_, 5, r);
   EXPECT_EQ(out.tokens.size(), 1u);
   EXPECT_EQ(out.finish, v1::FINISH_REASON_LENGTH);
@@ -296,7 +285,7 @@ TEST_F(DecoderCoreTest, FirstTokenAloneCanFinish) {
 
 TEST_F(DecoderCoreTest, EosEndsWithEosAndIsNotReturned) {
   Request r;
-  r.limits.max_new_tokens = 40;
+  r.stop.max_new_tokens = 40;
   const engine::Generation free_run = Reference(*engine_, Prompt(r), r);
   const int32_t eos = free_run.tokens[6];
   std::unique_ptr<engine::Engine> e = LoadTinyModel("eos", {.seed = 3}, eos);
@@ -306,7 +295,7 @@ TEST_F(DecoderCoreTest, EosEndsWithEosAndIsNotReturned) {
   ExpectSameAsGenerate(*e, r, out);
   EXPECT_EQ(out.finish, v1::FINISH_REASON_EOS);
   EXPECT_EQ(std::count(out.tokens.begin(), out.tokens.end(), eos), 0);
-  r.limits.ignore_eos = true;  // then it runs to max_new_tokens
+  r.stop.ignore_eos = true;  // then it runs to max_new_tokens
   const Output ignoring = Decode(core, *e, 7, r);
   EXPECT_EQ(ignoring.finish, v1::FINISH_REASON_LENGTH);
   EXPECT_EQ(ignoring.tokens, free_run.tokens);
@@ -317,7 +306,7 @@ TEST_F(DecoderCoreTest, ContextLengthEndsWithLength) {
       LoadTinyModel("short", {.seed = 3, .max_position_embeddings = 40});
   DecoderCore core(*e, {});
   Request r;
-  r.limits = {/*max_new_tokens=*/100, /*ignore_eos=*/true, {}, {}};
+  r.stop = {/*max_new_tokens=*/100, /*ignore_eos=*/true, {}, {}};
   const int64_t prompt = static_cast<int64_t>(e->tokenizer().Encode(r.prompt_text).size());
   ASSERT_LT(prompt, 36);
   const Output out = Decode(core, *e, 1, r);
@@ -327,7 +316,7 @@ TEST_F(DecoderCoreTest, ContextLengthEndsWithLength) {
 
 TEST_F(DecoderCoreTest, OverCapacityIsResourceExhausted) {
   Request r;
-  r.limits = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
+  r.stop = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
   Output out;
   {
     DecoderCore core(*engine_, {.max_active_sequences = 1});
@@ -375,7 +364,7 @@ TEST_F(DecoderCoreTest, AttachToUnknownIsNotFoundAfterTheWait) {
 TEST_F(DecoderCoreTest, SecondAttachIsAlreadyExists) {
   DecoderCore core(*engine_, {});
   Request r;
-  r.limits = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
+  r.stop = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
   Output out;
   ASSERT_TRUE(core.Admit(Prefill(*engine_, 12, Prompt(r), r, &out)).ok());
   absl::StatusOr<std::unique_ptr<StreamHandle>> first = core.Attach(12, absl::Seconds(5));
@@ -386,7 +375,7 @@ TEST_F(DecoderCoreTest, SecondAttachIsAlreadyExists) {
 TEST_F(DecoderCoreTest, UnclaimedSequenceIsDropped) {
   DecoderCore core(*engine_, {.sequence_wait = absl::Milliseconds(100)});
   Request r;
-  r.limits = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
+  r.stop = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
   Output out;
   ASSERT_TRUE(core.Admit(Prefill(*engine_, 13, Prompt(r), r, &out)).ok());
   absl::SleepFor(absl::Milliseconds(400));

@@ -65,15 +65,15 @@ grpc::Status DecoderService::AcceptSequence(grpc::ServerContext* context,
   if (absl::Status s = assembler.AddChunk(chunk); !s.ok()) return fail(s);
   const v1::SequenceHeader& header = assembler.header();
   sequence_id = header.sequence_id();
-  absl::StatusOr<handoff::DecodeLimits> limits = handoff::DecodeLimitsFromProto(
+  absl::StatusOr<engine::StopRules> stop = handoff::DecodeLimitsFromProto(
       header.sampling(), expect_.vocab_size, options_.max_new_tokens);
   absl::StatusOr<engine::SamplingParams> sampling = handoff::FromProto(header.sampling());
-  if (!limits.ok()) return fail(limits.status());
+  if (!stop.ok()) return fail(stop.status());
   if (!sampling.ok()) return fail(sampling.status());
   // Capacity and id are checked before the KV arrives, so a full decoder stops the
   // sender early.
   absl::StatusOr<DecoderCore::Reservation> reservation =
-      core_.Reserve(sequence_id, header.token_count(), limits->max_new_tokens);
+      core_.Reserve(sequence_id, header.token_count(), stop->max_new_tokens);
   if (!reservation.ok()) return fail(reservation.status());
 
   while (reader->Read(&chunk)) {
@@ -91,7 +91,7 @@ grpc::Status DecoderService::AcceptSequence(grpc::ServerContext* context,
   input.kv = *std::move(kv);
   input.first_token = header.first_token_id();
   input.sampling = *sampling;
-  input.limits = *std::move(limits);
+  input.stop = *std::move(stop);
   if (absl::Status s = core_.Admit(*std::move(reservation), std::move(input)); !s.ok()) {
     return fail(s);
   }

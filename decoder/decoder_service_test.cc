@@ -71,9 +71,11 @@ class DecoderServiceTest : public ::testing::Test {
     engine::Sampler sampler(*handoff::FromProto(sampling));
     Handoff h;
     h.first_token = sampler.Sample(p->logits_last);
-    handoff::TextStream text(
-        std::vector<std::string>(sampling.stop().begin(), sampling.stop().end()));
-    h.first_text = text.Append(*handoff::TokenText(engine_->tokenizer(), h.first_token)).delta;
+    engine::SequenceEnd end(
+        engine_->tokenizer(), engine_->eos_ids(),
+        *handoff::DecodeLimitsFromProto(sampling, engine_->config().vocab_size, {}),
+        static_cast<int64_t>(tokens.size()), engine_->config().max_position_embeddings);
+    h.first_text = end.Next(h.first_token).text_delta;
     v1::SequenceHeader header;
     header.set_sequence_id(id);
     header.set_model_fingerprint(handoff::FingerprintHex(engine_->model_fingerprint()));

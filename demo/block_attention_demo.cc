@@ -210,7 +210,7 @@ int Run() {
   if (!request->expected.empty()) std::cout << "Expected answer: " << request->expected << "\n";
   std::cout << "\n";
 
-  const be::StopCriteria stop{.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens)};
+  const be::StopRules stop{.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens)};
   double ttft_ms[2] = {0, 0};
   for (be::AttentionMode mode : {be::AttentionMode::kBlock, be::AttentionMode::kFull}) {
     const be::PrefillOptions opt{.mode = mode};

@@ -293,7 +293,7 @@ TEST_F(EngineTest, GenerateIsReproducibleAndStopsAtMaxTokens) {
   const std::vector<int32_t> p = engine_->tokenizer().Encode("The capital of France is Paris.");
   const std::vector<int32_t> q = engine_->tokenizer().Encode("What is the capital of France?");
   std::vector<BlockInput> blocks = {{p, nullptr}};
-  StopCriteria stop{.max_new_tokens = 6, .stop_on_eos = false};
+  StopRules stop{.max_new_tokens = 6, .ignore_eos = true};
   SamplingParams sampling{.temperature = 0.8, .top_p = 0.95, .seed = 11};
   absl::StatusOr<Generation> a = Generate(*engine_, blocks, q, {}, sampling, stop);
   absl::StatusOr<Generation> b = Generate(*engine_, blocks, q, {}, sampling, stop);
@@ -306,7 +306,7 @@ TEST_F(EngineTest, GenerateIsReproducibleAndStopsAtMaxTokens) {
 
 TEST_F(EngineTest, GenerateCutsTheTextAtAStopString) {
   const std::vector<int32_t> q = engine_->tokenizer().Encode("Who wrote the report?");
-  StopCriteria stop{.max_new_tokens = 20, .stop_on_eos = false};
+  StopRules stop{.max_new_tokens = 20, .ignore_eos = true};
   absl::StatusOr<Generation> free_run = Generate(*engine_, {}, q, {}, {}, stop);
   ASSERT_TRUE(free_run.ok()) << free_run.status();
   ASSERT_GE(free_run->text.size(), 3u);
@@ -320,7 +320,7 @@ TEST_F(EngineTest, GenerateCutsTheTextAtAStopString) {
   stop.stop_strings = {stop_at};
   absl::StatusOr<Generation> cut = Generate(*engine_, {}, q, {}, {}, stop);
   ASSERT_TRUE(cut.ok());
-  EXPECT_EQ(cut->finish, FinishReason::kStopString);
+  EXPECT_EQ(cut->finish, FinishReason::kStop);
   EXPECT_EQ(cut->text.find(stop_at), std::string::npos);
   EXPECT_LT(cut->tokens.size(), free_run->tokens.size());
 }

@@ -50,8 +50,9 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
     }
   }
   // Exactly one uniform draw per sampled token, whatever survives the filters, so a
-  // sequence continued elsewhere (prefill -> decoder) can skip draws by counting tokens.
-  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  // sequence continued elsewhere (prefill -> decoder) skips draws by counting tokens
+  // (SkipSamples).
+  const double u = Draw();
   double total = 0;
   for (int64_t i = 0; i < nucleus; ++i) total += prob[i];
   double acc = 0;
@@ -61,5 +62,12 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   }
   return order[nucleus - 1];
 }
+
+void Sampler::SkipSamples(int64_t samples) {
+  if (params_.temperature == 0) return;  // greedy samples draw nothing
+  for (int64_t i = 0; i < samples; ++i) Draw();
+}
+
+double Sampler::Draw() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 
 }  // namespace blockserve::engine

@@ -30,7 +30,15 @@ class Sampler {
   // A non-greedy sample consumes exactly one draw from the seeded generator.
   int32_t Sample(absl::Span<const float> logits);
 
+  // Moves past `samples` samples taken elsewhere with the same params, whatever their
+  // logits: afterwards Sample draws exactly as it would after that many Sample calls. The
+  // decoder continues the prefill's stream this way (the prefill sampled token 0).
+  void SkipSamples(int64_t samples);
+
  private:
+  // The uniform in [0, 1) a non-greedy sample consumes.
+  double Draw();
+
   SamplingParams params_;
   std::mt19937_64 rng_;
 };

@@ -64,6 +64,14 @@ TEST(SamplingTest, EverySampleConsumesExactlyOneDraw) {
   }
 }
 
+TEST(SamplingTest, SkipSamplesContinuesAnotherSamplersStream) {
+  const SamplingParams p{.temperature = 1.0, .top_k = 3, .seed = 8};
+  Sampler first(p), continued(p);
+  for (int i = 0; i < 4; ++i) first.Sample(kLogits);
+  continued.SkipSamples(4);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(continued.Sample(kLogits), first.Sample(kLogits)) << i;
+}
+
 TEST(SamplingTest, InvalidParametersAreRejected) {
   EXPECT_FALSE(ValidateSamplingParams({.temperature = -1}).ok());
   EXPECT_FALSE(ValidateSamplingParams({.temperature = NAN}).ok());

@@ -110,7 +110,7 @@ absl::StatusOr<ExampleOutcome> AnswerExample(engine::Engine& engine, const RagEx
     out.prompt_tokens += b.size();
   }
   out.prompt_tokens += query.size();
-  engine::StopCriteria stop;
+  engine::StopRules stop;
   stop.max_new_tokens = max_new_tokens;
   absl::StatusOr<engine::Generation> g =
       engine::Generate(engine, blocks, query, options, engine::SamplingParams{}, stop);

@@ -117,9 +117,10 @@ absl::StatusOr<engine::SamplingParams> FromProto(const v1::SamplingParams& p) {
   return out;
 }
 
-absl::StatusOr<DecodeLimits> DecodeLimitsFromProto(const v1::SamplingParams& p, int64_t vocab_size,
-                                                   const MaxNewTokensPolicy& policy) {
-  DecodeLimits limits;
+absl::StatusOr<engine::StopRules> DecodeLimitsFromProto(const v1::SamplingParams& p,
+                                                        int64_t vocab_size,
+                                                        const MaxNewTokensPolicy& policy) {
+  engine::StopRules limits;
   limits.max_new_tokens = p.max_new_tokens() == 0 ? policy.default_max_new_tokens
                                                   : static_cast<int64_t>(p.max_new_tokens());
   if (limits.max_new_tokens > policy.max_new_tokens_limit) {
@@ -159,65 +160,16 @@ absl::StatusOr<DecodeLimits> DecodeLimitsFromProto(const v1::SamplingParams& p, 
   return limits;
 }
 
-absl::StatusOr<std::string> TokenText(const engine::Tokenizer& tokenizer, int32_t token) {
-  if (token < 0 || token >= tokenizer.vocab_size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("token id must be in [0, ", tokenizer.vocab_size(), "), got ", token));
+v1::FinishReason ToProto(engine::FinishReason reason) {
+  switch (reason) {
+    case engine::FinishReason::kEos:
+      return v1::FINISH_REASON_EOS;
+    case engine::FinishReason::kStop:
+      return v1::FINISH_REASON_STOP;
+    case engine::FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
   }
-  if (tokenizer.IsSpecial(token)) return std::string();
-  return tokenizer.TokenBytes(token);
-}
-
-TextStream::TextStream(std::vector<std::string> stop_strings) : stops_(std::move(stop_strings)) {
-  std::erase_if(stops_, [](const std::string& s) { return s.empty(); });
-  for (const std::string& s : stops_) longest_stop_ = std::max(longest_stop_, s.size());
-}
-
-TextStream::Update TextStream::Append(std::string_view bytes) {
-  Update update;
-  if (stopped_) return update;
-  const size_t old_size = text_.size();
-  text_.append(bytes);
-  // Earlier appends matched no stop string, so a match must end in the new bytes.
-  const size_t from = old_size >= longest_stop_ ? old_size - longest_stop_ + 1 : 0;
-  size_t cut = std::string::npos;
-  for (const std::string& s : stops_) cut = std::min(cut, text_.find(s, from));
-  if (cut != std::string::npos) {
-    text_.resize(cut);
-    stopped_ = true;
-    update.stopped = true;
-    if (cut > emitted_)
-      update.delta = engine::SanitizeUtf8(std::string_view(text_).substr(emitted_));
-    emitted_ = text_.size();
-    return update;
-  }
-  // Hold back an incomplete character and any tail that may still become a stop string.
-  size_t safe = engine::CompleteUtf8Prefix(text_);
-  const size_t tail_from = std::max(
-      emitted_, text_.size() >= longest_stop_ ? text_.size() - longest_stop_ + 1 : size_t{0});
-  for (size_t p = tail_from; p < safe; ++p) {
-    const std::string_view tail = std::string_view(text_).substr(p);
-    const bool may_start_stop =
-        std::any_of(stops_.begin(), stops_.end(), [&](const std::string& s) {
-          return s.size() > tail.size() && std::string_view(s).substr(0, tail.size()) == tail;
-        });
-    if (may_start_stop) {
-      safe = p;
-      break;
-    }
-  }
-  if (safe > emitted_) {
-    update.delta = engine::SanitizeUtf8(std::string_view(text_).substr(emitted_, safe - emitted_));
-    emitted_ = safe;
-  }
-  return update;
-}
-
-std::string TextStream::Flush() {
-  if (emitted_ >= text_.size()) return "";
-  std::string rest = engine::SanitizeUtf8(std::string_view(text_).substr(emitted_));
-  emitted_ = text_.size();
-  return rest;
+  return v1::FINISH_REASON_UNSPECIFIED;
 }
 
 std::string FingerprintHex(uint64_t fingerprint) { return absl::StrFormat("%016x", fingerprint); }
@@ -273,7 +225,7 @@ absl::Status SequenceAssembler::CheckHeader(const v1::SequenceHeader& h) const {
   if (absl::StatusOr<engine::SamplingParams> p = FromProto(h.sampling()); !p.ok()) {
     return p.status();
   }
-  absl::StatusOr<DecodeLimits> limits =
+  absl::StatusOr<engine::StopRules> limits =
       DecodeLimitsFromProto(h.sampling(), expect_.vocab_size, expect_.max_new_tokens);
   return limits.status();
 }

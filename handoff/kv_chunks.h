@@ -1,31 +1,16 @@
-// The KV handoff between a prefill (sender) and a decoder (receiver), and the pieces of
-// a sequence's generation policy both sides must apply identically.
+// The KV handoff between a prefill (sender) and a decoder (receiver): the wire stream and
+// the conversions of its generation fields to the engine's types.
 //
 // Wire: Decoder.AcceptSequence is a client stream of KvChunk: one SequenceHeader, then
 // KvSlices covering every (layer, K|V, token) of the prompt exactly once, in any order
 // (see proto/blockserve.proto). SequenceToChunks / ForEachChunk produce that stream;
 // SequenceAssembler validates and reassembles it into an engine::KvCache.
 //
-// Generation policy shared by both sides: SamplingParams (FromProto), the stop rules
-// (DecodeLimitsFromProto), a token's text (TokenText) and the streamed text deltas
-// (TextStream).
-//
-// First-token text contract. The prefill samples the first generated token (index 0)
-// and returns PrefillResponse.first_token_text; the decoder streams every later text
-// delta. Both derive the text with one TextStream built from the request's stop
-// strings, so the client's concatenation has no gap and no overlap:
-//   prefill:  TextStream ts(limits.stop_strings);
-//             TextStream::Update u = ts.Append(*TokenText(tokenizer, first_token_id));
-//             first_token_text = u.delta;                  // what the prefill emits
-//             if generation ends here for another reason (EOS is not appended; max_new_tokens
-//             == 1, a stop token id), first_token_text += ts.Flush().
-//   decoder:  TextStream ts(limits.stop_strings);
-//             ts.Append(*TokenText(tokenizer, first_token_id));  // delta already emitted
-//             ... then Append each later token; its deltas go into TokenEvent.text.
-// So the prefill emits the complete-UTF-8 prefix of the first token's bytes, minus any
-// tail that could start a stop string; the held-back bytes arrive in the decoder's first
-// delta. The sampler's random stream continues too: see engine::Sampler and the
-// decoder's README.
+// Generation fields: SamplingParams → engine::SamplingParams (FromProto) and
+// engine::StopRules (DecodeLimitsFromProto); engine::FinishReason → the wire's (ToProto).
+// Both sides end a sequence and derive its text with engine::SequenceEnd; its header
+// states the first-token text contract between them and how the sampler's stream
+// continues.
 #ifndef BLOCKSERVE_HANDOFF_KV_CHUNKS_H_
 #define BLOCKSERVE_HANDOFF_KV_CHUNKS_H_
 
@@ -33,7 +18,6 @@
 #include <cstdint>
 #include <map>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -42,7 +26,7 @@
 #include "engine/dtype.h"
 #include "engine/kv_cache.h"
 #include "engine/sampling.h"
-#include "engine/tokenizer.h"
+#include "engine/sequence_end.h"
 #include "proto/blockserve.pb.h"
 
 namespace blockserve::handoff {
@@ -72,21 +56,13 @@ std::vector<blockserve::v1::KvChunk> SequenceToChunks(
     const blockserve::v1::SequenceHeader& header, const engine::KvCache& kv,
     blockserve::v1::DType dtype, size_t max_chunk_bytes = kDefaultMaxChunkBytes);
 
-// ─────────────────────────── generation policy ───────────────────────────
+// ─────────────────────────── generation fields ───────────────────────────
 
 // Server-side bounds on SamplingParams.max_new_tokens (flags --default_max_new_tokens and
 // --max_new_tokens_limit of the prefill and the decoder).
 struct MaxNewTokensPolicy {
   int64_t default_max_new_tokens = 256;  // used when the request leaves it 0
   int64_t max_new_tokens_limit = 4096;   // larger requests are INVALID_ARGUMENT
-};
-
-// When generation ends besides sampling: the stop rules of one sequence.
-struct DecodeLimits {
-  int64_t max_new_tokens = 0;  // >= 1; counts the prefill's first token
-  bool ignore_eos = false;     // EOS ids do not end generation
-  std::vector<std::string> stop_strings;
-  std::vector<int32_t> stop_token_ids;
 };
 
 // SamplingParams → engine sampling: temperature in [0, 100] (0 greedy), top_p in (0, 1]
@@ -97,41 +73,12 @@ absl::StatusOr<engine::SamplingParams> FromProto(const blockserve::v1::SamplingP
 // SamplingParams → stop rules: max_new_tokens (0 → policy default; over the limit →
 // InvalidArgument), at most 16 stop strings of 1..256 bytes of valid UTF-8, at most 16
 // stop_token_ids in [0, vocab_size), ignore_eos.
-absl::StatusOr<DecodeLimits> DecodeLimitsFromProto(const blockserve::v1::SamplingParams& params,
-                                                   int64_t vocab_size,
-                                                   const MaxNewTokensPolicy& policy);
+absl::StatusOr<engine::StopRules> DecodeLimitsFromProto(
+    const blockserve::v1::SamplingParams& params, int64_t vocab_size,
+    const MaxNewTokensPolicy& policy);
 
-// The text a generated token contributes: its bytes, or nothing for a special token (as
-// engine::Generate, which decodes with skip_special). InvalidArgument for an unknown id.
-absl::StatusOr<std::string> TokenText(const engine::Tokenizer& tokenizer, int32_t token);
-
-// Turns the bytes of generated tokens into text deltas that are safe to send: valid
-// UTF-8, never a prefix of a stop string that may still complete, and cut before the
-// earliest stop string (as engine::Generate cuts its text). Concatenating every delta
-// and Flush() gives the generated text with ill-formed bytes replaced by U+FFFD.
-class TextStream {
- public:
-  explicit TextStream(std::vector<std::string> stop_strings);
-
-  struct Update {
-    std::string delta;     // text that became final
-    bool stopped = false;  // a stop string completed; the text ends before it
-  };
-  // Appends one token's bytes (TokenText). After a stop, further appends return nothing.
-  Update Append(std::string_view bytes);
-  // Ends the text: returns everything still held back (incomplete UTF-8 included).
-  std::string Flush();
-
-  // All bytes appended so far, cut before a stop string once one matched.
-  const std::string& text() const { return text_; }
-
- private:
-  std::vector<std::string> stops_;
-  size_t longest_stop_ = 0;
-  std::string text_;
-  size_t emitted_ = 0;  // text_[0, emitted_) has been returned in deltas
-  bool stopped_ = false;
-};
+// engine::FinishReason → FINISH_REASON_EOS / _STOP / _LENGTH.
+blockserve::v1::FinishReason ToProto(engine::FinishReason reason);
 
 // A model fingerprint as the wire and the KV store spell it: 16 lowercase hex digits.
 std::string FingerprintHex(uint64_t fingerprint);

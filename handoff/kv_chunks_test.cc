@@ -6,8 +6,6 @@
 #include <cmath>
 #include <random>
 
-#include "engine/bpe_trainer.h"
-
 namespace blockserve::handoff {
 namespace {
 
@@ -345,7 +343,7 @@ TEST(DecodeLimitsFromProto, AppliesTheServerPolicy) {
   in.add_stop("\n\n");
   in.add_stop_token_ids(3);
   in.set_ignore_eos(true);
-  absl::StatusOr<DecodeLimits> limits = DecodeLimitsFromProto(in, 100, policy);
+  absl::StatusOr<engine::StopRules> limits = DecodeLimitsFromProto(in, 100, policy);
   ASSERT_TRUE(limits.ok()) << limits.status();
   EXPECT_EQ(limits->max_new_tokens, 20);
   EXPECT_TRUE(limits->ignore_eos);
@@ -376,59 +374,10 @@ TEST(DecodeLimitsFromProto, RejectsBadStops) {
   }
 }
 
-TEST(TextStream, HoldsBackIncompleteUtf8) {
-  TextStream ts({});
-  EXPECT_EQ(ts.Append("a\xC3").delta, "a");
-  EXPECT_EQ(ts.Append("\xA9!").delta, "\xC3\xA9!");
-  EXPECT_EQ(ts.Flush(), "");
-}
-
-TEST(TextStream, HoldsBackAPossibleStopStringUntilResolved) {
-  TextStream ts({"END"});
-  EXPECT_EQ(ts.Append("hello E").delta, "hello ");
-  const TextStream::Update u = ts.Append("Nx");  // "ENx" is not a stop after all
-  EXPECT_EQ(u.delta, "ENx");
-  EXPECT_FALSE(u.stopped);
-}
-
-TEST(TextStream, CutsBeforeAStopStringSpanningTokens) {
-  TextStream ts({"\n\n", "STOP"});
-  EXPECT_EQ(ts.Append("one\n").delta, "one");
-  const TextStream::Update u = ts.Append("\ntwo");
-  EXPECT_TRUE(u.stopped);
-  EXPECT_EQ(u.delta, "");
-  EXPECT_EQ(ts.text(), "one");
-  EXPECT_EQ(ts.Append("more").delta, "");
-  EXPECT_EQ(ts.Flush(), "");
-}
-
-TEST(TextStream, CutsAtTheEarliestStartingStopString) {
-  TextStream ts({"cd", "bcde"});
-  const TextStream::Update u = ts.Append("abcdef");
-  EXPECT_TRUE(u.stopped);
-  EXPECT_EQ(u.delta, "a");
-}
-
-TEST(TextStream, FlushReleasesHeldTextAndReplacesBrokenBytes) {
-  TextStream ts({"xyz"});
-  EXPECT_EQ(ts.Append("ab\xE2\x82").delta, "ab");
-  EXPECT_EQ(ts.Append("x").delta, "\xEF\xBF\xBD\xEF\xBF\xBD");
-  EXPECT_EQ(ts.Flush(), "x");
-}
-
-TEST(TokenText, SpecialTokensHaveNoText) {
-  absl::StatusOr<std::string> json =
-      engine::TrainByteLevelBpeJson("hello world hello there", 10, {"<|end_of_text|>"});
-  ASSERT_TRUE(json.ok());
-  absl::StatusOr<engine::Tokenizer> tok = engine::Tokenizer::FromJson(*json);
-  ASSERT_TRUE(tok.ok());
-  const int32_t eos = *tok->eos_id();
-  EXPECT_EQ(*TokenText(*tok, eos), "");
-  const std::vector<int32_t> ids = tok->Encode("hello");
-  std::string text;
-  for (int32_t id : ids) text += *TokenText(*tok, id);
-  EXPECT_EQ(text, "hello");
-  EXPECT_EQ(TokenText(*tok, tok->vocab_size()).status().code(), absl::StatusCode::kInvalidArgument);
+TEST(ToProto, MapsEveryFinishReason) {
+  EXPECT_EQ(ToProto(engine::FinishReason::kEos), v1::FINISH_REASON_EOS);
+  EXPECT_EQ(ToProto(engine::FinishReason::kStop), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(ToProto(engine::FinishReason::kLength), v1::FINISH_REASON_LENGTH);
 }
 
 TEST(FingerprintHex, IsSixteenLowercaseDigits) {

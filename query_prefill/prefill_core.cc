@@ -29,7 +29,7 @@ struct PrefillCore::Plan {
   v1::CachePolicy policy = v1::CACHE_POLICY_READ_WRITE;
   engine::SamplingParams sampling;  // seed resolved
   v1::SamplingParams wire_sampling;  // seed and max_new_tokens resolved, for the decoder
-  handoff::DecodeLimits limits;
+  engine::StopRules limits;
   std::vector<int32_t> query;
   std::string decoder_address;  // empty: no handoff
   uint64_t sequence_id = 0;
@@ -108,7 +108,7 @@ absl::StatusOr<PrefillCore::Plan> PrefillCore::Validate(const v1::PrefillRequest
   absl::StatusOr<engine::SamplingParams> sampling = handoff::FromProto(plan.wire_sampling);
   if (!sampling.ok()) return sampling.status();
   plan.sampling = *sampling;
-  absl::StatusOr<handoff::DecodeLimits> limits = handoff::DecodeLimitsFromProto(
+  absl::StatusOr<engine::StopRules> limits = handoff::DecodeLimitsFromProto(
       plan.wire_sampling, engine_.config().vocab_size, options_.max_new_tokens);
   if (!limits.ok()) return limits.status();
   plan.limits = *std::move(limits);
@@ -223,17 +223,17 @@ absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& r
   response.set_first_token_id(token);
 
   // Does generation end with the first token? (Text contract: handoff/kv_chunks.h.)
-  const handoff::DecodeLimits& limits = plan->limits;
-  handoff::TextStream text(limits.stop_strings);
+  const engine::StopRules& limits = plan->limits;
+  engine::TextStream text(limits.stop_strings);
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   if (!limits.ignore_eos && Contains(engine_.eos_ids(), token)) {
     finish = v1::FINISH_REASON_EOS;
   } else if (Contains(limits.stop_token_ids, token)) {
     finish = v1::FINISH_REASON_STOP;
   } else {
-    absl::StatusOr<std::string> bytes = handoff::TokenText(engine_.tokenizer(), token);
+    absl::StatusOr<std::string> bytes = engine::TokenText(engine_.tokenizer(), token);
     if (!bytes.ok()) return absl::InternalError(bytes.status().ToString());
-    handoff::TextStream::Update update = text.Append(*bytes);
+    engine::TextStream::Update update = text.Append(*bytes);
     response.set_first_token_text(update.delta);
     if (update.stopped) {
       finish = v1::FINISH_REASON_STOP;

@@ -434,7 +434,7 @@ TEST_F(PrefillCoreTest, MaxNewTokensOfOneFinishesWithLengthAndNoHandoff) {
   EXPECT_EQ(r->finish_reason(), v1::FINISH_REASON_LENGTH);
   EXPECT_EQ(r->sequence_id(), 0u);
   EXPECT_TRUE(recording_.headers.empty());
-  const std::string bytes = *handoff::TokenText(engine_->tokenizer(), r->first_token_id());
+  const std::string bytes = *engine::TokenText(engine_->tokenizer(), r->first_token_id());
   EXPECT_EQ(r->first_token_text(), engine::SanitizeUtf8(bytes));
 }
 

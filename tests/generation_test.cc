@@ -84,7 +84,7 @@ class GenerationTest : public ::testing::TestWithParam<std::string> {
                                                    : engine::AttentionMode::kBlock;
     absl::StatusOr<engine::Generation> g = engine::Generate(
         *engine_, inputs, query, options, {},
-        {.max_new_tokens = kNewTokens, .stop_on_eos = false});
+        {.max_new_tokens = kNewTokens, .ignore_eos = true});
     EXPECT_TRUE(g.ok()) << g.status();
     return g.ok() ? *g : engine::Generation{};
   }
