@@ -1,6 +1,5 @@
 #include "query_prefill/prefill_core.h"
 
-#include <algorithm>
 #include <chrono>
 #include <optional>
 
@@ -11,17 +10,10 @@
 #include "contract/request_contract.h"
 #include "engine/prompt.h"
 #include "engine/sampling.h"
+#include "engine/sequence_end.h"
 #include "engine/stopwatch.h"
 
 namespace blockserve::query_prefill {
-namespace {
-
-bool Contains(const std::vector<int32_t>& ids, int32_t id) {
-  return std::find(ids.begin(), ids.end(), id) != ids.end();
-}
-
-}  // namespace
-
 // What Validate made of a request: resolved options, ready to run.
 struct PrefillCore::Plan {
   std::string request_id;
@@ -29,7 +21,7 @@ struct PrefillCore::Plan {
   v1::CachePolicy policy = v1::CACHE_POLICY_READ_WRITE;
   engine::SamplingParams sampling;  // seed resolved
   v1::SamplingParams wire_sampling;  // seed and max_new_tokens resolved, for the decoder
-  engine::StopRules limits;
+  engine::StopRules stop;
   std::vector<int32_t> query;
   std::string decoder_address;  // empty: no handoff
   uint64_t sequence_id = 0;
@@ -108,11 +100,11 @@ absl::StatusOr<PrefillCore::Plan> PrefillCore::Validate(const v1::PrefillRequest
   absl::StatusOr<engine::SamplingParams> sampling = handoff::FromProto(plan.wire_sampling);
   if (!sampling.ok()) return sampling.status();
   plan.sampling = *sampling;
-  absl::StatusOr<engine::StopRules> limits = handoff::DecodeLimitsFromProto(
+  absl::StatusOr<engine::StopRules> stop = handoff::DecodeLimitsFromProto(
       plan.wire_sampling, engine_.config().vocab_size, options_.max_new_tokens);
-  if (!limits.ok()) return limits.status();
-  plan.limits = *std::move(limits);
-  plan.wire_sampling.set_max_new_tokens(plan.limits.max_new_tokens);
+  if (!stop.ok()) return stop.status();
+  plan.stop = *std::move(stop);
+  plan.wire_sampling.set_max_new_tokens(plan.stop.max_new_tokens);
 
   const v1::DecoderTarget& target = request.decoder();
   plan.decoder_address = target.address();
@@ -222,31 +214,20 @@ absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& r
   stats.set_flops_full_prefill(static_cast<uint64_t>(prefill->stats.flops_full_prefill));
   response.set_first_token_id(token);
 
-  // Does generation end with the first token? (Text contract: handoff/kv_chunks.h.)
-  const engine::StopRules& limits = plan->limits;
-  engine::TextStream text(limits.stop_strings);
-  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
-  if (!limits.ignore_eos && Contains(engine_.eos_ids(), token)) {
-    finish = v1::FINISH_REASON_EOS;
-  } else if (Contains(limits.stop_token_ids, token)) {
-    finish = v1::FINISH_REASON_STOP;
-  } else {
-    absl::StatusOr<std::string> bytes = engine::TokenText(engine_.tokenizer(), token);
-    if (!bytes.ok()) return absl::InternalError(bytes.status().ToString());
-    engine::TextStream::Update update = text.Append(*bytes);
-    response.set_first_token_text(update.delta);
-    if (update.stopped) {
-      finish = v1::FINISH_REASON_STOP;
-    } else if (limits.max_new_tokens <= 1 || total + 1 >= context) {
-      finish = v1::FINISH_REASON_LENGTH;
-    }
-  }
-  if (finish != v1::FINISH_REASON_UNSPECIFIED) {
-    response.set_finish_reason(finish);
-    response.set_first_token_text(response.first_token_text() + text.Flush());
+  // Does generation end with the first token? (The first-token text contract:
+  // engine/sequence_end.h; the decoder replays this step.)
+  engine::SequenceEnd end(engine_.tokenizer(), engine_.eos_ids(), plan->stop, total, context);
+  engine::SequenceEnd::Step first = end.Next(token);
+  response.set_first_token_text(std::move(first.text_delta));
+  if (first.finish) {
+    response.set_finish_reason(handoff::ToProto(*first.finish));
     return response;
   }
-  if (plan->decoder_address.empty()) return response;
+  // No decoder: generation ends here, so nothing may stay held back.
+  if (plan->decoder_address.empty()) {
+    response.set_first_token_text(response.first_token_text() + end.Flush());
+    return response;
+  }
 
   // Hand the sequence to the decoder.
   if (absl::Now() >= deadline) {

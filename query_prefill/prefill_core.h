@@ -1,8 +1,9 @@
 // The query prefill's logic, without the network: one PrefillRequest in, the first
 // token (and the KV handed to a decoder) out.
 //
-//   1. Validate (request id, UTF-8, enums, sampling and stop rules, passage count,
-//      global_blocks) -> INVALID_ARGUMENT / FAILED_PRECONDITION.
+//   1. Validate: contract::ValidatePrefillRequest (the rules the router applies too),
+//      then what needs the model (the query's tokens, stop token ids against the
+//      vocabulary) -> INVALID_ARGUMENT; NCCL asked of a CPU prefill -> FAILED_PRECONDITION.
 //   2. Resolve blocks through blocks::BlockCache: the system block, then each passage
 //      by catalog id (unknown -> NOT_FOUND), inline text or inline token ids.
 //   3. BlockCache::Fetch the cached position-0 KV of the block-attended blocks in one
@@ -12,9 +13,9 @@
 //   4. Engine::PrefillLast: block mode re-encodes the cached blocks to their offsets and
 //      computes global blocks + query; full mode computes everything causally.
 //   5. Sample the first token with the request's sampling (an unset seed is resolved
-//      here and handed on, so decoder + prefill equal one sampler). If generation ends
-//      with it (EOS, stop token/string, max_new_tokens == 1, context full), answer with
-//      finish_reason and make no handoff.
+//      here and handed on, so decoder + prefill equal one sampler). engine::SequenceEnd
+//      decides whether generation ends with it (EOS, stop token/string, max_new_tokens
+//      == 1, context full): then answer with finish_reason and make no handoff.
 //   6. Otherwise hand the sequence (header + KV) to the request's decoder via KvHandoff.
 //
 // Thread-safe: requests may run concurrently (the engine serializes its compute).
