@@ -174,7 +174,7 @@ absl::Status ValidateBlockOptions(const v1::BlockOptions& options, int num_passa
   return absl::OkStatus();
 }
 
-absl::Status ValidateSampling(const v1::SamplingParams& s, int64_t max_new_tokens_limit) {
+absl::Status ValidateSamplingValues(const v1::SamplingParams& s) {
   if (!std::isfinite(s.temperature()) || s.temperature() < 0 ||
       s.temperature() > kMaxTemperature) {
     return Invalid("sampling.temperature", absl::StrCat("is ", s.temperature()),
@@ -186,6 +186,10 @@ absl::Status ValidateSampling(const v1::SamplingParams& s, int64_t max_new_token
   if (s.top_k() < 0) {
     return Invalid("sampling.top_k", absl::StrCat("is ", s.top_k()), ">= 0 (0 = disabled)");
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateStopFields(const v1::SamplingParams& s, int64_t max_new_tokens_limit) {
   if (s.max_new_tokens() > max_new_tokens_limit) {
     return Invalid("sampling.max_new_tokens", absl::StrCat("is ", s.max_new_tokens()),
                    absl::StrCat("at most ", max_new_tokens_limit,
@@ -193,6 +197,11 @@ absl::Status ValidateSampling(const v1::SamplingParams& s, int64_t max_new_token
   }
   if (absl::Status st = ValidateStopStrings(s); !st.ok()) return st;
   return ValidateStopTokenIds(s);
+}
+
+absl::Status ValidateSampling(const v1::SamplingParams& s, int64_t max_new_tokens_limit) {
+  if (absl::Status st = ValidateSamplingValues(s); !st.ok()) return st;
+  return ValidateStopFields(s, max_new_tokens_limit);
 }
 
 absl::Status ValidateGenerateRequest(const v1::GenerateRequest& request, const Limits& limits) {

@@ -72,10 +72,16 @@ absl::Status ValidatePassageRef(const v1::PassageRef& ref, int index);
 // global_blocks within that range but does not excuse one over it).
 absl::Status ValidateBlockOptions(const v1::BlockOptions& options, int num_passages);
 
-// SamplingParams: temperature 0 or finite in (0, kMaxTemperature]; top_p 0 (unset) or
-// in (0, 1]; top_k >= 0; at most kMaxStopStrings stop strings of
-// 1..kMaxStopStringBytes bytes of UTF-8; at most kMaxStopTokenIds stop token ids, each
-// >= 0; max_new_tokens <= max_new_tokens_limit (0 = the server's default).
+// The sampler's fields of SamplingParams: temperature 0 or finite in
+// (0, kMaxTemperature]; top_p 0 (unset) or in (0, 1]; top_k >= 0.
+absl::Status ValidateSamplingValues(const v1::SamplingParams& sampling);
+
+// The stop fields of SamplingParams: max_new_tokens <= max_new_tokens_limit (0 = the
+// server's default); at most kMaxStopStrings stop strings of 1..kMaxStopStringBytes bytes
+// of UTF-8; at most kMaxStopTokenIds stop token ids, each >= 0.
+absl::Status ValidateStopFields(const v1::SamplingParams& sampling, int64_t max_new_tokens_limit);
+
+// ValidateSamplingValues and ValidateStopFields.
 absl::Status ValidateSampling(const v1::SamplingParams& sampling,
                               int64_t max_new_tokens_limit);
 

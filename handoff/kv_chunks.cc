@@ -1,22 +1,17 @@
 #include "handoff/kv_chunks.h"
 
 #include <algorithm>
-#include <cmath>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/utf8.h"
+#include "contract/request_contract.h"
 
 namespace blockserve::handoff {
 namespace {
 
 namespace v1 = ::blockserve::v1;
 
-constexpr size_t kMaxStopStrings = 16;
-constexpr size_t kMaxStopStringBytes = 256;
-constexpr size_t kMaxStopTokenIds = 16;
-constexpr float kMaxTemperature = 100;
 
 int TensorIndex(uint32_t layer, v1::KvTensor tensor) {
   return 2 * static_cast<int>(layer) + (tensor == v1::KV_TENSOR_V ? 1 : 0);
@@ -96,68 +91,40 @@ std::vector<v1::KvChunk> SequenceToChunks(const v1::SequenceHeader& header,
 }
 
 absl::StatusOr<engine::SamplingParams> FromProto(const v1::SamplingParams& p) {
+  if (absl::Status s = contract::ValidateSamplingValues(p); !s.ok()) return s;
   engine::SamplingParams out;
-  if (!std::isfinite(p.temperature()) || p.temperature() < 0 || p.temperature() > kMaxTemperature) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sampling.temperature must be 0 (greedy) or finite in (0, 100], got ", p.temperature()));
-  }
-  if (std::isnan(p.top_p()) || p.top_p() < 0 || p.top_p() > 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampling.top_p must be in (0, 1] (0 = unset), got ", p.top_p()));
-  }
-  if (p.top_k() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampling.top_k must be >= 0 (0 = unset), got ", p.top_k()));
-  }
   out.temperature = p.temperature();
   out.top_p = p.top_p() == 0 ? 1.0 : p.top_p();
   out.top_k = p.top_k();
   out.seed = p.has_seed() ? p.seed() : 0;
-  if (absl::Status s = engine::ValidateSamplingParams(out); !s.ok()) return s;
   return out;
 }
 
 absl::StatusOr<engine::StopRules> DecodeLimitsFromProto(const v1::SamplingParams& p,
                                                         int64_t vocab_size,
                                                         const MaxNewTokensPolicy& policy) {
-  engine::StopRules limits;
-  limits.max_new_tokens = p.max_new_tokens() == 0 ? policy.default_max_new_tokens
-                                                  : static_cast<int64_t>(p.max_new_tokens());
-  if (limits.max_new_tokens > policy.max_new_tokens_limit) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.max_new_tokens must be at most ",
-                                                   policy.max_new_tokens_limit, ", got ",
-                                                   limits.max_new_tokens));
+  if (absl::Status s = contract::ValidateStopFields(p, policy.max_new_tokens_limit); !s.ok()) {
+    return s;
   }
-  if (limits.max_new_tokens < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_new_tokens must be >= 1, got ", limits.max_new_tokens));
+  engine::StopRules rules;
+  rules.max_new_tokens = p.max_new_tokens() == 0 ? policy.default_max_new_tokens
+                                                 : static_cast<int64_t>(p.max_new_tokens());
+  if (rules.max_new_tokens < 1 || rules.max_new_tokens > policy.max_new_tokens_limit) {
+    // Only a misconfigured server gets here: its default outside 1..its limit.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_new_tokens ", rules.max_new_tokens, " (the server's default) is outside 1..",
+        policy.max_new_tokens_limit, " (--max_new_tokens_limit)"));
   }
-  if (static_cast<size_t>(p.stop_size()) > kMaxStopStrings) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.stop holds at most ", kMaxStopStrings,
-                                                   " strings, got ", p.stop_size()));
-  }
-  for (const std::string& s : p.stop()) {
-    if (s.empty() || s.size() > kMaxStopStringBytes || !engine::IsValidUtf8(s)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("each sampling.stop string must be 1..", kMaxStopStringBytes,
-                       " bytes of valid UTF-8, got one of ", s.size(), " bytes"));
-    }
-    limits.stop_strings.push_back(s);
-  }
-  if (static_cast<size_t>(p.stop_token_ids_size()) > kMaxStopTokenIds) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.stop_token_ids holds at most ",
-                                                   kMaxStopTokenIds, " ids, got ",
-                                                   p.stop_token_ids_size()));
-  }
+  rules.stop_strings.assign(p.stop().begin(), p.stop().end());
   for (int32_t id : p.stop_token_ids()) {
-    if (id < 0 || id >= vocab_size) {
+    if (id >= vocab_size) {
       return absl::InvalidArgumentError(
           absl::StrCat("sampling.stop_token_ids must be in [0, ", vocab_size, "), got ", id));
     }
-    limits.stop_token_ids.push_back(id);
+    rules.stop_token_ids.push_back(id);
   }
-  limits.ignore_eos = p.ignore_eos();
-  return limits;
+  rules.ignore_eos = p.ignore_eos();
+  return rules;
 }
 
 v1::FinishReason ToProto(engine::FinishReason reason) {

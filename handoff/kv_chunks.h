@@ -65,14 +65,14 @@ struct MaxNewTokensPolicy {
   int64_t max_new_tokens_limit = 4096;   // larger requests are INVALID_ARGUMENT
 };
 
-// SamplingParams → engine sampling: temperature in [0, 100] (0 greedy), top_p in (0, 1]
-// (0 = unset = 1), top_k >= 0, seed (0 when unset: the prefill resolves an unset seed
-// before calling this). InvalidArgument naming the field otherwise.
+// SamplingParams → engine sampling, after contract::ValidateSamplingValues (the request
+// contract's ranges; InvalidArgument naming the field). top_p 0 (unset) becomes 1; an
+// unset seed becomes 0 (the prefill resolves an unset seed before calling this).
 absl::StatusOr<engine::SamplingParams> FromProto(const blockserve::v1::SamplingParams& params);
 
-// SamplingParams → stop rules: max_new_tokens (0 → policy default; over the limit →
-// InvalidArgument), at most 16 stop strings of 1..256 bytes of valid UTF-8, at most 16
-// stop_token_ids in [0, vocab_size), ignore_eos.
+// SamplingParams → stop rules, after contract::ValidateStopFields (counts, sizes and the
+// max_new_tokens limit); then what needs the model: stop_token_ids below vocab_size.
+// max_new_tokens 0 → the policy's default.
 absl::StatusOr<engine::StopRules> DecodeLimitsFromProto(
     const blockserve::v1::SamplingParams& params, int64_t vocab_size,
     const MaxNewTokensPolicy& policy);
