@@ -36,11 +36,12 @@ grpc::Status FakeDecoder::AcceptSequence(grpc::ServerContext*,
   if (!reader->Read(&chunk) || !chunk.has_header()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "first chunk must be a header");
   }
-  while (reader->Read(&chunk)) {
+  const v1::SequenceHeader header = chunk.header();
+  while (reader->Read(&chunk)) {  // a real prefill's KV slices: read and dropped
   }
-  const uint64_t id = chunk.header().sequence_id();
+  const uint64_t id = header.sequence_id();
   absl::MutexLock lock(&mu_);
-  if (!sequences_.emplace(id, chunk.header()).second) {
+  if (!sequences_.emplace(id, header).second) {
     return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "sequence in use");
   }
   response->set_sequence_id(id);
