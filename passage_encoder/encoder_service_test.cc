@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "blocks/testing/test_stores.h"
 #include "engine/tiny_model.h"
 #include "gtest/gtest.h"
 #include "kv_store/shm_store.h"
@@ -18,21 +19,9 @@ namespace {
 class EncoderServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string dir = testing::TempDir() + "/encoder_service_test_model";
-    ASSERT_TRUE(engine::WriteTinyModel(dir, {}).ok());
-    absl::StatusOr<std::unique_ptr<engine::Engine>> e = engine::Engine::Load(dir, {1});
-    ASSERT_TRUE(e.ok()) << e.status();
-    engine_ = *std::move(e);
-    shm_name_ = absl::StrCat("/bs-encoder-service-test-", getpid());
-    kv_store::ShmStoreOptions o;
-    o.name = shm_name_;
-    o.capacity_bytes = 8 << 20;
-    o.max_entries = 64;
-    o.max_passages = 64;
-    o.codec = {engine_->model_fingerprint(), engine_->kv_shape(), engine::DType::kBF16};
-    absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> s = kv_store::ShmStore::Open(o);
-    ASSERT_TRUE(s.ok()) << s.status();
-    store_ = *std::move(s);
+    engine_ = blocks::testing::LoadTinyEngine("encoder_service_test_model");
+    store_ = blocks::testing::OpenTestShmStore(*engine_, engine::DType::kBF16);
+    ASSERT_NE(store_, nullptr);
     cache_ = std::make_unique<blocks::BlockCache>(*engine_, *store_);
     core_ = std::make_unique<EncoderCore>(*cache_, metrics_, EncoderOptions{.max_batch_passages = 4});
     service_ = std::make_unique<EncoderService>(*core_);
@@ -49,7 +38,6 @@ class EncoderServiceTest : public ::testing::Test {
   void TearDown() override {
     server_->Shutdown();
     store_.reset();
-    ASSERT_TRUE(kv_store::ShmStore::Remove(shm_name_).ok());
   }
 
   static v1::Passage Text(const std::string& id, const std::string& text) {
@@ -60,9 +48,8 @@ class EncoderServiceTest : public ::testing::Test {
   }
 
   std::unique_ptr<engine::Engine> engine_;
-  std::string shm_name_;
   MetricsRegistry metrics_;
-  std::unique_ptr<kv_store::ShmStore> store_;
+  blocks::testing::ScopedShmStore store_;
   std::unique_ptr<blocks::BlockCache> cache_;
   std::unique_ptr<EncoderCore> core_;
   std::unique_ptr<EncoderService> service_;

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "blocks/testing/test_stores.h"
 #include "engine/prompt.h"
 #include "engine/sampling.h"
 #include "engine/tiny_model.h"
@@ -71,26 +72,15 @@ void ExpectSameKv(const engine::KvCache& got, const engine::KvCache& want) {
 class PrefillCoreTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const std::string dir = testing::TempDir() + "/prefill_core_test_model";
-    ASSERT_TRUE(engine::WriteTinyModel(dir, {.max_position_embeddings = 512}).ok());
-    absl::StatusOr<std::unique_ptr<engine::Engine>> e = engine::Engine::Load(dir, {1});
-    ASSERT_TRUE(e.ok()) << e.status();
-    engine_ = e->release();
+    engine_ = blocks::testing::LoadTinyEngine("prefill_core_test_model",
+                                              {.max_position_embeddings = 512})
+                  .release();
   }
   static void TearDownTestSuite() { delete engine_; }
 
   void SetUp() override {
-    static int counter = 0;
-    shm_name_ = absl::StrCat("/bs-prefill-core-test-", getpid(), "-", counter++);
-    kv_store::ShmStoreOptions o;
-    o.name = shm_name_;
-    o.capacity_bytes = 8 << 20;
-    o.max_entries = 256;
-    o.max_passages = 256;
-    o.codec = {engine_->model_fingerprint(), engine_->kv_shape(), engine::DType::kF32};
-    absl::StatusOr<std::unique_ptr<kv_store::ShmStore>> s = kv_store::ShmStore::Open(o);
-    ASSERT_TRUE(s.ok()) << s.status();
-    store_ = *std::move(s);
+    store_ = blocks::testing::OpenTestShmStore(*engine_);
+    ASSERT_NE(store_, nullptr);
     cache_ = std::make_unique<blocks::BlockCache>(*engine_, *store_);
     core_ = MakeCore(recording_);
   }
@@ -98,7 +88,6 @@ class PrefillCoreTest : public ::testing::Test {
     core_.reset();
     cache_.reset();
     store_.reset();
-    ASSERT_TRUE(kv_store::ShmStore::Remove(shm_name_).ok());
   }
 
   std::unique_ptr<PrefillCore> MakeCore(KvHandoff& handoff) {
@@ -163,9 +152,8 @@ class PrefillCoreTest : public ::testing::Test {
   }
 
   static engine::Engine* engine_;
-  std::string shm_name_;
   MetricsRegistry metrics_;
-  std::unique_ptr<kv_store::ShmStore> store_;
+  blocks::testing::ScopedShmStore store_;
   std::unique_ptr<blocks::BlockCache> cache_;
   RecordingHandoff recording_;
   std::unique_ptr<PrefillCore> core_;

@@ -5,22 +5,18 @@
 //
 // In process: the router, the prefill (tiny model, shared-memory store) and a fake
 // decoder serve on loopback ports; the other end-to-end tests run the real binaries.
-#include <unistd.h>
-
 #include <memory>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
-#include "absl/strings/str_cat.h"
 #include "blocks/block_cache.h"
+#include "blocks/testing/test_stores.h"
 #include "common/metrics.h"
 #include "contract/request_contract.h"
 #include "contract/testing/bad_requests.h"
 #include "engine/engine.h"
-#include "engine/tiny_model.h"
-#include "kv_store/shm_store.h"
 #include "proto/blockserve.grpc.pb.h"
 #include "query_prefill/grpc_handoff.h"
 #include "query_prefill/prefill_core.h"
@@ -46,15 +42,9 @@ class OneAnswerTest : public ::testing::Test {
 
   struct Services {
     Services() {
-      const std::string dir = ::testing::TempDir() + "/one_answer_test_model";
-      EXPECT_TRUE(engine::WriteTinyModel(dir, {.max_position_embeddings = 512}).ok());
-      engine = *engine::Engine::Load(dir, {1});
-      shm_name = absl::StrCat("/bs-one-answer-test-", getpid());
-      kv_store::ShmStoreOptions o;
-      o.name = shm_name;
-      o.capacity_bytes = 8 << 20;
-      o.codec = {engine->model_fingerprint(), engine->kv_shape(), engine::DType::kBF16};
-      store = *kv_store::ShmStore::Open(o);
+      engine = blocks::testing::LoadTinyEngine("one_answer_test_model",
+                                               {.max_position_embeddings = 512});
+      store = blocks::testing::OpenTestShmStore(*engine, engine::DType::kBF16);
       cache = std::make_unique<blocks::BlockCache>(*engine, *store);
       query_prefill::PrefillCoreOptions po;
       po.max_passages = kLimits.max_passages;
@@ -85,12 +75,10 @@ class OneAnswerTest : public ::testing::Test {
       router_server.reset();
       router.reset();
       prefill_server.reset();
-      kv_store::ShmStore::Remove(shm_name).IgnoreError();
     }
 
     std::unique_ptr<engine::Engine> engine;
-    std::string shm_name;
-    std::unique_ptr<kv_store::ShmStore> store;
+    blocks::testing::ScopedShmStore store;
     std::unique_ptr<blocks::BlockCache> cache;
     MetricsRegistry metrics;
     query_prefill::GrpcKvHandoff handoff;
