@@ -98,7 +98,8 @@ TEST_F(BadInputsTest, InvalidSamplingValuesAreInvalidArgument) {
   EXPECT_EQ(Code(with([](auto& s) { s.set_temperature(-1); })), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Code(with([](auto& s) { s.set_top_p(1.5); })), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Code(with([](auto& s) { s.set_top_k(-3); })), grpc::StatusCode::INVALID_ARGUMENT);
-  // Caught by the prefill (limits are its flags).
+  // Caught by the router (contract/; limits are flags the router and the prefill share),
+  // then one the prefill catches (the vocabulary is the model's).
   EXPECT_EQ(Code(with([](auto& s) { s.set_max_new_tokens(1000000); })),
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Code(with([](auto& s) { s.add_stop_token_ids(1 << 30); })),
