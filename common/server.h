@@ -28,6 +28,9 @@ struct ServerOptions {
   std::string service_name;               // for logs
   std::string listen_address;             // e.g. "127.0.0.1:50051"; port 0 picks a free one
   int metrics_port = 0;                   // 0: no /metrics endpoint
+  // Largest message received or sent; a larger one is refused by gRPC before it is
+  // parsed (RESOURCE_EXHAUSTED). ServerOptionsFromFlags sets contract::kMaxMessageBytes.
+  int max_message_bytes = 4 << 20;
   absl::Duration shutdown_grace = absl::Seconds(5);
   // After SIGTERM/SIGINT: how long the server keeps accepting calls while its health
   // already answers NOT_SERVING. Zero: it stops accepting at once (new calls are then

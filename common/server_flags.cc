@@ -7,6 +7,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "contract/request_contract.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on (127.0.0.1: loopback only)");
 ABSL_FLAG(int, metrics_port, 0, "HTTP port of the Prometheus /metrics endpoint; 0: none");
@@ -35,6 +36,7 @@ ServerOptions ServerOptionsFromFlags(std::string service_name, int port) {
   options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
+  options.max_message_bytes = contract::kMaxMessageBytes;
   return options;
 }
 

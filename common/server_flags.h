@@ -31,7 +31,8 @@ struct ServerMainInfo {
 void StartServerMain(int argc, char** argv, const ServerMainInfo& info);
 
 // ServerOptions from the flags: service_name, listen_address (--host:`port`),
-// metrics_port and drain_delay; the caller sets the rest.
+// metrics_port and drain_delay, and max_message_bytes = contract::kMaxMessageBytes; the
+// caller sets the rest.
 ServerOptions ServerOptionsFromFlags(std::string service_name, int port);
 
 // --advertise, or DefaultAdvertiseAddress(bound_port) when it is empty.

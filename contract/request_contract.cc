@@ -98,6 +98,21 @@ absl::Status ValidatePrompt(const Request& r, const Limits& limits) {
   return ValidateSampling(r.sampling(), limits.max_new_tokens_limit);
 }
 
+// 1..kMaxPassageTokenIds ids, each >= 0 (the vocabulary is the model's to check).
+absl::Status ValidateTokenIds(const v1::TokenIds& ids, absl::string_view field) {
+  if (ids.ids().empty()) return Invalid(field, "is empty", "at least one token id");
+  if (absl::Status s = AtMost(field, ids.ids_size(), "ids", kMaxPassageTokenIds); !s.ok()) {
+    return s;
+  }
+  for (int i = 0; i < ids.ids_size(); ++i) {
+    if (ids.ids(i) < 0) {
+      return Invalid(absl::StrCat(field, "[", i, "]"), absl::StrCat("is ", ids.ids(i)),
+                     "a token id >= 0");
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateRequestId(absl::string_view request_id) {
@@ -119,11 +134,38 @@ absl::Status ValidatePassageId(absl::string_view id) { return ValidatePassageIdF
 
 absl::Status ValidateQuery(absl::string_view query) {
   if (query.empty()) return Invalid("query", "is empty", "non-empty UTF-8 text");
+  if (absl::Status s = AtMost("query", query.size(), "bytes", kMaxQueryBytes); !s.ok()) return s;
   return ValidateUtf8(query, "query");
 }
 
 absl::Status ValidateSystemPrompt(absl::string_view system_prompt) {
+  if (absl::Status s =
+          AtMost("system_prompt", system_prompt.size(), "bytes", kMaxSystemPromptBytes);
+      !s.ok()) {
+    return s;
+  }
   return ValidateUtf8(system_prompt, "system_prompt");
+}
+
+absl::Status ValidatePassageText(absl::string_view text, absl::string_view field) {
+  if (text.empty()) return Invalid(field, "is empty", "non-empty UTF-8 text");
+  if (absl::Status s = AtMost(field, text.size(), "bytes", kMaxPassageTextBytes); !s.ok()) {
+    return s;
+  }
+  return ValidateUtf8(text, field);
+}
+
+absl::Status ValidatePassage(const v1::Passage& passage) {
+  if (absl::Status s = ValidatePassageId(passage.id()); !s.ok()) return s;
+  switch (passage.content_case()) {
+    case v1::Passage::kText:
+      return ValidatePassageText(passage.text(), "text");
+    case v1::Passage::kTokenIds:
+      return ValidateTokenIds(passage.token_ids(), "token_ids");
+    case v1::Passage::CONTENT_NOT_SET:
+      break;
+  }
+  return Invalid("content", "is not set", "text or token_ids");
 }
 
 absl::Status ValidatePassageRef(const v1::PassageRef& ref, int index) {
@@ -136,21 +178,9 @@ absl::Status ValidatePassageRef(const v1::PassageRef& ref, int index) {
       }
       return ValidatePassageIdField(ref.passage_id(), absl::StrCat(field, ".passage_id"));
     case v1::PassageRef::kText:
-      if (ref.text().empty()) {
-        return Invalid(absl::StrCat(field, ".text"), "is empty", "non-empty UTF-8 text");
-      }
-      return ValidateUtf8(ref.text(), absl::StrCat(field, ".text"));
+      return ValidatePassageText(ref.text(), absl::StrCat(field, ".text"));
     case v1::PassageRef::kTokenIds:
-      if (ref.token_ids().ids().empty()) {
-        return Invalid(absl::StrCat(field, ".token_ids"), "is empty", "at least one token id");
-      }
-      for (int i = 0; i < ref.token_ids().ids_size(); ++i) {
-        if (ref.token_ids().ids(i) < 0) {
-          return Invalid(absl::StrCat(field, ".token_ids[", i, "]"),
-                         absl::StrCat("is ", ref.token_ids().ids(i)), "a token id >= 0");
-        }
-      }
-      return absl::OkStatus();
+      return ValidateTokenIds(ref.token_ids(), absl::StrCat(field, ".token_ids"));
     case v1::PassageRef::PASSAGE_NOT_SET:
       break;
   }

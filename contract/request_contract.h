@@ -36,6 +36,19 @@ inline constexpr size_t kMaxStopStrings = 16;
 inline constexpr size_t kMaxStopStringBytes = 256;
 inline constexpr size_t kMaxStopTokenIds = 16;
 inline constexpr float kMaxTemperature = 100;
+// Text a server tokenizes is bounded in bytes before it is tokenized, so an oversized
+// field costs a length check, not a tokenizer pass. A token is at least one byte, and no
+// served model's context comes near these: 64 Ki query/system bytes, 1 MiB of passage
+// text, 256 Ki passage token ids.
+inline constexpr size_t kMaxQueryBytes = 64 << 10;
+inline constexpr size_t kMaxSystemPromptBytes = 64 << 10;
+inline constexpr size_t kMaxPassageTextBytes = 1 << 20;
+inline constexpr size_t kMaxPassageTokenIds = 256 << 10;
+// The largest gRPC message a server accepts: the largest prompt the limits above allow
+// (kMaxPassageTextBytes for each of 64 passages would be larger, but a prompt must fit
+// the model's context, so 32 MiB is far above any servable prompt or ingest batch).
+// Bigger messages are refused by gRPC before they are parsed (RESOURCE_EXHAUSTED).
+inline constexpr int kMaxMessageBytes = 32 << 20;
 
 // Limits a server is configured with (flags of the same names). The router and the
 // prefills of one deployment must be given equal values, or the router would answer
@@ -54,17 +67,26 @@ absl::Status ValidateRequestId(absl::string_view request_id);
 // is valid: an anonymous passage, cached under its content key only.
 absl::Status ValidatePassageId(absl::string_view id);
 
-// PrefillRequest.query: non-empty valid UTF-8. No size limit here: the prompt's
-// length is checked against the model's context by the prefill.
+// PrefillRequest.query: non-empty valid UTF-8 of at most kMaxQueryBytes bytes. The
+// prompt's length in tokens is checked against the model's context by the prefill.
 absl::Status ValidateQuery(absl::string_view query);
 
-// PrefillRequest.system_prompt: valid UTF-8; empty is valid (a BOS-only block).
+// PrefillRequest.system_prompt: valid UTF-8 of at most kMaxSystemPromptBytes bytes;
+// empty is valid (a BOS-only block).
 absl::Status ValidateSystemPrompt(absl::string_view system_prompt);
+
+// Passage text (ingested or inline in a prompt; `field` names it in messages):
+// non-empty valid UTF-8 of at most kMaxPassageTextBytes bytes.
+absl::Status ValidatePassageText(absl::string_view text, absl::string_view field);
+
+// An ingested Passage: its id as ValidatePassageId; its content set, text as
+// ValidatePassageText, or 1..kMaxPassageTokenIds token ids, each >= 0.
+absl::Status ValidatePassage(const v1::Passage& passage);
 
 // passages[index] of a request: exactly one of passage_id / text / token_ids set;
 // passage_id non-empty (an empty name can only be an anonymous passage, which cannot
 // be referenced by name) and otherwise as ValidatePassageId; text non-empty valid
-// UTF-8; token_ids non-empty, each >= 0.
+// UTF-8 of at most kMaxPassageTextBytes; 1..kMaxPassageTokenIds token_ids, each >= 0.
 absl::Status ValidatePassageRef(const v1::PassageRef& ref, int index);
 
 // BlockOptions of a request with `num_passages` passages: known mode and cache_policy

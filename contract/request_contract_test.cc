@@ -130,6 +130,22 @@ TEST(RequestContractTest, PassageIdRulesOfIngest) {
   EXPECT_EQ(ValidatePassageId("\xc3\x28").code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(RequestContractTest, IngestedPassagesAreBoundedBeforeTokenizing) {
+  v1::Passage p;
+  p.set_id("elbe");
+  EXPECT_EQ(ValidatePassage(p).code(), absl::StatusCode::kInvalidArgument) << "no content";
+  p.set_text(std::string(kMaxPassageTextBytes, 't'));
+  EXPECT_TRUE(ValidatePassage(p).ok());
+  p.set_text(std::string(kMaxPassageTextBytes + 1, 't'));
+  EXPECT_EQ(ValidatePassage(p).code(), absl::StatusCode::kInvalidArgument);
+  p.mutable_token_ids()->add_ids(-1);
+  EXPECT_EQ(ValidatePassage(p).code(), absl::StatusCode::kInvalidArgument);
+  p.mutable_token_ids()->set_ids(0, 7);
+  EXPECT_TRUE(ValidatePassage(p).ok());
+  p.set_id("tab	id");
+  EXPECT_EQ(ValidatePassage(p).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(RequestContractTest, UnsetSamplingAndOptionsAreValid) {
   v1::GenerateRequest r;
   r.set_query("q");

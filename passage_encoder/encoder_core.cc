@@ -29,7 +29,7 @@ EncoderCore::EncoderCore(blocks::BlockCache& cache, MetricsRegistry& metrics,
 
 absl::StatusOr<blocks::Ingested> EncoderCore::Ingest(const v1::Passage& passage,
                                                      bool force_reencode) {
-  if (absl::Status s = contract::ValidatePassageId(passage.id()); !s.ok()) return s;
+  if (absl::Status s = contract::ValidatePassage(passage); !s.ok()) return s;
   absl::StatusOr<std::vector<int32_t>> tokens = cache_.PassageTokens(passage);
   if (!tokens.ok()) return tokens.status();
   return cache_.Ingest(passage.id(), *tokens, force_reencode);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/grpc_status.h"
+#include "contract/request_contract.h"
 #include "common/log.h"
 #include "router/health.grpc.pb.h"
 
@@ -58,8 +59,8 @@ absl::StatusOr<std::vector<std::string>> ParseAddressList(std::string_view list)
 
 std::shared_ptr<grpc::Channel> MakeBackendChannel(const std::string& address) {
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(256 << 20);
-  args.SetMaxSendMessageSize(256 << 20);
+  args.SetMaxReceiveMessageSize(contract::kMaxMessageBytes);
+  args.SetMaxSendMessageSize(contract::kMaxMessageBytes);
   // A backend that restarts should be reachable again within a health interval or two,
   // not after gRPC's default exponential backoff (up to two minutes).
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);

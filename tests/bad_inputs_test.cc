@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "client/router_client.h"
+#include "contract/request_contract.h"
 #include "tests/blockserve_system.h"
 
 namespace blockserve::testing {
@@ -126,6 +127,17 @@ TEST_F(BadInputsTest, InvalidUtf8IsInvalidArgument) {
   EXPECT_EQ(Code(stop), grpc::StatusCode::INVALID_ARGUMENT);
   // The client library refuses to send it at all.
   EXPECT_FALSE(client::IsValidUtf8("\xff\xfe"));
+}
+
+// Oversized text is refused before anything tokenizes it: a field over its byte limit
+// by the request contract, a message over the servers' limit by gRPC itself.
+TEST_F(BadInputsTest, OversizedRequestsAreRefusedBeforeTokenizing) {
+  v1::GenerateRequest long_query = Good();
+  long_query.set_query(std::string(contract::kMaxQueryBytes + 1, 'q'));
+  EXPECT_EQ(Code(long_query), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::GenerateRequest huge = Good();
+  huge.set_query(std::string(contract::kMaxMessageBytes + 1, 'q'));
+  EXPECT_EQ(Code(huge), grpc::StatusCode::RESOURCE_EXHAUSTED);
 }
 
 TEST_F(BadInputsTest, BadPassagesAreRejectedOneByOne) {

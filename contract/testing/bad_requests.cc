@@ -62,6 +62,10 @@ std::vector<BadRequestCase> PromptCases(const Limits& limits) {
       Shared("query_empty", kInvalid, [](auto& r) { r.clear_query(); }),
       Shared("query_invalid_utf8", kInvalid,
              [](auto& r) { r.set_query(std::string("what is \xff\xfe?", 12)); }),
+      Shared("query_over_byte_limit", kInvalid,
+             [](auto& r) { r.set_query(std::string(kMaxQueryBytes + 1, 'q')); }),
+      Shared("system_prompt_over_byte_limit", kInvalid,
+             [](auto& r) { r.set_system_prompt(std::string(kMaxSystemPromptBytes + 1, 's')); }),
       Shared("too_many_passages", kInvalid,
              [limits](auto& r) {
                while (r.passages_size() <= limits.max_passages) r.add_passages()->set_text("p");
@@ -86,6 +90,13 @@ std::vector<BadRequestCase> PassageCases() {
              [](auto& r) { r.mutable_passages(1)->set_text("\xed\xa0\x80"); }),
       Shared("passage_token_ids_empty", kInvalid,
              [](auto& r) { r.mutable_passages(2)->mutable_token_ids(); }),
+      Shared("passage_text_over_byte_limit", kInvalid,
+             [](auto& r) { r.mutable_passages(1)->set_text(std::string(kMaxPassageTextBytes + 1, 't')); }),
+      Shared("passage_token_ids_over_limit", kInvalid,
+             [](auto& r) {
+               v1::TokenIds& ids = *r.mutable_passages(2)->mutable_token_ids();
+               for (size_t i = 0; i <= kMaxPassageTokenIds; ++i) ids.add_ids(1);
+             }),
       Shared("passage_token_id_negative", kInvalid,
              [](auto& r) { r.mutable_passages(2)->mutable_token_ids()->add_ids(-1); }),
   };
