@@ -28,8 +28,14 @@ absl::StatusOr<PromptBlock> BlockCache::Resolve(const v1::PassageRef& ref) const
   absl::StatusOr<std::vector<int32_t>> tokens;
   switch (ref.passage_case()) {
     case v1::PassageRef::kPassageId: {
-      std::optional<kv_store::BlockKey> key = store_.GetPassage(ref.passage_id());
-      if (!key) return absl::NotFoundError(absl::StrCat("unknown passage id \"", ref.passage_id(), "\""));
+      absl::StatusOr<kv_store::BlockKey> key = store_.LookupPassage(ref.passage_id());
+      if (absl::IsNotFound(key.status())) {
+        return absl::NotFoundError(absl::StrCat("unknown passage id \"", ref.passage_id(), "\""));
+      }
+      if (!key.ok()) {
+        return absl::UnavailableError(absl::StrCat("the passage catalog cannot be read: ",
+                                                   key.status().message()));
+      }
       b.key = *key;
       b.passage_id = ref.passage_id();
       return b;

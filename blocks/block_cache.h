@@ -75,8 +75,8 @@ class BlockCache {
   // The block of a system prompt (engine/prompt.h); nullopt when it has no tokens.
   std::optional<PromptBlock> SystemBlock(std::string_view system_prompt) const;
 
-  // A prompt's passage reference: by catalog id (NotFound for an unknown id; its tokens
-  // come with Fetch), inline text or inline token ids (InvalidArgument saying what is
+  // A prompt's passage reference: by catalog id (NotFound for an unknown id, Unavailable
+  // when the catalog cannot be read; its tokens come with Fetch), inline text or inline token ids (InvalidArgument saying what is
   // wrong: PassageContentTokens' rules).
   absl::StatusOr<PromptBlock> Resolve(const v1::PassageRef& ref) const;
 

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kv_store/block_key.h"
 
 namespace blockserve::kv_store {
@@ -20,8 +21,17 @@ class PassageCatalog {
   // Each backend documents its id limits (InvalidArgument) and its capacity
   // (ResourceExhausted); an unreachable backend is UNAVAILABLE.
   virtual absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) = 0;
-  // nullopt when the id is unknown (or the backend cannot be reached).
-  virtual std::optional<BlockKey> GetPassage(std::string_view passage_id) = 0;
+  // The content key the id names. NotFound when the id is unknown (or its entry is
+  // unreadable: logged, treated as absent); Unavailable when the backend cannot be
+  // reached, so a caller can tell "no such passage" from "cannot tell now".
+  virtual absl::StatusOr<BlockKey> LookupPassage(std::string_view passage_id) = 0;
+
+  // LookupPassage for callers to whom both failures mean "no key" (tests, tools).
+  std::optional<BlockKey> GetPassage(std::string_view passage_id) {
+    absl::StatusOr<BlockKey> key = LookupPassage(passage_id);
+    if (!key.ok()) return std::nullopt;
+    return *key;
+  }
 };
 
 }  // namespace blockserve::kv_store

@@ -846,11 +846,11 @@ absl::Status ShmStore::PutPassage(std::string_view passage_id, const BlockKey& k
   return absl::OkStatus();
 }
 
-std::optional<BlockKey> ShmStore::GetPassage(std::string_view passage_id) {
+absl::StatusOr<BlockKey> ShmStore::LookupPassage(std::string_view passage_id) {
   Locked lock(*seg_);
-  if (!lock.status().ok()) return std::nullopt;
+  if (!lock.status().ok()) return lock.status();
   const uint32_t s = seg_->FindPassage(passage_id);
-  if (s == kNil) return std::nullopt;
+  if (s == kNil) return absl::NotFoundError("no catalog entry");
   BlockKey key;
   std::memcpy(key.bytes.data(), seg_->passages[s].key, 16);
   return key;

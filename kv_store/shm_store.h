@@ -120,7 +120,7 @@ class ShmStore : public KvStore {
   // Ids of 1..kMaxPassageIdBytes bytes (else InvalidArgument); ResourceExhausted when
   // all catalog slots hold other ids.
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
-  std::optional<BlockKey> GetPassage(std::string_view passage_id) override;
+  absl::StatusOr<BlockKey> LookupPassage(std::string_view passage_id) override;
   // ResourceExhausted when the source is larger than the whole data area.
   absl::Status PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) override;
   absl::StatusOr<std::vector<int32_t>> GetSource(const BlockKey& key) override;

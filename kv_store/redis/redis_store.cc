@@ -326,20 +326,21 @@ absl::Status RedisStore::PutPassage(std::string_view passage_id, const BlockKey&
   return absl::OkStatus();
 }
 
-std::optional<BlockKey> RedisStore::GetPassage(std::string_view passage_id) {
+absl::StatusOr<BlockKey> RedisStore::LookupPassage(std::string_view passage_id) {
   const std::string redis_key = PassageRedisKey(passage_id);
   ReplyPtr reply;
   const absl::Status status = WithConnection([&](Connection& c) {
     reply = c.Command({"GET", redis_key});
     return reply != nullptr;
   });
-  if (!status.ok() || reply->type != REDIS_REPLY_STRING) return std::nullopt;
+  if (!status.ok()) return status;
+  if (reply->type != REDIS_REPLY_STRING) return absl::NotFoundError("no catalog entry");
   absl::StatusOr<BlockKey> key = BlockKey::FromHex(ReplyText(*reply));
   if (!key.ok()) {
     LogRateLimited(LogTopic::kBadData,
                    absl::StrCat("catalog entry '", std::string(passage_id),
                                 "' is unusable, treated as absent: ", key.status().message()));
-    return std::nullopt;
+    return absl::NotFoundError("unusable catalog entry");
   }
   return *key;
 }

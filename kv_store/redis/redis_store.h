@@ -10,10 +10,11 @@
 // Redis with a volatile-* maxmemory-policy (evicts only keys with a TTL) and a block TTL
 // so that Redis's own eviction never takes sources or catalog entries.
 //
-// Redis is a cache here, so an unreachable Redis is not an error for callers: Get and
-// GetMany return misses (NotFound), Contains/GetPassage say absent, and Put/PutPassage
-// drop the write, count it in `dropped_puts`, log (rate-limited to a line per 10 s) and return
-// UNAVAILABLE. No call blocks longer than about `connect_timeout` + `op_timeout` per
+// Redis is a cache here, so an unreachable Redis is not an error for block reads: Get
+// and GetMany return misses (NotFound) and Contains says absent. A catalog lookup is
+// different (a passage named by id cannot be recomputed without it): LookupPassage says
+// UNAVAILABLE. Put/PutPassage drop the write, count it in `dropped_puts`, log
+// (rate-limited to a line per 10 s) and return UNAVAILABLE. No call blocks longer than about `connect_timeout` + `op_timeout` per
 // socket read or write. Open() succeeds while Redis is down; the pool dials again at most
 // once per `retry_backoff`, and connections broken by a Redis restart are discarded and
 // re-dialled on their next use, so the store recovers without being reopened.
@@ -71,7 +72,7 @@ class RedisStore : public KvStore {
   uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
-  std::optional<BlockKey> GetPassage(std::string_view passage_id) override;
+  absl::StatusOr<BlockKey> LookupPassage(std::string_view passage_id) override;
   // NotFound when absent, corrupt, or Redis is unreachable.
   absl::Status PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) override;
   absl::StatusOr<std::vector<int32_t>> GetSource(const BlockKey& key) override;

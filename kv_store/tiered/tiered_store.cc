@@ -96,11 +96,12 @@ absl::Status TieredStore::PutPassage(std::string_view passage_id, const BlockKey
   return status;
 }
 
-std::optional<BlockKey> TieredStore::GetPassage(std::string_view passage_id) {
-  if (std::optional<BlockKey> key = local_->GetPassage(passage_id)) return key;
-  std::optional<BlockKey> key = remote_->GetPassage(passage_id);
-  if (key.has_value()) local_->PutPassage(passage_id, *key).IgnoreError();
-  return key;
+absl::StatusOr<BlockKey> TieredStore::LookupPassage(std::string_view passage_id) {
+  absl::StatusOr<BlockKey> local = local_->LookupPassage(passage_id);
+  if (local.ok()) return local;
+  absl::StatusOr<BlockKey> remote = remote_->LookupPassage(passage_id);
+  if (remote.ok()) local_->PutPassage(passage_id, *remote).IgnoreError();
+  return remote;  // Unavailable when the remote tier, the one all nodes share, is down
 }
 
 absl::Status TieredStore::PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) {

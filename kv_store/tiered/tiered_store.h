@@ -43,7 +43,7 @@ class TieredStore : public KvStore {
   uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
-  std::optional<BlockKey> GetPassage(std::string_view passage_id) override;
+  absl::StatusOr<BlockKey> LookupPassage(std::string_view passage_id) override;
   // PutSource: OK when either tier stored it, as Put.
   absl::Status PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) override;
   absl::StatusOr<std::vector<int32_t>> GetSource(const BlockKey& key) override;
