@@ -851,6 +851,11 @@ absl::StatusOr<BlockKey> ShmStore::LookupPassage(std::string_view passage_id) {
   if (!lock.status().ok()) return lock.status();
   const uint32_t s = seg_->FindPassage(passage_id);
   if (s == kNil) return absl::NotFoundError("no catalog entry");
+  // The slot's check hash binds id, key and sequence: a slot whose key was overwritten
+  // behind the store's back is absent, not a pointer to another passage's block.
+  if (seg_->passages[s].check != PassageCheck(seg_->passages[s])) {
+    return absl::NotFoundError("catalog entry fails its check hash");
+  }
   BlockKey key;
   std::memcpy(key.bytes.data(), seg_->passages[s].key, 16);
   return key;

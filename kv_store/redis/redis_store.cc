@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kv_store/catalog_value.h"
 #include "kv_store/redis/connection.h"
 #include "kv_store/source.h"
 
@@ -317,9 +318,9 @@ bool RedisStore::Contains(const BlockKey& key) {
 
 absl::Status RedisStore::PutPassage(std::string_view passage_id, const BlockKey& key) {
   const std::string redis_key = PassageRedisKey(passage_id);
-  const std::string hex = key.Hex();
-  const absl::Status status =
-      Set({"SET", redis_key, hex}, absl::StrCat("catalog entry '", std::string(passage_id), "'"));
+  const std::string value = EncodeCatalogValue(passage_id, key);
+  const absl::Status status = Set({"SET", redis_key, value},
+                                  absl::StrCat("catalog entry '", std::string(passage_id), "'"));
   if (!status.ok()) return status;
   absl::MutexLock lock(&metrics_mu_);
   ++metrics_.puts;
@@ -335,12 +336,16 @@ absl::StatusOr<BlockKey> RedisStore::LookupPassage(std::string_view passage_id) 
   });
   if (!status.ok()) return status;
   if (reply->type != REDIS_REPLY_STRING) return absl::NotFoundError("no catalog entry");
-  absl::StatusOr<BlockKey> key = BlockKey::FromHex(ReplyText(*reply));
+  absl::StatusOr<BlockKey> key = DecodeCatalogValue(ReplyText(*reply), passage_id);
   if (!key.ok()) {
+    {
+      absl::MutexLock lock(&metrics_mu_);
+      ++metrics_.corrupt;
+    }
     LogRateLimited(LogTopic::kBadData,
                    absl::StrCat("catalog entry '", std::string(passage_id),
                                 "' is unusable, treated as absent: ", key.status().message()));
-    return absl::NotFoundError("unusable catalog entry");
+    return absl::NotFoundError(absl::StrCat("unusable catalog entry: ", key.status().message()));
   }
   return *key;
 }

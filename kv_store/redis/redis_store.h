@@ -2,7 +2,8 @@
 //
 // Keys: `<key_prefix>blk:<BlockKey::Hex()>` holds the codec's bytes of a block (the
 // content key already includes the model fingerprint); `<key_prefix>pid:<passage id>`
-// holds the hex content key of a passage; `<key_prefix>src:<BlockKey::Hex()>` holds the
+// holds a passage's catalog entry (kv_store/catalog_value.h: its content key, bound to
+// the passage id, so a copied or forged entry reads as absent); `<key_prefix>src:<BlockKey::Hex()>` holds the
 // source of a named passage's block (kv_store/source.h: 4 bytes a token). Blocks get the
 // optional TTL (SET … PX); catalog entries and sources never expire, so a block evicted
 // or expired can always be encoded again from its source. Their memory is bounded by

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kv_store/catalog_value.h"
 #include "kv_store/codec.h"
 #include "kv_store/redis/testing/redis_server.h"
 
@@ -152,7 +153,26 @@ TEST_F(RedisStoreTest, CatalogMapsPassageIdsToKeysAndLastWriteWins) {
 
   EXPECT_EQ(store->GetPassage("doc-1"), second);
   EXPECT_EQ(store->GetPassage("doc-2"), std::nullopt);
-  EXPECT_EQ(server_->Call({"GET", "bs:v1:pid:doc-1"}).value_or(""), second.Hex());
+  EXPECT_EQ(DecodeCatalogValue(server_->Call({"GET", "bs:v1:pid:doc-1"}).value_or(""), "doc-1")
+                .value_or(BlockKey{}),
+            second);
+}
+
+// An entry copied or pointed elsewhere behind the store's back (redis-cli SET) is
+// detected and read as absent, never followed to another passage's block.
+TEST_F(RedisStoreTest, ASwappedOrForgedCatalogEntryIsAbsentAndCounted) {
+  auto store = OpenStore(Options());
+  const BlockKey a = KeyFor(MakeBlock(kSmallShape, 2, 4));
+  const BlockKey b = KeyFor(MakeBlock(kSmallShape, 2, 5));
+  ASSERT_TRUE(store->PutPassage("doc-a", a).ok());
+  ASSERT_TRUE(store->PutPassage("doc-b", b).ok());
+  const std::string b_entry = server_->Call({"GET", "bs:v1:pid:doc-b"}).value_or("");
+  ASSERT_TRUE(server_->Call({"SET", "bs:v1:pid:doc-a", b_entry}).ok());
+  EXPECT_TRUE(absl::IsNotFound(store->LookupPassage("doc-a").status()));
+  ASSERT_TRUE(server_->Call({"SET", "bs:v1:pid:doc-a", b.Hex()}).ok());  // a bare key
+  EXPECT_TRUE(absl::IsNotFound(store->LookupPassage("doc-a").status()));
+  EXPECT_EQ(store->metrics().corrupt, 2);
+  EXPECT_EQ(store->GetPassage("doc-b"), b);
 }
 
 TEST_F(RedisStoreTest, BlocksExpireAfterTheTtl) {
