@@ -78,21 +78,25 @@ absl::Status BlockCache::Fetch(absl::Span<PromptBlock> blocks, CacheStats& stats
 
 absl::Status BlockCache::Take(PromptBlock& b, absl::StatusOr<engine::KvCache> value,
                               CacheStats& stats) {
-  if (value.ok()) stats.kv_bytes_fetched += store_.ValueBytes(*value);
+  if (value.ok()) {
+    // The stored value must be this key's block: for an inline block its tokens are the
+    // block's; for a named passage (tokens unknown yet) they must hash to the key.
+    const bool ours = b.passage_id.empty() ? value->tokens() == b.tokens
+                                           : keys_.BlockKeyOf(value->tokens()) == b.key;
+    if (ours) {
+      stats.kv_bytes_fetched += store_.ValueBytes(*value);
+    } else {
+      ++stats.corrupt_values;
+      DropForeign(b.key);
+      value = absl::NotFoundError("another block's value");
+    }
+  }
   if (!b.passage_id.empty()) {
     absl::StatusOr<std::vector<int32_t>> tokens =
-        value.ok() ? absl::StatusOr<std::vector<int32_t>>(value->tokens()) : SourceOf(b);
+        value.ok() ? absl::StatusOr<std::vector<int32_t>>(value->tokens()) : SourceOf(b, stats);
     if (!tokens.ok()) return tokens.status();
-    if (!(keys_.BlockKeyOf(*tokens) == b.key)) {
-      return absl::InternalError(absl::StrCat("the stored ", value.ok() ? "block" : "source",
-                                              " of passage \"", b.passage_id,
-                                              "\" does not hash to its content key"));
-    }
     b.tokens = *std::move(tokens);
     if (!value.ok()) ++stats.passages_reencoded;
-  } else if (value.ok() && value->tokens() != b.tokens) {
-    LogEvent("kv_store_foreign_block", {{"key", b.key.Hex()}});
-    return absl::OkStatus();  // another block under this key: a miss
   }
   if (value.ok() && b.want_kv) {
     b.kv = *std::move(value);
@@ -101,8 +105,20 @@ absl::Status BlockCache::Take(PromptBlock& b, absl::StatusOr<engine::KvCache> va
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<int32_t>> BlockCache::SourceOf(const PromptBlock& b) {
+void BlockCache::DropForeign(const kv_store::BlockKey& key) {
+  const absl::Status removed = store_.Remove(key);
+  LogEvent("kv_store_foreign_block",
+           {{"key", key.Hex()}, {"removed", removed.ok() ? "yes" : removed.ToString()}});
+}
+
+absl::StatusOr<std::vector<int32_t>> BlockCache::SourceOf(const PromptBlock& b,
+                                                          CacheStats& stats) {
   absl::StatusOr<std::vector<int32_t>> tokens = store_.GetSource(b.key);
+  if (tokens.ok() && !(keys_.BlockKeyOf(*tokens) == b.key)) {
+    ++stats.corrupt_values;
+    LogEvent("kv_store_foreign_source", {{"key", b.key.Hex()}, {"passage_id", b.passage_id}});
+    tokens = absl::NotFoundError("another block's source");
+  }
   if (!tokens.ok()) {
     return absl::NotFoundError(absl::StrCat(
         "passage \"", b.passage_id, "\" is in the catalog but neither its block nor its "
@@ -137,9 +153,20 @@ absl::StatusOr<Ingested> BlockCache::Ingest(std::string_view passage_id,
   Ingested r;
   r.key = keys_.BlockKeyOf(tokens);
   r.token_count = static_cast<int64_t>(tokens.size());
-  if (!force_reencode && store_.Contains(r.key)) {
-    r.already_cached = true;
-  } else {
+  if (force_reencode) {
+    // Content addressing makes Put of a present key a no-op: take the old value out.
+    if (absl::Status s = store_.Remove(r.key); !s.ok()) return s;
+  } else if (absl::StatusOr<engine::KvCache> stored = store_.Get(r.key); stored.ok()) {
+    // Read, not just Contains: a value under this key that is not this block (written
+    // behind the store's back) is replaced here instead of being served for ever.
+    if (stored->tokens() == std::vector<int32_t>(tokens.begin(), tokens.end())) {
+      r.already_cached = true;
+    } else {
+      DropForeign(r.key);
+      r.repaired = true;
+    }
+  }
+  if (!r.already_cached) {
     const Stopwatch clock;
     absl::StatusOr<engine::KvCache> kv = engine_.EncodeBlock(tokens);
     r.encode_ms = clock.ElapsedMs();

@@ -8,9 +8,11 @@
 //                       EncodeMisses (write back per policy) -> the engine attends.
 //
 // A block is identified by its content key (KeySpace::BlockKeyOf(tokens)). A stored
-// value is used only when its tokens are the block's: a foreign value under a key is a
-// miss, and a named passage whose stored block or source does not hash to its catalog
-// key is INTERNAL (the store is inconsistent; nothing wrong is served).
+// value is used only when it is that key's block: any other value under a key (another
+// block's, written behind the store's back) is a miss that is counted, logged with the
+// key and removed, so the block computed in its place is written back and the store
+// heals. A named passage whose block is wrong takes its tokens from its source; one whose
+// source is wrong too is NOT_FOUND (ingest again). Nothing wrong is ever served.
 //
 // Thread-safe: requests may run concurrently (the engine serializes its compute; the
 // store is thread-safe).
@@ -50,6 +52,7 @@ struct CacheStats {
   uint64_t kv_bytes_fetched = 0;  // values read from the store (stored size)
   uint64_t kv_bytes_written = 0;  // values written back (what the store wrote)
   int64_t passages_reencoded = 0; // named passages encoded again from their source
+  int64_t corrupt_values = 0;     // stored values that were not their key's (removed)
   double encode_flops = 0;        // model FLOPs of the blocks EncodeMisses computed
 };
 
@@ -58,6 +61,7 @@ struct Ingested {
   kv_store::BlockKey key;
   int64_t token_count = 0;
   bool already_cached = false;  // the store held the block; nothing was encoded
+  bool repaired = false;        // the store held another block's value under the key
   double encode_ms = 0;         // model compute time (0 when already cached)
   uint64_t kv_bytes_written = 0;
 };
@@ -87,9 +91,10 @@ class BlockCache {
   // ──────────────────────────────── get or encode ────────────────────────────────
 
   // Reads, in one GetMany, every block that wants its KV and every passage named by id
-  // (whose tokens are only in the store). A named passage whose block is gone takes its
-  // tokens from its stored source (NotFound, saying to ingest again, when that is gone
-  // too; counted in passages_reencoded). Marks the hits and fills their `kv`.
+  // (whose tokens are only in the store). A named passage whose block is gone (or wrong)
+  // takes its tokens from its stored source (NotFound, saying to ingest again, when that
+  // is gone or wrong too; counted in passages_reencoded). Marks the hits and fills their
+  // `kv`.
   absl::Status Fetch(absl::Span<PromptBlock> blocks, CacheStats& stats);
 
   // Encodes every block that wants its KV and was not a hit; with `write_back` stores it
@@ -98,8 +103,9 @@ class BlockCache {
 
   // ─────────────────────────────────── ingest ───────────────────────────────────
 
-  // Stores the block of `tokens` unless the store holds it already (always encodes and
-  // writes with `force_reencode`); for a non-empty `passage_id` then stores its source
+  // Stores the block of `tokens` unless the store holds it already (read and checked:
+  // another block's value under the key is replaced, `repaired`); with `force_reencode`
+  // always removes, encodes and writes; for a non-empty `passage_id` then stores its source
   // and points the catalog entry at it, in that order, so a catalog entry is never
   // visible without its source. Errors: the engine's, the store's (RESOURCE_EXHAUSTED,
   // UNAVAILABLE), INTERNAL when the store rejects the engine's own shape.
@@ -108,7 +114,9 @@ class BlockCache {
 
  private:
   // The tokens of named passage `b` whose block is gone, from its stored source.
-  absl::StatusOr<std::vector<int32_t>> SourceOf(const PromptBlock& b);
+  absl::StatusOr<std::vector<int32_t>> SourceOf(const PromptBlock& b, CacheStats& stats);
+  // A value under `key` that is not its block: logged with the key and removed.
+  void DropForeign(const kv_store::BlockKey& key);
   // Takes `value` (the store's answer for `b`) into `b`: its tokens for a named passage,
   // its KV when wanted and it is `b`'s.
   absl::Status Take(PromptBlock& b, absl::StatusOr<engine::KvCache> value, CacheStats& stats);

@@ -172,16 +172,61 @@ TEST_F(BlockCacheTest, APassageIdAskedOfAStoreThatIsDownIsUnavailable) {
   EXPECT_TRUE(absl::IsUnavailable(down)) << down;
 }
 
-TEST_F(BlockCacheTest, ACatalogEntryAtAnotherPassagesBlockIsInternal) {
-  // "elbe" names the content key of kCapital, but the block stored there is kRiver's.
+// Another passage's block under a named passage's key (written behind the store's
+// back): never served; the passage is encoded again from its source, the right block
+// is written back, and the next request hits it.
+TEST_F(BlockCacheTest, AForeignBlockUnderANamedPassagesKeyIsHealedFromItsSource) {
+  ASSERT_TRUE(cache_->Ingest("elbe", Tokens(kRiver), false).ok());
+  const kv_store::BlockKey river_key = cache_->keys().BlockKeyOf(Tokens(kRiver));
+  absl::StatusOr<engine::KvCache> capital = engine_->EncodeBlock(Tokens(kCapital));
+  ASSERT_TRUE(capital.ok());
+  ASSERT_TRUE(store_->Remove(river_key).ok());
+  ASSERT_TRUE(store_->Put(river_key, *capital).ok());
+
+  std::vector<PromptBlock> blocks = {Resolved(ById("elbe"), /*want_kv=*/true)};
+  CacheStats stats;
+  ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(blocks), stats).ok());
+  EXPECT_EQ(blocks[0].tokens, Tokens(kRiver));
+  EXPECT_FALSE(blocks[0].hit);
+  EXPECT_EQ(stats.corrupt_values, 1);
+  EXPECT_EQ(stats.passages_reencoded, 1);
+  ASSERT_TRUE(cache_->EncodeMisses(absl::MakeSpan(blocks), /*write_back=*/true, stats).ok());
+
+  std::vector<PromptBlock> again = {Resolved(ById("elbe"), /*want_kv=*/true)};
+  CacheStats healed;
+  ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(again), healed).ok());
+  EXPECT_TRUE(again[0].hit);
+  EXPECT_EQ(again[0].kv->tokens(), Tokens(kRiver));
+  EXPECT_EQ(healed.corrupt_values, 0);
+}
+
+TEST_F(BlockCacheTest, ANamedPassageWhoseBlockAndSourceAreBothWrongIsNotFound) {
   const kv_store::BlockKey capital_key = cache_->keys().BlockKeyOf(Tokens(kCapital));
   absl::StatusOr<engine::KvCache> river = engine_->EncodeBlock(Tokens(kRiver));
   ASSERT_TRUE(river.ok());
   ASSERT_TRUE(store_->Put(capital_key, *river).ok());
-  ASSERT_TRUE(store_->PutPassage("elbe", capital_key).ok());
-  std::vector<PromptBlock> blocks = {Resolved(ById("elbe"), /*want_kv=*/true)};
+  ASSERT_TRUE(store_->PutSource(capital_key, Tokens(kRiver)).ok());
+  ASSERT_TRUE(store_->PutPassage("capital", capital_key).ok());
+  std::vector<PromptBlock> blocks = {Resolved(ById("capital"), /*want_kv=*/true)};
   CacheStats stats;
-  EXPECT_TRUE(absl::IsInternal(cache_->Fetch(absl::MakeSpan(blocks), stats)));
+  EXPECT_TRUE(absl::IsNotFound(cache_->Fetch(absl::MakeSpan(blocks), stats)));
+  EXPECT_EQ(stats.corrupt_values, 2);
+}
+
+TEST_F(BlockCacheTest, ReingestReplacesAForeignValueInsteadOfSayingAlreadyCached) {
+  const kv_store::BlockKey river_key = cache_->keys().BlockKeyOf(Tokens(kRiver));
+  absl::StatusOr<engine::KvCache> capital = engine_->EncodeBlock(Tokens(kCapital));
+  ASSERT_TRUE(capital.ok());
+  ASSERT_TRUE(store_->Put(river_key, *capital).ok());
+
+  absl::StatusOr<Ingested> r = cache_->Ingest("elbe", Tokens(kRiver), false);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->already_cached);
+  EXPECT_TRUE(r->repaired);
+  absl::StatusOr<engine::KvCache> stored = store_->Get(river_key);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->tokens(), Tokens(kRiver));
+  EXPECT_TRUE(cache_->Ingest("elbe", Tokens(kRiver), false)->already_cached);
 }
 
 TEST_F(BlockCacheTest, AForeignValueUnderAnInlineBlocksKeyIsAMissAndRecomputed) {
@@ -194,6 +239,8 @@ TEST_F(BlockCacheTest, AForeignValueUnderAnInlineBlocksKeyIsAMissAndRecomputed) 
   CacheStats stats;
   ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(blocks), stats).ok());
   EXPECT_FALSE(blocks[0].hit);
+  EXPECT_EQ(stats.corrupt_values, 1);
+  EXPECT_FALSE(store_->Contains(capital_key)) << "the foreign value was not removed";
   ASSERT_TRUE(cache_->EncodeMisses(absl::MakeSpan(blocks), /*write_back=*/false, stats).ok());
   absl::StatusOr<engine::KvCache> want = engine_->EncodeBlock(Tokens(kCapital));
   ASSERT_TRUE(want.ok());

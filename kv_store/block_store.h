@@ -48,6 +48,11 @@ class BlockStore {
   // and returns UNAVAILABLE; callers go on.
   virtual absl::StatusOr<uint64_t> Put(const BlockKey& key, const engine::KvCache& kv) = 0;
   virtual bool Contains(const BlockKey& key) = 0;
+  // Removes the value under `key` (OK when there is none; its source, if any, stays).
+  // For a value that is not `key`'s block (another block's, written behind the store's
+  // back): content addressing makes Put of a present key a no-op, so the wrong value
+  // must go before the right one can be written. UNAVAILABLE when the store is down.
+  virtual absl::Status Remove(const BlockKey& key) = 0;
 
   // The size of `kv`'s value in this store (its dtype and header): what a hit on it
   // reads.

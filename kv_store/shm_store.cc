@@ -803,6 +803,13 @@ uint64_t ShmStore::ValueBytes(const engine::KvCache& kv) const {
   return EncodedValueBytes(kv.shape(), kv.num_tokens(), options_.codec.dtype);
 }
 
+absl::Status ShmStore::Remove(const BlockKey& key) {
+  Locked lock(*seg_);
+  if (!lock.status().ok()) return lock.status();
+  if (const uint32_t e = seg_->Find(key); e != kNil) seg_->Release(e);
+  return absl::OkStatus();
+}
+
 bool ShmStore::Contains(const BlockKey& key) {
   Locked lock(*seg_);
   return lock.status().ok() && seg_->Find(key) != kNil;

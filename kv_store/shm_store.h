@@ -116,6 +116,7 @@ class ShmStore : public KvStore {
   absl::StatusOr<uint64_t> Put(const BlockKey& key, const engine::KvCache& kv) override;
   uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;  // does not refresh LRU
+  absl::Status Remove(const BlockKey& key) override;
 
   // Ids of 1..kMaxPassageIdBytes bytes (else InvalidArgument); ResourceExhausted when
   // all catalog slots hold other ids.

@@ -331,6 +331,20 @@ TEST_F(ShmStoreTest, PutReturnsTheBytesItWroteAndZeroForAPresentKey) {
   EXPECT_EQ(*again, 0u);
 }
 
+TEST_F(ShmStoreTest, RemoveTakesTheBlockAndKeepsItsSource) {
+  auto store = OpenStore(Options());
+  const KvCache kv = MakeKv(1, 10);
+  ASSERT_TRUE(store->Put(KeyOf(kv), kv).ok());
+  ASSERT_TRUE(store->PutSource(KeyOf(kv), kv.tokens()).ok());
+  ASSERT_TRUE(store->Remove(KeyOf(kv)).ok());
+  EXPECT_FALSE(store->Contains(KeyOf(kv)));
+  EXPECT_TRUE(store->GetSource(KeyOf(kv)).ok());
+  EXPECT_TRUE(store->Remove(KeyOf(kv)).ok()) << "removing an absent key is OK";
+  absl::StatusOr<uint64_t> again = store->Put(KeyOf(kv), kv);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, ValueBytes(10)) << "after Remove, Put writes again";
+}
+
 TEST_F(ShmStoreTest, PutOfPresentKeyRefreshesWithoutWriting) {
   ShmStoreOptions o = Options();
   o.max_entries = 2;

@@ -19,6 +19,9 @@ EncoderCore::EncoderCore(blocks::BlockCache& cache, MetricsRegistry& metrics,
       cache_hit_skips_(metrics.GetCounter(
           "blockserve_encoder_cache_hit_skips_total",
           "Passages not encoded because the store already held their block")),
+      corrupt_blocks_(metrics.GetCounter(
+          "blockserve_encoder_corrupt_blocks_total",
+          "Stored values under a passage's key that were another block's, replaced on ingest")),
       tokens_encoded_(metrics.GetCounter("blockserve_encoder_tokens_encoded_total",
                                          "Tokens run through the model")),
       kv_bytes_written_(metrics.GetCounter("blockserve_encoder_kv_bytes_written_total",
@@ -48,6 +51,7 @@ v1::EncodeResult EncoderCore::Encode(const v1::Passage& passage, uint32_t index,
     r.mutable_status()->set_message(std::string(done.status().message()));
     return r;
   }
+  if (done->repaired) corrupt_blocks_->Add();
   if (done->already_cached) {
     cache_hit_skips_->Add();
   } else {

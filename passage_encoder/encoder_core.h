@@ -51,6 +51,7 @@ class EncoderCore {
   Counter* passages_;
   Counter* passages_failed_;
   Counter* cache_hit_skips_;
+  Counter* corrupt_blocks_;
   Counter* tokens_encoded_;
   Counter* kv_bytes_written_;
   Histogram* encode_ms_;

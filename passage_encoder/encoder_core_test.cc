@@ -112,6 +112,20 @@ TEST_F(EncoderCoreTest, ReingestingTheSameTextSkipsTheEncode) {
   EXPECT_EQ(CounterValue("blockserve_encoder_tokens_encoded_total"), first.token_count());
 }
 
+TEST_F(EncoderCoreTest, ReingestOverAnotherBlocksValueRepairsAndCountsIt) {
+  const std::vector<int32_t> river = engine::PassageBlockTokens(engine_->tokenizer(), kRiver);
+  const kv_store::BlockKey key = kv_store::MakeBlockKey(engine_->model_fingerprint(), river);
+  absl::StatusOr<engine::KvCache> capital =
+      engine_->EncodeBlock(engine::PassageBlockTokens(engine_->tokenizer(), kCapital));
+  ASSERT_TRUE(capital.ok());
+  ASSERT_TRUE(store_->Put(key, *capital).ok());
+  const v1::EncodeResult r = core_->Encode(Text("elbe", kRiver), 0, false);
+  ASSERT_EQ(r.status().code(), 0) << r.status().message();
+  EXPECT_FALSE(r.already_cached());
+  EXPECT_EQ(CounterValue("blockserve_encoder_corrupt_blocks_total"), 1);
+  EXPECT_EQ(store_->Get(key)->tokens(), river);
+}
+
 TEST_F(EncoderCoreTest, ForceReencodeComputesACachedPassageAgain) {
   core_->Encode(Text("a", kRiver), 0, false);
   const v1::EncodeResult again = core_->Encode(Text("a", kRiver), 0, /*force_reencode=*/true);

@@ -46,6 +46,9 @@ PrefillCore::PrefillCore(blocks::BlockCache& cache, KvHandoff& handoff, MetricsR
       passage_reencodes_(metrics.GetCounter(
           "blockserve_prefill_passage_reencodes_total",
           "Passages named by id whose evicted block was encoded again from its stored source")),
+      corrupt_blocks_(metrics.GetCounter(
+          "blockserve_prefill_corrupt_blocks_total",
+          "Stored values (blocks, sources) that were not their key's: removed, recomputed")),
       kv_bytes_fetched_(metrics.GetCounter("blockserve_prefill_kv_bytes_fetched_total",
                                            "Bytes of block values read from the KV store")),
       kv_bytes_written_(metrics.GetCounter("blockserve_prefill_kv_bytes_written_total",
@@ -166,7 +169,9 @@ absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& r
   if (!prompt.ok()) return prompt.status();
   MarkCachedBlocks(*plan, *prompt);
   blocks::CacheStats cache_stats;
-  if (absl::Status s = cache_.Fetch(absl::MakeSpan(*prompt), cache_stats); !s.ok()) return s;
+  const absl::Status fetched = cache_.Fetch(absl::MakeSpan(*prompt), cache_stats);
+  corrupt_blocks_->Add(cache_stats.corrupt_values);
+  if (!fetched.ok()) return fetched;
   stats.set_fetch_ms(fetch.ElapsedMs());
   int64_t total = plan->query.size();
   for (const blocks::PromptBlock& b : *prompt) total += b.tokens.size();

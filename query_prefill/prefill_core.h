@@ -86,6 +86,7 @@ class PrefillCore {
   Counter* cache_misses_;
   Gauge* cache_hit_ratio_;
   Counter* passage_reencodes_;
+  Counter* corrupt_blocks_;
   Counter* kv_bytes_fetched_;
   Counter* kv_bytes_written_;
   Counter* tokens_reused_;

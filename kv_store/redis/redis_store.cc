@@ -307,6 +307,14 @@ uint64_t RedisStore::ValueBytes(const engine::KvCache& kv) const {
   return EncodedValueBytes(kv.shape(), kv.num_tokens(), options_.codec.dtype);
 }
 
+absl::Status RedisStore::Remove(const BlockKey& key) {
+  ReplyPtr reply;
+  return WithConnection([&](Connection& c) {
+    reply = c.Command({"DEL", BlockRedisKey(key)});
+    return reply != nullptr;
+  });
+}
+
 bool RedisStore::Contains(const BlockKey& key) {
   ReplyPtr reply;
   const absl::Status status = WithConnection([&](Connection& c) {

@@ -72,6 +72,7 @@ class RedisStore : public KvStore {
   absl::StatusOr<uint64_t> Put(const BlockKey& key, const engine::KvCache& kv) override;
   uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;
+  absl::Status Remove(const BlockKey& key) override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   absl::StatusOr<BlockKey> LookupPassage(std::string_view passage_id) override;
   // NotFound when absent, corrupt, or Redis is unreachable.

@@ -80,6 +80,13 @@ uint64_t TieredStore::ValueBytes(const engine::KvCache& kv) const {
   return local_->ValueBytes(kv);
 }
 
+absl::Status TieredStore::Remove(const BlockKey& key) {
+  // Both tiers must lose the value, or the next read would find it again.
+  const absl::Status local = local_->Remove(key);
+  const absl::Status remote = remote_->Remove(key);
+  return local.ok() ? remote : local;
+}
+
 bool TieredStore::Contains(const BlockKey& key) {
   return local_->Contains(key) || remote_->Contains(key);
 }

@@ -42,6 +42,7 @@ class TieredStore : public KvStore {
   // The local tier's size of the value (a hit is read from the local tier).
   uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;
+  absl::Status Remove(const BlockKey& key) override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   absl::StatusOr<BlockKey> LookupPassage(std::string_view passage_id) override;
   // PutSource: OK when either tier stored it, as Put.
