@@ -67,6 +67,17 @@ v1::EncodeResult EncoderCore::Encode(const v1::Passage& passage, uint32_t index,
   return r;
 }
 
+absl::Status EncoderCore::StoreFailure(const v1::EncodeResult& result) {
+  const auto code = static_cast<absl::StatusCode>(result.status().code());
+  if (code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kResourceExhausted) {
+    return absl::OkStatus();
+  }
+  return absl::Status(code, absl::StrCat("passage ", result.index(), " (\"", result.id(),
+                                         "\"): the KV store did not take it: ",
+                                         result.status().message(),
+                                         "; retry (stored passages answer already_cached)"));
+}
+
 absl::StatusOr<v1::EncodePassagesResponse> EncoderCore::EncodeBatch(
     const v1::EncodePassagesRequest& request) {
   if (request.passages_size() > options_.max_batch_passages) {
@@ -82,6 +93,10 @@ absl::StatusOr<v1::EncodePassagesResponse> EncoderCore::EncodeBatch(
   for (int i = 0; i < request.passages_size(); ++i) {
     v1::EncodeResult& r = *response.add_results();
     r = Encode(request.passages(i), i, request.force_reencode());
+    if (absl::Status s = StoreFailure(r); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(s.message(), "; ", stats.passages_ok(),
+                                                 " passages before it were stored"));
+    }
     if (r.status().code() != 0) {
       stats.set_passages_failed(stats.passages_failed() + 1);
       continue;

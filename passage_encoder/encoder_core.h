@@ -3,8 +3,9 @@
 // block, and for a named passage its source and catalog entry, so prefills can refer
 // to it by id). This layer adds the batch rules, the per-item results and the metrics.
 //
-// Every passage gets its own result: a bad passage (INVALID_ARGUMENT) or a failed store
-// write (the store's code: RESOURCE_EXHAUSTED, UNAVAILABLE) fails only that item.
+// Every passage gets its own result, and a bad passage (INVALID_ARGUMENT) fails only
+// its item. A store that does not take a write (RESOURCE_EXHAUSTED, UNAVAILABLE) fails
+// the whole call, as the proto says: the caller must not believe the batch ingested.
 // Thread-safe: batches may run concurrently (the engine serializes its compute).
 #ifndef BLOCKSERVE_PASSAGE_ENCODER_ENCODER_CORE_H_
 #define BLOCKSERVE_PASSAGE_ENCODER_ENCODER_CORE_H_
@@ -34,9 +35,14 @@ class EncoderCore {
   // and written even when the store holds the key.
   v1::EncodeResult Encode(const v1::Passage& passage, uint32_t index, bool force_reencode);
 
-  // One result per passage, in order, plus totals. InvalidArgument only when the batch
-  // is larger than max_batch_passages.
+  // One result per passage, in order, plus totals. InvalidArgument when the batch is
+  // larger than max_batch_passages; the store's UNAVAILABLE / RESOURCE_EXHAUSTED (see
+  // StoreFailure) at the first passage the store did not take.
   absl::StatusOr<v1::EncodePassagesResponse> EncodeBatch(const v1::EncodePassagesRequest& request);
+
+  // A whole-call error when `result` failed because the store did not take the write
+  // (UNAVAILABLE, RESOURCE_EXHAUSTED), naming the passage; OK otherwise.
+  static absl::Status StoreFailure(const v1::EncodeResult& result);
 
   // The served model's fingerprint, lowercase hex.
   const std::string& fingerprint_hex() const { return fingerprint_hex_; }

@@ -10,6 +10,8 @@
 #include "engine/tiny_model.h"
 #include "gtest/gtest.h"
 #include "kv_store/codec.h"
+#include "kv_store/redis/redis_store.h"
+#include "kv_store/redis/testing/redis_server.h"
 #include "kv_store/shm_store.h"
 
 namespace blockserve::passage_encoder {
@@ -124,6 +126,31 @@ TEST_F(EncoderCoreTest, ReingestOverAnotherBlocksValueRepairsAndCountsIt) {
   EXPECT_FALSE(r.already_cached());
   EXPECT_EQ(CounterValue("blockserve_encoder_corrupt_blocks_total"), 1);
   EXPECT_EQ(store_->Get(key)->tokens(), river);
+}
+
+// The proto: a store that does not take the write fails the whole call (UNAVAILABLE),
+// never OK with per-item errors that a batch client may not read.
+TEST_F(EncoderCoreTest, AStoreThatIsDownFailsTheWholeBatch) {
+  absl::StatusOr<std::unique_ptr<kv_store::testing::RedisServer>> redis =
+      kv_store::testing::RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  kv_store::RedisStoreOptions o;
+  o.port = (*redis)->port();
+  o.codec = {engine_->model_fingerprint(), engine_->kv_shape(), engine::DType::kF32};
+  absl::StatusOr<std::unique_ptr<kv_store::RedisStore>> store = kv_store::RedisStore::Open(o);
+  ASSERT_TRUE(store.ok()) << store.status();
+  blocks::BlockCache cache(*engine_, **store);
+  EncoderCore core(cache, metrics_, {});
+  v1::EncodePassagesRequest request;
+  *request.add_passages() = Text("elbe", kRiver);
+  *request.add_passages() = Text("paris", kCapital);
+  ASSERT_TRUE(core.EncodeBatch(request).ok());
+
+  (*redis)->Stop();
+  request.set_force_reencode(true);
+  const absl::Status down = core.EncodeBatch(request).status();
+  EXPECT_TRUE(absl::IsUnavailable(down)) << down;
+  EXPECT_NE(down.message().find("elbe"), std::string_view::npos) << down;
 }
 
 TEST_F(EncoderCoreTest, ForceReencodeComputesACachedPassageAgain) {

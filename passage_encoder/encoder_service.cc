@@ -18,7 +18,9 @@ grpc::Status EncoderService::EncodePassageStream(
   v1::Passage passage;
   for (uint32_t index = 0; stream->Read(&passage); ++index) {
     if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-    if (!stream->Write(core_.Encode(passage, index, /*force_reencode=*/false))) break;
+    const v1::EncodeResult result = core_.Encode(passage, index, /*force_reencode=*/false);
+    if (absl::Status s = EncoderCore::StoreFailure(result); !s.ok()) return ToGrpcStatus(s);
+    if (!stream->Write(result)) break;
   }
   return grpc::Status::OK;
 }

@@ -8,13 +8,17 @@
 namespace blockserve::kv_store {
 namespace {
 
-// The outcome of asking both tiers to store one thing.
+// The outcome of asking both tiers to store one thing: the shared (remote) tier's, since
+// the other nodes read only that one; a write only the local tier took is still served
+// on this node but reported, so an ingest is never OK for this node alone. A local
+// failure matters only when it is a bad argument (a bug, not an outage).
 absl::Status CombineWrites(const absl::Status& local, const absl::Status& remote) {
-  if (local.ok() || remote.ok()) return absl::OkStatus();
   if (absl::IsInvalidArgument(local)) return local;
-  if (absl::IsInvalidArgument(remote)) return remote;
-  return absl::UnavailableError(absl::StrCat("tiered store: both tiers dropped the write; local: ",
-                                             local.message(), "; remote: ", remote.message()));
+  if (remote.ok()) return remote;
+  return absl::Status(remote.code(),
+                      absl::StrCat("tiered store: the shared tier did not take the write",
+                                   local.ok() ? " (this node's tier did)" : "", ": ",
+                                   remote.message()));
 }
 
 }  // namespace

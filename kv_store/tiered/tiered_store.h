@@ -10,9 +10,12 @@
 // remote tier's never-expiring copy is the durable one (see RedisStore), so a source
 // the local LRU dropped is still found.
 //
-// A remote outage degrades to local-only service: remote misses and dropped remote
-// writes show in remote_metrics(); Put still succeeds when the local tier stored the
-// block. Promotion failures (a full local tier) are not errors: the block was served.
+// A remote outage degrades reads to local-only service: remote misses show in
+// remote_metrics(). Writes are OK only when the shared (remote) tier took them, since the
+// other nodes read only that tier: during an outage Put still stores the block locally
+// (this node keeps serving it) but returns the remote tier's UNAVAILABLE, so an ingest
+// is never reported done when the rest of the cluster cannot see it. Promotion failures
+// (a full local tier) are not errors: the block was served.
 #ifndef BLOCKSERVE_KV_STORE_TIERED_TIERED_STORE_H_
 #define BLOCKSERVE_KV_STORE_TIERED_TIERED_STORE_H_
 
@@ -34,10 +37,10 @@ class TieredStore : public KvStore {
 
   absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
-  // Writes both tiers and returns the bytes both wrote. OK when at least one of them
-  // stored the block; otherwise
-  // INVALID_ARGUMENT if a tier rejected the block, else UNAVAILABLE (counted in
-  // dropped_puts). PutPassage behaves the same.
+  // Writes both tiers and returns the bytes both wrote. INVALID_ARGUMENT if a tier
+  // rejected the block; otherwise the remote tier's outcome (UNAVAILABLE, counted in
+  // dropped_puts, when it is down, even though the local tier stored the block).
+  // PutPassage behaves the same.
   absl::StatusOr<uint64_t> Put(const BlockKey& key, const engine::KvCache& kv) override;
   // The local tier's size of the value (a hit is read from the local tier).
   uint64_t ValueBytes(const engine::KvCache& kv) const override;
@@ -45,7 +48,7 @@ class TieredStore : public KvStore {
   absl::Status Remove(const BlockKey& key) override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   absl::StatusOr<BlockKey> LookupPassage(std::string_view passage_id) override;
-  // PutSource: OK when either tier stored it, as Put.
+  // PutSource: the remote tier's outcome, as Put.
   absl::Status PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) override;
   absl::StatusOr<std::vector<int32_t>> GetSource(const BlockKey& key) override;
 
