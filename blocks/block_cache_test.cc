@@ -16,8 +16,8 @@
 namespace blockserve::blocks {
 namespace {
 
-constexpr char kRiver[] = "The river Elbe flows through Dresden and Hamburg to the North Sea.";
-constexpr char kCapital[] = "The capital of France is Paris.";
+using testing::kCapital;
+using testing::kRiver;
 
 class BlockCacheTest : public ::testing::Test {
  protected:

@@ -17,8 +17,8 @@
 namespace blockserve::passage_encoder {
 namespace {
 
-constexpr char kRiver[] = "The river Elbe flows through Dresden and Hamburg to the North Sea.";
-constexpr char kCapital[] = "The capital of France is Paris.";
+using blocks::testing::kCapital;
+using blocks::testing::kRiver;
 
 class EncoderCoreTest : public ::testing::Test {
  protected:

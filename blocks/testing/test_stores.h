@@ -14,6 +14,11 @@
 
 namespace blockserve::blocks::testing {
 
+// Two short passages for tests that ingest and fetch blocks.
+inline constexpr char kRiver[] =
+    "The river Elbe flows through Dresden and Hamburg to the North Sea.";
+inline constexpr char kCapital[] = "The capital of France is Paris.";
+
 // engine::WriteTinyModel(options) into <TempDir>/<name>, loaded with one thread. On
 // failure the test fails and the result is null.
 std::unique_ptr<engine::Engine> LoadTinyEngine(const std::string& name,
