@@ -11,7 +11,10 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <functional>
+#include <memory>
 #include <thread>
+#include <utility>
 
 #include <grpcpp/health_check_service_interface.h>
 
@@ -113,6 +116,67 @@ bool WaitForSignal(const sigset_t& set, absl::Duration timeout, int* sig) {
   return false;
 }
 
+// Keeps the health of "" and of every registered service name equal to what
+// `readiness` says: polls it once when constructed, then every `interval` on its own
+// thread until Stop().
+class ReadinessPoller {
+ public:
+  ReadinessPoller(grpc::HealthCheckServiceInterface* health,
+                  std::function<absl::Status()> readiness, absl::Duration interval)
+      : health_(health), readiness_(std::move(readiness)) {
+    Poll();
+    thread_ = std::thread([this, interval] {
+      while (!stop_.WaitForNotificationWithTimeout(interval)) Poll();
+    });
+  }
+  ~ReadinessPoller() { Stop(); }
+
+  // Returns once no poll runs or will run, so that a later status (SIGTERM's
+  // NOT_SERVING) is not overwritten.
+  void Stop() {
+    if (!thread_.joinable()) return;
+    stop_.Notify();
+    thread_.join();
+  }
+
+ private:
+  void Poll() {
+    const absl::Status ready = readiness_();
+    if (ready.ok() == serving_) return;
+    serving_ = ready.ok();
+    health_->SetServingStatus(serving_);
+    LogFields fields = {{"status", serving_ ? "SERVING" : "NOT_SERVING"}};
+    if (!serving_) fields.push_back({"why", std::string(ready.message())});
+    LogEvent("health", fields);
+  }
+
+  grpc::HealthCheckServiceInterface* const health_;
+  const std::function<absl::Status()> readiness_;
+  bool serving_ = true;  // gRPC's first answer for every registered name
+  absl::Notification stop_;
+  std::thread thread_;
+};
+
+// Builds and starts the gRPC server with the health service; sets *port to the bound
+// port. Null when the address cannot be bound.
+std::unique_ptr<grpc::Server> StartGrpcServer(const ServerOptions& options,
+                                              const std::vector<ServedService>& services,
+                                              int* port) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), port);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  for (const ServedService& s : services) builder.RegisterService(s.service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || *port == 0) return nullptr;
+  // The default health service knows only ""; the proto promises every service's name.
+  for (const ServedService& s : services) {
+    server->GetHealthCheckService()->SetServingStatus(s.full_name, true);
+  }
+  return server;
+}
+
 }  // namespace
 
 std::string DefaultAdvertiseAddress(int port) {
@@ -138,20 +202,20 @@ void BlockShutdownSignals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
-absl::Status RunServer(const ServerOptions& options, const std::vector<grpc::Service*>& services,
+absl::Status RunServer(const ServerOptions& options, const std::vector<ServedService>& services,
                        MetricsRegistry* metrics) {
   SetLogServiceName(options.service_name);
   BlockShutdownSignals();  // in case main() did not; threads started below inherit it
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
-  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
-  builder.SetMaxSendMessageSize(options.max_message_bytes);
-  for (grpc::Service* s : services) builder.RegisterService(s);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
+  std::unique_ptr<grpc::Server> server = StartGrpcServer(options, services, &port);
+  if (server == nullptr) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  std::unique_ptr<ReadinessPoller> readiness;
+  if (options.readiness) {
+    readiness = std::make_unique<ReadinessPoller>(health, options.readiness,
+                                                  options.readiness_interval);
   }
   std::unique_ptr<MetricsHttpServer> http;
   if (metrics != nullptr && options.metrics_port > 0) {
@@ -169,8 +233,9 @@ absl::Status RunServer(const ServerOptions& options, const std::vector<grpc::Ser
   sigaction(SIGTERM, &count, nullptr);
   sigaction(SIGINT, &count, nullptr);
   // NOT_SERVING first: whoever health-checks this server stops picking it while it
-  // still answers the calls that arrive before they notice.
-  server->GetHealthCheckService()->SetServingStatus(false);
+  // still answers the calls that arrive before they notice. Readiness no longer counts.
+  if (readiness != nullptr) readiness->Stop();
+  health->SetServingStatus(false);
   LogEvent("shutting_down", {{"signal", absl::StrCat(sig)},
                              {"health", "NOT_SERVING"},
                              {"drain_delay_ms", absl::StrCat(absl::ToInt64Milliseconds(

@@ -2,6 +2,11 @@
 // grpc.health.v1 health service, a Prometheus /metrics endpoint over plain HTTP,
 // structured start/stop logs, and a graceful shutdown on SIGTERM or SIGINT.
 //
+// Health answers for the whole server ("") and for the fully-qualified name of every
+// service served (e.g. "blockserve.v1.Decoder"), all alike: SERVING while the server's
+// readiness (ServerOptions::readiness) says so, NOT_SERVING otherwise and from SIGTERM
+// on. Each change is logged once: {"event":"health","status":...,"why":...}.
+//
 // Shutdown, in order: (1) the health service answers NOT_SERVING for every service
 // name ("" included), so health-checking routers and load balancers stop sending new
 // work; (2) the server keeps serving for `drain_delay`, long enough for those checkers
@@ -42,6 +47,19 @@ struct ServerOptions {
   // Called after SIGTERM/SIGINT and the drain delay, before the gRPC server stops
   // accepting and drains (e.g. to cancel streams).
   std::function<void()> on_shutdown;
+  // Whether the server can do its work now: OK for SERVING, an error (its text logged
+  // as "why") for NOT_SERVING. Called once before on_listening, then every
+  // `readiness_interval` until SIGTERM, never twice at once; it should return quickly.
+  // Empty: always ready.
+  std::function<absl::Status()> readiness;
+  absl::Duration readiness_interval = absl::Milliseconds(500);
+};
+
+// A service for RunServer with the name its health answers to. grpc::Service has no
+// name accessor: take it from the generated code, e.g. v1::Decoder::service_full_name().
+struct ServedService {
+  grpc::Service* service;
+  std::string full_name;
 };
 
 // "<hostname>:<port>": an instance's identity when its --advertise flag is empty.
@@ -58,7 +76,7 @@ void BlockShutdownSignals();
 
 // Serves `services` until SIGTERM/SIGINT. `metrics` may be null. Returns an error if
 // the address cannot be bound.
-absl::Status RunServer(const ServerOptions& options, const std::vector<grpc::Service*>& services,
+absl::Status RunServer(const ServerOptions& options, const std::vector<ServedService>& services,
                        MetricsRegistry* metrics);
 
 }  // namespace blockserve

@@ -17,6 +17,7 @@
 #include "decoder/decoder_service.h"
 #include "engine/engine.h"
 #include "handoff/kv_chunks.h"
+#include "proto/blockserve.grpc.pb.h"
 
 ABSL_FLAG(int, port, 0, "gRPC port; 0 picks a free one (logged and printed).");
 ABSL_FLAG(int64_t, max_active_sequences, 64,
@@ -67,8 +68,10 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   };
   options.on_shutdown = [&core] { core.CancelAll("decoder draining on SIGTERM"); };
-  if (absl::Status s = RunServer(options, {&service}, &metrics); !s.ok()) {
-    return FailToStart("serving", s);
+  const absl::Status served =
+      RunServer(options, {{&service, v1::Decoder::service_full_name()}}, &metrics);
+  if (!served.ok()) {
+    return FailToStart("serving", served);
   }
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "common/server_flags.h"
 #include "passage_encoder/encoder_core.h"
 #include "passage_encoder/encoder_service.h"
+#include "proto/blockserve.grpc.pb.h"
 #include "store_config/cache_stack.h"
 
 ABSL_FLAG(int, port, 50061, "gRPC port; 0 picks a free one (logged in the \"listening\" line)");
@@ -43,8 +44,10 @@ int main(int argc, char** argv) {
     bs::LogEvent("serving", {{"served_by", bs::AdvertisedAddress(port)},
                              {"port", absl::StrCat(port)}});
   };
-  if (absl::Status s = bs::RunServer(options, {&service}, &metrics); !s.ok()) {
-    return bs::FailToStart("serving", s);
+  const absl::Status served =
+      bs::RunServer(options, {{&service, bs::v1::PassageEncoder::service_full_name()}}, &metrics);
+  if (!served.ok()) {
+    return bs::FailToStart("serving", served);
   }
   return 0;
 }

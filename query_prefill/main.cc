@@ -9,6 +9,7 @@
 #include "common/metrics.h"
 #include "common/server.h"
 #include "common/server_flags.h"
+#include "proto/blockserve.grpc.pb.h"
 #include "query_prefill/grpc_handoff.h"
 #include "query_prefill/prefill_core.h"
 #include "query_prefill/prefill_service.h"
@@ -52,8 +53,10 @@ int main(int argc, char** argv) {
     core.set_served_by(advertise);
     bs::LogEvent("serving", {{"served_by", advertise}, {"port", absl::StrCat(port)}});
   };
-  if (absl::Status s = bs::RunServer(options, {&service}, &metrics); !s.ok()) {
-    return bs::FailToStart("serving", s);
+  const absl::Status served =
+      bs::RunServer(options, {{&service, bs::v1::QueryPrefill::service_full_name()}}, &metrics);
+  if (!served.ok()) {
+    return bs::FailToStart("serving", served);
   }
   return 0;
 }

@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/server.h"
 #include "common/server_flags.h"
+#include "proto/blockserve.grpc.pb.h"
 #include "router/backend_pool.h"
 #include "router/router_core.h"
 #include "router/router_service.h"
@@ -97,7 +98,9 @@ int main(int argc, char** argv) {
                                      {"port", absl::StrCat(port)}});
   };
   server.shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
-  const absl::Status status = blockserve::RunServer(server, {&service}, &metrics);
+  server.readiness = [&core] { return core.Ready(); };
+  const absl::Status status = blockserve::RunServer(
+      server, {{&service, blockserve::v1::Router::service_full_name()}}, &metrics);
   if (!status.ok()) {
     blockserve::LogEvent("failed", {{"error", status.ToString()}});
     return 1;

@@ -567,6 +567,16 @@ absl::StatusOr<v1::IngestResponse> RouterCore::Ingest(const v1::IngestRequest& r
   return last;
 }
 
+absl::Status RouterCore::Ready() const {
+  if (pool_->HealthyCount(v1::BACKEND_ROLE_PREFILL) == 0) {
+    return absl::UnavailableError("no healthy prefill");
+  }
+  if (pool_->HealthyCount(v1::BACKEND_ROLE_DECODER) == 0) {
+    return absl::UnavailableError("no healthy decoder");
+  }
+  return absl::OkStatus();
+}
+
 v1::StatsResponse RouterCore::GetStats(const v1::StatsRequest& request) const {
   v1::StatsResponse out;
   std::vector<double> ttft;

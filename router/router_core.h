@@ -80,6 +80,12 @@ class RouterCore {
 
   v1::StatsResponse GetStats(const v1::StatsRequest& request) const;
 
+  // The router's readiness (ServerOptions::readiness): OK while at least one prefill
+  // and one decoder are healthy, what every Generate needs; Unavailable naming the
+  // missing role otherwise, so that load balancers send clients to another router.
+  // Encoders do not count: without one only Ingest fails, Generate still works.
+  absl::Status Ready() const;
+
  private:
   class GenerateRun;
 

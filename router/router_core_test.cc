@@ -71,6 +71,12 @@ class RouterCoreTest : public ::testing::Test {
     return out;
   }
 
+  // The router's readiness once every backend was probed again.
+  absl::Status ReadyAfterProbe() {
+    pool_->CheckAllNow();
+    return core_->Ready();
+  }
+
   FakePrefill p0_, p1_;
   FakeDecoder d0_, d1_;
   FakeEncoder encoder_;
@@ -299,6 +305,30 @@ TEST_F(RouterCoreTest, NoDecoderIsUnavailable) {
   d1_server_.Kill();
   pool_->CheckAllNow();
   EXPECT_EQ(Generate(Request({"a"})).status.code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(RouterCoreTest, ReadyOnlyWhileAPrefillAndADecoderAreHealthy) {
+  EXPECT_TRUE(ReadyAfterProbe().ok()) << core_->Ready();
+  d1_server_.SetServing(false);
+  EXPECT_TRUE(ReadyAfterProbe().ok()) << "d0 is still there: " << core_->Ready();
+  d0_server_.Kill();  // the only healthy decoder
+  EXPECT_EQ(ReadyAfterProbe(), absl::UnavailableError("no healthy decoder"));
+  d1_server_.SetServing(true);
+  EXPECT_TRUE(ReadyAfterProbe().ok()) << core_->Ready();
+}
+
+TEST_F(RouterCoreTest, NotReadyWithoutAHealthyPrefill) {
+  p0_server_.SetServing(false);
+  p1_server_.Kill();
+  EXPECT_EQ(ReadyAfterProbe(), absl::UnavailableError("no healthy prefill"));
+  p0_server_.SetServing(true);
+  EXPECT_TRUE(ReadyAfterProbe().ok()) << core_->Ready();
+}
+
+TEST_F(RouterCoreTest, ReadyWithoutAnEncoderSinceGenerateNeedsNone) {
+  e_server_.Kill();
+  EXPECT_TRUE(ReadyAfterProbe().ok()) << core_->Ready();
+  EXPECT_TRUE(Generate(Request({"a"})).status.ok());
 }
 
 TEST_F(RouterCoreTest, IngestForwardsToAnEncoderAndCounts) {
