@@ -9,8 +9,6 @@
 #include "engine/prompt.h"
 #include "engine/tiny_model.h"
 #include "gtest/gtest.h"
-#include "kv_store/redis/redis_store.h"
-#include "kv_store/redis/testing/redis_server.h"
 #include "kv_store/shm_store.h"
 
 namespace blockserve::blocks {
@@ -154,20 +152,14 @@ TEST_F(BlockCacheTest, AnUnknownPassageIdIsNotFound) {
 // A Redis that is down cannot say whether a passage id exists: the answer is
 // UNAVAILABLE (retry), not NOT_FOUND (which tells the client to ingest again).
 TEST_F(BlockCacheTest, APassageIdAskedOfAStoreThatIsDownIsUnavailable) {
-  absl::StatusOr<std::unique_ptr<kv_store::testing::RedisServer>> redis =
-      kv_store::testing::RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  kv_store::RedisStoreOptions o;
-  o.port = (*redis)->port();
-  o.codec = {engine_->model_fingerprint(), engine_->kv_shape(), engine::DType::kF32};
-  absl::StatusOr<std::unique_ptr<kv_store::RedisStore>> store = kv_store::RedisStore::Open(o);
-  ASSERT_TRUE(store.ok()) << store.status();
-  BlockCache cache(*engine_, **store);
+  testing::TestRedis redis = testing::StartTestRedis(*engine_);
+  ASSERT_NE(redis.store, nullptr);
+  BlockCache cache(*engine_, *redis.store);
   ASSERT_TRUE(cache.Ingest("elbe", Tokens(kRiver), false).ok());
   EXPECT_TRUE(cache.Resolve(ById("elbe")).ok());
   EXPECT_TRUE(absl::IsNotFound(cache.Resolve(ById("nobody")).status()));
 
-  (*redis)->Stop();
+  redis.server->Stop();
   const absl::Status down = cache.Resolve(ById("elbe")).status();
   EXPECT_TRUE(absl::IsUnavailable(down)) << down;
 }

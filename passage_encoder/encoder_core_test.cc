@@ -10,8 +10,6 @@
 #include "engine/tiny_model.h"
 #include "gtest/gtest.h"
 #include "kv_store/codec.h"
-#include "kv_store/redis/redis_store.h"
-#include "kv_store/redis/testing/redis_server.h"
 #include "kv_store/shm_store.h"
 
 namespace blockserve::passage_encoder {
@@ -131,22 +129,16 @@ TEST_F(EncoderCoreTest, ReingestOverAnotherBlocksValueRepairsAndCountsIt) {
 // The proto: a store that does not take the write fails the whole call (UNAVAILABLE),
 // never OK with per-item errors that a batch client may not read.
 TEST_F(EncoderCoreTest, AStoreThatIsDownFailsTheWholeBatch) {
-  absl::StatusOr<std::unique_ptr<kv_store::testing::RedisServer>> redis =
-      kv_store::testing::RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  kv_store::RedisStoreOptions o;
-  o.port = (*redis)->port();
-  o.codec = {engine_->model_fingerprint(), engine_->kv_shape(), engine::DType::kF32};
-  absl::StatusOr<std::unique_ptr<kv_store::RedisStore>> store = kv_store::RedisStore::Open(o);
-  ASSERT_TRUE(store.ok()) << store.status();
-  blocks::BlockCache cache(*engine_, **store);
+  blocks::testing::TestRedis redis = blocks::testing::StartTestRedis(*engine_);
+  ASSERT_NE(redis.store, nullptr);
+  blocks::BlockCache cache(*engine_, *redis.store);
   EncoderCore core(cache, metrics_, {});
   v1::EncodePassagesRequest request;
   *request.add_passages() = Text("elbe", kRiver);
   *request.add_passages() = Text("paris", kCapital);
   ASSERT_TRUE(core.EncodeBatch(request).ok());
 
-  (*redis)->Stop();
+  redis.server->Stop();
   request.set_force_reencode(true);
   const absl::Status down = core.EncodeBatch(request).status();
   EXPECT_TRUE(absl::IsUnavailable(down)) << down;

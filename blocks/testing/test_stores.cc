@@ -45,4 +45,25 @@ ScopedShmStore OpenTestShmStore(const engine::Engine& engine, engine::DType dtyp
   return ScopedShmStore(s->release(), RemoveShmSegment{o.name});
 }
 
+TestRedis StartTestRedis(const engine::Engine& engine) {
+  TestRedis redis;
+  absl::StatusOr<std::unique_ptr<kv_store::testing::RedisServer>> server =
+      kv_store::testing::RedisServer::Start();
+  if (!server.ok()) {
+    ADD_FAILURE() << "starting redis-server: " << server.status();
+    return redis;
+  }
+  kv_store::RedisStoreOptions o;
+  o.port = (*server)->port();
+  o.codec = {engine.model_fingerprint(), engine.kv_shape(), engine::DType::kF32};
+  absl::StatusOr<std::unique_ptr<kv_store::RedisStore>> store = kv_store::RedisStore::Open(o);
+  if (!store.ok()) {
+    ADD_FAILURE() << "opening the Redis store: " << store.status();
+    return redis;
+  }
+  redis.server = *std::move(server);
+  redis.store = *std::move(store);
+  return redis;
+}
+
 }  // namespace blockserve::blocks::testing

@@ -10,6 +10,8 @@
 #include "engine/dtype.h"
 #include "engine/engine.h"
 #include "engine/tiny_model.h"
+#include "kv_store/redis/redis_store.h"
+#include "kv_store/redis/testing/redis_server.h"
 #include "kv_store/shm_store.h"
 
 namespace blockserve::blocks::testing {
@@ -36,6 +38,15 @@ using ScopedShmStore = std::unique_ptr<kv_store::ShmStore, RemoveShmSegment>;
 // result is null.
 ScopedShmStore OpenTestShmStore(const engine::Engine& engine,
                                 engine::DType dtype = engine::DType::kF32);
+
+// A real redis-server on a free loopback port (tests stop it to see a store go down) and
+// a RedisStore on it for `engine`'s model, storing fp32.
+struct TestRedis {
+  std::unique_ptr<kv_store::testing::RedisServer> server;
+  std::unique_ptr<kv_store::RedisStore> store;
+};
+// On failure the test fails and the members are null.
+TestRedis StartTestRedis(const engine::Engine& engine);
 
 }  // namespace blockserve::blocks::testing
 
