@@ -54,6 +54,10 @@ class BlockStore {
   // must go before the right one can be written. UNAVAILABLE when the store is down.
   virtual absl::Status Remove(const BlockKey& key) = 0;
 
+  // OK when the store can be read and written now, UNAVAILABLE (saying why) otherwise.
+  // Cheap: health checks call it every half second.
+  virtual absl::Status Ping() = 0;
+
   // The size of `kv`'s value in this store (its dtype and header): what a hit on it
   // reads.
   virtual uint64_t ValueBytes(const engine::KvCache& kv) const = 0;

@@ -803,6 +803,11 @@ uint64_t ShmStore::ValueBytes(const engine::KvCache& kv) const {
   return EncodedValueBytes(kv.shape(), kv.num_tokens(), options_.codec.dtype);
 }
 
+absl::Status ShmStore::Ping() {
+  Locked lock(*seg_);
+  return lock.status();
+}
+
 absl::Status ShmStore::Remove(const BlockKey& key) {
   Locked lock(*seg_);
   if (!lock.status().ok()) return lock.status();

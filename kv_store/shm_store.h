@@ -117,6 +117,7 @@ class ShmStore : public KvStore {
   uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;  // does not refresh LRU
   absl::Status Remove(const BlockKey& key) override;
+  absl::Status Ping() override;
 
   // Ids of 1..kMaxPassageIdBytes bytes (else InvalidArgument); ResourceExhausted when
   // all catalog slots hold other ids.

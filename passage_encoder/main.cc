@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
 
   bs::ServerOptions options =
       bs::ServerOptionsFromFlags("passage_encoder", absl::GetFlag(FLAGS_port));
+  // Ingest is all an encoder does, and it needs the store: without it, NOT_SERVING.
+  options.readiness = [&stack] { return stack->store->Ping(); };
   options.on_listening = [](int port) {
     bs::LogEvent("serving", {{"served_by", bs::AdvertisedAddress(port)},
                              {"port", absl::StrCat(port)}});

@@ -307,6 +307,14 @@ uint64_t RedisStore::ValueBytes(const engine::KvCache& kv) const {
   return EncodedValueBytes(kv.shape(), kv.num_tokens(), options_.codec.dtype);
 }
 
+absl::Status RedisStore::Ping() {
+  ReplyPtr reply;
+  return WithConnection([&](Connection& c) {
+    reply = c.Command({"PING"});
+    return reply != nullptr;
+  });
+}
+
 absl::Status RedisStore::Remove(const BlockKey& key) {
   ReplyPtr reply;
   return WithConnection([&](Connection& c) {

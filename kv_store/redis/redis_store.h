@@ -73,6 +73,7 @@ class RedisStore : public KvStore {
   uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;
   absl::Status Remove(const BlockKey& key) override;
+  absl::Status Ping() override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   absl::StatusOr<BlockKey> LookupPassage(std::string_view passage_id) override;
   // NotFound when absent, corrupt, or Redis is unreachable.

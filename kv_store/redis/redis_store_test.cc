@@ -142,6 +142,21 @@ TEST_F(RedisStoreTest, CorruptSourceIsNotFound) {
   EXPECT_EQ(store->GetSource(key).status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(RedisStoreTest, PingSaysWhetherRedisCanBeReached) {
+  auto store = OpenStore(Options());
+  EXPECT_TRUE(store->Ping().ok());
+  server_->Stop();
+  const absl::Status down = store->Ping();
+  EXPECT_TRUE(absl::IsUnavailable(down)) << down;
+  ASSERT_TRUE(server_->Restart().ok());
+  absl::Status up = store->Ping();
+  for (int i = 0; i < 50 && !up.ok(); ++i) {  // past the dial backoff
+    absl::SleepFor(absl::Milliseconds(100));
+    up = store->Ping();
+  }
+  EXPECT_TRUE(up.ok()) << up;
+}
+
 TEST_F(RedisStoreTest, CatalogMapsPassageIdsToKeysAndLastWriteWins) {
   auto store = OpenStore(Options());
   const BlockKey first = KeyFor(MakeBlock(kSmallShape, 2, 4));

@@ -84,6 +84,8 @@ uint64_t TieredStore::ValueBytes(const engine::KvCache& kv) const {
   return local_->ValueBytes(kv);
 }
 
+absl::Status TieredStore::Ping() { return remote_->Ping(); }
+
 absl::Status TieredStore::Remove(const BlockKey& key) {
   // Both tiers must lose the value, or the next read would find it again.
   const absl::Status local = local_->Remove(key);

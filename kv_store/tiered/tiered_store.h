@@ -46,6 +46,8 @@ class TieredStore : public KvStore {
   uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;
   absl::Status Remove(const BlockKey& key) override;
+  // The shared (remote) tier's: writes need it (see Put).
+  absl::Status Ping() override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   absl::StatusOr<BlockKey> LookupPassage(std::string_view passage_id) override;
   // PutSource: the remote tier's outcome, as Put.
