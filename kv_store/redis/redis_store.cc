@@ -58,7 +58,8 @@ absl::StatusOr<RedisStore::Lease> RedisStore::Acquire(bool force_dial) {
     if (absl::Now() < dial_blocked_until_) {
       --leased_;
       return absl::UnavailableError(absl::StrCat(
-          "redis at ", options_.host, ":", options_.port, " is down (a dial failed less than ",
+          "redis at ", options_.host, ":", options_.port,
+          " is down or not answering (a dial failed or a call timed out less than ",
           absl::FormatDuration(options_.retry_backoff), " ago)"));
     }
   }
@@ -74,6 +75,12 @@ absl::StatusOr<RedisStore::Lease> RedisStore::Acquire(bool force_dial) {
   lease.connection = *std::move(dialled);
   lease.fresh = true;
   return lease;
+}
+
+void RedisStore::BackOff() {
+  absl::MutexLock lock(&pool_mu_);
+  dial_blocked_until_ = absl::Now() + options_.retry_backoff;
+  idle_.clear();
 }
 
 void RedisStore::Release(Lease lease, bool healthy) {
@@ -94,8 +101,13 @@ absl::Status RedisStore::WithConnection(Exchange&& exchange) {
       return absl::OkStatus();
     }
     const std::string error = lease->connection->error();
-    const bool retry = !lease->fresh && !lease->connection->timed_out();
+    const bool timed_out = lease->connection->timed_out();
+    const bool retry = !lease->fresh && !timed_out;
     Release(*std::move(lease), /*healthy=*/false);
+    // A Redis that accepts connections but does not answer would cost every call its
+    // op_timeout: after one timeout, calls fail at once for retry_backoff instead (the
+    // idle connections lead to the same Redis), then one dial tries again.
+    if (timed_out) BackOff();
     if (!retry) {
       return absl::UnavailableError(
           absl::StrCat("redis at ", options_.host, ":", options_.port, ": ", error));

@@ -15,8 +15,10 @@
 // and GetMany return misses (NotFound) and Contains says absent. A catalog lookup is
 // different (a passage named by id cannot be recomputed without it): LookupPassage says
 // UNAVAILABLE. Put/PutPassage drop the write, count it in `dropped_puts`, log
-// (rate-limited to a line per 10 s) and return UNAVAILABLE. No call blocks longer than about `connect_timeout` + `op_timeout` per
-// socket read or write. Open() succeeds while Redis is down; the pool dials again at most
+// (rate-limited to a line per 10 s) and return UNAVAILABLE. No call blocks longer than
+// about `connect_timeout` + `op_timeout` per socket read or write, and after a call timed
+// out (a Redis that accepts connections and never answers) the calls of the next
+// `retry_backoff` fail at once instead of each waiting out its own timeout. Open() succeeds while Redis is down; the pool dials again at most
 // once per `retry_backoff`, and connections broken by a Redis restart are discarded and
 // re-dialled on their next use, so the store recovers without being reopened.
 //
@@ -102,6 +104,9 @@ class RedisStore : public KvStore {
   // unless a dial failed less than retry_backoff ago.
   absl::StatusOr<Lease> Acquire(bool force_dial);
   void Release(Lease lease, bool healthy);
+  // After a call timed out: no calls reach Redis for retry_backoff (they fail at once),
+  // and the idle connections are dropped.
+  void BackOff();
   bool SlotFree() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool_mu_) {
     return leased_ < options_.pool_size;
   }
