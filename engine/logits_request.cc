@@ -44,6 +44,11 @@ absl::StatusOr<LogitsRequest> ParseLogitsRequest(std::string_view json_text) {
       r.passages.push_back(*std::move(ids));
     }
   }
+  // json::value() throws on a present value of another type; check the type first.
+  if (j.contains("mode") && !j["mode"].is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat("\"mode\" must be \"block\" or \"full\", got ",
+                                                   j["mode"].dump()));
+  }
   const std::string mode = j.value("mode", std::string("block"));
   if (mode != "block" && mode != "full") {
     return absl::InvalidArgumentError(
@@ -55,6 +60,9 @@ absl::StatusOr<LogitsRequest> ParseLogitsRequest(std::string_view json_text) {
       return absl::InvalidArgumentError("\"global_blocks\" must be an integer");
     }
     r.options.global_blocks = j["global_blocks"].get<int64_t>();
+    if (r.options.global_blocks < 0) {
+      return absl::InvalidArgumentError("\"global_blocks\" must be >= 0");
+    }
   }
   return r;
 }

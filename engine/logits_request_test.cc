@@ -24,7 +24,11 @@ TEST(LogitsRequestTest, MalformedRequestsAreRejected) {
   for (const char* bad : {"", "[]", "{}", R"({"blocks": []})", R"({"blocks": [[]]})",
                           R"({"blocks": [[1, "a"]]})", R"({"blocks": [[-1]]})",
                           R"({"blocks": [[1]], "mode": "sparse"})",
-                          R"({"blocks": [[1]], "global_blocks": "x"})", R"({"blocks": [1, 2]})"}) {
+                          R"({"blocks": [[1]], "global_blocks": "x"})", R"({"blocks": [1, 2]})",
+                          // These threw nlohmann::json::type_error and aborted the tool.
+                          R"({"blocks": [[1]], "mode": 5})", R"({"blocks": [[1]], "mode": null})",
+                          R"({"blocks": [[1]], "mode": ["block"]})",
+                          R"({"blocks": [[1]], "global_blocks": -1})"}) {
     EXPECT_EQ(ParseLogitsRequest(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
