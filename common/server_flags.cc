@@ -17,6 +17,9 @@ ABSL_FLAG(std::string, advertise, "",
 ABSL_FLAG(int, drain_delay_ms, 0,
           "on SIGTERM, how long to keep serving while health answers NOT_SERVING "
           "(routers stop picking this instance) before draining; 0: drain at once");
+ABSL_FLAG(int, shutdown_grace_ms, 5000,
+          "on SIGTERM, after the drain delay, how long in-flight calls may finish before "
+          "they are cancelled");
 
 namespace blockserve {
 
@@ -36,6 +39,7 @@ ServerOptions ServerOptionsFromFlags(std::string service_name, int port) {
   options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
+  options.shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
   options.max_message_bytes = contract::kMaxMessageBytes;
   return options;
 }

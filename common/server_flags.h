@@ -3,6 +3,7 @@
 //   --metrics_port     port of the Prometheus /metrics endpoint (0: none)
 //   --advertise        the instance's "host:port" identity (empty: <hostname>:<port>)
 //   --drain_delay_ms   on SIGTERM, how long to keep serving while health says NOT_SERVING
+//   --shutdown_grace_ms  then how long in-flight calls may finish
 // and, for the servers that run the model, common/model_flags.h. --port stays with each
 // binary, whose default port is its own. A binary that links this library has the flags;
 // list "common/server_flags" in its ShowFlagsFromDirectories so --help shows them.
@@ -31,7 +32,7 @@ struct ServerMainInfo {
 void StartServerMain(int argc, char** argv, const ServerMainInfo& info);
 
 // ServerOptions from the flags: service_name, listen_address (--host:`port`),
-// metrics_port and drain_delay, and max_message_bytes = contract::kMaxMessageBytes; the
+// metrics_port, drain_delay and shutdown_grace, and max_message_bytes = contract::kMaxMessageBytes; the
 // caller sets the rest.
 ServerOptions ServerOptionsFromFlags(std::string service_name, int port);
 

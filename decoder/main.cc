@@ -67,7 +67,16 @@ int main(int argc, char** argv) {
     std::printf("decoder listening on port %d\n", port);
     std::fflush(stdout);
   };
-  options.on_shutdown = [&core] { core.CancelAll("decoder draining on SIGTERM"); };
+  // Drain: generations in flight may finish within the grace period (new ones no longer
+  // arrive: health is NOT_SERVING and the drain delay has passed); what is left then is
+  // cancelled with a status that says why.
+  options.on_shutdown = [&core, grace = options.shutdown_grace] {
+    const absl::Time give_up = absl::Now() + grace;
+    while (core.active_sequences() > 0 && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    core.CancelAll("decoder shut down: the generation did not finish within --shutdown_grace_ms");
+  };
   const absl::Status served =
       RunServer(options, {{&service, v1::Decoder::service_full_name()}}, &metrics);
   if (!served.ok()) {

@@ -31,7 +31,6 @@ ABSL_FLAG(int, max_passages, 64,
 ABSL_FLAG(int64_t, max_new_tokens_limit, 4096,
           "largest sampling.max_new_tokens accepted (more: INVALID_ARGUMENT); keep equal to "
           "the prefills'");
-ABSL_FLAG(int, shutdown_grace_ms, 5000, "on SIGTERM, how long in-flight calls may finish");
 
 namespace {
 
@@ -97,7 +96,6 @@ int main(int argc, char** argv) {
     blockserve::LogEvent("serving", {{"served_by", blockserve::AdvertisedAddress(port)},
                                      {"port", absl::StrCat(port)}});
   };
-  server.shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
   server.readiness = [&core] { return core.Ready(); };
   const absl::Status status = blockserve::RunServer(
       server, {{&service, blockserve::v1::Router::service_full_name()}}, &metrics);

@@ -129,5 +129,45 @@ TEST(DrainTest, DrainingDecoderIsNotServingFinishesItsRequestAndGetsNoNewOnes) {
   EXPECT_TRUE(shutdown.ok()) << shutdown;
 }
 
+// Without a drain delay, a decoder that gets SIGTERM still finishes the generation it is
+// running (within --shutdown_grace_ms) instead of cancelling it, then exits cleanly.
+TEST(DrainTest, DecoderFinishesItsGenerationWithinTheGracePeriod) {
+  constexpr int kLongAnswer = 200;
+  absl::StatusOr<std::string> dir = TinyModelDir(SlowModel());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  absl::StatusOr<std::unique_ptr<BlockServeSystem>> started = BlockServeSystem::Start(
+      {.model_dir = *dir, .decoders = 1, .decoder_args = {"--shutdown_grace_ms=60000"}});
+  ASSERT_TRUE(started.ok()) << started.status();
+  BlockServeSystem& sys = **started;
+
+  v1::GenerateRequest long_answer;
+  long_answer.set_query("Tell me everything about the island of Oristane.");
+  long_answer.mutable_sampling()->set_max_new_tokens(kLongAnswer);
+  long_answer.mutable_sampling()->set_ignore_eos(true);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+  auto reader = sys.router().Generate(&context, long_answer);
+  v1::GenerateEvent event;
+  int tokens = 0;
+  while (tokens < 3 && reader->Read(&event)) tokens += event.tokens().token_ids_size();
+  ASSERT_GE(tokens, 3) << "the stream ended early";
+  ServerProcess& decoder = sys.decoder(0);
+  ASSERT_EQ(kill(decoder.pid(), SIGTERM), 0);
+
+  std::optional<v1::GenerateSummary> summary;
+  while (reader->Read(&event)) {
+    tokens += event.tokens().token_ids_size();
+    if (event.has_summary()) summary = event.summary();
+  }
+  const grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << decoder.LogTail();
+  ASSERT_TRUE(summary.has_value());
+  EXPECT_EQ(summary->finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(tokens, kLongAnswer);
+  EXPECT_EQ(decoder.Terminate(absl::Seconds(60)), 0) << decoder.LogTail();
+  const absl::Status shutdown = sys.Shutdown();
+  EXPECT_TRUE(shutdown.ok()) << shutdown;
+}
+
 }  // namespace
 }  // namespace blockserve::testing
