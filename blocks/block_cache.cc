@@ -159,7 +159,7 @@ absl::StatusOr<Ingested> BlockCache::Ingest(std::string_view passage_id,
   } else if (absl::StatusOr<engine::KvCache> stored = store_.Get(r.key); stored.ok()) {
     // Read, not just Contains: a value under this key that is not this block (written
     // behind the store's back) is replaced here instead of being served for ever.
-    if (stored->tokens() == std::vector<int32_t>(tokens.begin(), tokens.end())) {
+    if (absl::MakeConstSpan(stored->tokens()) == tokens) {
       r.already_cached = true;
     } else {
       DropForeign(r.key);

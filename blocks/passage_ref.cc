@@ -1,8 +1,8 @@
 #include "blocks/passage_ref.h"
 
 #include "absl/strings/str_cat.h"
+#include "contract/request_contract.h"
 #include "engine/prompt.h"
-#include "engine/utf8.h"
 
 namespace blockserve::blocks {
 namespace {
@@ -21,9 +21,11 @@ absl::Status CheckLength(size_t n, const engine::ModelConfig& config, const char
 absl::StatusOr<std::vector<int32_t>> TextPassageTokens(const engine::Tokenizer& tokenizer,
                                                        const engine::ModelConfig& config,
                                                        std::string_view text) {
-  if (text.empty()) return absl::InvalidArgumentError("passage text is empty");
-  if (!engine::IsValidUtf8(text)) {
-    return absl::InvalidArgumentError("passage text is not valid UTF-8");
+  // The request contract's rule (emptiness, size, UTF-8), checked before tokenizing.
+  if (absl::Status s = contract::ValidatePassageText(absl::string_view(text.data(), text.size()),
+                                                     "passage text");
+      !s.ok()) {
+    return s;
   }
   std::vector<int32_t> tokens = engine::PassageBlockTokens(tokenizer, text);
   if (absl::Status s = CheckLength(tokens.size(), config, "passage text"); !s.ok()) return s;

@@ -17,8 +17,9 @@
 
 namespace blockserve::blocks {
 
-// engine::PassageBlockTokens(text). InvalidArgument for empty or invalid UTF-8 text, or
-// one that tokenizes to 0 or >= context length tokens.
+// engine::PassageBlockTokens(text). InvalidArgument for text that breaks
+// contract::ValidatePassageText (empty, over its byte limit, invalid UTF-8), or that
+// tokenizes to 0 or >= context length tokens.
 absl::StatusOr<std::vector<int32_t>> TextPassageTokens(const engine::Tokenizer& tokenizer,
                                                        const engine::ModelConfig& config,
                                                        std::string_view text);

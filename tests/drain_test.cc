@@ -46,8 +46,47 @@ bool RouterSeesHealthy(BlockServeSystem& sys, const std::string& address) {
   return true;
 }
 
+// A long answer (kLongAnswer tokens, EOS ignored) streaming from the router, started and
+// read until its first tokens have arrived, so that a decoder has it in flight.
+constexpr int kLongAnswer = 200;
+class LongAnswer {
+ public:
+  explicit LongAnswer(BlockServeSystem& sys) {
+    v1::GenerateRequest request;
+    request.set_query("Tell me everything about the island of Oristane.");
+    request.mutable_sampling()->set_max_new_tokens(kLongAnswer);
+    request.mutable_sampling()->set_ignore_eos(true);
+    context_.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+    reader_ = sys.router().Generate(&context_, request);
+    while (tokens_ < 3 && reader_->Read(&event_)) tokens_ += event_.tokens().token_ids_size();
+  }
+  bool started() const { return tokens_ >= 3; }
+
+  // Reads the rest of the stream.
+  struct End {
+    grpc::Status status;
+    std::optional<v1::GenerateSummary> summary;
+    int tokens = 0;  // all streamed, the first ones included
+  };
+  End Finish() {
+    End end;
+    while (reader_->Read(&event_)) {
+      tokens_ += event_.tokens().token_ids_size();
+      if (event_.has_summary()) end.summary = event_.summary();
+    }
+    end.status = reader_->Finish();
+    end.tokens = tokens_;
+    return end;
+  }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateEvent>> reader_;
+  v1::GenerateEvent event_;
+  int tokens_ = 0;
+};
+
 TEST(DrainTest, DrainingDecoderIsNotServingFinishesItsRequestAndGetsNoNewOnes) {
-  constexpr int kLongAnswer = 200;
   absl::StatusOr<std::string> dir = TinyModelDir(SlowModel());
   ASSERT_TRUE(dir.ok()) << dir.status();
   absl::StatusOr<std::unique_ptr<BlockServeSystem>> started =
@@ -58,17 +97,8 @@ TEST(DrainTest, DrainingDecoderIsNotServingFinishesItsRequestAndGetsNoNewOnes) {
   ASSERT_TRUE(started.ok()) << started.status();
   BlockServeSystem& sys = **started;
 
-  v1::GenerateRequest long_answer;
-  long_answer.set_query("Tell me everything about the island of Oristane.");
-  long_answer.mutable_sampling()->set_max_new_tokens(kLongAnswer);
-  long_answer.mutable_sampling()->set_ignore_eos(true);
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
-  auto reader = sys.router().Generate(&context, long_answer);
-  v1::GenerateEvent event;
-  int tokens = 0;
-  while (tokens < 3 && reader->Read(&event)) tokens += event.tokens().token_ids_size();
-  ASSERT_GE(tokens, 3) << "the stream ended early";
+  LongAnswer long_answer(sys);
+  ASSERT_TRUE(long_answer.started()) << "the stream ended early";
   const int draining = ServingDecoder(sys);
   ASSERT_GE(draining, 0) << "no decoder has the request in flight";
   const int other = 1 - draining;
@@ -103,17 +133,12 @@ TEST(DrainTest, DrainingDecoderIsNotServingFinishesItsRequestAndGetsNoNewOnes) {
   EXPECT_TRUE(decoder.Running()) << "the decoder did not wait for its drain delay";
 
   // The in-flight request completes as if nothing happened.
-  std::optional<v1::GenerateSummary> summary;
-  while (reader->Read(&event)) {
-    tokens += event.tokens().token_ids_size();
-    if (event.has_summary()) summary = event.summary();
-  }
-  const grpc::Status status = reader->Finish();
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  ASSERT_TRUE(summary.has_value());
-  EXPECT_EQ(summary->finish_reason(), v1::FINISH_REASON_LENGTH);
-  EXPECT_EQ(summary->completion_tokens(), static_cast<uint32_t>(kLongAnswer));
-  EXPECT_EQ(tokens, kLongAnswer);
+  const LongAnswer::End end = long_answer.Finish();
+  ASSERT_TRUE(end.status.ok()) << end.status.error_message();
+  ASSERT_TRUE(end.summary.has_value());
+  EXPECT_EQ(end.summary->finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(end.summary->completion_tokens(), static_cast<uint32_t>(kLongAnswer));
+  EXPECT_EQ(end.tokens, kLongAnswer);
 
   EXPECT_EQ(decoder.Terminate(absl::Seconds(40)), 0) << decoder.LogTail();
   // A second SIGTERM ends a drain delay early: the other decoder need not wait it out.
@@ -132,7 +157,6 @@ TEST(DrainTest, DrainingDecoderIsNotServingFinishesItsRequestAndGetsNoNewOnes) {
 // Without a drain delay, a decoder that gets SIGTERM still finishes the generation it is
 // running (within --shutdown_grace_ms) instead of cancelling it, then exits cleanly.
 TEST(DrainTest, DecoderFinishesItsGenerationWithinTheGracePeriod) {
-  constexpr int kLongAnswer = 200;
   absl::StatusOr<std::string> dir = TinyModelDir(SlowModel());
   ASSERT_TRUE(dir.ok()) << dir.status();
   absl::StatusOr<std::unique_ptr<BlockServeSystem>> started = BlockServeSystem::Start(
@@ -140,30 +164,16 @@ TEST(DrainTest, DecoderFinishesItsGenerationWithinTheGracePeriod) {
   ASSERT_TRUE(started.ok()) << started.status();
   BlockServeSystem& sys = **started;
 
-  v1::GenerateRequest long_answer;
-  long_answer.set_query("Tell me everything about the island of Oristane.");
-  long_answer.mutable_sampling()->set_max_new_tokens(kLongAnswer);
-  long_answer.mutable_sampling()->set_ignore_eos(true);
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
-  auto reader = sys.router().Generate(&context, long_answer);
-  v1::GenerateEvent event;
-  int tokens = 0;
-  while (tokens < 3 && reader->Read(&event)) tokens += event.tokens().token_ids_size();
-  ASSERT_GE(tokens, 3) << "the stream ended early";
+  LongAnswer long_answer(sys);
+  ASSERT_TRUE(long_answer.started()) << "the stream ended early";
   ServerProcess& decoder = sys.decoder(0);
   ASSERT_EQ(kill(decoder.pid(), SIGTERM), 0);
 
-  std::optional<v1::GenerateSummary> summary;
-  while (reader->Read(&event)) {
-    tokens += event.tokens().token_ids_size();
-    if (event.has_summary()) summary = event.summary();
-  }
-  const grpc::Status status = reader->Finish();
-  ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << decoder.LogTail();
-  ASSERT_TRUE(summary.has_value());
-  EXPECT_EQ(summary->finish_reason(), v1::FINISH_REASON_LENGTH);
-  EXPECT_EQ(tokens, kLongAnswer);
+  const LongAnswer::End end = long_answer.Finish();
+  ASSERT_TRUE(end.status.ok()) << end.status.error_message() << "\n" << decoder.LogTail();
+  ASSERT_TRUE(end.summary.has_value());
+  EXPECT_EQ(end.summary->finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(end.tokens, kLongAnswer);
   EXPECT_EQ(decoder.Terminate(absl::Seconds(60)), 0) << decoder.LogTail();
   const absl::Status shutdown = sys.Shutdown();
   EXPECT_TRUE(shutdown.ok()) << shutdown;
