@@ -13,6 +13,7 @@ PACKAGES=(
   libopenblas-dev
   nlohmann-json3-dev
   libpcre2-dev
+  libssl-dev openssl         # TLS certificates: checks, test PKI, the demo CA
 )
 
 missing=()
