@@ -14,31 +14,40 @@ namespace blockserve::blocks {
 BlockCache::BlockCache(engine::Engine& engine, kv_store::KvStore& store)
     : engine_(engine), store_(store), keys_(engine.model_fingerprint()) {}
 
-std::optional<PromptBlock> BlockCache::SystemBlock(std::string_view system_prompt) const {
+std::optional<PromptBlock> BlockCache::SystemBlock(const security::TenantScope& scope,
+                                                   std::string_view system_prompt) const {
   std::vector<int32_t> tokens = engine::SystemBlockTokens(engine_.tokenizer(), system_prompt);
   if (tokens.empty()) return std::nullopt;
   PromptBlock b;
-  b.key = keys_.BlockKeyOf(tokens);
+  b.ns = scope.ns;
+  b.key = keys_.BlockKeyOf(b.ns, tokens);
   b.tokens = std::move(tokens);
   return b;
 }
 
-absl::StatusOr<PromptBlock> BlockCache::Resolve(const v1::PassageRef& ref) const {
+absl::StatusOr<PromptBlock> BlockCache::Resolve(const security::TenantScope& scope,
+                                                const v1::PassageRef& ref) const {
   PromptBlock b;
+  b.ns = scope.ns;
   absl::StatusOr<std::vector<int32_t>> tokens;
   switch (ref.passage_case()) {
     case v1::PassageRef::kPassageId: {
-      absl::StatusOr<kv_store::BlockKey> key = store_.LookupPassage(ref.passage_id());
-      if (absl::IsNotFound(key.status())) {
-        return absl::NotFoundError(absl::StrCat("unknown passage id \"", ref.passage_id(), "\""));
+      std::vector<std::string_view> spaces = {scope.ns};
+      spaces.insert(spaces.end(), scope.reads.begin(), scope.reads.end());
+      for (std::string_view ns : spaces) {
+        absl::StatusOr<kv_store::BlockKey> key =
+            store_.LookupPassage(KeySpace::StoredPassageId(ns, ref.passage_id()));
+        if (absl::IsNotFound(key.status())) continue;
+        if (!key.ok()) {
+          return absl::UnavailableError(absl::StrCat("the passage catalog cannot be read: ",
+                                                     key.status().message()));
+        }
+        b.ns = std::string(ns);
+        b.key = *key;
+        b.passage_id = ref.passage_id();
+        return b;
       }
-      if (!key.ok()) {
-        return absl::UnavailableError(absl::StrCat("the passage catalog cannot be read: ",
-                                                   key.status().message()));
-      }
-      b.key = *key;
-      b.passage_id = ref.passage_id();
-      return b;
+      return absl::NotFoundError(absl::StrCat("unknown passage id \"", ref.passage_id(), "\""));
     }
     case v1::PassageRef::kText:
       tokens = TextPassageTokens(engine_.tokenizer(), engine_.config(), ref.text());
@@ -51,7 +60,7 @@ absl::StatusOr<PromptBlock> BlockCache::Resolve(const v1::PassageRef& ref) const
   }
   if (!tokens.ok()) return tokens.status();
   b.tokens = *std::move(tokens);
-  b.key = keys_.BlockKeyOf(b.tokens);
+  b.key = keys_.BlockKeyOf(b.ns, b.tokens);
   return b;
 }
 
@@ -82,7 +91,7 @@ absl::Status BlockCache::Take(PromptBlock& b, absl::StatusOr<engine::KvCache> va
     // The stored value must be this key's block: for an inline block its tokens are the
     // block's; for a named passage (tokens unknown yet) they must hash to the key.
     const bool ours = b.passage_id.empty() ? value->tokens() == b.tokens
-                                           : keys_.BlockKeyOf(value->tokens()) == b.key;
+                                           : keys_.BlockKeyOf(b.ns, value->tokens()) == b.key;
     if (ours) {
       stats.kv_bytes_fetched += store_.ValueBytes(*value);
     } else {
@@ -114,7 +123,7 @@ void BlockCache::DropForeign(const kv_store::BlockKey& key) {
 absl::StatusOr<std::vector<int32_t>> BlockCache::SourceOf(const PromptBlock& b,
                                                           CacheStats& stats) {
   absl::StatusOr<std::vector<int32_t>> tokens = store_.GetSource(b.key);
-  if (tokens.ok() && !(keys_.BlockKeyOf(*tokens) == b.key)) {
+  if (tokens.ok() && !(keys_.BlockKeyOf(b.ns, *tokens) == b.key)) {
     ++stats.corrupt_values;
     LogEvent("kv_store_foreign_source", {{"key", b.key.Hex()}, {"passage_id", b.passage_id}});
     tokens = absl::NotFoundError("another block's source");
@@ -148,10 +157,10 @@ absl::Status BlockCache::EncodeMisses(absl::Span<PromptBlock> blocks, bool write
   return absl::OkStatus();
 }
 
-absl::StatusOr<Ingested> BlockCache::Ingest(std::string_view passage_id,
+absl::StatusOr<Ingested> BlockCache::Ingest(std::string_view ns, std::string_view passage_id,
                                             absl::Span<const int32_t> tokens, bool force_reencode) {
   Ingested r;
-  r.key = keys_.BlockKeyOf(tokens);
+  r.key = keys_.BlockKeyOf(ns, tokens);
   r.token_count = static_cast<int64_t>(tokens.size());
   if (force_reencode) {
     // Content addressing makes Put of a present key a no-op: take the old value out.
@@ -185,7 +194,10 @@ absl::StatusOr<Ingested> BlockCache::Ingest(std::string_view passage_id,
     // The source first: a catalog entry is only ever visible with its source stored, so a
     // prefill can encode the block again once the store evicted it.
     if (absl::Status s = store_.PutSource(r.key, tokens); !s.ok()) return s;
-    if (absl::Status s = store_.PutPassage(passage_id, r.key); !s.ok()) return s;
+    if (absl::Status s = store_.PutPassage(KeySpace::StoredPassageId(ns, passage_id), r.key);
+        !s.ok()) {
+      return s;
+    }
   }
   return r;
 }

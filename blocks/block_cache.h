@@ -7,7 +7,10 @@
 //   prompt (prefill):   SystemBlock / Resolve each reference -> Fetch (one GetMany) ->
 //                       EncodeMisses (write back per policy) -> the engine attends.
 //
-// A block is identified by its content key (KeySpace::BlockKeyOf(tokens)). A stored
+// Every call works within a tenant's scope (security/tenant_scope.h): keys and passage
+// ids of its namespace, passage ids of its read namespaces.
+//
+// A block is identified by its content key (KeySpace::BlockKeyOf(ns, tokens)). A stored
 // value is used only when it is that key's block: any other value under a key (another
 // block's, written behind the store's back) is a miss that is counted, logged with the
 // key and removed, so the block computed in its place is written back and the store
@@ -32,6 +35,7 @@
 #include "engine/engine.h"
 #include "kv_store/kv_store.h"
 #include "proto/blockserve.pb.h"
+#include "security/tenant_scope.h"
 
 namespace blockserve::blocks {
 
@@ -39,7 +43,8 @@ namespace blockserve::blocks {
 struct PromptBlock {
   std::vector<int32_t> tokens;  // for a passage named by id: filled by Fetch
   kv_store::BlockKey key;
-  std::string passage_id;       // set when the request named it by catalog id
+  std::string ns;               // the namespace `key` is in (KeySpace::BlockKeyOf)
+  std::string passage_id;       // set when the request named it by catalog id (as named)
   // In: the caller attends to the block's cached position-0 KV (block mode, not a
   // global block, cache not bypassed). Fetch and EncodeMisses fill `kv` only then.
   bool want_kv = false;
@@ -77,12 +82,15 @@ class BlockCache {
   // ─────────────────────────── resolving references ───────────────────────────
 
   // The block of a system prompt (engine/prompt.h); nullopt when it has no tokens.
-  std::optional<PromptBlock> SystemBlock(std::string_view system_prompt) const;
+  std::optional<PromptBlock> SystemBlock(const security::TenantScope& scope,
+                                         std::string_view system_prompt) const;
 
-  // A prompt's passage reference: by catalog id (NotFound for an unknown id, Unavailable
-  // when the catalog cannot be read; its tokens come with Fetch), inline text or inline token ids (InvalidArgument saying what is
-  // wrong: PassageContentTokens' rules).
-  absl::StatusOr<PromptBlock> Resolve(const v1::PassageRef& ref) const;
+  // A prompt's passage reference: by catalog id, looked up in the scope's namespace and
+  // then its read namespaces (NotFound when in none, Unavailable when the catalog cannot
+  // be read; its tokens come with Fetch), inline text or inline token ids, keyed in the
+  // scope's namespace (InvalidArgument saying what is wrong: PassageContentTokens' rules).
+  absl::StatusOr<PromptBlock> Resolve(const security::TenantScope& scope,
+                                      const v1::PassageRef& ref) const;
 
   // An ingested passage's block tokens (its text or token ids; InvalidArgument as
   // PassageContentTokens).
@@ -107,10 +115,11 @@ class BlockCache {
   // another block's value under the key is replaced, `repaired`); with `force_reencode`
   // always removes, encodes and writes; for a non-empty `passage_id` then stores its source
   // and points the catalog entry at it, in that order, so a catalog entry is never
-  // visible without its source. Errors: the engine's, the store's (RESOURCE_EXHAUSTED,
-  // UNAVAILABLE), INTERNAL when the store rejects the engine's own shape.
-  absl::StatusOr<Ingested> Ingest(std::string_view passage_id, absl::Span<const int32_t> tokens,
-                                  bool force_reencode);
+  // visible without its source. Everything is written in namespace `ns`. Errors: the
+  // engine's, the store's (RESOURCE_EXHAUSTED, UNAVAILABLE), INTERNAL when the store
+  // rejects the engine's own shape.
+  absl::StatusOr<Ingested> Ingest(std::string_view ns, std::string_view passage_id,
+                                  absl::Span<const int32_t> tokens, bool force_reencode);
 
  private:
   // The tokens of named passage `b` whose block is gone, from its stored source.

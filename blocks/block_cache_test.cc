@@ -48,7 +48,7 @@ class BlockCacheTest : public ::testing::Test {
     return r;
   }
   PromptBlock Resolved(const v1::PassageRef& ref, bool want_kv) {
-    absl::StatusOr<PromptBlock> b = cache_->Resolve(ref);
+    absl::StatusOr<PromptBlock> b = cache_->Resolve({}, ref);
     EXPECT_TRUE(b.ok()) << b.status();
     if (!b.ok()) return {};
     b->want_kv = want_kv;
@@ -75,9 +75,9 @@ bool SameKv(const engine::KvCache& a, const engine::KvCache& b) {
 
 TEST_F(BlockCacheTest, IngestStoresTheEncodedBlockUnderItsKeyOnce) {
   const std::vector<int32_t> tokens = Tokens(kRiver);
-  absl::StatusOr<Ingested> first = cache_->Ingest("", tokens, false);
+  absl::StatusOr<Ingested> first = cache_->Ingest("", "", tokens, false);
   ASSERT_TRUE(first.ok()) << first.status();
-  EXPECT_EQ(first->key, cache_->keys().BlockKeyOf(tokens));
+  EXPECT_EQ(first->key, cache_->keys().BlockKeyOf("", tokens));
   EXPECT_FALSE(first->already_cached);
   absl::StatusOr<engine::KvCache> want = engine_->EncodeBlock(tokens);
   ASSERT_TRUE(want.ok());
@@ -86,16 +86,65 @@ TEST_F(BlockCacheTest, IngestStoresTheEncodedBlockUnderItsKeyOnce) {
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_TRUE(SameKv(*stored, *want));
 
-  absl::StatusOr<Ingested> second = cache_->Ingest("", tokens, false);
+  absl::StatusOr<Ingested> second = cache_->Ingest("", "", tokens, false);
   ASSERT_TRUE(second.ok());
   EXPECT_TRUE(second->already_cached);
   EXPECT_EQ(second->kv_bytes_written, 0u);
   EXPECT_FALSE(store_->GetPassage("").has_value());
 }
 
+// Tenant isolation (issue 14): what one namespace stored, another can neither name,
+// hit, overwrite nor probe; a read namespace (a shared corpus) is opt-in.
+TEST_F(BlockCacheTest, NamespacesShareNoPassageIdNoKeyAndNoCachedBlock) {
+  const security::TenantScope a{"team-a", {}};
+  const security::TenantScope b{"team-b", {}};
+  const std::vector<int32_t> tokens = Tokens(kRiver);
+  absl::StatusOr<Ingested> by_a = cache_->Ingest(a.ns, "elbe", tokens, false);
+  ASSERT_TRUE(by_a.ok()) << by_a.status();
+  EXPECT_FALSE(by_a->already_cached);
+
+  // B cannot name A's passage...
+  EXPECT_TRUE(absl::IsNotFound(cache_->Resolve(b, ById("elbe")).status()));
+  EXPECT_TRUE(absl::IsNotFound(cache_->Resolve({}, ById("elbe")).status()));
+  EXPECT_TRUE(cache_->Resolve(a, ById("elbe")).ok());
+  // ...nor hit A's block with the same text inline (no faster answer)...
+  absl::StatusOr<PromptBlock> inline_b = cache_->Resolve(b, ByText(kRiver));
+  ASSERT_TRUE(inline_b.ok());
+  EXPECT_NE(inline_b->key, by_a->key);
+  std::vector<PromptBlock> blocks = {*std::move(inline_b)};
+  blocks[0].want_kv = true;
+  CacheStats stats;
+  ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(blocks), stats).ok());
+  EXPECT_FALSE(blocks[0].hit);
+  // ...nor learn that A stored it (no already_cached), nor overwrite A's entry.
+  absl::StatusOr<Ingested> by_b = cache_->Ingest(b.ns, "elbe", Tokens(kCapital), false);
+  ASSERT_TRUE(by_b.ok()) << by_b.status();
+  absl::StatusOr<Ingested> b_guess = cache_->Ingest(b.ns, "", tokens, false);
+  ASSERT_TRUE(b_guess.ok());
+  EXPECT_FALSE(b_guess->already_cached);
+  absl::StatusOr<PromptBlock> a_again = cache_->Resolve(a, ById("elbe"));
+  ASSERT_TRUE(a_again.ok());
+  EXPECT_EQ(a_again->key, by_a->key);
+
+  // A tenant that reads "public" finds its passages (and their shared block); its own
+  // namespace comes first.
+  ASSERT_TRUE(cache_->Ingest("public", "handbook", Tokens(kCapital), false).ok());
+  const security::TenantScope reader{"team-c", {"public"}};
+  absl::StatusOr<PromptBlock> shared = cache_->Resolve(reader, ById("handbook"));
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_EQ(shared->ns, "public");
+  EXPECT_EQ(shared->key, cache_->keys().BlockKeyOf("public", Tokens(kCapital)));
+  EXPECT_TRUE(absl::IsNotFound(cache_->Resolve(a, ById("handbook")).status()));
+  std::vector<PromptBlock> fetched = {*std::move(shared)};
+  fetched[0].want_kv = true;
+  ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(fetched), stats).ok());
+  EXPECT_TRUE(fetched[0].hit);
+  EXPECT_EQ(fetched[0].tokens, Tokens(kCapital));
+}
+
 TEST_F(BlockCacheTest, NamedIngestStoresSourceAndCatalogEntry) {
   const std::vector<int32_t> tokens = Tokens(kRiver);
-  absl::StatusOr<Ingested> r = cache_->Ingest("elbe", tokens, false);
+  absl::StatusOr<Ingested> r = cache_->Ingest("", "elbe", tokens, false);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(store_->GetPassage("elbe"), r->key);
   absl::StatusOr<std::vector<int32_t>> source = store_->GetSource(r->key);
@@ -104,7 +153,7 @@ TEST_F(BlockCacheTest, NamedIngestStoresSourceAndCatalogEntry) {
 }
 
 TEST_F(BlockCacheTest, ANamedPassageTakesItsTokensAndKvFromTheStore) {
-  ASSERT_TRUE(cache_->Ingest("elbe", Tokens(kRiver), false).ok());
+  ASSERT_TRUE(cache_->Ingest("", "elbe", Tokens(kRiver), false).ok());
   std::vector<PromptBlock> blocks = {Resolved(ById("elbe"), /*want_kv=*/true)};
   EXPECT_TRUE(blocks[0].tokens.empty());
   CacheStats stats;
@@ -119,7 +168,7 @@ TEST_F(BlockCacheTest, ANamedPassageTakesItsTokensAndKvFromTheStore) {
 TEST_F(BlockCacheTest, ANamedPassageWhoseBlockIsGoneIsEncodedFromItsSource) {
   const std::vector<int32_t> tokens = Tokens(kRiver);
   // The catalog entry and the source, but no block (as after an eviction).
-  const kv_store::BlockKey key = cache_->keys().BlockKeyOf(tokens);
+  const kv_store::BlockKey key = cache_->keys().BlockKeyOf("", tokens);
   ASSERT_TRUE(store_->PutSource(key, tokens).ok());
   ASSERT_TRUE(store_->PutPassage("elbe", key).ok());
 
@@ -137,7 +186,7 @@ TEST_F(BlockCacheTest, ANamedPassageWhoseBlockIsGoneIsEncodedFromItsSource) {
 }
 
 TEST_F(BlockCacheTest, ANamedPassageWithNeitherBlockNorSourceIsNotFound) {
-  ASSERT_TRUE(store_->PutPassage("gone", cache_->keys().BlockKeyOf(Tokens(kRiver))).ok());
+  ASSERT_TRUE(store_->PutPassage("gone", cache_->keys().BlockKeyOf("", Tokens(kRiver))).ok());
   std::vector<PromptBlock> blocks = {Resolved(ById("gone"), /*want_kv=*/true)};
   CacheStats stats;
   const absl::Status s = cache_->Fetch(absl::MakeSpan(blocks), stats);
@@ -146,7 +195,7 @@ TEST_F(BlockCacheTest, ANamedPassageWithNeitherBlockNorSourceIsNotFound) {
 }
 
 TEST_F(BlockCacheTest, AnUnknownPassageIdIsNotFound) {
-  EXPECT_TRUE(absl::IsNotFound(cache_->Resolve(ById("nobody")).status()));
+  EXPECT_TRUE(absl::IsNotFound(cache_->Resolve({}, ById("nobody")).status()));
 }
 
 // A Redis that is down cannot say whether a passage id exists: the answer is
@@ -155,12 +204,12 @@ TEST_F(BlockCacheTest, APassageIdAskedOfAStoreThatIsDownIsUnavailable) {
   testing::TestRedis redis = testing::StartTestRedis(*engine_);
   ASSERT_NE(redis.store, nullptr);
   BlockCache cache(*engine_, *redis.store);
-  ASSERT_TRUE(cache.Ingest("elbe", Tokens(kRiver), false).ok());
-  EXPECT_TRUE(cache.Resolve(ById("elbe")).ok());
-  EXPECT_TRUE(absl::IsNotFound(cache.Resolve(ById("nobody")).status()));
+  ASSERT_TRUE(cache.Ingest("", "elbe", Tokens(kRiver), false).ok());
+  EXPECT_TRUE(cache.Resolve({}, ById("elbe")).ok());
+  EXPECT_TRUE(absl::IsNotFound(cache.Resolve({}, ById("nobody")).status()));
 
   redis.server->Stop();
-  const absl::Status down = cache.Resolve(ById("elbe")).status();
+  const absl::Status down = cache.Resolve({}, ById("elbe")).status();
   EXPECT_TRUE(absl::IsUnavailable(down)) << down;
 }
 
@@ -168,8 +217,8 @@ TEST_F(BlockCacheTest, APassageIdAskedOfAStoreThatIsDownIsUnavailable) {
 // back): never served; the passage is encoded again from its source, the right block
 // is written back, and the next request hits it.
 TEST_F(BlockCacheTest, AForeignBlockUnderANamedPassagesKeyIsHealedFromItsSource) {
-  ASSERT_TRUE(cache_->Ingest("elbe", Tokens(kRiver), false).ok());
-  const kv_store::BlockKey river_key = cache_->keys().BlockKeyOf(Tokens(kRiver));
+  ASSERT_TRUE(cache_->Ingest("", "elbe", Tokens(kRiver), false).ok());
+  const kv_store::BlockKey river_key = cache_->keys().BlockKeyOf("", Tokens(kRiver));
   absl::StatusOr<engine::KvCache> capital = engine_->EncodeBlock(Tokens(kCapital));
   ASSERT_TRUE(capital.ok());
   ASSERT_TRUE(store_->Remove(river_key).ok());
@@ -193,7 +242,7 @@ TEST_F(BlockCacheTest, AForeignBlockUnderANamedPassagesKeyIsHealedFromItsSource)
 }
 
 TEST_F(BlockCacheTest, ANamedPassageWhoseBlockAndSourceAreBothWrongIsNotFound) {
-  const kv_store::BlockKey capital_key = cache_->keys().BlockKeyOf(Tokens(kCapital));
+  const kv_store::BlockKey capital_key = cache_->keys().BlockKeyOf("", Tokens(kCapital));
   absl::StatusOr<engine::KvCache> river = engine_->EncodeBlock(Tokens(kRiver));
   ASSERT_TRUE(river.ok());
   ASSERT_TRUE(store_->Put(capital_key, *river).ok());
@@ -206,23 +255,23 @@ TEST_F(BlockCacheTest, ANamedPassageWhoseBlockAndSourceAreBothWrongIsNotFound) {
 }
 
 TEST_F(BlockCacheTest, ReingestReplacesAForeignValueInsteadOfSayingAlreadyCached) {
-  const kv_store::BlockKey river_key = cache_->keys().BlockKeyOf(Tokens(kRiver));
+  const kv_store::BlockKey river_key = cache_->keys().BlockKeyOf("", Tokens(kRiver));
   absl::StatusOr<engine::KvCache> capital = engine_->EncodeBlock(Tokens(kCapital));
   ASSERT_TRUE(capital.ok());
   ASSERT_TRUE(store_->Put(river_key, *capital).ok());
 
-  absl::StatusOr<Ingested> r = cache_->Ingest("elbe", Tokens(kRiver), false);
+  absl::StatusOr<Ingested> r = cache_->Ingest("", "elbe", Tokens(kRiver), false);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(r->already_cached);
   EXPECT_TRUE(r->repaired);
   absl::StatusOr<engine::KvCache> stored = store_->Get(river_key);
   ASSERT_TRUE(stored.ok());
   EXPECT_EQ(stored->tokens(), Tokens(kRiver));
-  EXPECT_TRUE(cache_->Ingest("elbe", Tokens(kRiver), false)->already_cached);
+  EXPECT_TRUE(cache_->Ingest("", "elbe", Tokens(kRiver), false)->already_cached);
 }
 
 TEST_F(BlockCacheTest, AForeignValueUnderAnInlineBlocksKeyIsAMissAndRecomputed) {
-  const kv_store::BlockKey capital_key = cache_->keys().BlockKeyOf(Tokens(kCapital));
+  const kv_store::BlockKey capital_key = cache_->keys().BlockKeyOf("", Tokens(kCapital));
   absl::StatusOr<engine::KvCache> river = engine_->EncodeBlock(Tokens(kRiver));
   ASSERT_TRUE(river.ok());
   ASSERT_TRUE(store_->Put(capital_key, *river).ok());
@@ -251,7 +300,7 @@ TEST_F(BlockCacheTest, WithoutWriteBackAMissIsEncodedButNotStored) {
 }
 
 TEST_F(BlockCacheTest, ABlockThatDoesNotWantItsKvIsNeitherFetchedNorEncoded) {
-  ASSERT_TRUE(cache_->Ingest("", Tokens(kRiver), false).ok());
+  ASSERT_TRUE(cache_->Ingest("", "", Tokens(kRiver), false).ok());
   std::vector<PromptBlock> blocks = {Resolved(ByText(kRiver), /*want_kv=*/false)};
   CacheStats stats;
   ASSERT_TRUE(cache_->Fetch(absl::MakeSpan(blocks), stats).ok());
@@ -262,11 +311,11 @@ TEST_F(BlockCacheTest, ABlockThatDoesNotWantItsKvIsNeitherFetchedNorEncoded) {
 }
 
 TEST_F(BlockCacheTest, SystemPromptIsABlockAndAnEmptyOneIsNone) {
-  std::optional<PromptBlock> system = cache_->SystemBlock("You answer briefly.");
+  std::optional<PromptBlock> system = cache_->SystemBlock({}, "You answer briefly.");
   ASSERT_TRUE(system.has_value());
   EXPECT_EQ(system->tokens, engine::SystemBlockTokens(engine_->tokenizer(), "You answer briefly."));
-  EXPECT_EQ(system->key, cache_->keys().BlockKeyOf(system->tokens));
-  EXPECT_EQ(cache_->SystemBlock("").has_value(),
+  EXPECT_EQ(system->key, cache_->keys().BlockKeyOf("", system->tokens));
+  EXPECT_EQ(cache_->SystemBlock({}, "").has_value(),
             !engine::SystemBlockTokens(engine_->tokenizer(), "").empty());
 }
 

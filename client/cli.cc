@@ -29,7 +29,8 @@ constexpr FlagSpec kFlags[] = {
     {"batch", true},         {"force", false},      {"passage", true},   {"mode", true},
     {"max_new_tokens", true}, {"temperature", true}, {"top_p", true},     {"top_k", true},
     {"seed", true},          {"system", true},      {"global_blocks", true}, {"stop", true},
-    {"ignore_eos", false},   {"request_id", true},
+    {"ignore_eos", false},   {"request_id", true},   {"tls_ca", true},    {"token_file", true},
+    {"insecure", false},
 };
 
 const std::map<std::string, std::set<std::string>>& CommandFlags() {
@@ -132,12 +133,38 @@ int ExitFor(const absl::Status& s) {
   return kExitFailed;
 }
 
+// The channel the flags ask for: TLS with the CA and token, or plaintext with --insecure.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectFromFlags(const Args& a, const CliEnv& env,
+                                                                const std::string& router) {
+  const bool insecure = a.Has("insecure");
+  RouterCredentials credentials;
+  credentials.ca_file = a.Get("tls_ca", insecure ? "" : env.default_tls_ca);
+  const std::string token_file = a.Get("token_file", insecure ? "" : env.default_token_file);
+  if (insecure && (!credentials.ca_file.empty() || !token_file.empty())) {
+    return absl::InvalidArgumentError(
+        "--insecure is plaintext without a token; it does not go with --tls_ca or --token_file");
+  }
+  if (!insecure && credentials.ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "the router is reached over TLS: give its CA with --tls_ca=FILE (or "
+        "$BLOCKSERVE_TLS_CA), or --insecure for a local plaintext router");
+  }
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> token = ReadTokenFile(token_file);
+    if (!token.ok()) return token.status();
+    credentials.token = *std::move(token);
+  }
+  return RouterClient::Connect(router, credentials);
+}
+
 int ReportRpcError(const CliEnv& env, const std::string& command, const std::string& router,
                    const absl::Status& s) {
   *env.err << "blockserve " << command << ": " << absl::StatusCodeToString(s.code()) << ": "
            << s.message() << "\n";
   if (s.code() == absl::StatusCode::kUnavailable) {
     *env.err << "  (is the router running at " << router << "? set it with --router=HOST:PORT)\n";
+  } else if (s.code() == absl::StatusCode::kUnauthenticated) {
+    *env.err << "  (give your token with --token_file=FILE or $BLOCKSERVE_TOKEN_FILE)\n";
   }
   return ExitFor(s);
 }
@@ -415,6 +442,12 @@ Usage:
 Common flags:
   --router=HOST:PORT   the router (default: $BLOCKSERVE_ROUTER, else localhost:50050)
   --timeout_s=N        deadline of each call (default 300; wait: 60)
+  --tls_ca=FILE        CA bundle that the router's certificate must chain to; the call
+                       goes over TLS (default: $BLOCKSERVE_TLS_CA)
+  --token_file=FILE    file holding your bearer token (first line), sent with every
+                       call (default: $BLOCKSERVE_TOKEN_FILE)
+  --insecure           plaintext to a local --insecure router, without a token
+One of --tls_ca and --insecure is required: a token is never sent in plaintext.
 
 Exit codes: 0 ok; 1 the router answered with an error, or passages were rejected;
 2 bad command line or input file; 3 router unreachable or call timed out.
@@ -443,7 +476,8 @@ int RunCli(const std::vector<std::string>& argv, const CliEnv& env) {
     return kExitUsage;
   }
   for (const auto& [name, values] : a.flags) {
-    const bool global = name == "router" || name == "timeout_s" || name == "json";
+    const bool global = name == "router" || name == "timeout_s" || name == "json" ||
+                        name == "tls_ca" || name == "token_file" || name == "insecure";
     if (!global && !allowed->second.contains(name)) {
       *env.err << "blockserve " << a.command << ": flag --" << name
                << " does not apply to this command (see --help)\n";
@@ -458,7 +492,12 @@ int RunCli(const std::vector<std::string>& argv, const CliEnv& env) {
   }
   const absl::Duration timeout = absl::Seconds(*timeout_s);
   const std::string router = a.Get("router", env.default_router);
-  RouterClient client(RouterClient::Connect(router));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = ConnectFromFlags(a, env, router);
+  if (!channel.ok()) {
+    *env.err << "blockserve: " << channel.status().message() << " (see --help)\n";
+    return kExitUsage;
+  }
+  RouterClient client(*std::move(channel));
   if (a.command == "ingest") return Ingest(a, env, client, router);
   if (a.command == "ask") return Ask(a, env, client, router, timeout);
   if (a.command == "stats") return Stats(a, env, client, router, timeout);

@@ -24,6 +24,8 @@ struct CliEnv {
   bool err_is_terminal = false;  // progress redraws one line with \r when true
   bool out_is_terminal = false;  // control characters in answers are shown as U+FFFD
   std::string default_router = "localhost:50050";
+  std::string default_tls_ca;      // $BLOCKSERVE_TLS_CA
+  std::string default_token_file;  // $BLOCKSERVE_TOKEN_FILE
 };
 
 // Runs the command line `args` (without the program name); returns the exit code.

@@ -32,7 +32,7 @@ class CliTest : public ::testing::Test {
     pool_ = std::make_unique<router::BackendPool>(o);
     pool_->CheckAllNow();
     core_ = std::make_unique<router::RouterCore>(pool_.get(), router::RouterOptions{}, &metrics_);
-    service_ = std::make_unique<router::RouterService>(core_.get());
+    service_ = std::make_unique<router::RouterService>(core_.get(), /*tenants=*/nullptr);
     router_server_ = std::make_unique<FakeServer>(std::vector<grpc::Service*>{service_.get()});
   }
 
@@ -40,7 +40,12 @@ class CliTest : public ::testing::Test {
     int code;
     std::string out, err;
   };
+  // The fake router here is plaintext: every run says --insecure (see CliRaw).
   Run Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), "--insecure");
+    return CliRaw(std::move(args));
+  }
+  Run CliRaw(const std::vector<std::string>& args) {
     std::ostringstream out, err;
     CliEnv env{.out = &out, .err = &err, .default_router = router_server_->address()};
     const int code = RunCli(args, env);
@@ -157,6 +162,22 @@ TEST_F(CliTest, StatsAndWaitSeeTheBackends) {
   Run wait = Cli({"wait", "--timeout_s=5"});
   EXPECT_EQ(wait.code, kExitOk) << wait.err;
   EXPECT_NE(wait.out.find("3 healthy backends"), std::string::npos) << wait.out;
+}
+
+TEST_F(CliTest, TheRouterIsReachedOverTlsUnlessInsecureIsSaidAndATokenNeverInPlaintext) {
+  // Neither --tls_ca nor --insecure: a usage error that says what to give.
+  Run r = CliRaw({"stats"});
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_NE(r.err.find("--tls_ca"), std::string::npos) << r.err;
+  // A token with --insecure would travel in plaintext: refused before any call.
+  const std::string token = WriteCorpus("secret-token\n");
+  r = CliRaw({"--insecure", "--token_file=" + token, "stats"});
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_NE(r.err.find("plaintext"), std::string::npos) << r.err;
+  // An unreadable token file is a usage error naming it.
+  r = CliRaw({"--tls_ca=" + token, "--token_file=/nonexistent/token", "stats"});
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_NE(r.err.find("/nonexistent/token"), std::string::npos) << r.err;
 }
 
 }  // namespace

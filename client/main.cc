@@ -12,8 +12,10 @@ int main(int argc, char** argv) {
   env.err = &std::cerr;
   env.err_is_terminal = isatty(STDERR_FILENO) != 0;
   env.out_is_terminal = isatty(STDOUT_FILENO) != 0;
-  if (const char* router = std::getenv("BLOCKSERVE_ROUTER"); router != nullptr && *router) {
-    env.default_router = router;
+  for (auto [name, out] : {std::pair{"BLOCKSERVE_ROUTER", &env.default_router},
+                           std::pair{"BLOCKSERVE_TLS_CA", &env.default_tls_ca},
+                           std::pair{"BLOCKSERVE_TOKEN_FILE", &env.default_token_file}}) {
+    if (const char* value = std::getenv(name); value != nullptr && *value) *out = value;
   }
   return blockserve::client::RunCli(std::vector<std::string>(argv + 1, argv + argc), env);
 }

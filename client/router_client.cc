@@ -5,7 +5,9 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
 #include "common/grpc_status.h"
+#include "security/tls.h"
 
 namespace blockserve::client {
 namespace {
@@ -94,10 +96,37 @@ RouterClient::RouterClient(std::shared_ptr<grpc::ChannelInterface> channel)
     : stub_(v1::Router::NewStub(std::move(channel))) {}
 
 std::shared_ptr<grpc::Channel> RouterClient::Connect(const std::string& address) {
+  return *Connect(address, RouterCredentials{});
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> RouterClient::Connect(
+    const std::string& address, const RouterCredentials& credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> channel_credentials =
+      security::RouterClientCredentials(credentials.ca_file, absl::Seconds(60));
+  if (!credentials.token.empty()) {
+    if (credentials.ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "a bearer token is sent over TLS only: give the router's CA (--tls_ca)");
+    }
+    channel_credentials = grpc::CompositeChannelCredentials(
+        channel_credentials, grpc::AccessTokenCredentials(credentials.token));
+  }
+  return grpc::CreateCustomChannel(address, channel_credentials, args);
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("token file ", path, ": cannot be read"));
+  std::string line;
+  std::getline(in, line);
+  const std::string token(absl::StripAsciiWhitespace(line));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("token file ", path, ": no token in it"));
+  }
+  return token;
 }
 
 absl::StatusOr<IngestProgress> RouterClient::Ingest(

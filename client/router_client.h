@@ -58,11 +58,28 @@ struct Answer {
   v1::GenerateSummary summary;
 };
 
+// How a client reaches the router: over TLS, checking the router's certificate against
+// `ca_file` (and the host name dialled), with `token` sent as "authorization: Bearer"
+// on every call; or, with an empty `ca_file`, in plaintext without a token (a local
+// --insecure router).
+struct RouterCredentials {
+  std::string ca_file;
+  std::string token;
+};
+
+// The token in `path`: its first line, without surrounding whitespace; InvalidArgument
+// when the file cannot be read or holds no token.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
 class RouterClient {
  public:
   explicit RouterClient(std::shared_ptr<grpc::ChannelInterface> channel);
-  // Channel to "host:port" with large message limits.
+  // Channel to "host:port" with large message limits, in plaintext.
   static std::shared_ptr<grpc::Channel> Connect(const std::string& address);
+  // The same with `credentials`; InvalidArgument for a token without TLS (a bearer
+  // token is never sent in plaintext).
+  static absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(
+      const std::string& address, const RouterCredentials& credentials);
 
   // Sends `passages` in batches; `progress` (may be empty) is called after each. A
   // failed RPC stops the ingest and returns its status (passages answered so far stay

@@ -164,7 +164,10 @@ std::unique_ptr<grpc::Server> StartGrpcServer(const ServerOptions& options,
                                               int* port) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), port);
+  builder.AddListeningPort(options.listen_address,
+                           options.credentials != nullptr ? options.credentials
+                                                          : grpc::InsecureServerCredentials(),
+                           port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   for (const ServedService& s : services) builder.RegisterService(s.service);

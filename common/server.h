@@ -18,6 +18,7 @@
 #define BLOCKSERVE_COMMON_SERVER_H_
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,8 @@ namespace blockserve {
 struct ServerOptions {
   std::string service_name;               // for logs
   std::string listen_address;             // e.g. "127.0.0.1:50051"; port 0 picks a free one
+  // How the server listens (security/tls.h ServerSecurityFor); null: plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
   int metrics_port = 0;                   // 0: no /metrics endpoint
   // Largest message received or sent; a larger one is refused by gRPC before it is
   // parsed (RESOURCE_EXHAUSTED). ServerOptionsFromFlags sets contract::kMaxMessageBytes.

@@ -8,8 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "contract/request_contract.h"
+#include "security/tls_flags.h"
 
-ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on (127.0.0.1: loopback only)");
+ABSL_FLAG(std::string, host, "",
+          "address to listen on; empty: 0.0.0.0 (all) with TLS, 127.0.0.1 with --insecure, "
+          "which refuses any other");
 ABSL_FLAG(int, metrics_port, 0, "HTTP port of the Prometheus /metrics endpoint; 0: none");
 ABSL_FLAG(std::string, advertise, "",
           "this instance's \"host:port\" identity (logs, served_by); empty: "
@@ -28,15 +31,25 @@ void StartServerMain(int argc, char** argv, const ServerMainInfo& info) {
   absl::SetProgramUsageMessage(info.usage);
   std::vector<std::string> dirs = info.flag_dirs;
   dirs.push_back("common/server_flags");
+  dirs.push_back("security/tls_flags");
   ShowFlagsFromDirectories(std::move(dirs));
   absl::ParseCommandLine(argc, argv);
   SetLogServiceName(info.service_name);
 }
 
-ServerOptions ServerOptionsFromFlags(std::string service_name, int port) {
+absl::StatusOr<ServerOptions> ServerOptionsFromFlags(std::string service_name, int port,
+                                                     security::Role role) {
+  absl::StatusOr<security::TransportSecurity> transport = security::TransportSecurityFromFlags();
+  if (!transport.ok()) return transport.status();
+  std::string host = absl::GetFlag(FLAGS_host);
+  if (host.empty()) host = transport->insecure ? "127.0.0.1" : "0.0.0.0";
+  if (absl::Status s = security::CheckListenHost(*transport, host); !s.ok()) return s;
+  absl::StatusOr<security::ServerSecurity> server = security::ServerSecurityFor(*transport, role);
+  if (!server.ok()) return server.status();
   ServerOptions options;
   options.service_name = std::move(service_name);
-  options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", port);
+  options.credentials = server->credentials;
+  options.listen_address = absl::StrCat(host, ":", port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
   options.shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));

@@ -4,7 +4,8 @@
 //   --advertise        the instance's "host:port" identity (empty: <hostname>:<port>)
 //   --drain_delay_ms   on SIGTERM, how long to keep serving while health says NOT_SERVING
 //   --shutdown_grace_ms  then how long in-flight calls may finish
-// and, for the servers that run the model, common/model_flags.h. --port stays with each
+// the transport-security flags of security/tls_flags.h, and, for the servers that run the
+// model, common/model_flags.h. --port stays with each
 // binary, whose default port is its own. A binary that links this library has the flags;
 // list "common/server_flags" in its ShowFlagsFromDirectories so --help shows them.
 #ifndef BLOCKSERVE_COMMON_SERVER_FLAGS_H_
@@ -15,7 +16,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/server.h"
+#include "security/tls.h"
 
 namespace blockserve {
 
@@ -31,10 +34,13 @@ struct ServerMainInfo {
 // usage message and the --help filter, parses the command line, names the log lines.
 void StartServerMain(int argc, char** argv, const ServerMainInfo& info);
 
-// ServerOptions from the flags: service_name, listen_address (--host:`port`),
-// metrics_port, drain_delay and shutdown_grace, and max_message_bytes = contract::kMaxMessageBytes; the
-// caller sets the rest.
-ServerOptions ServerOptionsFromFlags(std::string service_name, int port);
+// ServerOptions from the flags: service_name, listen_address (--host:`port`), the
+// credentials of a server of `role` (security/tls.h: TLS from --tls_*, or --insecure on
+// loopback), metrics_port, drain_delay and shutdown_grace, and max_message_bytes =
+// contract::kMaxMessageBytes; the caller sets the rest. InvalidArgument for flags that
+// do not go together or TLS files that are missing, unreadable, mismatched or expired.
+absl::StatusOr<ServerOptions> ServerOptionsFromFlags(std::string service_name, int port,
+                                                     security::Role role);
 
 // --advertise, or DefaultAdvertiseAddress(bound_port) when it is empty.
 std::string AdvertisedAddress(int bound_port);

@@ -13,6 +13,7 @@
 #include "common/model_flags.h"
 #include "common/server.h"
 #include "common/server_flags.h"
+#include "security/tls.h"
 #include "decoder/decoder_core.h"
 #include "decoder/decoder_service.h"
 #include "engine/engine.h"
@@ -43,6 +44,10 @@ int main(int argc, char** argv) {
                 "tokens over Decoder.Stream.\n"
                 "Usage: decoder --model_dir DIR [--port N] [--metrics_port N]",
        .flag_dirs = {"decoder/", "common/model_flags"}});
+  absl::StatusOr<ServerOptions> server =
+      ServerOptionsFromFlags("decoder", absl::GetFlag(FLAGS_port), security::Role::kDecoder);
+  if (!server.ok()) return FailToStart("flags", server.status());
+  ServerOptions& options = *server;
   absl::StatusOr<std::unique_ptr<engine::Engine>> engine = LoadEngineFromFlags();
   if (!engine.ok()) return FailToStart("loading the model", engine.status());
   LogEvent("model_loaded",
@@ -61,7 +66,6 @@ int main(int argc, char** argv) {
   decoder::DecoderService service(
       **engine, core, {.sequence_wait = wait, .max_new_tokens = policy, .metrics = &metrics});
 
-  ServerOptions options = ServerOptionsFromFlags("decoder", absl::GetFlag(FLAGS_port));
   options.on_listening = [&core](int port) {
     core.set_served_by(AdvertisedAddress(port));
     std::printf("decoder listening on port %d\n", port);

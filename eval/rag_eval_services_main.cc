@@ -81,7 +81,7 @@ absl::Status Run() {
     return absl::Status(sys.status().code(),
                         absl::StrCat("starting the services: ", sys.status().message()));
   }
-  client::RouterClient router(client::RouterClient::Connect((*sys)->router_process().address()));
+  client::RouterClient router((*sys)->RouterChannel());
 
   const std::vector<v1::Passage> passages = PassagesOf(*examples);
   absl::StatusOr<client::IngestProgress> ingested = router.Ingest(

@@ -49,8 +49,7 @@ class ServicesAccuracyTest : public ::testing::TestWithParam<v1::AttentionMode> 
         testing::BlockServeSystem::Start(o);
     ASSERT_TRUE(sys.ok()) << sys.status();
     system_ = sys->release();
-    router_ = new client::RouterClient(
-        client::RouterClient::Connect(system_->router_process().address()));
+    router_ = new client::RouterClient(system_->RouterChannel());
     const std::vector<v1::Passage> passages = PassagesOf(*examples_);
     absl::StatusOr<client::IngestProgress> ingested =
         router_->Ingest(passages, client::IngestOptions{}, nullptr);

@@ -26,7 +26,7 @@ namespace blockserve::kv_store {
 namespace {
 
 constexpr uint64_t kSegmentMagic = 0x314d48535653424bULL;  // "KBSVSHM1" little-endian
-constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kLayoutVersion = 2;  // 2: catalog ids of up to 384 bytes
 constexpr uint32_t kNil = 0xffffffffu;
 // Entry and catalog slot states. Recovery trusts only kLive; any other word is free.
 constexpr uint32_t kFree = 0;

@@ -130,7 +130,9 @@ class ShmStore : public KvStore {
   StoreMetrics metrics() const override;
   ShmUsage Usage();
 
-  static constexpr size_t kMaxPassageIdBytes = 256;
+  // A passage id of the request contract (256 bytes) in a tenant namespace of up to 64
+  // bytes (blocks/key_space.h StoredPassageId: "<ns>\x1f<id>").
+  static constexpr size_t kMaxPassageIdBytes = 384;
 
  private:
   class Segment;  // views and operations on the mapped layout (shm_store.cc)

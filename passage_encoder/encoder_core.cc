@@ -31,20 +31,20 @@ EncoderCore::EncoderCore(blocks::BlockCache& cache, MetricsRegistry& metrics,
                                       LatencyBucketsMs())) {}
 
 absl::StatusOr<blocks::Ingested> EncoderCore::Ingest(const v1::Passage& passage,
-                                                     bool force_reencode) {
+                                                     bool force_reencode, std::string_view ns) {
   if (absl::Status s = contract::ValidatePassage(passage); !s.ok()) return s;
   absl::StatusOr<std::vector<int32_t>> tokens = cache_.PassageTokens(passage);
   if (!tokens.ok()) return tokens.status();
-  return cache_.Ingest(passage.id(), *tokens, force_reencode);
+  return cache_.Ingest(ns, passage.id(), *tokens, force_reencode);
 }
 
 v1::EncodeResult EncoderCore::Encode(const v1::Passage& passage, uint32_t index,
-                                     bool force_reencode) {
+                                     bool force_reencode, std::string_view ns) {
   passages_->Add();
   v1::EncodeResult r;
   r.set_id(passage.id());
   r.set_index(index);
-  absl::StatusOr<blocks::Ingested> done = Ingest(passage, force_reencode);
+  absl::StatusOr<blocks::Ingested> done = Ingest(passage, force_reencode, ns);
   if (!done.ok()) {
     passages_failed_->Add();
     r.mutable_status()->set_code(static_cast<int32_t>(done.status().code()));
@@ -79,7 +79,7 @@ absl::Status EncoderCore::StoreFailure(const v1::EncodeResult& result) {
 }
 
 absl::StatusOr<v1::EncodePassagesResponse> EncoderCore::EncodeBatch(
-    const v1::EncodePassagesRequest& request) {
+    const v1::EncodePassagesRequest& request, std::string_view ns) {
   if (request.passages_size() > options_.max_batch_passages) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch of ", request.passages_size(),
@@ -92,7 +92,7 @@ absl::StatusOr<v1::EncodePassagesResponse> EncoderCore::EncodeBatch(
   v1::EncodeStats& stats = *response.mutable_stats();
   for (int i = 0; i < request.passages_size(); ++i) {
     v1::EncodeResult& r = *response.add_results();
-    r = Encode(request.passages(i), i, request.force_reencode());
+    r = Encode(request.passages(i), i, request.force_reencode(), ns);
     if (absl::Status s = StoreFailure(r); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat(s.message(), "; ", stats.passages_ok(),
                                                  " passages before it were stored"));

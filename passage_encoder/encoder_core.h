@@ -33,12 +33,15 @@ class EncoderCore {
   // Encodes (or finds cached) one passage; `index` is echoed in the result. Never fails
   // as a whole: errors are in result.status. With `force_reencode` the KV is computed
   // and written even when the store holds the key.
-  v1::EncodeResult Encode(const v1::Passage& passage, uint32_t index, bool force_reencode);
+  // Everything is stored in namespace `ns` (security/tenant_scope.h; set by the router).
+  v1::EncodeResult Encode(const v1::Passage& passage, uint32_t index, bool force_reencode,
+                          std::string_view ns = "");
 
   // One result per passage, in order, plus totals. InvalidArgument when the batch is
   // larger than max_batch_passages; the store's UNAVAILABLE / RESOURCE_EXHAUSTED (see
   // StoreFailure) at the first passage the store did not take.
-  absl::StatusOr<v1::EncodePassagesResponse> EncodeBatch(const v1::EncodePassagesRequest& request);
+  absl::StatusOr<v1::EncodePassagesResponse> EncodeBatch(const v1::EncodePassagesRequest& request,
+                                                         std::string_view ns = "");
 
   // A whole-call error when `result` failed because the store did not take the write
   // (UNAVAILABLE, RESOURCE_EXHAUSTED), naming the passage; OK otherwise.
@@ -48,7 +51,8 @@ class EncoderCore {
   const std::string& fingerprint_hex() const { return fingerprint_hex_; }
 
  private:
-  absl::StatusOr<blocks::Ingested> Ingest(const v1::Passage& passage, bool force_reencode);
+  absl::StatusOr<blocks::Ingested> Ingest(const v1::Passage& passage, bool force_reencode,
+                                          std::string_view ns);
 
   blocks::BlockCache& cache_;
   const EncoderOptions options_;

@@ -9,6 +9,7 @@
 #include "common/metrics.h"
 #include "common/server.h"
 #include "common/server_flags.h"
+#include "security/tls.h"
 #include "passage_encoder/encoder_core.h"
 #include "passage_encoder/encoder_service.h"
 #include "proto/blockserve.grpc.pb.h"
@@ -28,6 +29,10 @@ int main(int argc, char** argv) {
                 "and writes them to the KV store.\n"
                 "Usage: passage_encoder --model_dir DIR [--port N] [--kv_store shm|redis|tiered] ...",
        .flag_dirs = {"passage_encoder/", "store_config/", "common/model_flags"}});
+  absl::StatusOr<bs::ServerOptions> server = bs::ServerOptionsFromFlags(
+      "passage_encoder", absl::GetFlag(FLAGS_port), bs::security::Role::kEncoder);
+  if (!server.ok()) return bs::FailToStart("flags", server.status());
+  bs::ServerOptions& options = *server;
   absl::StatusOr<bs::store_config::CacheStack> stack = bs::store_config::OpenCacheStackFromFlags();
   if (!stack.ok()) return bs::FailToStart("starting", stack.status());
 
@@ -38,8 +43,6 @@ int main(int argc, char** argv) {
   bs::LogEvent("ready", {{"model_fingerprint", core.fingerprint_hex()},
                          {"kv_store", stack->store_description}});
 
-  bs::ServerOptions options =
-      bs::ServerOptionsFromFlags("passage_encoder", absl::GetFlag(FLAGS_port));
   // Ingest is all an encoder does, and it needs the store: without it, NOT_SERVING.
   options.readiness = [&stack] { return stack->store->Ping(); };
   options.on_listening = [](int port) {

@@ -33,7 +33,11 @@ std::shared_ptr<grpc::Channel> GrpcKvHandoff::Channel(const std::string& address
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                 absl::ToInt64Milliseconds(options_.max_reconnect_backoff));
-    channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    channel = grpc::CreateCustomChannel(address,
+                                        options_.credentials != nullptr
+                                            ? options_.credentials
+                                            : grpc::InsecureChannelCredentials(),
+                                        args);
   }
   return channel;
 }

@@ -44,6 +44,9 @@ class KvHandoff {
 };
 
 struct GrpcKvHandoffOptions {
+  // How the prefill dials decoders (security/tls.h ChannelCredentialsTo(…, kDecoder));
+  // null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   size_t max_chunk_bytes = handoff::kDefaultMaxChunkBytes;
   // Cap on gRPC's reconnect backoff, so a decoder that restarts is reachable again soon.
   absl::Duration max_reconnect_backoff = absl::Seconds(1);

@@ -9,6 +9,8 @@
 #include "common/metrics.h"
 #include "common/server.h"
 #include "common/server_flags.h"
+#include "security/tls.h"
+#include "security/tls_flags.h"
 #include "proto/blockserve.grpc.pb.h"
 #include "query_prefill/grpc_handoff.h"
 #include "query_prefill/prefill_core.h"
@@ -32,11 +34,20 @@ int main(int argc, char** argv) {
                 "query, samples the first token and hands the KV to a decoder.\n"
                 "Usage: query_prefill --model_dir DIR [--port N] [--kv_store shm|redis|tiered] ...",
        .flag_dirs = {"query_prefill/", "store_config/", "common/model_flags"}});
+  absl::StatusOr<bs::ServerOptions> server = bs::ServerOptionsFromFlags(
+      "query_prefill", absl::GetFlag(FLAGS_port), bs::security::Role::kPrefill);
+  if (!server.ok()) return bs::FailToStart("flags", server.status());
+  bs::ServerOptions& options = *server;
+  absl::StatusOr<bs::security::TransportSecurity> transport =
+      bs::security::TransportSecurityFromFlags();
+  if (!transport.ok()) return bs::FailToStart("flags", transport.status());
   absl::StatusOr<bs::store_config::CacheStack> stack = bs::store_config::OpenCacheStackFromFlags();
   if (!stack.ok()) return bs::FailToStart("starting", stack.status());
 
   bs::MetricsRegistry metrics;
-  bs::query_prefill::GrpcKvHandoff handoff;
+  // The KV goes only to a peer whose certificate says it is a decoder.
+  bs::query_prefill::GrpcKvHandoff handoff(
+      {.credentials = bs::security::ChannelCredentialsTo(*transport, bs::security::Role::kDecoder)});
   bs::query_prefill::PrefillCoreOptions core_options;
   core_options.max_passages = absl::GetFlag(FLAGS_max_passages);
   core_options.max_new_tokens = {absl::GetFlag(FLAGS_default_max_new_tokens),
@@ -46,8 +57,6 @@ int main(int argc, char** argv) {
   bs::LogEvent("ready", {{"model_fingerprint", core.fingerprint_hex()},
                          {"kv_store", stack->store_description}});
 
-  bs::ServerOptions options =
-      bs::ServerOptionsFromFlags("query_prefill", absl::GetFlag(FLAGS_port));
   options.on_listening = [&core](int port) {
     const std::string advertise = bs::AdvertisedAddress(port);
     core.set_served_by(advertise);

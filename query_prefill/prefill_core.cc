@@ -124,13 +124,14 @@ absl::StatusOr<PrefillCore::Plan> PrefillCore::Validate(const v1::PrefillRequest
 }
 
 absl::StatusOr<std::vector<blocks::PromptBlock>> PrefillCore::ResolveBlocks(
-    const v1::PrefillRequest& request) const {
+    const v1::PrefillRequest& request, const security::TenantScope& scope) const {
   std::vector<blocks::PromptBlock> blocks;
-  if (std::optional<blocks::PromptBlock> system = cache_.SystemBlock(request.system_prompt())) {
+  if (std::optional<blocks::PromptBlock> system =
+          cache_.SystemBlock(scope, request.system_prompt())) {
     blocks.push_back(*std::move(system));
   }
   for (int i = 0; i < request.passages_size(); ++i) {
-    absl::StatusOr<blocks::PromptBlock> b = cache_.Resolve(request.passages(i));
+    absl::StatusOr<blocks::PromptBlock> b = cache_.Resolve(scope, request.passages(i));
     if (!b.ok()) {
       return absl::Status(b.status().code(),
                           absl::StrCat("passages[", i, "]: ", b.status().message()));
@@ -151,7 +152,8 @@ void PrefillCore::MarkCachedBlocks(const Plan& plan, std::vector<blocks::PromptB
 }
 
 absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& request,
-                                                     absl::Time deadline) {
+                                                     absl::Time deadline,
+                                                     const security::TenantScope& scope) {
   absl::StatusOr<Plan> plan = Validate(request);
   if (!plan.ok()) return plan.status();
   v1::PrefillResponse response;
@@ -165,7 +167,7 @@ absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& r
 
   // Resolve and fetch.
   Stopwatch fetch;
-  absl::StatusOr<std::vector<blocks::PromptBlock>> prompt = ResolveBlocks(request);
+  absl::StatusOr<std::vector<blocks::PromptBlock>> prompt = ResolveBlocks(request, scope);
   if (!prompt.ok()) return prompt.status();
   MarkCachedBlocks(*plan, *prompt);
   blocks::CacheStats cache_stats;
@@ -257,9 +259,10 @@ absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& r
 }
 
 absl::StatusOr<v1::PrefillResponse> PrefillCore::Prefill(const v1::PrefillRequest& request,
-                                                         absl::Time deadline) {
+                                                         absl::Time deadline,
+                                                         const security::TenantScope& scope) {
   Stopwatch total;
-  absl::StatusOr<v1::PrefillResponse> result = Run(request, deadline);
+  absl::StatusOr<v1::PrefillResponse> result = Run(request, deadline, scope);
   const double ms = total.ElapsedMs();
   if (result.ok()) result->mutable_stats()->set_total_ms(ms);
   Record(result, ms);

@@ -33,6 +33,7 @@
 #include "engine/engine.h"
 #include "handoff/kv_chunks.h"
 #include "proto/blockserve.pb.h"
+#include "security/tenant_scope.h"
 #include "query_prefill/grpc_handoff.h"
 
 namespace blockserve::query_prefill {
@@ -50,10 +51,12 @@ class PrefillCore {
   PrefillCore(blocks::BlockCache& cache, KvHandoff& handoff, MetricsRegistry& metrics,
               PrefillCoreOptions options);
 
-  // Serves one request; `deadline` bounds the handoff (the caller's gRPC deadline).
-  // Error codes follow proto/blockserve.proto (see the file comment for the steps).
+  // Serves one request within the tenant's `scope` (its namespaces; set by the router);
+  // `deadline` bounds the handoff (the caller's gRPC deadline). Error codes follow
+  // proto/blockserve.proto (see the file comment for the steps).
   absl::StatusOr<v1::PrefillResponse> Prefill(const v1::PrefillRequest& request,
-                                              absl::Time deadline = absl::InfiniteFuture());
+                                              absl::Time deadline = absl::InfiniteFuture(),
+                                              const security::TenantScope& scope = {});
 
   // This instance's advertised "host:port", returned as served_by (known only once the
   // server listens, hence settable).
@@ -66,9 +69,10 @@ class PrefillCore {
 
   absl::StatusOr<Plan> Validate(const v1::PrefillRequest& request) const;
   absl::StatusOr<std::vector<blocks::PromptBlock>> ResolveBlocks(
-      const v1::PrefillRequest& request) const;
+      const v1::PrefillRequest& request, const security::TenantScope& scope) const;
   static void MarkCachedBlocks(const Plan& plan, std::vector<blocks::PromptBlock>& blocks);
-  absl::StatusOr<v1::PrefillResponse> Run(const v1::PrefillRequest& request, absl::Time deadline);
+  absl::StatusOr<v1::PrefillResponse> Run(const v1::PrefillRequest& request, absl::Time deadline,
+                                          const security::TenantScope& scope);
   void Record(const absl::StatusOr<v1::PrefillResponse>& result, double ms);
 
   blocks::BlockCache& cache_;

@@ -101,7 +101,7 @@ class PrefillCoreTest : public ::testing::Test {
     for (size_t i = 0; i < kPassages.size(); ++i) {
       const std::vector<int32_t> tokens =
           engine::PassageBlockTokens(engine_->tokenizer(), kPassages[i]);
-      ASSERT_TRUE(cache_->Ingest(absl::StrCat("doc-", i), tokens, false).ok());
+      ASSERT_TRUE(cache_->Ingest("", absl::StrCat("doc-", i), tokens, false).ok());
     }
   }
 

@@ -2,6 +2,7 @@
 
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
+#include "security/tenant_scope.h"
 
 namespace blockserve::query_prefill {
 
@@ -13,7 +14,10 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* context,
   const absl::Time deadline = grpc_deadline == std::chrono::system_clock::time_point::max()
                                   ? absl::InfiniteFuture()
                                   : absl::FromChrono(grpc_deadline);
-  absl::StatusOr<v1::PrefillResponse> r = core_.Prefill(*request, deadline);
+  // The tenant's namespaces, set by the router (only routers may call Prefill).
+  absl::StatusOr<security::TenantScope> scope = security::ScopeOf(*context);
+  if (!scope.ok()) return ToGrpcStatus(scope.status());
+  absl::StatusOr<v1::PrefillResponse> r = core_.Prefill(*request, deadline, *scope);
   if (!r.ok()) return ToGrpcStatus(r.status());
   *response = *std::move(r);
   return grpc::Status::OK;

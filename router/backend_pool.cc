@@ -57,7 +57,8 @@ absl::StatusOr<std::vector<std::string>> ParseAddressList(std::string_view list)
   return out;
 }
 
-std::shared_ptr<grpc::Channel> MakeBackendChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> MakeBackendChannel(
+    const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(contract::kMaxMessageBytes);
   args.SetMaxSendMessageSize(contract::kMaxMessageBytes);
@@ -66,7 +67,8 @@ std::shared_ptr<grpc::Channel> MakeBackendChannel(const std::string& address) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(
+      address, credentials != nullptr ? credentials : grpc::InsecureChannelCredentials(), args);
 }
 
 absl::StatusOr<bool> ProbeHealth(const std::shared_ptr<grpc::Channel>& channel,
@@ -131,11 +133,16 @@ void BackendPool::Lease::Release() {
 BackendPool::BackendPool(BackendPoolOptions options, MetricsRegistry* metrics)
     : options_(std::move(options)), metrics_(metrics) {
   auto add = [this](const std::vector<std::string>& addresses, Role role) {
+    const security::Role peer = role == v1::BACKEND_ROLE_PREFILL   ? security::Role::kPrefill
+                                : role == v1::BACKEND_ROLE_DECODER ? security::Role::kDecoder
+                                                                   : security::Role::kEncoder;
+    const std::shared_ptr<grpc::ChannelCredentials> credentials =
+        security::ChannelCredentialsTo(options_.transport, peer);
     for (const std::string& address : addresses) {
       auto b = std::make_unique<Backend>();
       b->address = address;
       b->role = role;
-      b->channel = MakeBackendChannel(address);
+      b->channel = MakeBackendChannel(address, credentials);
       backends_.push_back(std::move(b));
     }
   };

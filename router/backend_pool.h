@@ -32,6 +32,7 @@
 #include "absl/time/time.h"
 #include "common/metrics.h"
 #include "proto/blockserve.pb.h"
+#include "security/tls.h"
 
 namespace blockserve::router {
 
@@ -47,6 +48,9 @@ struct BackendPoolOptions {
   // more than this many requests in flight above the least-loaded healthy prefill.
   int affinity_slack = 2;
   size_t affinity_capacity = 4096;  // remembered passage sets (LRU)
+  // How the router dials its backends: mTLS with its router certificate, each backend's
+  // certificate checked for its role (security/tls.h). Default: plaintext (tests).
+  security::TransportSecurity transport = {.insecure = true};
 };
 
 // Parses "host:port,host:port" (spaces ignored, duplicates dropped); InvalidArgument
@@ -58,8 +62,10 @@ absl::StatusOr<std::vector<std::string>> ParseAddressList(std::string_view list)
 absl::StatusOr<bool> ProbeHealth(const std::shared_ptr<grpc::Channel>& channel,
                                  absl::Duration timeout);
 
-// Channel to a backend with the router's settings (fast reconnects, large messages).
-std::shared_ptr<grpc::Channel> MakeBackendChannel(const std::string& address);
+// Channel to a backend with the router's settings (fast reconnects, large messages);
+// null credentials: plaintext.
+std::shared_ptr<grpc::Channel> MakeBackendChannel(
+    const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 class BackendPool {
  private:

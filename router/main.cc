@@ -1,5 +1,6 @@
 // router: the BlockServe front door (blockserve.v1.Router). See router/README.md.
 #include <iostream>
+#include <memory>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -10,11 +11,18 @@
 #include "router/backend_pool.h"
 #include "router/router_core.h"
 #include "router/router_service.h"
+#include "security/tenants.h"
+#include "security/tls.h"
+#include "security/tls_flags.h"
 
 ABSL_FLAG(int, port, 50050, "gRPC port; 0 picks a free one (logged as {\"event\":\"listening\"})");
 ABSL_FLAG(std::string, prefill, "", "QueryPrefill backends, host:port[,host:port...]");
 ABSL_FLAG(std::string, decoder, "", "Decoder backends, host:port[,host:port...]");
 ABSL_FLAG(std::string, encoder, "", "PassageEncoder backends, host:port[,host:port...]");
+ABSL_FLAG(std::string, tenants_file, "",
+          "JSON file of the tenants and the SHA-256 of their bearer tokens (docs/SECURITY.md); "
+          "re-read when it changes. Required with TLS; without it (--insecure only) every "
+          "caller is one anonymous tenant");
 ABSL_FLAG(int, health_interval_ms, 1000, "how often every backend is health-checked");
 ABSL_FLAG(int, health_timeout_ms, 800, "deadline of one health check");
 ABSL_FLAG(int, affinity_slack, 2,
@@ -50,10 +58,30 @@ int main(int argc, char** argv) {
            "Places each request on a query_prefill (cache-aware) and a decoder (least loaded),\n"
            "streams the answer back, and forwards Ingest to a passage_encoder.\n\n"
            "Example:\n"
-           "  router --port=50050 --prefill=127.0.0.1:50062 --decoder=127.0.0.1:50063 \\\n"
-           "         --encoder=127.0.0.1:50061",
+           "  router --port=50050 --prefill=prefill-0:50062 --decoder=decoder-0:50063 \\\n"
+           "         --encoder=encoder-0:50061 --tenants_file=tenants.json \\\n"
+           "         --tls_cert=router.pem --tls_key=router.key --tls_ca=ca.pem",
        .flag_dirs = {"router/main.cc"}});
   namespace br = blockserve::router;
+  namespace security = blockserve::security;
+
+  absl::StatusOr<blockserve::ServerOptions> server = blockserve::ServerOptionsFromFlags(
+      "router", absl::GetFlag(FLAGS_port), security::Role::kRouter);
+  if (!server.ok()) return blockserve::FailToStart("flags", server.status());
+  absl::StatusOr<security::TransportSecurity> transport = security::TransportSecurityFromFlags();
+  if (!transport.ok()) return blockserve::FailToStart("flags", transport.status());
+  std::unique_ptr<security::TenantDirectory> tenants;
+  if (!absl::GetFlag(FLAGS_tenants_file).empty()) {
+    absl::StatusOr<std::unique_ptr<security::TenantDirectory>> opened =
+        security::TenantDirectory::Open(absl::GetFlag(FLAGS_tenants_file));
+    if (!opened.ok()) return blockserve::FailToStart("--tenants_file", opened.status());
+    tenants = *std::move(opened);
+  } else if (!transport->insecure) {
+    return blockserve::FailToStart(
+        "flags", absl::InvalidArgumentError(
+                     "--tenants_file is required with TLS: clients authenticate with bearer "
+                     "tokens (anonymous callers only with --insecure on loopback)"));
+  }
 
   br::BackendPoolOptions pool_options;
   for (auto [flag, out] : {std::pair{&FLAGS_prefill, &pool_options.prefill},
@@ -69,6 +97,7 @@ int main(int argc, char** argv) {
   pool_options.health_interval = absl::Milliseconds(absl::GetFlag(FLAGS_health_interval_ms));
   pool_options.health_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_health_timeout_ms));
   pool_options.affinity_slack = absl::GetFlag(FLAGS_affinity_slack);
+  pool_options.transport = *transport;
 
   br::RouterOptions options;
   const std::string handoff = absl::GetFlag(FLAGS_handoff);
@@ -88,17 +117,15 @@ int main(int argc, char** argv) {
   br::BackendPool pool(pool_options, &metrics);
   pool.Start();
   br::RouterCore core(&pool, options, &metrics);
-  br::RouterService service(&core);
+  br::RouterService service(&core, tenants.get());
 
-  blockserve::ServerOptions server =
-      blockserve::ServerOptionsFromFlags("router", absl::GetFlag(FLAGS_port));
-  server.on_listening = [](int port) {
+  server->on_listening = [](int port) {
     blockserve::LogEvent("serving", {{"served_by", blockserve::AdvertisedAddress(port)},
                                      {"port", absl::StrCat(port)}});
   };
-  server.readiness = [&core] { return core.Ready(); };
+  server->readiness = [&core] { return core.Ready(); };
   const absl::Status status = blockserve::RunServer(
-      server, {{&service, blockserve::v1::Router::service_full_name()}}, &metrics);
+      *server, {{&service, blockserve::v1::Router::service_full_name()}}, &metrics);
   if (!status.ok()) {
     blockserve::LogEvent("failed", {{"error", status.ToString()}});
     return 1;

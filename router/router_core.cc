@@ -109,9 +109,10 @@ class DecoderStream {
 class PrefillCall {
  public:
   PrefillCall(const std::shared_ptr<grpc::Channel>& channel, v1::PrefillRequest request,
-              absl::Time deadline, Inbox* inbox)
+              absl::Time deadline, const security::TenantScope& scope, Inbox* inbox)
       : stub_(v1::QueryPrefill::NewStub(channel)), request_(std::move(request)) {
     context_.set_deadline(absl::ToChronoTime(deadline));
+    security::AttachScope(scope, context_);
     stub_->async()->Prefill(&context_, &request_, &response_, [this, inbox](grpc::Status s) {
       inbox->Push({.kind = Mail::Kind::kPrefillDone, .status = std::move(s)});
       done_.Notify();
@@ -279,7 +280,7 @@ class RouterCore::GenerateRun {
     p.stream = std::make_unique<DecoderStream>(p.decoder.channel(), p.sequence_id, deadline_,
                                                &p.inbox, p.stream_tag);
     p.prefill_call = std::make_unique<PrefillCall>(p.prefill.channel(), MakePrefillRequest(p),
-                                                   deadline_, &p.inbox);
+                                                   deadline_, client_.scope, &p.inbox);
     grpc::Status answer;
     while (true) {
       if (ClientGone()) return Abandon(p);
@@ -542,6 +543,7 @@ absl::StatusOr<v1::IngestResponse> RouterCore::Ingest(const v1::IngestRequest& r
     if (!lease.ok()) return attempt == 0 ? lease.status() : last;
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(deadline));
+    security::AttachScope(client.scope, context);
     v1::EncodePassagesResponse response;
     const absl::Status s =
         FromBackend(v1::PassageEncoder::NewStub(lease->channel())->EncodePassages(&context, encode, &response),

@@ -33,6 +33,7 @@
 #include "contract/request_contract.h"
 #include "proto/blockserve.pb.h"
 #include "router/backend_pool.h"
+#include "security/tenant_scope.h"
 
 namespace blockserve::router {
 
@@ -54,6 +55,9 @@ struct RouterOptions {
 struct ClientCall {
   absl::Time deadline = absl::InfiniteFuture();
   std::function<bool()> cancelled;  // true once the client went away; may be empty
+  // The part of the cache the client's tenant may use (security/tenant_scope.h), sent to
+  // the prefill and the encoder with every call made for it.
+  security::TenantScope scope;
 };
 
 // Receives Generate's events in order; returns false when the client is gone.

@@ -375,7 +375,7 @@ TEST_F(RouterCoreTest, StatsCountRequestsFailuresCacheAndBackends) {
 
 // Through the gRPC layer: status codes and the client's deadline survive the trip.
 TEST_F(RouterCoreTest, ServiceMapsStatusesAndStreamsOverGrpc) {
-  RouterService service(core_.get());
+  RouterService service(core_.get(), /*tenants=*/nullptr);
   FakeServer router({&service});
   auto stub = v1::Router::NewStub(
       grpc::CreateChannel(router.address(), grpc::InsecureChannelCredentials()));

@@ -1,5 +1,12 @@
-// The blockserve.v1.Router gRPC service: translates calls to RouterCore and statuses
-// to gRPC codes (common/grpc_status.h). No logic lives here.
+// The blockserve.v1.Router gRPC service: authenticates the caller, then translates calls
+// to RouterCore and statuses to gRPC codes (common/grpc_status.h).
+//
+// Authentication (security/tenants.h): every call carries "authorization: Bearer
+// <token>"; the token's tenant decides the cache scope sent downstream, whether Ingest
+// is allowed (else PERMISSION_DENIED) and how many of its Generate and Ingest calls may
+// run at once (else RESOURCE_EXHAUSTED). Without a tenant directory (an --insecure local
+// run without --tenants_file) every caller is the one anonymous tenant of the empty
+// namespace.
 #ifndef BLOCKSERVE_ROUTER_ROUTER_SERVICE_H_
 #define BLOCKSERVE_ROUTER_ROUTER_SERVICE_H_
 
@@ -7,6 +14,7 @@
 
 #include "proto/blockserve.grpc.pb.h"
 #include "router/router_core.h"
+#include "security/tenants.h"
 
 namespace blockserve::router {
 
@@ -15,7 +23,9 @@ ClientCall ClientCallFrom(grpc::ServerContext* context);
 
 class RouterService final : public v1::Router::Service {
  public:
-  explicit RouterService(RouterCore* core) : core_(core) {}
+  // `tenants` may be null (anonymous, see above); both must outlive the service.
+  RouterService(RouterCore* core, security::TenantDirectory* tenants)
+      : core_(core), tenants_(tenants) {}
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         grpc::ServerWriter<v1::GenerateEvent>* writer) override;
@@ -25,7 +35,12 @@ class RouterService final : public v1::Router::Service {
                         v1::StatsResponse* response) override;
 
  private:
+  // The caller's tenant, from its call metadata.
+  absl::StatusOr<security::Tenant> Authenticate(const grpc::ServerContext& context);
+
   RouterCore* const core_;
+  security::TenantDirectory* const tenants_;
+  security::ConcurrencyLimiter limiter_;
 };
 
 }  // namespace blockserve::router

@@ -6,12 +6,15 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/router_client.h"
+#include "nlohmann/json.hpp"
+#include "security/tenants.h"
 
 namespace blockserve::testing {
 namespace {
@@ -40,7 +43,11 @@ absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(System
   static std::atomic<int> counter{0};
   std::unique_ptr<BlockServeSystem> sys(new BlockServeSystem());
   sys->options_ = std::move(options);
-  sys->shm_name_ = absl::StrCat("/bs-test-", getpid(), "-", counter++);
+  const int instance = counter++;
+  sys->shm_name_ = absl::StrCat("/bs-test-", getpid(), "-", instance);
+  if (sys->options_.tls) {
+    if (absl::Status s = sys->MakePki(); !s.ok()) return s;
+  }
   const std::vector<std::string> model = {"--model_dir=" + sys->options_.model_dir};
 
   auto start = [&](const std::string& name, const std::string& binary,
@@ -51,21 +58,25 @@ absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(System
   };
   std::vector<std::string> store_backend = model;
   for (const std::string& a : sys->StoreArgs()) store_backend.push_back(a);
+  auto as = [&sys](security::Role role, std::vector<std::string> args) {
+    for (std::string& a : sys->SecurityArgs(role)) args.push_back(std::move(a));
+    return args;
+  };
 
   absl::StatusOr<std::unique_ptr<ServerProcess>> encoder =
-      start("passage_encoder", "passage_encoder/passage_encoder", store_backend,
-            sys->options_.encoder_args);
+      start("passage_encoder", "passage_encoder/passage_encoder",
+            as(security::Role::kEncoder, store_backend), sys->options_.encoder_args);
   if (!encoder.ok()) return encoder.status();
   sys->encoder_ = *std::move(encoder);
   for (int i = 0; i < sys->options_.prefills; ++i) {
     auto p = start(absl::StrCat("query_prefill-", i), "query_prefill/query_prefill",
-                   store_backend, sys->options_.prefill_args);
+                   as(security::Role::kPrefill, store_backend), sys->options_.prefill_args);
     if (!p.ok()) return p.status();
     sys->prefills_.push_back(*std::move(p));
   }
   for (int i = 0; i < sys->options_.decoders; ++i) {
-    auto d = start(absl::StrCat("decoder-", i), "decoder/decoder", model,
-                   sys->options_.decoder_args);
+    auto d = start(absl::StrCat("decoder-", i), "decoder/decoder",
+                   as(security::Role::kDecoder, model), sys->options_.decoder_args);
     if (!d.ok()) return d.status();
     sys->decoders_.push_back(*std::move(d));
   }
@@ -74,16 +85,78 @@ absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(System
     for (const auto& p : ps) a.push_back(p->address());
     return absl::StrJoin(a, ",");
   };
-  auto router = start("router", "router/router",
-                      {"--prefill=" + list(sys->prefills_), "--decoder=" + list(sys->decoders_),
-                       "--encoder=" + sys->encoder_->address(), "--health_interval_ms=200"},
+  std::vector<std::string> router_args = {
+      "--prefill=" + list(sys->prefills_), "--decoder=" + list(sys->decoders_),
+      "--encoder=" + sys->encoder_->address(), "--health_interval_ms=200"};
+  if (sys->options_.tls) router_args.push_back("--tenants_file=" + sys->tenants_file_);
+  auto router = start("router", "router/router", as(security::Role::kRouter, router_args),
                       sys->options_.router_args);
   if (!router.ok()) return router.status();
   sys->router_ = *std::move(router);
-  sys->router_stub_ = v1::Router::NewStub(
-      client::RouterClient::Connect(sys->router_->address()));
+  client::RouterCredentials credentials;
+  if (sys->options_.tls) {
+    credentials.ca_file = sys->pki_->ca_file();
+    if (!sys->options_.tenants.empty()) credentials.token = sys->options_.tenants[0].token;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      client::RouterClient::Connect(sys->router_->address(), credentials);
+  if (!channel.ok()) return channel.status();
+  sys->router_channel_ = *std::move(channel);
+  sys->router_stub_ = v1::Router::NewStub(sys->router_channel_);
   if (absl::Status s = sys->WaitHealthy(absl::Seconds(30)); !s.ok()) return s;
   return sys;
+}
+
+absl::Status BlockServeSystem::MakePki() {
+  static std::atomic<int> pkis{0};
+  const std::string dir = absl::StrCat(TmpDir(), "/pki-", getpid(), "-", pkis++);
+  std::filesystem::create_directories(dir);
+  absl::StatusOr<security::testing::TestPki> pki = security::testing::TestPki::Create(dir);
+  if (!pki.ok()) return pki.status();
+  pki_ = std::make_unique<security::testing::TestPki>(*std::move(pki));
+  for (security::Role role : {security::Role::kRouter, security::Role::kPrefill,
+                              security::Role::kDecoder, security::Role::kEncoder}) {
+    absl::StatusOr<security::TransportSecurity> identity =
+        security::testing::RoleSecurity(*pki_, role);
+    if (!identity.ok()) return identity.status();
+    identities_[role] = *std::move(identity);
+  }
+  nlohmann::json tenants = nlohmann::json::array();
+  for (const TestTenant& t : options_.tenants) {
+    nlohmann::json j = {{"name", t.name},
+                        {"token_sha256", {security::Sha256Hex(t.token)}},
+                        {"read_namespaces", t.read_namespaces},
+                        {"may_ingest", t.may_ingest},
+                        {"max_concurrent_requests", t.max_concurrent_requests}};
+    if (!t.ns.empty()) j["namespace"] = t.ns;
+    tenants.push_back(std::move(j));
+  }
+  tenants_file_ = dir + "/tenants.json";
+  std::ofstream(tenants_file_) << nlohmann::json{{"tenants", tenants}}.dump(2);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> BlockServeSystem::SecurityArgs(security::Role role) const {
+  if (!options_.tls) return {"--insecure"};
+  const security::TransportSecurity& id = identities_.at(role);
+  return {"--tls_cert=" + id.files.cert, "--tls_key=" + id.files.key,
+          "--tls_ca=" + id.files.ca};
+}
+
+security::TransportSecurity BlockServeSystem::Identity(security::Role role) const {
+  if (!options_.tls) return {.insecure = true};
+  return identities_.at(role);
+}
+
+std::shared_ptr<grpc::Channel> BlockServeSystem::InternalChannel(
+    security::Role caller, security::Role peer, const std::string& address) const {
+  return grpc::CreateChannel(address, security::ChannelCredentialsTo(Identity(caller), peer));
+}
+
+std::unique_ptr<v1::Router::Stub> BlockServeSystem::RouterAs(const std::string& token) const {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = client::RouterClient::Connect(
+      router_->address(), {.ca_file = pki_ != nullptr ? pki_->ca_file() : "", .token = token});
+  return v1::Router::NewStub(channel.ok() ? *channel : nullptr);
 }
 
 std::vector<std::string> BlockServeSystem::StoreArgs() const {
@@ -151,6 +224,7 @@ absl::Status BlockServeSystem::Shutdown() {
   // gRPC servers drain open client connections for their whole shutdown grace; closing
   // ours first lets the router stop at once.
   router_stub_.reset();
+  router_channel_.reset();
   std::vector<std::string> bad;
   auto stop = [&bad](ServerProcess* p) {
     if (p == nullptr || !p->Running()) return;  // never started, or killed by the test

@@ -1,12 +1,15 @@
 // BlockServeSystem: the four services as real processes on loopback ports, for
 // end-to-end tests — one passage encoder, `prefills` query prefills, `decoders`
 // decoders and a router in front of them, sharing one KV store (a shared-memory
-// segment with a unique name, or a Redis server the test runs). Also the helpers the
-// tests share: a tiny model on disk, the sample corpus, and a Generate call that
-// collects the stream.
+// segment with a unique name, or a Redis server the test runs). Secure as deployed by
+// default: a throwaway CA issues each role's certificate, services talk mTLS, and the
+// router authenticates bearer tokens of the test's tenants. Also the helpers the tests
+// share: a tiny model on disk, the sample corpus, and a Generate call that collects the
+// stream.
 #ifndef BLOCKSERVE_TESTS_BLOCKSERVE_SYSTEM_H_
 #define BLOCKSERVE_TESTS_BLOCKSERVE_SYSTEM_H_
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +19,8 @@
 #include "absl/time/time.h"
 #include "engine/tiny_model.h"
 #include "proto/blockserve.grpc.pb.h"
+#include "security/testing/test_pki.h"
+#include "security/tls.h"
 #include "tests/server_process.h"
 
 namespace blockserve::testing {
@@ -28,12 +33,28 @@ absl::StatusOr<std::string> TinyModelDir(const engine::TinyModelOptions& options
 // invented island, ids such as "tall-ember"), parsed.
 absl::StatusOr<std::vector<v1::Passage>> TestPassages();
 
+// A tenant of the router's tenants file (security/tenants.h).
+struct TestTenant {
+  std::string name;
+  std::string token;
+  std::vector<std::string> read_namespaces = {};
+  bool may_ingest = true;
+  int max_concurrent_requests = 0;
+  std::string ns = "";  // empty: the name
+};
+
 struct SystemOptions {
   std::string model_dir;
   std::string store = "shm";  // shm | redis
   int redis_port = 0;         // store = redis
   int prefills = 1;
   int decoders = 1;
+  // mTLS between services, TLS and bearer tokens at the router; false: every process
+  // with --insecure (plaintext on loopback, one anonymous tenant).
+  bool tls = true;
+  // The router's tenants (tls only); router() calls as the first.
+  std::vector<TestTenant> tenants = {{.name = "tenant-a", .token = "token-a"},
+                                     {.name = "tenant-b", .token = "token-b"}};
   // Appended to each kind's command line (e.g. {"--sequence_wait_ms=2000"}).
   std::vector<std::string> encoder_args, prefill_args, decoder_args, router_args;
 };
@@ -46,6 +67,17 @@ class BlockServeSystem {
   ~BlockServeSystem();  // Shutdown() if not done
 
   v1::Router::Stub& router() { return *router_stub_; }
+  // A channel to the router as the first tenant (plaintext without tls).
+  std::shared_ptr<grpc::Channel> RouterChannel() const { return router_channel_; }
+  // A stub of the router calling with `token` (empty: none); tls only.
+  std::unique_ptr<v1::Router::Stub> RouterAs(const std::string& token) const;
+  // The test CA (null without tls) and the identity of a role it issued.
+  const security::testing::TestPki* pki() const { return pki_.get(); }
+  security::TransportSecurity Identity(security::Role role) const;
+  // A channel to a service at `address` of role `peer`, as a service of role `caller`
+  // would dial it (its certificate, the peer's role checked).
+  std::shared_ptr<grpc::Channel> InternalChannel(security::Role caller, security::Role peer,
+                                                 const std::string& address) const;
   ServerProcess& router_process() { return *router_; }
   ServerProcess& decoder(int i) { return *decoders_[i]; }
   ServerProcess& prefill(int i) { return *prefills_[i]; }
@@ -65,6 +97,9 @@ class BlockServeSystem {
  private:
   BlockServeSystem() = default;
   std::vector<std::string> StoreArgs() const;
+  // --tls_cert/--tls_key/--tls_ca of `role`, or --insecure.
+  std::vector<std::string> SecurityArgs(security::Role role) const;
+  absl::Status MakePki();
 
   SystemOptions options_;
   std::string shm_name_;
@@ -72,6 +107,10 @@ class BlockServeSystem {
   std::vector<std::unique_ptr<ServerProcess>> prefills_;
   std::vector<std::unique_ptr<ServerProcess>> decoders_;
   std::unique_ptr<ServerProcess> router_;
+  std::unique_ptr<security::testing::TestPki> pki_;
+  std::map<security::Role, security::TransportSecurity> identities_;
+  std::string tenants_file_;
+  std::shared_ptr<grpc::Channel> router_channel_;
   std::unique_ptr<v1::Router::Stub> router_stub_;
   bool shut_down_ = false;
 };

@@ -106,7 +106,8 @@ TEST(DrainTest, DrainingDecoderIsNotServingFinishesItsRequestAndGetsNoNewOnes) {
   ASSERT_EQ(kill(decoder.pid(), SIGTERM), 0);
 
   // The draining decoder still answers health checks, with NOT_SERVING.
-  const std::shared_ptr<grpc::Channel> channel = router::MakeBackendChannel(decoder.address());
+  const std::shared_ptr<grpc::Channel> channel =
+      sys.InternalChannel(security::Role::kRouter, security::Role::kDecoder, decoder.address());
   absl::StatusOr<bool> serving = true;
   const absl::Time give_up = absl::Now() + absl::Seconds(5);
   while (serving.ok() && *serving && absl::Now() < give_up) {

@@ -63,7 +63,7 @@ class OneAnswerTest : public ::testing::Test {
       pool->CheckAllNow();
       router = std::make_unique<router::RouterCore>(
           pool.get(), router::RouterOptions{.limits = kLimits}, &metrics);
-      router_service = std::make_unique<router::RouterService>(router.get());
+      router_service = std::make_unique<router::RouterService>(router.get(), /*tenants=*/nullptr);
       router_server = std::make_unique<FakeServer>(std::vector<grpc::Service*>{router_service.get()});
 
       router_stub = v1::Router::NewStub(
