@@ -4,13 +4,17 @@
 # store, ingests samples/passages.jsonl, asks the sample questions (block attention,
 # then one with full prefill to show the TTFT difference), prints the router's stats,
 # and shuts everything down cleanly (also on Ctrl-C or an error).
+#
+# Secure by default, as deployed: a throwaway CA (scripts/make_dev_pki.sh) issues each
+# service its certificate, the services talk mutual TLS, and the client reaches the
+# router over TLS with a bearer token. --insecure runs everything in plaintext instead.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
 usage() {
   cat <<'EOF'
 Usage: scripts/run_system.sh [--model_dir DIR | --random_model] [--max_new_tokens N]
-                             [--keep_logs] [--no_setup]
+                             [--keep_logs] [--no_setup] [--insecure]
 
   --model_dir DIR      a Hugging Face model folder (config.json, *.safetensors,
                        tokenizer.json); default: models/blockserve-tiny-rag, the shipped
@@ -20,6 +24,8 @@ Usage: scripts/run_system.sh [--model_dir DIR | --random_model] [--max_new_token
   --max_new_tokens N   tokens per answer (default 24)
   --keep_logs          keep the services' logs (their folder is printed)
   --no_setup           skip scripts/setup.sh (the Debian packages are installed)
+  --insecure           plaintext between services and to the router, no token (the
+                       services then listen on loopback only, which they enforce)
 EOF
 }
 
@@ -28,6 +34,7 @@ MAX_NEW_TOKENS=24
 RANDOM_MODEL=0
 KEEP_LOGS=0
 SETUP=1
+INSECURE=0
 while (($#)); do
   case "$1" in
     --model_dir) MODEL_DIR="${2:?--model_dir needs a folder}"; shift 2 ;;
@@ -37,6 +44,7 @@ while (($#)); do
     --random_model) RANDOM_MODEL=1; shift ;;
     --keep_logs) KEEP_LOGS=1; shift ;;
     --no_setup) SETUP=0; shift ;;
+    --insecure) INSECURE=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_system: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -142,23 +150,54 @@ else
   [[ -f $MODEL_DIR/README.md ]] && sed -n '3,4p' "$MODEL_DIR/README.md"
 fi
 
+section "Security"
+PKI="$LOGS/pki"
+if ((INSECURE)); then
+  echo "--insecure: plaintext between the services and to the router, no token; loopback only."
+  tls() { echo --insecure; }
+  CLIENT_AUTH=(--insecure)
+  ROUTER_AUTH=()
+else
+  bash scripts/make_dev_pki.sh "$PKI" >/dev/null || die "make_dev_pki failed"
+  tls() { printf '%s\n' "--tls_cert=$PKI/$1.pem" "--tls_key=$PKI/$1.key" "--tls_ca=$PKI/ca.pem"; }
+  CLIENT_AUTH=("--tls_ca=$PKI/ca.pem" "--token_file=$PKI/token")
+  ROUTER_AUTH=("--tenants_file=$PKI/tenants.json")
+  echo "A throwaway CA in $PKI issued each service a certificate naming its role;"
+  echo "the services talk mutual TLS and accept calls only from the roles that make them."
+  echo "The client reaches the router over TLS with a bearer token of tenant \"demo\""
+  echo "(the router holds only its SHA-256, in $PKI/tenants.json)."
+fi
+mapfile -t ENCODER_TLS < <(tls encoder)
+mapfile -t PREFILL_TLS < <(tls prefill)
+mapfile -t DECODER_TLS < <(tls decoder)
+mapfile -t ROUTER_TLS < <(tls router)
+
 section "Starting the services (KV store: shared memory $SHM_NAME)"
 STORE=(--kv_store=shm "--shm_name=$SHM_NAME")
-start passage_encoder "$BIN/passage_encoder/passage_encoder" "--model_dir=$MODEL_DIR" "${STORE[@]}"
-start query_prefill "$BIN/query_prefill/query_prefill" "--model_dir=$MODEL_DIR" "${STORE[@]}"
-start decoder "$BIN/decoder/decoder" "--model_dir=$MODEL_DIR"
+start passage_encoder "$BIN/passage_encoder/passage_encoder" "--model_dir=$MODEL_DIR" "${STORE[@]}" \
+  "${ENCODER_TLS[@]}"
+start query_prefill "$BIN/query_prefill/query_prefill" "--model_dir=$MODEL_DIR" "${STORE[@]}" \
+  "${PREFILL_TLS[@]}"
+start decoder "$BIN/decoder/decoder" "--model_dir=$MODEL_DIR" "${DECODER_TLS[@]}"
 ENCODER_PORT=$(port_of passage_encoder) || exit 1
 PREFILL_PORT=$(port_of query_prefill) || exit 1
 DECODER_PORT=$(port_of decoder) || exit 1
 start router "$BIN/router/router" "--prefill=127.0.0.1:$PREFILL_PORT" \
-  "--decoder=127.0.0.1:$DECODER_PORT" "--encoder=127.0.0.1:$ENCODER_PORT"
+  "--decoder=127.0.0.1:$DECODER_PORT" "--encoder=127.0.0.1:$ENCODER_PORT" \
+  "${ROUTER_TLS[@]}" ${ROUTER_AUTH[@]+"${ROUTER_AUTH[@]}"}
 ROUTER_PORT=$(port_of router) || exit 1
-ROUTER="127.0.0.1:$ROUTER_PORT"
+ROUTER="localhost:$ROUTER_PORT"
 printf '%-16s 127.0.0.1:%s\n' passage_encoder "$ENCODER_PORT" query_prefill "$PREFILL_PORT" \
   decoder "$DECODER_PORT" router "$ROUTER_PORT"
 echo "logs: $LOGS"
-bs() { "$BLOCKSERVE" "--router=$ROUTER" "$@"; }
+bs() { "$BLOCKSERVE" "--router=$ROUTER" "${CLIENT_AUTH[@]}" "$@"; }
 bs wait --timeout_s=60 || die "the services did not become healthy"
+if ((!INSECURE)); then
+  echo "A call without the token is refused:"
+  if "$BLOCKSERVE" "--router=$ROUTER" "--tls_ca=$PKI/ca.pem" stats 2>&1 | sed 's/^/  /'; then
+    die "the router answered a call without a token"
+  fi
+fi
 
 section "Ingesting samples/passages.jsonl"
 bs ingest samples/passages.jsonl --batch=8 || die "ingest failed"
