@@ -2,9 +2,15 @@
 // proto's status codes, and a successful call carries the response fields.
 #include "query_prefill/prefill_service.h"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
+#include <string_view>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 
@@ -19,6 +25,67 @@
 namespace blockserve::query_prefill {
 namespace {
 
+// Something listening on 127.0.0.1 that is no decoder: it answers every connection with
+// an HTTP/1.1 error and closes it.
+class HttpServer {
+ public:
+  HttpServer() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), len), 0);
+    EXPECT_EQ(listen(fd_, 16), 0);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    address_ = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~HttpServer() {
+    shutdown(fd_, SHUT_RDWR);  // ends the accept() below
+    thread_.join();
+    close(fd_);
+  }
+  const std::string& address() const { return address_; }
+  int connections() const { return connections_; }
+
+ private:
+  void Serve() {
+    constexpr std::string_view kReply =
+        "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    while (true) {
+      const int conn = accept(fd_, nullptr, nullptr);
+      if (conn < 0) return;
+      ++connections_;
+      const timeval wait{.tv_sec = 1, .tv_usec = 0};  // a silent client does not hold us
+      setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
+      char request[1024];
+      if (read(conn, request, sizeof(request)) > 0) {
+        EXPECT_EQ(write(conn, kReply.data(), kReply.size()), static_cast<ssize_t>(kReply.size()));
+      }
+      close(conn);
+    }
+  }
+
+  int fd_ = -1;
+  std::string address_;
+  std::atomic<int> connections_ = 0;
+  std::thread thread_;
+};
+
+// A local port with nothing listening on it.
+std::string ClosedPortAddress() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), len);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+}
+
 class PrefillServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -26,7 +93,14 @@ class PrefillServiceTest : public ::testing::Test {
     store_ = blocks::testing::OpenTestShmStore(*engine_, engine::DType::kBF16);
     ASSERT_NE(store_, nullptr);
     cache_ = std::make_unique<blocks::BlockCache>(*engine_, *store_);
-    core_ = std::make_unique<PrefillCore>(*cache_, handoff_, metrics_, PrefillCoreOptions{});
+    Start({});
+  }
+  // (Re)starts the server over a core with `options`.
+  void Start(PrefillCoreOptions options) {
+    if (server_ != nullptr) server_->Shutdown();
+    server_.reset();
+    service_.reset();
+    core_ = std::make_unique<PrefillCore>(*cache_, handoff_, metrics_, std::move(options));
     core_->set_served_by("prefill-test:1");
     service_ = std::make_unique<PrefillService>(*core_);
 
@@ -111,11 +185,23 @@ TEST_F(PrefillServiceTest, NcclHandoffIsFailedPrecondition) {
   EXPECT_EQ(Call(request, &response).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
-TEST_F(PrefillServiceTest, UnreachableDecoderIsUnavailable) {
-  v1::PrefillRequest request = Request();
-  request.mutable_decoder()->set_address("127.0.0.1:1");  // nothing listens on port 1
-  v1::PrefillResponse response;
-  EXPECT_EQ(Call(request, &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+TEST_F(PrefillServiceTest, ClosedPortHttpServerAndUnlistedAddressGetOneAnswer) {
+  const std::string closed = ClosedPortAddress();
+  HttpServer http;
+  HttpServer unlisted;
+  PrefillCoreOptions options;
+  options.allowed_decoders = {closed, http.address()};
+  Start(options);
+  for (const std::string& address : {closed, http.address(), unlisted.address()}) {
+    v1::PrefillRequest request = Request();
+    request.mutable_decoder()->set_address(address);
+    v1::PrefillResponse response;
+    const grpc::Status s = Call(request, &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << address;
+    EXPECT_EQ(s.error_message(), "decoder unavailable") << address;
+  }
+  EXPECT_GT(http.connections(), 0);      // it was dialled, and answered
+  EXPECT_EQ(unlisted.connections(), 0);  // refused before any connection
 }
 
 }  // namespace
