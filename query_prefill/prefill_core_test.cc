@@ -57,7 +57,7 @@ class FailingHandoff final : public KvHandoff {
 // What the caller of a prefill whose handoff failed must get, whatever the failure.
 void ExpectDecoderUnavailable(const absl::Status& status) {
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
-  EXPECT_EQ(status.message(), "decoder unavailable");
+  EXPECT_EQ(std::string(status.message()), "decoder unavailable");
 }
 
 // A local port with nothing listening on it.
