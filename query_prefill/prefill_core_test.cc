@@ -1,9 +1,5 @@
 #include "query_prefill/prefill_core.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <functional>
 #include <memory>
 
@@ -17,6 +13,7 @@
 #include "kv_store/shm_store.h"
 #include "kv_store/source.h"
 #include "query_prefill/testing/fake_decoder.h"
+#include "query_prefill/testing/not_a_decoder.h"
 
 namespace blockserve::query_prefill {
 namespace {
@@ -58,19 +55,6 @@ class FailingHandoff final : public KvHandoff {
 void ExpectDecoderUnavailable(const absl::Status& status) {
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
   EXPECT_EQ(std::string(status.message()), "decoder unavailable");
-}
-
-// A local port with nothing listening on it.
-int ClosedPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
 }
 
 void ExpectSameKv(const engine::KvCache& got, const engine::KvCache& want) {
@@ -481,7 +465,7 @@ TEST_F(PrefillCoreTest, HandoffToAnUnreachableDecoderIsUnavailableAndFast) {
   std::unique_ptr<PrefillCore> core = MakeCore(grpc_handoff);
   v1::PrefillRequest request = InlineRequest();
   request.mutable_sampling()->set_ignore_eos(true);
-  request.mutable_decoder()->set_address(absl::StrCat("127.0.0.1:", ClosedPort()));
+  request.mutable_decoder()->set_address(ClosedLoopbackAddress());
   const absl::Time start = absl::Now();
   absl::StatusOr<v1::PrefillResponse> r = core->Prefill(request, start + absl::Seconds(5));
   ExpectDecoderUnavailable(r.status());

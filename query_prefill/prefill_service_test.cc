@@ -2,15 +2,9 @@
 // proto's status codes, and a successful call carries the response fields.
 #include "query_prefill/prefill_service.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <memory>
-#include <string_view>
-#include <thread>
 
 #include <grpcpp/grpcpp.h>
 
@@ -21,70 +15,10 @@
 #include "kv_store/shm_store.h"
 #include "query_prefill/grpc_handoff.h"
 #include "query_prefill/testing/fake_decoder.h"
+#include "query_prefill/testing/not_a_decoder.h"
 
 namespace blockserve::query_prefill {
 namespace {
-
-// Something listening on 127.0.0.1 that is no decoder: it answers every connection with
-// an HTTP/1.1 error and closes it.
-class HttpServer {
- public:
-  HttpServer() {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), len), 0);
-    EXPECT_EQ(listen(fd_, 16), 0);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    address_ = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
-    thread_ = std::thread([this] { Serve(); });
-  }
-  ~HttpServer() {
-    shutdown(fd_, SHUT_RDWR);  // ends the accept() below
-    thread_.join();
-    close(fd_);
-  }
-  const std::string& address() const { return address_; }
-  int connections() const { return connections_; }
-
- private:
-  void Serve() {
-    constexpr std::string_view kReply =
-        "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    while (true) {
-      const int conn = accept(fd_, nullptr, nullptr);
-      if (conn < 0) return;
-      ++connections_;
-      const timeval wait{.tv_sec = 1, .tv_usec = 0};  // a silent client does not hold us
-      setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
-      char request[1024];
-      if (read(conn, request, sizeof(request)) > 0) {
-        EXPECT_EQ(write(conn, kReply.data(), kReply.size()), static_cast<ssize_t>(kReply.size()));
-      }
-      close(conn);
-    }
-  }
-
-  int fd_ = -1;
-  std::string address_;
-  std::atomic<int> connections_ = 0;
-  std::thread thread_;
-};
-
-// A local port with nothing listening on it.
-std::string ClosedPortAddress() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), len);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
-}
 
 class PrefillServiceTest : public ::testing::Test {
  protected:
@@ -186,7 +120,7 @@ TEST_F(PrefillServiceTest, NcclHandoffIsFailedPrecondition) {
 }
 
 TEST_F(PrefillServiceTest, ClosedPortHttpServerAndUnlistedAddressGetOneAnswer) {
-  const std::string closed = ClosedPortAddress();
+  const std::string closed = ClosedLoopbackAddress();
   HttpServer http;
   HttpServer unlisted;
   PrefillCoreOptions options;
