@@ -36,7 +36,7 @@ struct DecoderCore::Channel {
   const uint64_t id;
   Stage stage = Stage::kPlaceholder;
   bool attached = false;
-  // An unattached sequence is dropped after this.
+  // An unclaimed sequence is dropped after this.
   absl::Time claim_deadline = absl::InfiniteFuture();
   uint64_t serial = 0;  // which admission of this id (ids may be reused after the end)
   bool holds_capacity = false;
@@ -92,8 +92,10 @@ struct DecoderCore::Metrics {
     cancelled = registry->GetCounter(
         "blockserve_decoder_sequences_cancelled_total",
         "Sequences cancelled (Cancel, Stream cancelled, drain, or dropped unclaimed).");
-    dropped = registry->GetCounter("blockserve_decoder_sequences_dropped_total",
-                                   "Sequences dropped because no Stream attached in time.");
+    dropped = registry->GetCounter(
+        "blockserve_decoder_sequences_dropped_total",
+        "Sequences (or final events) dropped because no Stream claimed them within the claim "
+        "timeout.");
     tokens =
         registry->GetCounter("blockserve_decoder_tokens_generated_total", "Tokens sampled by this decoder.");
     active = registry->GetGauge("blockserve_decoder_active_sequences", "Sequences receiving KV or decoding.");
@@ -257,7 +259,7 @@ absl::Status DecoderCore::Admit(Reservation reservation, SequenceInput input) {
   ch.serial = run->serial = ++admissions_;
   ch.request_id = run->request_id;
   ch.admitted = now;
-  if (!ch.attached) ch.claim_deadline = now + options_.sequence_wait;
+  if (!ch.attached) ch.claim_deadline = now + options_.claim_timeout;
   metrics_->admitted->Add();
   LogEvent("sequence_admitted", {{"sequence_id", absl::StrCat(id)},
                                  {"request_id", ch.request_id},
@@ -266,7 +268,7 @@ absl::Status DecoderCore::Admit(Reservation reservation, SequenceInput input) {
     Finish(ch, handoff::ToProto(*finish), 0, now);
     return absl::OkStatus();
   }
-  incoming_.push_back(std::move(run));
+  (ch.attached ? incoming_ : unclaimed_).push_back(std::move(run));
   return absl::OkStatus();
 }
 
@@ -310,6 +312,15 @@ absl::StatusOr<std::unique_ptr<StreamHandle>> DecoderCore::Attach(uint64_t seque
     absl::Status error = ch->error;
     channels_.erase(sequence_id);
     return error;
+  }
+  // Claimed: an admitted sequence that was waiting for its consumer starts decoding.
+  const auto waiting = std::find_if(
+      unclaimed_.begin(), unclaimed_.end(), [ch](const std::unique_ptr<Running>& r) {
+        return r->id == ch->id && r->serial == ch->serial;
+      });
+  if (waiting != unclaimed_.end()) {
+    incoming_.push_back(std::move(*waiting));
+    unclaimed_.erase(waiting);
   }
   return std::unique_ptr<StreamHandle>(new StreamHandle(this, sequence_id));
 }
@@ -420,7 +431,7 @@ void DecoderCore::Finish(Channel& ch, v1::FinishReason reason, int64_t tokens_ge
     reserved_bytes_ -= ch.kv_bytes;
     UpdateGauges();
   }
-  if (!ch.attached) ch.claim_deadline = std::min(ch.claim_deadline, now + options_.sequence_wait);
+  if (!ch.attached) ch.claim_deadline = std::min(ch.claim_deadline, now + options_.claim_timeout);
   (reason == v1::FINISH_REASON_CANCELLED ? metrics_->cancelled : metrics_->finished)->Add();
   LogEvent("sequence_finished", {{"sequence_id", absl::StrCat(ch.id)},
                                  {"request_id", ch.request_id},
@@ -453,9 +464,11 @@ void DecoderCore::DropUnclaimed() {
       Finish(ch, v1::FINISH_REASON_CANCELLED, ch.tokens_generated, ch.admitted);
     }
     metrics_->dropped->Add();
-    LogEvent("sequence_dropped", {{"sequence_id", absl::StrCat(it->first)},
-                                  {"request_id", ch.request_id},
-                                  {"reason", "no Stream attached in time"}});
+    LogEvent("sequence_dropped",
+             {{"sequence_id", absl::StrCat(it->first)},
+              {"request_id", ch.request_id},
+              {"reason", "no Stream claimed it within the claim timeout"},
+              {"claim_timeout_ms", absl::StrCat(absl::ToInt64Milliseconds(options_.claim_timeout))}});
     it = channels_.erase(it);
   }
 }
@@ -483,18 +496,20 @@ void DecoderCore::Loop() {
   }
 }
 
-// Between steps: newly admitted sequences join, cancelled or collected ones leave (their
-// KV is freed here), and unclaimed ones past their deadline are dropped.
+// Between steps: newly claimed sequences join, cancelled or collected ones leave (their
+// KV is freed here, after the lock), and unclaimed ones past their deadline are dropped.
 void DecoderCore::TakeIncoming(std::vector<std::unique_ptr<Running>>& batch) {
   std::vector<std::unique_ptr<Running>> leaving;
   absl::MutexLock lock(&mu_);
   DropUnclaimed();
   for (auto& r : incoming_) batch.push_back(std::move(r));
   incoming_.clear();
-  for (auto& r : batch) {
-    if (LiveChannel(*r) == nullptr) leaving.push_back(std::move(r));
+  for (std::vector<std::unique_ptr<Running>>* list : {&batch, &unclaimed_}) {
+    for (auto& r : *list) {
+      if (LiveChannel(*r) == nullptr) leaving.push_back(std::move(r));
+    }
+    std::erase_if(*list, [](const std::unique_ptr<Running>& r) { return r == nullptr; });
   }
-  std::erase_if(batch, [](const std::unique_ptr<Running>& r) { return r == nullptr; });
 }
 
 void DecoderCore::Step(std::vector<std::unique_ptr<Running>>& batch) {

@@ -8,6 +8,10 @@
 // Output goes into a per-sequence buffer of TokenEvents that one consumer drains through a
 // StreamHandle.
 //
+// A sequence is decoded only once a consumer has claimed it (Attach): one that nobody
+// claims within DecoderOptions::claim_timeout is dropped having used no decode step, so
+// a sender that hands off and never streams costs a slot for that long, not a generation.
+//
 // Ownership: the core owns each sequence's KvCache from Admit until it finishes, is
 // cancelled or is dropped, and frees it then. Thread safety: every public method may be
 // called from any thread; one internal thread runs the decode loop.
@@ -43,9 +47,10 @@ namespace blockserve::decoder {
 struct DecoderOptions {
   int64_t max_active_sequences = 64;        // receiving + decoding
   int64_t max_kv_bytes = int64_t{4} << 30;  // KV a sequence can reach, summed
-  // How long Attach waits for a sequence that has not arrived, and how long an admitted
-  // sequence waits for its consumer before it is dropped.
-  absl::Duration sequence_wait = absl::Seconds(30);
+  // How long an admitted sequence (or the final event of one that ended) waits for a
+  // consumer to claim it. An unclaimed sequence is not decoded: it holds its slot and KV
+  // but joins the batch only once claimed, and is dropped when this runs out.
+  absl::Duration claim_timeout = absl::Seconds(5);
   std::string served_by;               // DecodeStats.served_by
   MetricsRegistry* metrics = nullptr;  // optional
 };
@@ -118,18 +123,20 @@ class DecoderCore {
   // max_kv_bytes; INVALID_ARGUMENT for id 0.
   absl::StatusOr<Reservation> Reserve(uint64_t sequence_id, int64_t prompt_tokens,
                                       int64_t max_new_tokens);
-  // Starts decoding a reserved sequence (it joins the batch before the next step).
-  // `input.sequence_id` must be the reservation's. CANCELLED if it was cancelled while
-  // being received; INVALID_ARGUMENT for a first token outside the vocabulary or a prompt
-  // KV of the wrong shape.
+  // Admits a reserved sequence: it joins the batch before the next step once it is
+  // claimed (at once when a consumer is already attached). `input.sequence_id` must be
+  // the reservation's. CANCELLED if it was cancelled while being received;
+  // INVALID_ARGUMENT for a first token outside the vocabulary or a prompt KV of the
+  // wrong shape.
   absl::Status Admit(Reservation reservation, SequenceInput input);
   // Reserve + Admit.
   absl::Status Admit(SequenceInput input);
 
-  // Claims the output of `sequence_id`, waiting up to `wait` for it to arrive (and, once
-  // its KV is being received, until it is admitted). NOT_FOUND when it did not arrive or
-  // was already collected; ALREADY_EXISTS when another consumer holds it; UNAVAILABLE
-  // when its handoff broke; CANCELLED when `cancelled` (polled) returns true.
+  // Claims the output of `sequence_id` (an admitted sequence starts decoding now),
+  // waiting up to `wait` for it to arrive (and, once its KV is being received, until it
+  // is admitted). NOT_FOUND when it did not arrive or was already collected;
+  // ALREADY_EXISTS when another consumer holds it; UNAVAILABLE when its handoff broke;
+  // CANCELLED when `cancelled` (polled) returns true.
   absl::StatusOr<std::unique_ptr<StreamHandle>> Attach(uint64_t sequence_id, absl::Duration wait,
                                                        std::function<bool()> cancelled = nullptr);
 
@@ -181,7 +188,10 @@ class DecoderCore {
 
   mutable absl::Mutex mu_;
   std::map<uint64_t, std::unique_ptr<Channel>> channels_ ABSL_GUARDED_BY(mu_);
+  // Admitted and claimed, waiting to join the batch.
   std::vector<std::unique_ptr<Running>> incoming_ ABSL_GUARDED_BY(mu_);
+  // Admitted but not claimed yet: not decoded (Attach moves one to incoming_).
+  std::vector<std::unique_ptr<Running>> unclaimed_ ABSL_GUARDED_BY(mu_);
   int64_t active_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t admissions_ ABSL_GUARDED_BY(mu_) = 0;

@@ -372,15 +372,38 @@ TEST_F(DecoderCoreTest, SecondAttachIsAlreadyExists) {
   EXPECT_EQ(core.Attach(12, absl::Seconds(5)).status().code(), absl::StatusCode::kAlreadyExists);
 }
 
-TEST_F(DecoderCoreTest, UnclaimedSequenceIsDropped) {
-  DecoderCore core(*engine_, {.sequence_wait = absl::Milliseconds(100)});
+TEST_F(DecoderCoreTest, UnclaimedSequenceIsDroppedWithoutBeingDecoded) {
+  MetricsRegistry metrics;
+  DecoderCore core(*engine_, {.claim_timeout = absl::Milliseconds(300), .metrics = &metrics});
   Request r;
-  r.stop = {/*max_new_tokens=*/1000, /*ignore_eos=*/true, {}, {}};
+  r.stop = {/*max_new_tokens=*/200, /*ignore_eos=*/true, {}, {}};
   Output out;
   ASSERT_TRUE(core.Admit(Prefill(*engine_, 13, Prompt(r), r, &out)).ok());
-  absl::SleepFor(absl::Milliseconds(400));
+  EXPECT_EQ(core.active_sequences(), 1);
+  const absl::Time give_up = absl::Now() + absl::Seconds(5);
+  while (core.active_sequences() > 0 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   EXPECT_EQ(core.active_sequences(), 0);
+  EXPECT_EQ(core.reserved_kv_bytes(), 0);
+  EXPECT_EQ(metrics.GetCounter("blockserve_decoder_sequences_dropped_total", "")->value(), 1);
+  // Not one decode step ran for it (a free run would sample 199 tokens).
+  EXPECT_EQ(metrics.GetCounter("blockserve_decoder_tokens_generated_total", "")->value(), 0);
   EXPECT_EQ(core.Attach(13, absl::ZeroDuration()).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(DecoderCoreTest, SequenceClaimedAfterItArrivedIsDecodedFromTheClaimOn) {
+  MetricsRegistry metrics;
+  DecoderCore core(*engine_, {.metrics = &metrics});
+  Request r;
+  r.stop = {/*max_new_tokens=*/30, /*ignore_eos=*/true, {}, {}};
+  Output out;
+  ASSERT_TRUE(core.Admit(Prefill(*engine_, 16, Prompt(r), r, &out)).ok());
+  absl::SleepFor(absl::Milliseconds(100));  // the decode loop runs meanwhile, without it
+  EXPECT_EQ(metrics.GetCounter("blockserve_decoder_tokens_generated_total", "")->value(), 0);
+  Drain(core, 16, &out);
+  ExpectSameAsGenerate(*engine_, r, out);
+  EXPECT_EQ(out.stats.tokens_generated(), 29u);
 }
 
 TEST_F(DecoderCoreTest, BrokenHandoffIsUnavailableToAWaitingStream) {

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <thread>
 
 #include "engine/generate.h"
@@ -16,6 +17,18 @@ namespace {
 namespace v1 = ::blockserve::v1;
 
 constexpr absl::Duration kWait = absl::Milliseconds(300);
+// The lease of the tests that wait for it; the others get one that never runs out.
+constexpr absl::Duration kShortLease = absl::Milliseconds(300);
+
+// Polls `done` until it holds or 5 s pass.
+bool PollUntil(const std::function<bool()>& done) {
+  const absl::Time give_up = absl::Now() + absl::Seconds(5);
+  while (!done()) {
+    if (absl::Now() >= give_up) return false;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return true;
+}
 
 // A decoder served in-process on 127.0.0.1 (port 0), and a client stub.
 class DecoderServiceTest : public ::testing::Test {
@@ -32,13 +45,17 @@ class DecoderServiceTest : public ::testing::Test {
 
   void SetUp() override { Start({}); }
 
-  void Start(DecoderOptions options) {
+  void Start(DecoderOptions options, absl::Duration lease = absl::Seconds(60)) {
     server_.reset();
     service_.reset();
-    options.sequence_wait = kWait;
+    metrics_ = std::make_unique<MetricsRegistry>();
+    options.claim_timeout = kWait;
+    options.metrics = metrics_.get();
     core_ = std::make_unique<DecoderCore>(*engine_, options);
-    service_ = std::make_unique<DecoderService>(*engine_, *core_,
-                                                DecoderServiceOptions{.sequence_wait = kWait});
+    service_ = std::make_unique<DecoderService>(
+        *engine_, *core_,
+        DecoderServiceOptions{
+            .sequence_wait = kWait, .handoff_lease = lease, .metrics = metrics_.get()});
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -54,6 +71,7 @@ class DecoderServiceTest : public ::testing::Test {
     server_.reset();
     service_.reset();
     core_.reset();
+    metrics_.reset();
   }
 
   // What the prefill sends: the AcceptSequence chunks of a prompt and its first token.
@@ -130,7 +148,10 @@ class DecoderServiceTest : public ::testing::Test {
     return out;
   }
 
+  double Counter(const std::string& name) { return metrics_->GetCounter(name, "")->value(); }
+
   static engine::Engine* engine_;
+  std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<DecoderCore> core_;
   std::unique_ptr<DecoderService> service_;
   std::unique_ptr<grpc::Server> server_;
@@ -212,6 +233,62 @@ TEST_F(DecoderServiceTest, FullDecoderIsResourceExhausted) {
   long_run.set_ignore_eos(true);
   ASSERT_TRUE(Send(Prefill(40, long_run).chunks).ok());
   EXPECT_EQ(Send(Prefill(41, long_run).chunks).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST_F(DecoderServiceTest, StalledHandoffsLoseTheirSlotsWhenTheLeaseRunsOut) {
+  Start({.max_active_sequences = 2}, kShortLease);
+  v1::SamplingParams long_run = Greedy(1000);
+  long_run.set_ignore_eos(true);
+  // Two senders take every slot with a header and then send nothing more.
+  struct Stalled {
+    grpc::ClientContext ctx;
+    v1::AcceptSequenceResponse response;
+    std::unique_ptr<grpc::ClientWriter<v1::KvChunk>> writer;
+  };
+  std::vector<std::unique_ptr<Stalled>> stalled;
+  const absl::Time start = absl::Now();
+  for (uint64_t id : {71, 72}) {
+    auto s = std::make_unique<Stalled>();
+    // Only a bound for the test, should the decoder hold the stream for ever.
+    s->ctx.set_deadline(absl::ToChronoTime(start + absl::Seconds(20)));
+    s->writer = stub_->AcceptSequence(&s->ctx, &s->response);
+    ASSERT_TRUE(s->writer->Write(Prefill(id, long_run).chunks[0]));
+    stalled.push_back(std::move(s));
+  }
+  ASSERT_TRUE(PollUntil([&] { return core_->active_sequences() == 2; }));
+  const Handoff fresh = Prefill(73, Greedy(8));
+  EXPECT_EQ(Send(fresh.chunks).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  for (const auto& s : stalled) {
+    const grpc::Status status = s->writer->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    EXPECT_NE(status.error_message().find("did not arrive within the handoff lease"),
+              std::string::npos)
+        << status.error_message();
+  }
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_EQ(core_->active_sequences(), 0);
+  EXPECT_EQ(core_->reserved_kv_bytes(), 0);
+  EXPECT_EQ(Counter("blockserve_decoder_handoff_lease_expired_total"), 2);
+
+  // The freed slots take a fresh handoff, which is decoded to its end.
+  ASSERT_TRUE(Send(fresh.chunks).ok());
+  const Streamed decoded = StreamAll(73);
+  ASSERT_TRUE(decoded.status.ok()) << decoded.status.error_message();
+  EXPECT_EQ(decoded.finish, v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(decoded.tokens.size(), 7u);
+}
+
+TEST_F(DecoderServiceTest, HandoffWithoutAHeaderEndsWhenTheLeaseRunsOut) {
+  Start({}, kShortLease);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  v1::AcceptSequenceResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::KvChunk>> writer = stub_->AcceptSequence(&ctx, &response);
+  const grpc::Status status = writer->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_NE(status.error_message().find("handoff lease"), std::string::npos)
+      << status.error_message();
 }
 
 TEST_F(DecoderServiceTest, StreamOnUnknownIdIsNotFoundAfterTheWait) {

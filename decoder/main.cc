@@ -27,8 +27,14 @@ ABSL_FLAG(int64_t, max_kv_bytes, int64_t{4} << 30,
           "Bound on the KV memory the active sequences can reach (prompt + max_new_tokens, fp32); "
           "more → RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, sequence_wait_ms, 30000,
-          "How long Stream waits for a sequence that has not arrived (then NOT_FOUND), and how "
-          "long a sequence waits for its Stream before it is dropped.");
+          "How long Stream waits for a sequence that has not arrived yet (then NOT_FOUND).");
+ABSL_FLAG(int64_t, claim_timeout_ms, 5000,
+          "How long an arrived sequence waits for its Stream. It is not decoded until a Stream "
+          "claims it; unclaimed after this, it is dropped and its slot and KV freed.");
+ABSL_FLAG(int64_t, handoff_lease_ms, 5000,
+          "How long an AcceptSequence call may take, from its start until all of its KV has "
+          "arrived; then the sequence is dropped, its slot and KV freed, and the call ends "
+          "DEADLINE_EXCEEDED. Must cover the transfer of the largest KV a prefill hands off.");
 ABSL_FLAG(int64_t, default_max_new_tokens, 256,
           "max_new_tokens of requests that leave it unset (must match the prefill's).");
 ABSL_FLAG(int64_t, max_new_tokens_limit, 4096,
@@ -48,6 +54,13 @@ int main(int argc, char** argv) {
       ServerOptionsFromFlags("decoder", absl::GetFlag(FLAGS_port), security::Role::kDecoder);
   if (!server.ok()) return FailToStart("flags", server.status());
   ServerOptions& options = *server;
+  const absl::Duration claim_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_claim_timeout_ms));
+  const absl::Duration lease = absl::Milliseconds(absl::GetFlag(FLAGS_handoff_lease_ms));
+  if (claim_timeout <= absl::ZeroDuration() || lease <= absl::ZeroDuration()) {
+    return FailToStart(
+        "checking flags",
+        absl::InvalidArgumentError("--claim_timeout_ms and --handoff_lease_ms must be positive"));
+  }
   absl::StatusOr<std::unique_ptr<engine::Engine>> engine = LoadEngineFromFlags();
   if (!engine.ok()) return FailToStart("loading the model", engine.status());
   LogEvent("model_loaded",
@@ -61,10 +74,13 @@ int main(int argc, char** argv) {
   decoder::DecoderCore core(**engine,
                             {.max_active_sequences = absl::GetFlag(FLAGS_max_active_sequences),
                              .max_kv_bytes = absl::GetFlag(FLAGS_max_kv_bytes),
-                             .sequence_wait = wait,
+                             .claim_timeout = claim_timeout,
                              .metrics = &metrics});
-  decoder::DecoderService service(
-      **engine, core, {.sequence_wait = wait, .max_new_tokens = policy, .metrics = &metrics});
+  decoder::DecoderService service(**engine, core,
+                                  {.sequence_wait = wait,
+                                   .handoff_lease = lease,
+                                   .max_new_tokens = policy,
+                                   .metrics = &metrics});
 
   options.on_listening = [&core](int port) {
     core.set_served_by(AdvertisedAddress(port));

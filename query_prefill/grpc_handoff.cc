@@ -1,30 +1,8 @@
 #include "query_prefill/grpc_handoff.h"
 
-#include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 
 namespace blockserve::query_prefill {
-namespace {
-
-// The decoder's answer as the prefill reports it (see KvHandoff::Send).
-absl::Status HandoffError(const std::string& address, const grpc::Status& s) {
-  const std::string message =
-      absl::StrCat("handoff to decoder ", address, ": ", s.error_message());
-  switch (s.error_code()) {
-    case grpc::StatusCode::UNIMPLEMENTED:
-    case grpc::StatusCode::UNKNOWN:
-    case grpc::StatusCode::ABORTED:
-    case grpc::StatusCode::DATA_LOSS:
-      return absl::UnavailableError(message);
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return absl::FailedPreconditionError(
-          absl::StrCat(message, " (the decoder rejected a sequence the prefill accepted)"));
-    default:
-      return FromGrpcStatus(grpc::Status(s.error_code(), message));
-  }
-}
-
-}  // namespace
 
 std::shared_ptr<grpc::Channel> GrpcKvHandoff::Channel(const std::string& address) {
   absl::MutexLock lock(&mu_);
@@ -56,11 +34,8 @@ absl::Status GrpcKvHandoff::Send(const std::string& decoder_address,
       [&](const v1::KvChunk& chunk) { return writer->Write(chunk); });
   if (sent_all) writer->WritesDone();
   const grpc::Status status = writer->Finish();
-  if (!status.ok()) return HandoffError(decoder_address, status);
-  if (!sent_all) {
-    return absl::UnavailableError(absl::StrCat("handoff to decoder ", decoder_address,
-                                               ": the decoder ended the stream early"));
-  }
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (!sent_all) return absl::UnavailableError("the decoder ended the stream early");
   return absl::OkStatus();
 }
 

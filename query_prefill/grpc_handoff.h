@@ -33,11 +33,9 @@ class KvHandoff {
   // `decoder_address` ("host:port"). `header` carries sequence_id, model_fingerprint,
   // first_token_id, sampling and request_id; the shape, dtype and token fields are
   // filled from `kv` by the transport. Returns once the decoder has accepted the whole
-  // sequence, or with: UNAVAILABLE (decoder unreachable, not a decoder, or the transfer
-  // broke), DEADLINE_EXCEEDED (`deadline` passed), or the decoder's own refusal
-  // (RESOURCE_EXHAUSTED, ALREADY_EXISTS, FAILED_PRECONDITION; an INVALID_ARGUMENT from
-  // the decoder becomes FAILED_PRECONDITION, since the prefill already validated the
-  // request and the two disagree on limits).
+  // sequence; otherwise an error whose code and message say what went wrong, for the
+  // prefill's log (the prefill's caller learns only "decoder unavailable",
+  // prefill_core.h).
   virtual absl::Status Send(const std::string& decoder_address,
                             const v1::SequenceHeader& header, const engine::KvCache& kv,
                             absl::Time deadline) = 0;

@@ -2,9 +2,13 @@
 // configured KV store, and serves prefills that hand their KV to decoders (README.md).
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/server.h"
@@ -23,6 +27,11 @@ ABSL_FLAG(int64_t, default_max_new_tokens, 256,
           "max_new_tokens of a request that leaves it unset (keep equal to the decoder's)");
 ABSL_FLAG(int64_t, max_new_tokens_limit, 4096,
           "largest max_new_tokens a request may ask for (keep equal to the decoder's)");
+ABSL_FLAG(std::vector<std::string>, allowed_decoders, {},
+          "comma-separated host:port of the decoders a request may hand its KV to, written as "
+          "requests name them (the router's --decoder list); another address is refused with "
+          "UNAVAILABLE before any connection. Empty: any address (then only the decoders' TLS "
+          "certificates can tell the deployment's decoders from others)");
 
 namespace bs = blockserve;
 
@@ -52,10 +61,18 @@ int main(int argc, char** argv) {
   core_options.max_passages = absl::GetFlag(FLAGS_max_passages);
   core_options.max_new_tokens = {absl::GetFlag(FLAGS_default_max_new_tokens),
                                  absl::GetFlag(FLAGS_max_new_tokens_limit)};
+  for (const std::string& entry : absl::GetFlag(FLAGS_allowed_decoders)) {
+    const absl::string_view address = absl::StripAsciiWhitespace(entry);
+    if (!address.empty()) core_options.allowed_decoders.insert(std::string(address));
+  }
   bs::query_prefill::PrefillCore core(*stack->cache, handoff, metrics, core_options);
   bs::query_prefill::PrefillService service(core);
-  bs::LogEvent("ready", {{"model_fingerprint", core.fingerprint_hex()},
-                         {"kv_store", stack->store_description}});
+  bs::LogEvent("ready",
+               {{"model_fingerprint", core.fingerprint_hex()},
+                {"kv_store", stack->store_description},
+                {"allowed_decoders", core_options.allowed_decoders.empty()
+                                         ? "any"
+                                         : absl::StrJoin(core_options.allowed_decoders, ",")}});
 
   options.on_listening = [&core](int port) {
     const std::string advertise = bs::AdvertisedAddress(port);

@@ -14,6 +14,27 @@
 #include "engine/stopwatch.h"
 
 namespace blockserve::query_prefill {
+namespace {
+
+// The decoder address is the caller's text: the log keeps this much of it.
+constexpr size_t kMaxLoggedAddressBytes = 256;
+
+// The caller's answer when a decoder is not allowed, cannot be reached or does not take
+// the sequence (see the file comment): UNAVAILABLE, retryable (the router places the
+// request again), with a fixed message; `detail` is logged. A decoder's own refusal
+// (full, another model, an id in use) is folded in too: an address that is no decoder
+// could answer with any of those codes.
+absl::Status DecoderUnavailable(const std::string& request_id, const std::string& address,
+                                const absl::Status& detail) {
+  LogEvent("decoder_unavailable", {{"request_id", request_id},
+                                   {"decoder", address.substr(0, kMaxLoggedAddressBytes)},
+                                   {"code", absl::StatusCodeToString(detail.code())},
+                                   {"error", std::string(detail.message())}});
+  return absl::UnavailableError("decoder unavailable");
+}
+
+}  // namespace
+
 // What Validate made of a request: resolved options, ready to run.
 struct PrefillCore::Plan {
   std::string request_id;
@@ -114,6 +135,11 @@ absl::StatusOr<PrefillCore::Plan> PrefillCore::Validate(const v1::PrefillRequest
   if (!plan.decoder_address.empty() && target.transport() == v1::HANDOFF_NCCL) {
     return absl::FailedPreconditionError(
         "HANDOFF_NCCL is not available on this prefill yet; use HANDOFF_GRPC_STREAM");
+  }
+  if (!plan.decoder_address.empty() && !options_.allowed_decoders.empty() &&
+      !options_.allowed_decoders.contains(plan.decoder_address)) {
+    return DecoderUnavailable(plan.request_id, plan.decoder_address,
+                              absl::PermissionDeniedError("not in --allowed_decoders"));
   }
   plan.sequence_id = target.sequence_id();
   while (plan.sequence_id == 0) {
@@ -249,7 +275,7 @@ absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& r
   Stopwatch handoff;
   if (absl::Status s = handoff_.Send(plan->decoder_address, header, prefill->cache, deadline);
       !s.ok()) {
-    return s;
+    return DecoderUnavailable(plan->request_id, plan->decoder_address, s);
   }
   stats.set_handoff_ms(handoff.ElapsedMs());
   stats.set_kv_bytes_handed_off(prefill->cache.bytes());

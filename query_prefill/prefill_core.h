@@ -18,6 +18,14 @@
 //      == 1, context full): then answer with finish_reason and make no handoff.
 //   6. Otherwise hand the sequence (header + KV) to the request's decoder via KvHandoff.
 //
+// Decoders: a request may name only a decoder in PrefillCoreOptions::allowed_decoders
+// (when that is not empty); another address is refused in step 1, before anything is
+// computed or dialled. Every failure to reach a decoder or hand it the sequence, and
+// that refusal, answer the caller UNAVAILABLE "decoder unavailable" and nothing else;
+// the address and the transport's error go to the log ("decoder_unavailable"). Echoed
+// back, they would let a caller tell a closed port from another kind of server or an
+// unreachable host: the prefill would be a port scanner of its network.
+//
 // Thread-safe: requests may run concurrently (the engine serializes its compute).
 #ifndef BLOCKSERVE_QUERY_PREFILL_PREFILL_CORE_H_
 #define BLOCKSERVE_QUERY_PREFILL_PREFILL_CORE_H_
@@ -25,6 +33,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -43,6 +52,10 @@ struct PrefillCoreOptions {
   int max_passages = 64;
   // Default and limit of SamplingParams.max_new_tokens (same flags as the decoder's).
   handoff::MaxNewTokensPolicy max_new_tokens;
+  // The decoders requests may name, as "host:port" exactly as they name them (flag
+  // --allowed_decoders). Empty: any address; which decoders are the deployment's can
+  // then only be told by their TLS certificates (the mTLS work of issue 14).
+  absl::flat_hash_set<std::string> allowed_decoders;
 };
 
 class PrefillCore {

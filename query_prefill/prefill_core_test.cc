@@ -1,9 +1,5 @@
 #include "query_prefill/prefill_core.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <functional>
 #include <memory>
 
@@ -17,6 +13,7 @@
 #include "kv_store/shm_store.h"
 #include "kv_store/source.h"
 #include "query_prefill/testing/fake_decoder.h"
+#include "query_prefill/testing/not_a_decoder.h"
 
 namespace blockserve::query_prefill {
 namespace {
@@ -44,17 +41,20 @@ class RecordingHandoff final : public KvHandoff {
   std::vector<engine::KvCache> kvs;
 };
 
-// A local port with nothing listening on it.
-int ClosedPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
+// A handoff that fails with a given status, as a transport would report it.
+class FailingHandoff final : public KvHandoff {
+ public:
+  absl::Status Send(const std::string&, const v1::SequenceHeader&, const engine::KvCache&,
+                    absl::Time) override {
+    return status;
+  }
+  absl::Status status;
+};
+
+// What the caller of a prefill whose handoff failed must get, whatever the failure.
+void ExpectDecoderUnavailable(const absl::Status& status) {
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_EQ(std::string(status.message()), "decoder unavailable");
 }
 
 void ExpectSameKv(const engine::KvCache& got, const engine::KvCache& want) {
@@ -90,10 +90,12 @@ class PrefillCoreTest : public ::testing::Test {
     store_.reset();
   }
 
-  std::unique_ptr<PrefillCore> MakeCore(KvHandoff& handoff) {
+  std::unique_ptr<PrefillCore> MakeCore(KvHandoff& handoff,
+                                        absl::flat_hash_set<std::string> allowed_decoders = {}) {
     PrefillCoreOptions o;
     o.max_passages = 8;
     o.max_new_tokens = {.default_max_new_tokens = 16, .max_new_tokens_limit = 64};
+    o.allowed_decoders = std::move(allowed_decoders);
     return std::make_unique<PrefillCore>(*cache_, handoff, metrics_, o);
   }
 
@@ -463,11 +465,53 @@ TEST_F(PrefillCoreTest, HandoffToAnUnreachableDecoderIsUnavailableAndFast) {
   std::unique_ptr<PrefillCore> core = MakeCore(grpc_handoff);
   v1::PrefillRequest request = InlineRequest();
   request.mutable_sampling()->set_ignore_eos(true);
-  request.mutable_decoder()->set_address(absl::StrCat("127.0.0.1:", ClosedPort()));
+  request.mutable_decoder()->set_address(ClosedLoopbackAddress());
   const absl::Time start = absl::Now();
   absl::StatusOr<v1::PrefillResponse> r = core->Prefill(request, start + absl::Seconds(5));
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  ExpectDecoderUnavailable(r.status());
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(PrefillCoreTest, DecoderOutsideTheAllowedSetIsRefusedBeforeAnyWork) {
+  core_ = MakeCore(recording_, {"decoder-0:1234", "decoder-1:1234"});
+  v1::PrefillRequest request = InlineRequest();
+  request.mutable_sampling()->set_ignore_eos(true);
+  for (const std::string address : {"decoder-2:1234", "decoder-0:12345", "decoder-0"}) {
+    request.mutable_decoder()->set_address(address);
+    ExpectDecoderUnavailable(core_->Prefill(request).status());
+  }
+  EXPECT_TRUE(recording_.headers.empty());
+
+  request.mutable_decoder()->set_address("decoder-1:1234");
+  absl::StatusOr<v1::PrefillResponse> allowed = core_->Prefill(request);
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  // The refused requests computed nothing: no block of theirs was written back.
+  EXPECT_EQ(allowed->stats().cache_hits(), 0u);
+  EXPECT_GT(allowed->stats().cache_misses(), 0u);
+  ASSERT_EQ(recording_.addresses.size(), 1u);
+  EXPECT_EQ(recording_.addresses[0], "decoder-1:1234");
+}
+
+TEST_F(PrefillCoreTest, EveryHandoffFailureIsDecoderUnavailable) {
+  FailingHandoff failing;
+  std::unique_ptr<PrefillCore> core = MakeCore(failing);
+  v1::PrefillRequest request = InlineRequest();
+  request.mutable_sampling()->set_ignore_eos(true);
+  request.mutable_decoder()->set_address("decoder-0:1234");
+  for (const absl::Status& failure : {
+           absl::UnavailableError("failed to connect to all addresses; Connection refused"),
+           absl::UnavailableError("Trying to connect an http1.x server"),
+           absl::InternalError("Received RST_STREAM with error code 2"),
+           absl::UnimplementedError(""),
+           absl::DeadlineExceededError("the KV did not arrive within the handoff lease"),
+           absl::ResourceExhaustedError("decoder is full: 64 of 64 sequences active"),
+           absl::FailedPreconditionError("model fingerprint mismatch"),
+           absl::AlreadyExistsError("sequence 5 is already in use"),
+           absl::InvalidArgumentError("max_new_tokens over the limit"),
+       }) {
+    failing.status = failure;
+    ExpectDecoderUnavailable(core->Prefill(request, absl::Now() + absl::Seconds(30)).status());
+  }
 }
 
 class GrpcHandoffTest : public PrefillCoreTest {
@@ -504,29 +548,21 @@ TEST_F(GrpcHandoffTest, FakeDecoderReassemblesTheExactPrefillKv) {
   ExpectSameKv(received[0].kv, Reference({}).cache);
 }
 
-TEST_F(GrpcHandoffTest, DecoderRefusalKeepsItsCode) {
-  FakeDecoder decoder(DecoderExpect());
-  decoder.RefuseWith(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "decoder KV memory full"));
-  GrpcKvHandoff grpc_handoff;
-  std::unique_ptr<PrefillCore> core = MakeCore(grpc_handoff);
-  v1::PrefillRequest request = InlineRequest();
-  request.mutable_sampling()->set_ignore_eos(true);
-  request.mutable_decoder()->set_address(decoder.address());
-  EXPECT_EQ(core->Prefill(request, absl::Now() + absl::Seconds(30)).status().code(),
-            absl::StatusCode::kResourceExhausted);
-}
-
-TEST_F(GrpcHandoffTest, DecoderWithAnotherModelIsFailedPrecondition) {
+TEST_F(GrpcHandoffTest, DecoderRefusalsAreDecoderUnavailable) {
+  // A full decoder, and one that serves another model.
+  FakeDecoder full(DecoderExpect());
+  full.RefuseWith(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "decoder KV memory full"));
   handoff::SequenceAssembler::Expect other = DecoderExpect();
   other.model_fingerprint_hex = "0123456789abcdef";
-  FakeDecoder decoder(other);
+  FakeDecoder other_model(other);
   GrpcKvHandoff grpc_handoff;
   std::unique_ptr<PrefillCore> core = MakeCore(grpc_handoff);
   v1::PrefillRequest request = InlineRequest();
   request.mutable_sampling()->set_ignore_eos(true);
-  request.mutable_decoder()->set_address(decoder.address());
-  EXPECT_EQ(core->Prefill(request, absl::Now() + absl::Seconds(30)).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  for (const FakeDecoder* decoder : {&full, &other_model}) {
+    request.mutable_decoder()->set_address(decoder->address());
+    ExpectDecoderUnavailable(core->Prefill(request, absl::Now() + absl::Seconds(30)).status());
+  }
 }
 
 }  // namespace

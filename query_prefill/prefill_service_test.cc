@@ -15,6 +15,7 @@
 #include "kv_store/shm_store.h"
 #include "query_prefill/grpc_handoff.h"
 #include "query_prefill/testing/fake_decoder.h"
+#include "query_prefill/testing/not_a_decoder.h"
 
 namespace blockserve::query_prefill {
 namespace {
@@ -26,7 +27,14 @@ class PrefillServiceTest : public ::testing::Test {
     store_ = blocks::testing::OpenTestShmStore(*engine_, engine::DType::kBF16);
     ASSERT_NE(store_, nullptr);
     cache_ = std::make_unique<blocks::BlockCache>(*engine_, *store_);
-    core_ = std::make_unique<PrefillCore>(*cache_, handoff_, metrics_, PrefillCoreOptions{});
+    Start({});
+  }
+  // (Re)starts the server over a core with `options`.
+  void Start(PrefillCoreOptions options) {
+    if (server_ != nullptr) server_->Shutdown();
+    server_.reset();
+    service_.reset();
+    core_ = std::make_unique<PrefillCore>(*cache_, handoff_, metrics_, std::move(options));
     core_->set_served_by("prefill-test:1");
     service_ = std::make_unique<PrefillService>(*core_);
 
@@ -111,11 +119,23 @@ TEST_F(PrefillServiceTest, NcclHandoffIsFailedPrecondition) {
   EXPECT_EQ(Call(request, &response).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
-TEST_F(PrefillServiceTest, UnreachableDecoderIsUnavailable) {
-  v1::PrefillRequest request = Request();
-  request.mutable_decoder()->set_address("127.0.0.1:1");  // nothing listens on port 1
-  v1::PrefillResponse response;
-  EXPECT_EQ(Call(request, &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+TEST_F(PrefillServiceTest, ClosedPortHttpServerAndUnlistedAddressGetOneAnswer) {
+  const std::string closed = ClosedLoopbackAddress();
+  HttpServer http;
+  HttpServer unlisted;
+  PrefillCoreOptions options;
+  options.allowed_decoders = {closed, http.address()};
+  Start(options);
+  for (const std::string& address : {closed, http.address(), unlisted.address()}) {
+    v1::PrefillRequest request = Request();
+    request.mutable_decoder()->set_address(address);
+    v1::PrefillResponse response;
+    const grpc::Status s = Call(request, &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << address;
+    EXPECT_EQ(s.error_message(), "decoder unavailable") << address;
+  }
+  EXPECT_GT(http.connections(), 0);      // it was dialled, and answered
+  EXPECT_EQ(unlisted.connections(), 0);  // refused before any connection
 }
 
 }  // namespace
