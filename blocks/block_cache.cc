@@ -68,7 +68,8 @@ absl::StatusOr<std::vector<int32_t>> BlockCache::PassageTokens(const v1::Passage
   return PassageContentTokens(engine_.tokenizer(), engine_.config(), passage);
 }
 
-absl::Status BlockCache::Fetch(absl::Span<PromptBlock> blocks, CacheStats& stats) {
+absl::Status BlockCache::Fetch(absl::Span<PromptBlock> blocks, CacheStats& stats,
+                               LoadFailurePolicy on_load_failure) {
   std::vector<kv_store::BlockKey> keys;
   std::vector<PromptBlock*> fetched;  // the block of keys[i]
   for (PromptBlock& b : blocks) {
@@ -80,13 +81,22 @@ absl::Status BlockCache::Fetch(absl::Span<PromptBlock> blocks, CacheStats& stats
   if (keys.empty()) return absl::OkStatus();
   std::vector<absl::StatusOr<engine::KvCache>> values = store_.GetMany(keys);
   for (size_t i = 0; i < fetched.size(); ++i) {
-    if (absl::Status s = Take(*fetched[i], std::move(values[i]), stats); !s.ok()) return s;
+    if (absl::Status s = Take(*fetched[i], std::move(values[i]), stats, on_load_failure);
+        !s.ok()) {
+      return s;
+    }
   }
   return absl::OkStatus();
 }
 
 absl::Status BlockCache::Take(PromptBlock& b, absl::StatusOr<engine::KvCache> value,
-                              CacheStats& stats) {
+                              CacheStats& stats, LoadFailurePolicy on_load_failure) {
+  std::string failure;  // why a value the store should have supplied is not here
+  if (!value.ok() && !absl::IsNotFound(value.status())) {
+    failure = absl::StrCat("the KV store failed: ", value.status().message());
+  } else if (!value.ok() && !b.passage_id.empty()) {
+    failure = "its block is no longer in the KV store";
+  }
   if (value.ok()) {
     // The stored value must be this key's block: for an inline block its tokens are the
     // block's; for a named passage (tokens unknown yet) they must hash to the key.
@@ -98,6 +108,18 @@ absl::Status BlockCache::Take(PromptBlock& b, absl::StatusOr<engine::KvCache> va
       ++stats.corrupt_values;
       DropForeign(b.key);
       value = absl::NotFoundError("another block's value");
+      failure = "the stored value was another block's (removed)";
+    }
+  }
+  if (!failure.empty() && b.want_kv) {
+    ++stats.load_failures;
+    if (on_load_failure == LoadFailurePolicy::kFail) {
+      const std::string block = b.passage_id.empty()
+                                    ? absl::StrCat("inline block ", b.key.Hex())
+                                    : absl::StrCat("passage \"", b.passage_id, "\"");
+      return absl::UnavailableError(absl::StrCat(
+          "the KV of ", block, " could not be loaded: ", failure,
+          " (kv_load_failure_policy FAIL; RECOMPUTE would encode it again)"));
     }
   }
   if (!b.passage_id.empty()) {

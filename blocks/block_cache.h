@@ -52,12 +52,21 @@ struct PromptBlock {
   bool hit = false;  // kv came from the store
 };
 
+// What Fetch does when a block the store should supply cannot be loaded (the store
+// failed, its value is not the block's, a named passage's block was evicted); see
+// v1::KvLoadFailurePolicy.
+enum class LoadFailurePolicy {
+  kRecompute,  // treat it as a miss: EncodeMisses encodes it (named: from its source)
+  kFail,       // Fetch returns UNAVAILABLE naming the block and the reason
+};
+
 // What fetching and encoding a prompt's blocks cost.
 struct CacheStats {
   uint64_t kv_bytes_fetched = 0;  // values read from the store (stored size)
   uint64_t kv_bytes_written = 0;  // values written back (what the store wrote)
   int64_t passages_reencoded = 0; // named passages encoded again from their source
   int64_t corrupt_values = 0;     // stored values that were not their key's (removed)
+  int64_t load_failures = 0;      // wanted blocks the store should have supplied and did not
   double encode_flops = 0;        // model FLOPs of the blocks EncodeMisses computed
 };
 
@@ -102,8 +111,10 @@ class BlockCache {
   // (whose tokens are only in the store). A named passage whose block is gone (or wrong)
   // takes its tokens from its stored source (NotFound, saying to ingest again, when that
   // is gone or wrong too; counted in passages_reencoded). Marks the hits and fills their
-  // `kv`.
-  absl::Status Fetch(absl::Span<PromptBlock> blocks, CacheStats& stats);
+  // `kv`. A block that wants its KV and whose load failed (see LoadFailurePolicy) is
+  // counted in load_failures and, with kFail, ends the fetch with UNAVAILABLE.
+  absl::Status Fetch(absl::Span<PromptBlock> blocks, CacheStats& stats,
+                     LoadFailurePolicy on_load_failure = LoadFailurePolicy::kRecompute);
 
   // Encodes every block that wants its KV and was not a hit; with `write_back` stores it
   // (a failed write-back is logged and costs only a later miss).
@@ -128,7 +139,8 @@ class BlockCache {
   void DropForeign(const kv_store::BlockKey& key);
   // Takes `value` (the store's answer for `b`) into `b`: its tokens for a named passage,
   // its KV when wanted and it is `b`'s.
-  absl::Status Take(PromptBlock& b, absl::StatusOr<engine::KvCache> value, CacheStats& stats);
+  absl::Status Take(PromptBlock& b, absl::StatusOr<engine::KvCache> value, CacheStats& stats,
+                    LoadFailurePolicy on_load_failure);
 
   engine::Engine& engine_;
   kv_store::KvStore& store_;

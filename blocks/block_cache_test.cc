@@ -241,6 +241,64 @@ TEST_F(BlockCacheTest, AForeignBlockUnderANamedPassagesKeyIsHealedFromItsSource)
   EXPECT_EQ(healed.corrupt_values, 0);
 }
 
+// kv_load_failure_policy: a block the store should have supplied and did not is
+// encoded again by default (RECOMPUTE) and fails the request with FAIL; a block that
+// was never cached is an ordinary miss under both.
+TEST_F(BlockCacheTest, LoadFailuresAreRecomputedOrFailAsThePolicySays) {
+  const std::vector<int32_t> tokens = Tokens(kRiver);
+  const kv_store::BlockKey key = cache_->keys().BlockKeyOf("", tokens);
+  ASSERT_TRUE(store_->PutSource(key, tokens).ok());
+  ASSERT_TRUE(store_->PutPassage("elbe", key).ok());  // its block evicted
+  for (LoadFailurePolicy policy : {LoadFailurePolicy::kRecompute, LoadFailurePolicy::kFail}) {
+    std::vector<PromptBlock> blocks = {Resolved(ById("elbe"), /*want_kv=*/true),
+                                       Resolved(ByText(kCapital), /*want_kv=*/true)};
+    CacheStats stats;
+    const absl::Status s = cache_->Fetch(absl::MakeSpan(blocks), stats, policy);
+    EXPECT_EQ(stats.load_failures, 1);  // the evicted passage; the new text is a miss
+    if (policy == LoadFailurePolicy::kRecompute) {
+      EXPECT_TRUE(s.ok()) << s;
+      EXPECT_EQ(blocks[0].tokens, tokens);
+    } else {
+      EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+      EXPECT_NE(s.message().find("\"elbe\""), std::string_view::npos) << s;
+    }
+  }
+  // Not wanting the KV (full mode) is not a load failure: the tokens come from the source.
+  std::vector<PromptBlock> full = {Resolved(ById("elbe"), /*want_kv=*/false)};
+  CacheStats stats;
+  EXPECT_TRUE(cache_->Fetch(absl::MakeSpan(full), stats, LoadFailurePolicy::kFail).ok());
+  EXPECT_EQ(stats.load_failures, 0);
+
+  // A foreign value under an inline block's key.
+  absl::StatusOr<engine::KvCache> river = engine_->EncodeBlock(tokens);
+  ASSERT_TRUE(river.ok());
+  const kv_store::BlockKey capital_key = cache_->keys().BlockKeyOf("", Tokens(kCapital));
+  ASSERT_TRUE(store_->Put(capital_key, *river).ok());
+  std::vector<PromptBlock> inline_block = {Resolved(ByText(kCapital), /*want_kv=*/true)};
+  const absl::Status foreign =
+      cache_->Fetch(absl::MakeSpan(inline_block), stats, LoadFailurePolicy::kFail);
+  EXPECT_TRUE(absl::IsUnavailable(foreign)) << foreign;
+  EXPECT_NE(foreign.message().find("another block's"), std::string_view::npos) << foreign;
+}
+
+TEST_F(BlockCacheTest, AStoreThatFailsAGetIsALoadFailure) {
+  testing::TestRedis redis = testing::StartTestRedis(*engine_);
+  ASSERT_NE(redis.store, nullptr);
+  BlockCache cache(*engine_, *redis.store);
+  absl::StatusOr<PromptBlock> b = cache.Resolve({}, ByText(kRiver));
+  ASSERT_TRUE(b.ok());
+  b->want_kv = true;
+  redis.server->Stop();
+  for (LoadFailurePolicy policy : {LoadFailurePolicy::kRecompute, LoadFailurePolicy::kFail}) {
+    std::vector<PromptBlock> blocks = {*b};
+    CacheStats stats;
+    const absl::Status s = cache.Fetch(absl::MakeSpan(blocks), stats, policy);
+    EXPECT_EQ(stats.load_failures, 1);
+    EXPECT_EQ(s.ok(), policy == LoadFailurePolicy::kRecompute) << s;
+    if (!s.ok()) EXPECT_NE(s.message().find("KV store failed"), std::string_view::npos) << s;
+  }
+}
+
 TEST_F(BlockCacheTest, ANamedPassageWhoseBlockAndSourceAreBothWrongIsNotFound) {
   const kv_store::BlockKey capital_key = cache_->keys().BlockKeyOf("", Tokens(kCapital));
   absl::StatusOr<engine::KvCache> river = engine_->EncodeBlock(Tokens(kRiver));

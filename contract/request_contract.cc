@@ -196,6 +196,11 @@ absl::Status ValidateBlockOptions(const v1::BlockOptions& options, int num_passa
     return Invalid("block_options.cache_policy", absl::StrCat("is ", options.cache_policy()),
                    "a known CachePolicy");
   }
+  if (!v1::KvLoadFailurePolicy_IsValid(options.kv_load_failure_policy())) {
+    return Invalid("block_options.kv_load_failure_policy",
+                   absl::StrCat("is ", options.kv_load_failure_policy()),
+                   "a known KvLoadFailurePolicy");
+  }
   if (options.global_blocks() > static_cast<uint32_t>(num_passages)) {
     return Invalid("block_options.global_blocks", absl::StrCat("is ", options.global_blocks()),
                    absl::StrCat("at most the number of passages, ", num_passages,

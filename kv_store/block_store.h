@@ -38,7 +38,10 @@ class BlockStore {
  public:
   virtual ~BlockStore() = default;
 
-  // NotFound on a miss (including corrupt values). Other errors only for misuse.
+  // NotFound on a miss (absent, or a corrupt value); Unavailable when the store could
+  // not be asked (down, timed out: counted as a miss too, so a caller may treat it as
+  // one, but it can tell the two apart: blocks/ LoadFailurePolicy). Other errors only
+  // for misuse.
   virtual absl::StatusOr<engine::KvCache> Get(const BlockKey& key) = 0;
   // One result per key, in order; batched where the backend can (Redis: pipelined).
   virtual std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) = 0;

@@ -70,6 +70,10 @@ PrefillCore::PrefillCore(blocks::BlockCache& cache, KvHandoff& handoff, MetricsR
       corrupt_blocks_(metrics.GetCounter(
           "blockserve_prefill_corrupt_blocks_total",
           "Stored values (blocks, sources) that were not their key's: removed, recomputed")),
+      load_failures_(metrics.GetCounter(
+          "blockserve_prefill_kv_load_failures_total",
+          "Blocks whose cached KV the store should have supplied and did not (store error, "
+          "foreign value, evicted named passage); see kv_load_failure_policy")),
       kv_bytes_fetched_(metrics.GetCounter("blockserve_prefill_kv_bytes_fetched_total",
                                            "Bytes of block values read from the KV store")),
       kv_bytes_written_(metrics.GetCounter("blockserve_prefill_kv_bytes_written_total",
@@ -197,7 +201,12 @@ absl::StatusOr<v1::PrefillResponse> PrefillCore::Run(const v1::PrefillRequest& r
   if (!prompt.ok()) return prompt.status();
   MarkCachedBlocks(*plan, *prompt);
   blocks::CacheStats cache_stats;
-  const absl::Status fetched = cache_.Fetch(absl::MakeSpan(*prompt), cache_stats);
+  const absl::Status fetched = cache_.Fetch(
+      absl::MakeSpan(*prompt), cache_stats,
+      request.block_options().kv_load_failure_policy() == v1::KV_LOAD_FAILURE_POLICY_FAIL
+          ? blocks::LoadFailurePolicy::kFail
+          : blocks::LoadFailurePolicy::kRecompute);
+  load_failures_->Add(cache_stats.load_failures);
   corrupt_blocks_->Add(cache_stats.corrupt_values);
   if (!fetched.ok()) return fetched;
   stats.set_fetch_ms(fetch.ElapsedMs());

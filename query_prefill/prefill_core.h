@@ -104,6 +104,7 @@ class PrefillCore {
   Gauge* cache_hit_ratio_;
   Counter* passage_reencodes_;
   Counter* corrupt_blocks_;
+  Counter* load_failures_;
   Counter* kv_bytes_fetched_;
   Counter* kv_bytes_written_;
   Counter* tokens_reused_;

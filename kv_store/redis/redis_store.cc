@@ -261,7 +261,7 @@ std::vector<absl::StatusOr<engine::KvCache>> RedisStore::GetMany(absl::Span<cons
     LogRateLimited(LogTopic::kOutage,
                    absl::StrCat("reads are misses while redis is unavailable: ", status.message()));
     results.assign(keys.size(),
-                   absl::NotFoundError(absl::StrCat("redis unavailable: ", status.message())));
+                   absl::UnavailableError(absl::StrCat("redis unavailable: ", status.message())));
     corrupt = bytes = 0;
   }
   int64_t hits = 0;
