@@ -8,7 +8,6 @@
 #include "common/server.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
@@ -19,10 +18,7 @@
 
 #include <atomic>
 #include <cerrno>
-#include <fstream>
-#include <map>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -38,6 +34,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/metrics.h"
+#include "common/testing/sockets.h"
 #include "proto/blockserve.grpc.pb.h"
 #include "router/health.grpc.pb.h"
 
@@ -45,6 +42,10 @@ namespace blockserve {
 namespace {
 
 using grpc::health::v1::HealthCheckResponse;
+using testing::FreeLoopbackPort;
+using testing::ListeningSocket;
+using testing::ListeningSockets;
+using testing::NewListeningPorts;
 
 // SIGTERM must reach RunServer's sigwait, not kill the test: block it before any
 // thread exists (static initialization), so that every thread inherits the mask.
@@ -82,70 +83,6 @@ absl::StatusOr<HealthCheckResponse::ServingStatus> AwaitHealth(
     got = CheckHealth(port, service);
   }
   return got;
-}
-
-// A listening TCP socket as the kernel lists it in /proc/self/net/tcp{,6}.
-struct ListeningSocket {
-  std::string local_hex;  // the bound address: "0100007F" is 127.0.0.1, "00000000" 0.0.0.0
-  int port = 0;
-};
-
-// This process's listening TCP sockets. /proc/self/net/tcp lists every socket of the
-// network namespace, so only the inodes of our own descriptors count.
-std::vector<ListeningSocket> OwnListeningSockets() {
-  std::set<std::string> own;
-  if (DIR* dir = opendir("/proc/self/fd"); dir != nullptr) {
-    while (dirent* entry = readdir(dir)) {
-      char target[256] = {};
-      const std::string link = absl::StrCat("/proc/self/fd/", entry->d_name);
-      if (readlink(link.c_str(), target, sizeof(target) - 1) <= 0) continue;
-      const absl::string_view t(target);
-      if (absl::StartsWith(t, "socket:[")) own.insert(std::string(t.substr(8, t.size() - 9)));
-    }
-    closedir(dir);
-  }
-  std::vector<ListeningSocket> sockets;
-  for (const char* table : {"/proc/self/net/tcp", "/proc/self/net/tcp6"}) {
-    std::ifstream in(table);
-    std::string line;
-    std::getline(in, line);  // the column names
-    while (std::getline(in, line)) {
-      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
-      const std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
-      if (f.size() < 10 || f[3] != "0A" || own.count(f[9]) == 0) continue;  // 0A: LISTEN
-      const std::vector<std::string> local = absl::StrSplit(f[1], ':');
-      if (local.size() != 2) continue;
-      sockets.push_back({local[0], static_cast<int>(std::stoul(local[1], nullptr, 16))});
-    }
-  }
-  return sockets;
-}
-
-// The ports of the sockets in `after` that are not in `before`, one entry per socket.
-std::multiset<int> NewListeningPorts(const std::vector<ListeningSocket>& before,
-                                     const std::vector<ListeningSocket>& after) {
-  std::multiset<int> fresh;
-  for (const ListeningSocket& a : after) {
-    bool old = false;
-    for (const ListeningSocket& b : before) {
-      old = old || (a.local_hex == b.local_hex && a.port == b.port);
-    }
-    if (!old) fresh.insert(a.port);
-  }
-  return fresh;
-}
-
-// A loopback port that was free a moment ago.
-int FreeLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
 }
 
 // A connected TCP socket to ip:port (IPv4), or -errno (-ETIMEDOUT after 2 s).
@@ -411,7 +348,7 @@ TEST(RunServerTest, ReadinessDecidesUntilSigterm) {
 // logged.
 TEST(RunServerTest, ListensOnExactlyTheLoggedPorts) {
   ASSERT_TRUE(kSignalsBlocked);
-  const std::vector<ListeningSocket> before = OwnListeningSockets();
+  const std::vector<ListeningSocket> before = ListeningSockets();
   MetricsRegistry metrics;
   ServerOptions options;
   options.drain_delay = absl::Seconds(60);
@@ -422,7 +359,7 @@ TEST(RunServerTest, ListensOnExactlyTheLoggedPorts) {
   const std::string log = ::testing::internal::GetCapturedStderr();
   ASSERT_TRUE(listening) << log;
 
-  EXPECT_EQ(NewListeningPorts(before, OwnListeningSockets()),
+  EXPECT_EQ(NewListeningPorts(before, ListeningSockets()),
             (std::multiset<int>{server.port(), options.metrics_port}))
       << "gRPC port " << server.port() << ", metrics port " << options.metrics_port;
   EXPECT_TRUE(absl::StrContains(log, absl::StrCat("\"port\":\"", server.port(), "\""))) << log;
@@ -450,7 +387,7 @@ TEST(RunServerTest, MetricsEndpointBindsTheServersHostOnly) {
   const int port = options.metrics_port;
 
   std::string bound = "not listed";
-  for (const ListeningSocket& s : OwnListeningSockets()) {
+  for (const ListeningSocket& s : ListeningSockets()) {
     if (s.port == port) bound = s.local_hex;
   }
   EXPECT_EQ(bound, "0100007F") << "the metrics socket is not bound to 127.0.0.1 alone";
