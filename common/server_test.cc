@@ -433,16 +433,9 @@ TEST(RunServerTest, MetricsHostChoosesTheEndpointsAddress) {
 // exits non-zero) before the gRPC port is opened.
 TEST(RunServerTest, AMetricsAddressThatCannotBeBoundFailsTheStart) {
   ASSERT_TRUE(kSignalsBlocked);
-  // A port this test holds.
-  const int taken = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(bind(taken, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(taken, 1), 0);
-  ASSERT_EQ(getsockname(taken, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const int taken_port = ntohs(addr.sin_port);
+  const testing::HeldLoopbackPort taken;
+  ASSERT_NE(taken.port(), 0);
+  const int taken_port = taken.port();
 
   struct Case {
     std::string host;
@@ -466,7 +459,6 @@ TEST(RunServerTest, AMetricsAddressThatCannotBeBoundFailsTheStart) {
     EXPECT_TRUE(absl::StrContains(result.message(), c.said)) << result;
     EXPECT_EQ(server.port(), 0) << "the gRPC server started anyway";
   }
-  close(taken);
 }
 
 TEST(RunServerTest, HttpAnswersMetricsAndHealthzAndNothingElse) {

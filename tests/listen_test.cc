@@ -84,28 +84,21 @@ TEST(ListenTest, EveryServerListensOnExactlyItsLoggedPortsOnItsHost) {
 }
 
 TEST(ListenTest, AServerWhoseMetricsPortIsTakenDoesNotStart) {
-  const int taken = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(bind(taken, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(taken, 1), 0);
-  ASSERT_EQ(getsockname(taken, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const HeldLoopbackPort taken;
+  ASSERT_NE(taken.port(), 0);
 
   // The router needs no model; its backends need not exist for it to start.
   ProcessOptions o;
   o.name = "router";
   o.binary = RunfilePath("router/router");
   o.args = {"--prefill=127.0.0.1:1", "--decoder=127.0.0.1:2",
-            absl::StrCat("--metrics_port=", ntohs(addr.sin_port))};
+            absl::StrCat("--metrics_port=", taken.port())};
   o.start_timeout = absl::Seconds(20);
   const absl::StatusOr<std::unique_ptr<ServerProcess>> router = ServerProcess::Start(o);
   ASSERT_FALSE(router.ok()) << "the router started without its metrics port";
   EXPECT_TRUE(absl::StrContains(router.status().message(), "exited with 1")) << router.status();
   EXPECT_TRUE(absl::StrContains(router.status().message(), "Address already in use"))
       << router.status();
-  close(taken);
 }
 
 }  // namespace

@@ -74,4 +74,18 @@ int FreeLoopbackPort() {
   return ntohs(addr.sin_port);
 }
 
+HeldLoopbackPort::HeldLoopbackPort() {
+  fd_ = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 && listen(fd_, 1) == 0 &&
+      getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port_ = ntohs(addr.sin_port);
+  }
+}
+
+HeldLoopbackPort::~HeldLoopbackPort() { close(fd_); }
+
 }  // namespace blockserve::testing

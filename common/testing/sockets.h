@@ -35,6 +35,21 @@ std::multiset<int> Ports(const std::vector<ListeningSocket>& sockets);
 // A loopback port that was free a moment ago (another process may take it since).
 int FreeLoopbackPort();
 
+// A port on 127.0.0.1 held by a listening socket for the object's lifetime: a port
+// that a server under test cannot bind.
+class HeldLoopbackPort {
+ public:
+  HeldLoopbackPort();
+  ~HeldLoopbackPort();
+  HeldLoopbackPort(const HeldLoopbackPort&) = delete;
+  HeldLoopbackPort& operator=(const HeldLoopbackPort&) = delete;
+  int port() const { return port_; }  // 0 if it could not be taken
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
 }  // namespace blockserve::testing
 
 #endif  // BLOCKSERVE_COMMON_TESTING_SOCKETS_H_
