@@ -1,6 +1,10 @@
 // Runs a gRPC server the way every BlockServe service runs: the standard
-// grpc.health.v1 health service, a Prometheus /metrics endpoint over plain HTTP,
-// structured start/stop logs, and a graceful shutdown on SIGTERM or SIGINT.
+// grpc.health.v1 health service, plain HTTP on `metrics_host:metrics_port` (GET /metrics:
+// Prometheus text; GET /healthz: 200 SERVING or 503 NOT_SERVING, the health below, for
+// probes that cannot present a TLS client certificate; anything else 404), structured
+// start/stop logs, and a graceful shutdown on SIGTERM or SIGINT. The server listens on
+// exactly the ports it logs: {"event":"listening","port":...} for gRPC and
+// {"event":"metrics_listening","address":...} for HTTP.
 //
 // Health answers for the whole server ("") and for the fully-qualified name of every
 // service served (e.g. "blockserve.v1.Decoder"), all alike: SERVING while the server's
@@ -35,7 +39,11 @@ struct ServerOptions {
   std::string listen_address;             // e.g. "127.0.0.1:50051"; port 0 picks a free one
   // How the server listens (security/tls.h ServerSecurityFor); null: plaintext.
   std::shared_ptr<grpc::ServerCredentials> credentials;
-  int metrics_port = 0;                   // 0: no /metrics endpoint
+  int metrics_port = 0;                   // 0: no HTTP endpoint (/metrics, /healthz)
+  // Address the HTTP endpoint binds: an IPv4 or IPv6 literal, or a name (its first
+  // address). Empty: the host of listen_address, so a loopback server keeps its metrics
+  // on loopback too.
+  std::string metrics_host;
   // Largest message received or sent; a larger one is refused by gRPC before it is
   // parsed (RESOURCE_EXHAUSTED). ServerOptionsFromFlags sets contract::kMaxMessageBytes.
   int max_message_bytes = 4 << 20;
@@ -77,8 +85,10 @@ void ShowFlagsFromDirectories(std::vector<std::string> dirs);
 // any thread starts, so that RunServer's signal thread is the one that receives them.
 void BlockShutdownSignals();
 
-// Serves `services` until SIGTERM/SIGINT. `metrics` may be null. Returns an error if
-// the address cannot be bound.
+// Serves `services` until SIGTERM/SIGINT. `metrics` may be null (/metrics is then
+// empty). Returns an error, before serving anything, when listen_address or the
+// metrics address cannot be bound (a port in use, an address not on this host, a name
+// that does not resolve), so that main() exits non-zero.
 absl::Status RunServer(const ServerOptions& options, const std::vector<ServedService>& services,
                        MetricsRegistry* metrics);
 

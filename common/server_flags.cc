@@ -13,7 +13,12 @@
 ABSL_FLAG(std::string, host, "",
           "address to listen on; empty: 0.0.0.0 (all) with TLS, 127.0.0.1 with --insecure, "
           "which refuses any other");
-ABSL_FLAG(int, metrics_port, 0, "HTTP port of the Prometheus /metrics endpoint; 0: none");
+ABSL_FLAG(int, metrics_port, 0,
+          "HTTP port of /metrics (Prometheus) and /healthz (200 SERVING / 503 NOT_SERVING); "
+          "0: none");
+ABSL_FLAG(std::string, metrics_host, "",
+          "address the --metrics_port endpoint binds (IPv4/IPv6 literal or a name); empty: "
+          "the --host address");
 ABSL_FLAG(std::string, advertise, "",
           "this instance's \"host:port\" identity (logs, served_by); empty: "
           "<hostname>:<bound port>");
@@ -51,6 +56,8 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags(std::string service_name, i
   options.credentials = server->credentials;
   options.listen_address = absl::StrCat(host, ":", port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  if (options.metrics_host.empty()) options.metrics_host = host;
   options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
   options.shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
   options.max_message_bytes = contract::kMaxMessageBytes;

@@ -1,6 +1,7 @@
 // The command-line flags every BlockServe server shares, defined once:
 //   --host             address to listen on
-//   --metrics_port     port of the Prometheus /metrics endpoint (0: none)
+//   --metrics_port     HTTP port of /metrics and /healthz (0: none)
+//   --metrics_host     address that port binds (empty: --host's)
 //   --advertise        the instance's "host:port" identity (empty: <hostname>:<port>)
 //   --drain_delay_ms   on SIGTERM, how long to keep serving while health says NOT_SERVING
 //   --shutdown_grace_ms  then how long in-flight calls may finish
@@ -36,9 +37,10 @@ void StartServerMain(int argc, char** argv, const ServerMainInfo& info);
 
 // ServerOptions from the flags: service_name, listen_address (--host:`port`), the
 // credentials of a server of `role` (security/tls.h: TLS from --tls_*, or --insecure on
-// loopback), metrics_port, drain_delay and shutdown_grace, and max_message_bytes =
-// contract::kMaxMessageBytes; the caller sets the rest. InvalidArgument for flags that
-// do not go together or TLS files that are missing, unreadable, mismatched or expired.
+// loopback), metrics_port, metrics_host (--metrics_host, else the listening host),
+// drain_delay and shutdown_grace, and max_message_bytes = contract::kMaxMessageBytes; the
+// caller sets the rest. InvalidArgument for flags that do not go together or TLS files
+// that are missing, unreadable, mismatched or expired.
 absl::StatusOr<ServerOptions> ServerOptionsFromFlags(std::string service_name, int port,
                                                      security::Role role);
 

@@ -1,5 +1,9 @@
 #include "store_config/store_flags.h"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/flags/flag.h"
@@ -21,6 +25,12 @@ ABSL_FLAG(uint64_t, shm_capacity_bytes, uint64_t{1} << 30,
           "creates the segment sizes it (shm, tiered)");
 ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host (redis, tiered)");
 ABSL_FLAG(int, redis_port, 6379, "Redis port (redis, tiered)");
+ABSL_FLAG(std::string, redis_password_file, "",
+          "file holding the Redis password (a trailing newline is ignored), sent with AUTH "
+          "on every connection; empty: no AUTH (redis, tiered)");
+ABSL_FLAG(std::string, redis_user, "",
+          "Redis ACL user to AUTH as, with --redis_password_file; empty: the default user "
+          "(requirepass) (redis, tiered)");
 ABSL_FLAG(std::string, kv_dtype, "bf16",
           "element type of KV written to the store: bf16, f16 or f32 (exact); any stored "
           "type is read back");
@@ -44,6 +54,27 @@ absl::StatusOr<engine::DType> ParseDtype(const std::string& s) {
       absl::StrCat("--kv_dtype must be bf16, f16 or f32, got \"", s, "\""));
 }
 
+// The password in `path`, without the line end an editor or `echo` leaves after it.
+// Errors name the file, never its content.
+absl::StatusOr<std::string> ReadPasswordFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.is_open()) {
+    return absl::InvalidArgumentError(absl::StrCat("--redis_password_file: cannot open \"",
+                                                   path, "\": ", strerror(errno)));
+  }
+  std::stringstream content;
+  content << in.rdbuf();
+  std::string password = content.str();
+  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+    password.pop_back();
+  }
+  if (password.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--redis_password_file: \"", path, "\" is empty or cannot be read"));
+  }
+  return password;
+}
+
 }  // namespace
 
 absl::StatusOr<StoreConfig> StoreConfigFromFlags() {
@@ -65,6 +96,15 @@ absl::StatusOr<StoreConfig> StoreConfigFromFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--redis_port must be in 1..65535, got ", c.redis_port));
   }
+  c.redis_user = absl::GetFlag(FLAGS_redis_user);
+  const std::string password_file = absl::GetFlag(FLAGS_redis_password_file);
+  if (!password_file.empty()) {
+    absl::StatusOr<std::string> password = ReadPasswordFile(password_file);
+    if (!password.ok()) return password.status();
+    c.redis_password = *std::move(password);
+  } else if (!c.redis_user.empty()) {
+    return absl::InvalidArgumentError("--redis_user needs --redis_password_file");
+  }
   return c;
 }
 
@@ -85,8 +125,15 @@ absl::StatusOr<std::unique_ptr<kv_store::KvStore>> OpenStore(const StoreConfig& 
     kv_store::RedisStoreOptions o;
     o.host = config.redis_host;
     o.port = config.redis_port;
+    o.user = config.redis_user;
+    o.password = config.redis_password;
     o.codec = codec;
     absl::StatusOr<std::unique_ptr<kv_store::RedisStore>> s = kv_store::RedisStore::Open(o);
+    if (absl::IsUnauthenticated(s.status()) || absl::IsPermissionDenied(s.status())) {
+      return absl::Status(s.status().code(),
+                          absl::StrCat(s.status().message(),
+                                       " (check --redis_user and --redis_password_file)"));
+    }
     if (!s.ok()) return s.status();
     return std::unique_ptr<kv_store::KvStore>(*std::move(s));
   };
@@ -111,7 +158,11 @@ std::string DescribeStore(const StoreConfig& config) {
   const std::string dtype = absl::AsciiStrToLower(std::string(engine::DTypeName(config.dtype)));
   const std::string shm = absl::StrCat("shm ", config.shm_name, " (", config.shm_capacity_bytes,
                                        " bytes)");
-  const std::string redis = absl::StrCat("redis ", config.redis_host, ":", config.redis_port);
+  std::string redis = absl::StrCat("redis ", config.redis_host, ":", config.redis_port);
+  if (!config.redis_password.empty()) {
+    absl::StrAppend(&redis, " (AUTH as ",
+                    config.redis_user.empty() ? "the default user" : config.redis_user, ")");
+  }
   switch (config.kind) {
     case StoreKind::kShm:
       return absl::StrCat(shm, ", ", dtype);

@@ -5,6 +5,7 @@
 //                                 nodes, or shared memory in front of Redis
 //   --shm_name, --shm_capacity_bytes   the POSIX shared-memory segment (shm, tiered)
 //   --redis_host, --redis_port         the Redis server (redis, tiered)
+//   --redis_password_file, --redis_user   AUTH on every Redis connection (redis, tiered)
 //   --kv_dtype=bf16|f16|f32            element type of KV written to the store
 //
 // The flags are defined in store_flags.cc; a binary that links this library has them.
@@ -30,17 +31,24 @@ struct StoreConfig {
   uint64_t shm_capacity_bytes = uint64_t{1} << 30;
   std::string redis_host = "127.0.0.1";
   int redis_port = 6379;
+  // AUTH as redis_user (empty: the default user) with redis_password (empty: no AUTH).
+  // The password is read from --redis_password_file; it is never logged or described.
+  std::string redis_user;
+  std::string redis_password;
   engine::DType dtype = engine::DType::kBF16;
 };
 
-// Reads the flags. InvalidArgument (naming the flag and the value) for an unknown store
-// kind or dtype, a zero capacity or a port outside 1..65535.
+// Reads the flags, and the password file when one is given. InvalidArgument (naming the
+// flag and the value) for an unknown store kind or dtype, a zero capacity, a port
+// outside 1..65535, a password file that cannot be read or is empty (its name is in the
+// error, never its content), or --redis_user without a password file.
 absl::StatusOr<StoreConfig> StoreConfigFromFlags();
 
 // Opens the configured store for a model (its fingerprint and KV shape go into every
 // value's header and are checked on every read). Errors are the backends' (a shared
-// memory segment of another layout, bad options); an unreachable Redis is not an error
-// here: RedisStore treats it as misses and dropped writes until it comes back.
+// memory segment of another layout, bad options, a Redis that refuses the credentials:
+// Unauthenticated or PermissionDenied, naming its address); an unreachable Redis is not
+// an error here: RedisStore treats it as misses and dropped writes until it comes back.
 absl::StatusOr<std::unique_ptr<kv_store::KvStore>> OpenStore(const StoreConfig& config,
                                                                 uint64_t model_fingerprint,
                                                                 const engine::KvShape& shape);

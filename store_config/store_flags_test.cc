@@ -2,15 +2,22 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+#include <fstream>
+
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "kv_store/redis/testing/redis_server.h"
 #include "kv_store/shm_store.h"
 
 ABSL_DECLARE_FLAG(std::string, kv_store);
 ABSL_DECLARE_FLAG(std::string, kv_dtype);
 ABSL_DECLARE_FLAG(int, redis_port);
+ABSL_DECLARE_FLAG(std::string, redis_password_file);
+ABSL_DECLARE_FLAG(std::string, redis_user);
 
 namespace blockserve::store_config {
 namespace {
@@ -36,7 +43,17 @@ class StoreFlagsTest : public ::testing::Test {
     absl::SetFlag(&FLAGS_kv_store, "shm");
     absl::SetFlag(&FLAGS_kv_dtype, "bf16");
     absl::SetFlag(&FLAGS_redis_port, 6379);
+    absl::SetFlag(&FLAGS_redis_password_file, "");
+    absl::SetFlag(&FLAGS_redis_user, "");
     (void)kv_store::ShmStore::Remove(shm_name_);
+  }
+
+  // A file under the test's temporary directory holding `content`; its path.
+  std::string WriteFile(const std::string& name, const std::string& content) {
+    const char* dir = getenv("TEST_TMPDIR");
+    const std::string path = absl::StrCat(dir != nullptr ? dir : "/tmp", "/", getpid(), name);
+    std::ofstream(path, std::ios::binary) << content;
+    return path;
   }
   const std::string shm_name_ = absl::StrCat("/bs-store-flags-test-", getpid());
 };
@@ -119,6 +136,91 @@ TEST_F(StoreFlagsTest, DescriptionNamesBackendAndDtype) {
   EXPECT_NE(d.find("shm /blockserve-kv"), std::string::npos) << d;
   EXPECT_NE(d.find("redis 127.0.0.1:6379"), std::string::npos) << d;
   EXPECT_NE(d.find("bf16"), std::string::npos) << d;
+}
+
+TEST_F(StoreFlagsTest, ThePasswordFileIsReadWithoutItsLineEnd) {
+  absl::SetFlag(&FLAGS_redis_password_file, WriteFile("pw", "s3cret pw\n"));
+  absl::SetFlag(&FLAGS_redis_user, "ingest");
+  absl::StatusOr<StoreConfig> c = StoreConfigFromFlags();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->redis_password, "s3cret pw");
+  EXPECT_EQ(c->redis_user, "ingest");
+
+  absl::SetFlag(&FLAGS_redis_password_file, WriteFile("pw-crlf", "s3cret\r\n"));
+  c = StoreConfigFromFlags();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->redis_password, "s3cret");
+}
+
+TEST_F(StoreFlagsTest, NoPasswordFileMeansNoAuth) {
+  absl::StatusOr<StoreConfig> c = StoreConfigFromFlags();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->redis_password, "");
+  EXPECT_EQ(c->redis_user, "");
+}
+
+TEST_F(StoreFlagsTest, AnUnusablePasswordFileIsInvalidArgumentNamingTheFile) {
+  for (const std::string& path :
+       {WriteFile("empty", ""), WriteFile("newline", "\n"), std::string("/no/such/file")}) {
+    absl::SetFlag(&FLAGS_redis_password_file, path);
+    const absl::Status status = StoreConfigFromFlags().status();
+    EXPECT_TRUE(absl::IsInvalidArgument(status)) << path << ": " << status;
+    EXPECT_TRUE(absl::StrContains(status.message(), path)) << status;
+  }
+}
+
+TEST_F(StoreFlagsTest, AUserWithoutAPasswordFileIsInvalidArgument) {
+  absl::SetFlag(&FLAGS_redis_user, "ingest");
+  EXPECT_TRUE(absl::IsInvalidArgument(StoreConfigFromFlags().status()));
+}
+
+TEST_F(StoreFlagsTest, TheDescriptionSaysAuthButNeverThePassword) {
+  StoreConfig c;
+  c.kind = StoreKind::kRedis;
+  c.redis_password = "s3cret-pw";
+  std::string d = DescribeStore(c);
+  EXPECT_TRUE(absl::StrContains(d, "AUTH as the default user")) << d;
+  EXPECT_FALSE(absl::StrContains(d, "s3cret")) << d;
+  c.redis_user = "ingest";
+  d = DescribeStore(c);
+  EXPECT_TRUE(absl::StrContains(d, "AUTH as ingest")) << d;
+  EXPECT_FALSE(absl::StrContains(d, "s3cret")) << d;
+}
+
+// The redis and the tiered store (which opens the same Redis behind shared memory)
+// both open with the right password and refuse to open with a wrong or missing one,
+// naming the Redis and the flags, never the password.
+TEST_F(StoreFlagsTest, RedisAndTieredStoresOpenOnlyWithTheRightPassword) {
+  kv_store::testing::RedisServerOptions o;
+  o.password = "right-pw-5e1f";
+  absl::StatusOr<std::unique_ptr<kv_store::testing::RedisServer>> redis =
+      kv_store::testing::RedisServer::Start(o);
+  ASSERT_TRUE(redis.ok()) << "this test needs a real redis-server: " << redis.status();
+  const std::string address = absl::StrCat("127.0.0.1:", (*redis)->port());
+
+  for (const StoreKind kind : {StoreKind::kRedis, StoreKind::kTiered}) {
+    StoreConfig c;
+    c.kind = kind;
+    c.shm_name = shm_name_;
+    c.shm_capacity_bytes = 1 << 20;
+    c.redis_port = (*redis)->port();
+    c.redis_password = "right-pw-5e1f";
+    absl::StatusOr<std::unique_ptr<kv_store::KvStore>> store = OpenStore(c, 42, kShape);
+    ASSERT_TRUE(store.ok()) << store.status();
+    const engine::KvCache kv = SomeBlock();
+    EXPECT_TRUE((*store)->Put(kv_store::MakeBlockKey(42, kv.tokens()), kv).ok());
+    EXPECT_TRUE((*store)->Ping().ok());
+    store->reset();
+
+    for (const std::string& password : {std::string(), std::string("wrong-pw-77aa")}) {
+      c.redis_password = password;
+      const absl::Status status = OpenStore(c, 42, kShape).status();
+      EXPECT_TRUE(absl::IsUnauthenticated(status)) << status;
+      EXPECT_TRUE(absl::StrContains(status.message(), address)) << status;
+      EXPECT_TRUE(absl::StrContains(status.message(), "--redis_password_file")) << status;
+      EXPECT_FALSE(absl::StrContains(status.message(), "pw-")) << status;
+    }
+  }
 }
 
 }  // namespace

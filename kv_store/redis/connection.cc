@@ -34,6 +34,7 @@ size_t TotalBytes(const Args& args) {
 void ReplyDeleter::operator()(redisReply* r) const { freeReplyObject(r); }
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Dial(const std::string& host, int port,
+                                                             const Credentials& credentials,
                                                              absl::Duration connect_timeout,
                                                              absl::Duration op_timeout) {
   redisContext* c = redisConnectWithTimeout(host.c_str(), port, absl::ToTimeval(connect_timeout));
@@ -47,7 +48,38 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Dial(const std::string& 
     return absl::UnavailableError(absl::StrCat("redis: cannot set socket timeouts: ", c->errstr));
   }
   redisEnableKeepAlive(c);
+  if (!credentials.password.empty()) {
+    absl::Status authenticated = conn->Authenticate(host, port, credentials);
+    if (!authenticated.ok()) return authenticated;
+  }
   return conn;
+}
+
+absl::Status Connection::Authenticate(const std::string& host, int port,
+                                      const Credentials& credentials) {
+  Args auth{"AUTH"};
+  if (!credentials.user.empty()) auth.Add(credentials.user);
+  auth.Add(credentials.password);
+  const ReplyPtr reply = Command(auth);
+  if (reply == nullptr) {
+    return absl::UnavailableError(absl::StrCat("redis at ", host, ":", port,
+                                               ": no answer to AUTH: ", error()));
+  }
+  if (reply->type != REDIS_REPLY_ERROR) return absl::OkStatus();
+  const std::string who = credentials.user.empty()
+                              ? std::string("the default user")
+                              : absl::StrCat("user \"", credentials.user, "\"");
+  // Redis's refusals ("WRONGPASS invalid username-password pair…", "ERR AUTH <password>
+  // called without any password configured…") do not repeat the password; it is cut out
+  // anyway, so that no reply a future Redis might give can carry it into a log.
+  std::string said(reply->str, reply->len);
+  constexpr std::string_view kHidden = "<password>";
+  for (size_t at = said.find(credentials.password); at != std::string::npos;
+       at = said.find(credentials.password, at + kHidden.size())) {
+    said.replace(at, credentials.password.size(), kHidden);
+  }
+  return absl::UnauthenticatedError(absl::StrCat("redis at ", host, ":", port,
+                                                 " refused AUTH as ", who, ": ", said));
 }
 
 Connection::Connection(redisContext* ctx) : ctx_(ctx), in_(kReadChunk) {}

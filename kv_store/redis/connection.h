@@ -51,9 +51,21 @@ struct BulkReply {
   std::string_view bytes() const { return {data.get(), size}; }
 };
 
+// Who the connection authenticates as. An empty password sends no AUTH; an empty user
+// with a password is Redis's default user (`AUTH <password>`, requirepass), a named one
+// an ACL user (`AUTH <user> <password>`).
+struct Credentials {
+  std::string user;
+  std::string password;  // a secret: never logged, never in an error message
+};
+
 class Connection {
  public:
+  // Connects and, with a password, authenticates before anything else is sent.
+  // Unavailable when Redis cannot be reached (or does not answer AUTH); Unauthenticated
+  // when it refuses the credentials, with its reply (never the password).
   static absl::StatusOr<std::unique_ptr<Connection>> Dial(const std::string& host, int port,
+                                                          const Credentials& credentials,
                                                           absl::Duration connect_timeout,
                                                           absl::Duration op_timeout);
   ~Connection();
@@ -78,6 +90,7 @@ class Connection {
 
  private:
   explicit Connection(redisContext* ctx);
+  absl::Status Authenticate(const std::string& host, int port, const Credentials& credentials);
   bool WriteDirect(const Args& args);
   bool ReadLine(std::string_view& line);
   bool Fill();

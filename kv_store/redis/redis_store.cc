@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kv_store/catalog_value.h"
 #include "kv_store/redis/connection.h"
@@ -65,12 +66,18 @@ absl::StatusOr<RedisStore::Lease> RedisStore::Acquire(bool force_dial) {
   }
   // Dial outside the lock so that a slow connect does not stall the other threads.
   absl::StatusOr<std::unique_ptr<Connection>> dialled =
-      Connection::Dial(options_.host, options_.port, options_.connect_timeout, options_.op_timeout);
+      Connection::Dial(options_.host, options_.port, {options_.user, options_.password},
+                       options_.connect_timeout, options_.op_timeout);
   absl::MutexLock lock(&pool_mu_);
   if (!dialled.ok()) {
     dial_blocked_until_ = absl::Now() + options_.retry_backoff;
     --leased_;
-    return dialled.status();
+    // Refused credentials after Open (a password changed under a running store) make
+    // Redis unusable like an outage: UNAVAILABLE to the callers, whose status codes say
+    // "a dependency is down", not "you are not authenticated".
+    return absl::IsUnavailable(dialled.status())
+               ? dialled.status()
+               : absl::UnavailableError(dialled.status().message());
   }
   lease.connection = *std::move(dialled);
   lease.fresh = true;
@@ -138,9 +145,15 @@ absl::StatusOr<std::unique_ptr<RedisStore>> RedisStore::Open(const RedisStoreOpt
   if (options.retry_backoff < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("redis store: retry_backoff must not be negative");
   }
+  if (!options.user.empty() && options.password.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("redis store: user \"", options.user,
+                                                   "\" is given without a password"));
+  }
   std::unique_ptr<RedisStore> store(new RedisStore(options));
-  absl::Status reachable =
-      store->WithConnection([](Connection& c) { return c.Command({"PING"}) != nullptr; });
+  const absl::Status reachable = store->FirstContact();
+  if (absl::IsUnauthenticated(reachable) || absl::IsPermissionDenied(reachable)) {
+    return reachable;
+  }
   if (!reachable.ok()) {
     store->LogRateLimited(
         LogTopic::kOutage,
@@ -150,6 +163,41 @@ absl::StatusOr<std::unique_ptr<RedisStore>> RedisStore::Open(const RedisStoreOpt
             reachable.message()));
   }
   return store;
+}
+
+absl::Status RedisStore::FirstContact() {
+  redis::ScopedSigpipeBlock no_sigpipe;
+  const std::string where = absl::StrCat("redis at ", options_.host, ":", options_.port);
+  absl::StatusOr<std::unique_ptr<Connection>> c =
+      Connection::Dial(options_.host, options_.port, {options_.user, options_.password},
+                       options_.connect_timeout, options_.op_timeout);
+  if (!c.ok()) {
+    if (absl::IsUnavailable(c.status())) {
+      absl::MutexLock lock(&pool_mu_);
+      dial_blocked_until_ = absl::Now() + options_.retry_backoff;
+    }
+    return c.status();
+  }
+  const ReplyPtr pong = (*c)->Command({"PING"});
+  if (pong == nullptr) return absl::UnavailableError(absl::StrCat(where, ": ", (*c)->error()));
+  if (pong->type == REDIS_REPLY_ERROR) {
+    const std::string said = std::string(ReplyText(*pong));
+    // Without a password every command but AUTH gets NOAUTH: the store would run and
+    // every read would miss, every write be dropped. Say so at start-up instead.
+    if (absl::StartsWith(said, "NOAUTH")) {
+      return absl::UnauthenticatedError(
+          absl::StrCat(where, " requires a password and none is configured: ", said));
+    }
+    if (absl::StartsWith(said, "NOPERM")) {
+      return absl::PermissionDeniedError(absl::StrCat(where, " refused PING: ", said));
+    }
+    return absl::UnavailableError(absl::StrCat(where, " answered PING with: ", said));
+  }
+  if ((*c)->drained()) {
+    absl::MutexLock lock(&pool_mu_);
+    idle_.push_back(*std::move(c));
+  }
+  return absl::OkStatus();
 }
 
 void RedisStore::LogRateLimited(LogTopic topic, const std::string& message) {

@@ -56,12 +56,22 @@ struct RedisStoreOptions {
   std::string key_prefix = "bs:v1:";
   CodecOptions codec;  // what Put encodes with and what Get expects
   absl::Duration retry_backoff = absl::Milliseconds(500);  // after a failed dial
+  // AUTH on every new connection, before any other command, when `password` is set:
+  // `AUTH <password>` (requirepass, the default user) or, with a `user`, `AUTH <user>
+  // <password>` (an ACL user). The password is never logged nor put into an error.
+  std::string user;
+  std::string password;
 };
 
 class RedisStore : public KvStore {
  public:
-  // InvalidArgument for unusable options. Tries one connection; if Redis is unreachable
-  // it logs that and still returns a store (see the file comment).
+  // InvalidArgument for unusable options (a user without a password). Tries one
+  // connection; if Redis is unreachable it logs that and still returns a store (see the
+  // file comment). A Redis that answers but refuses the connection's credentials fails
+  // the opening instead, naming its address: Unauthenticated when the password is wrong,
+  // missing (NOAUTH) or given to a Redis that has none; PermissionDenied when the user
+  // may not run commands (NOPERM). Later (a password changed under a running store) the
+  // same refusal is UNAVAILABLE, like any Redis that cannot be used.
   static absl::StatusOr<std::unique_ptr<RedisStore>> Open(const RedisStoreOptions& options);
   ~RedisStore() override;
 
@@ -92,6 +102,10 @@ class RedisStore : public KvStore {
   struct Lease;
 
   explicit RedisStore(RedisStoreOptions options);
+
+  // Open's one connection: dials (and authenticates), PINGs, and pools the connection.
+  // Unavailable when Redis cannot be reached; the refusals Open fails on otherwise.
+  absl::Status FirstContact();
 
   // Runs `exchange` on a pooled connection. `exchange` returns false when the connection
   // broke (it must be safe to run again from the start); a connection that was reused

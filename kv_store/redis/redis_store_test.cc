@@ -3,7 +3,10 @@
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -502,6 +505,121 @@ TEST_F(RedisStoreTest, ManyThreadsShareASmallPool) {
 
   EXPECT_EQ(store->metrics().hits, kThreads * kBlocksPerThread);
   EXPECT_EQ(store->metrics().puts, kThreads * kBlocksPerThread);
+}
+
+// Redis with a password (requirepass) and an ACL user. The passwords are strings that
+// nothing else contains, so an error that shows one is caught.
+constexpr char kPassword[] = "right-pw-7f3a9c";
+constexpr char kWrongPassword[] = "wrong-pw-c0ffee";
+constexpr char kUserPassword[] = "ingest-pw-91b2";
+
+class RedisAuthTest : public RedisStoreTest {
+ protected:
+  void SetUp() override {
+    testing::RedisServerOptions o;
+    o.password = kPassword;
+    // redis-server joins the words after an option into one config line.
+    o.extra_args = {"--user", "ingest", "on", absl::StrCat(">", kUserPassword), "~*", "&*",
+                    "+@all"};
+    absl::StatusOr<std::unique_ptr<RedisServer>> server = RedisServer::Start(o);
+    ASSERT_TRUE(server.ok()) << "these tests need a real redis-server: " << server.status();
+    server_ = *std::move(server);
+  }
+
+  std::string Address() const { return absl::StrCat("127.0.0.1:", server_->port()); }
+
+  // The error says which Redis refused and shows no password.
+  void ExpectClearError(const absl::Status& status) const {
+    EXPECT_TRUE(absl::StrContains(status.message(), Address())) << status;
+    for (const char* secret : {kPassword, kWrongPassword, kUserPassword}) {
+      EXPECT_FALSE(absl::StrContains(status.message(), secret)) << status;
+    }
+  }
+};
+
+TEST_F(RedisAuthTest, TheRightPasswordOpensTheStoreAndEveryNewConnectionAuthenticates) {
+  RedisStoreOptions options = Options();
+  options.password = kPassword;
+  auto store = OpenStore(options);
+  ASSERT_NE(store, nullptr);
+  const engine::KvCache block = MakeBlock(kSmallShape, 4, 70);
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+  EXPECT_TRUE(store->Get(KeyFor(block)).ok());
+
+  // A restart breaks the pooled connections: the ones dialled again authenticate too.
+  ASSERT_TRUE(server_->Restart().ok());
+  EXPECT_TRUE(store->Put(KeyFor(block), block).ok());
+  EXPECT_TRUE(store->Get(KeyFor(block)).ok());
+  EXPECT_TRUE(store->Ping().ok());
+  EXPECT_EQ(store->metrics().dropped_puts, 0);
+}
+
+TEST_F(RedisAuthTest, AnAclUserWithItsPasswordOpensTheStore) {
+  RedisStoreOptions options = Options();
+  options.user = "ingest";
+  options.password = kUserPassword;
+  auto store = OpenStore(options);
+  ASSERT_NE(store, nullptr);
+  const engine::KvCache block = MakeBlock(kSmallShape, 4, 71);
+  EXPECT_TRUE(store->Put(KeyFor(block), block).ok());
+  EXPECT_TRUE(store->Get(KeyFor(block)).ok());
+}
+
+TEST_F(RedisAuthTest, NoPasswordFailsTheOpeningWithUnauthenticated) {
+  const absl::StatusOr<std::unique_ptr<RedisStore>> store = RedisStore::Open(Options());
+  ASSERT_TRUE(absl::IsUnauthenticated(store.status())) << store.status();
+  EXPECT_TRUE(absl::StrContains(store.status().message(), "requires a password"))
+      << store.status();
+  ExpectClearError(store.status());
+}
+
+TEST_F(RedisAuthTest, AWrongPasswordFailsTheOpeningWithUnauthenticated) {
+  for (const auto& [user, password] : std::vector<std::pair<std::string, std::string>>{
+           {"", kWrongPassword}, {"ingest", kPassword}, {"nobody", kUserPassword}}) {
+    RedisStoreOptions options = Options();
+    options.user = user;
+    options.password = password;
+    const absl::StatusOr<std::unique_ptr<RedisStore>> store = RedisStore::Open(options);
+    ASSERT_TRUE(absl::IsUnauthenticated(store.status())) << user << ": " << store.status();
+    EXPECT_TRUE(absl::StrContains(store.status().message(), "refused AUTH")) << store.status();
+    ExpectClearError(store.status());
+  }
+}
+
+TEST_F(RedisAuthTest, ARefusedPasswordAfterOpeningIsAnOutageNotAnAuthError) {
+  RedisStoreOptions options = Options();
+  options.password = kPassword;
+  auto store = OpenStore(options);
+  ASSERT_NE(store, nullptr);
+  // The same port, now a Redis with another password.
+  const int port = server_->port();
+  server_->Stop();
+  testing::RedisServerOptions other;
+  other.port = port;
+  other.password = kWrongPassword;
+  absl::StatusOr<std::unique_ptr<RedisServer>> replaced = RedisServer::Start(other);
+  ASSERT_TRUE(replaced.ok()) << replaced.status();
+
+  const engine::KvCache block = MakeBlock(kSmallShape, 4, 72);
+  const absl::Status put = store->Put(KeyFor(block), block).status();
+  EXPECT_TRUE(absl::IsUnavailable(put)) << put;
+  ExpectClearError(put);
+  EXPECT_TRUE(absl::IsUnavailable(store->Get(KeyFor(block)).status()));
+  EXPECT_TRUE(absl::IsUnavailable(store->Ping()));
+}
+
+TEST_F(RedisStoreTest, APasswordForARedisWithoutOneFailsTheOpening) {
+  RedisStoreOptions options = Options();
+  options.password = kPassword;
+  const absl::StatusOr<std::unique_ptr<RedisStore>> store = RedisStore::Open(options);
+  ASSERT_TRUE(absl::IsUnauthenticated(store.status())) << store.status();
+  EXPECT_FALSE(absl::StrContains(store.status().message(), kPassword)) << store.status();
+}
+
+TEST_F(RedisStoreTest, AUserWithoutAPasswordIsInvalidArgument) {
+  RedisStoreOptions options = Options();
+  options.user = "ingest";
+  EXPECT_TRUE(absl::IsInvalidArgument(RedisStore::Open(options).status()));
 }
 
 }  // namespace

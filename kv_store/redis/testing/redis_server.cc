@@ -130,6 +130,10 @@ absl::Status RedisServer::Launch() {
       "--save", "",          "--appendonly",      "no",          "--dir",
       dir_,     "--logfile", dir_ + "/redis.log", "--daemonize", "no"};
   std::vector<std::string> all = args;
+  if (!options_.password.empty()) {
+    all.push_back("--requirepass");
+    all.push_back(options_.password);
+  }
   all.insert(all.end(), options_.extra_args.begin(), options_.extra_args.end());
   std::vector<char*> argv;
   for (std::string& a : all) argv.push_back(a.data());
@@ -214,6 +218,14 @@ absl::StatusOr<std::string> RedisServer::Call(const std::vector<std::string>& ar
                                                c == nullptr ? "out of memory" : c->errstr));
   }
   redisSetTimeout(c.get(), absl::ToTimeval(absl::Seconds(10)));
+  if (!options_.password.empty()) {
+    const char* auth[] = {"AUTH", options_.password.c_str()};
+    const size_t lens[] = {4, options_.password.size()};
+    ReplyPtr reply(static_cast<redisReply*>(redisCommandArgv(c.get(), 2, auth, lens)));
+    if (reply == nullptr || reply->type == REDIS_REPLY_ERROR) {
+      return absl::UnavailableError(absl::StrCat("redis on port ", port_, " refused AUTH"));
+    }
+  }
   std::vector<const char*> args;
   std::vector<size_t> lens;
   for (const std::string& a : argv) {

@@ -28,6 +28,9 @@ struct RedisServerOptions {
   int port = 0;  // 0: pick a free loopback port
   absl::Duration start_timeout = absl::Seconds(10);
   std::vector<std::string> extra_args;  // appended to the command line, e.g. {"--maxmemory", "1mb"}
+  // Non-empty: the server requires it (--requirepass, the default user's password), and
+  // Call() and the start-up check authenticate with it.
+  std::string password;
 };
 
 class RedisServer {
@@ -54,7 +57,8 @@ class RedisServer {
 
   // Sends one command (binary-safe arguments) on a short-lived connection and returns
   // the reply as text: a status or bulk string as is, an integer in decimal. A nil reply
-  // is NotFound, an error reply is Internal. For tests that poke at raw keys.
+  // is NotFound, an error reply is Internal. For tests that poke at raw keys. With
+  // options.password, the connection authenticates first.
   absl::StatusOr<std::string> Call(const std::vector<std::string>& argv) const;
 
  private:

@@ -1,0 +1,105 @@
+// What each server binary listens on, seen from outside the process: with --port=0 and
+// a --metrics_port, exactly the gRPC port of its "listening" line and the metrics port
+// of its "metrics_listening" line, both on --host (127.0.0.1 here), and nothing else.
+// gRPC's SO_REUSEPORT listener clones used to add a second, unlogged port serving the
+// whole API, and the metrics port bound 0.0.0.0. The metrics port answers /healthz
+// and /metrics, and 404 elsewhere; a metrics port already taken stops the server.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/testing/sockets.h"
+#include "tests/blockserve_system.h"
+
+namespace blockserve::testing {
+namespace {
+
+// The status code of `GET <path>` on 127.0.0.1:port (0 when there is no answer).
+int HttpGetCode(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const timeval five_seconds{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five_seconds, sizeof(five_seconds));
+  std::string answer;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\n\r\n");
+    (void)!send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    char buf[4096];
+    ssize_t got;
+    while ((got = recv(fd, buf, sizeof(buf), 0)) > 0) answer.append(buf, got);
+  }
+  close(fd);
+  int code = 0;
+  if (answer.size() >= 12) code = std::atoi(answer.substr(9, 3).c_str());
+  return code;
+}
+
+TEST(ListenTest, EveryServerListensOnExactlyItsLoggedPortsOnItsHost) {
+  absl::StatusOr<std::string> model = TinyModelDir({});
+  ASSERT_TRUE(model.ok()) << model.status();
+  // One metrics port per server kind (one process of each).
+  const int encoder_metrics = FreeLoopbackPort(), prefill_metrics = FreeLoopbackPort(),
+            decoder_metrics = FreeLoopbackPort(), router_metrics = FreeLoopbackPort();
+  SystemOptions options;
+  options.model_dir = *model;
+  options.encoder_args = {absl::StrCat("--metrics_port=", encoder_metrics)};
+  options.prefill_args = {absl::StrCat("--metrics_port=", prefill_metrics)};
+  options.decoder_args = {absl::StrCat("--metrics_port=", decoder_metrics)};
+  options.router_args = {absl::StrCat("--metrics_port=", router_metrics)};
+  absl::StatusOr<std::unique_ptr<BlockServeSystem>> sys = BlockServeSystem::Start(options);
+  ASSERT_TRUE(sys.ok()) << sys.status();
+
+  const std::vector<std::pair<ServerProcess*, int>> servers = {
+      {&(*sys)->encoder(), encoder_metrics},
+      {&(*sys)->prefill(0), prefill_metrics},
+      {&(*sys)->decoder(0), decoder_metrics},
+      {&(*sys)->router_process(), router_metrics}};
+  for (const auto& [server, metrics_port] : servers) {
+    const std::vector<ListeningSocket> sockets = ListeningSockets(server->pid());
+    EXPECT_EQ(Ports(sockets), (std::multiset<int>{server->port(), metrics_port}))
+        << server->name() << " logged gRPC port " << server->port();
+    for (const ListeningSocket& s : sockets) {
+      // 127.0.0.1, as IPv4 or (gRPC's sockets) IPv4-mapped IPv6: never a wildcard.
+      EXPECT_TRUE(absl::EndsWith(s.local_hex, "0100007F"))
+          << server->name() << " port " << s.port << " is bound to " << s.local_hex;
+    }
+    EXPECT_TRUE(server->LogContains(absl::StrCat("\"address\":\"127.0.0.1:", metrics_port)))
+        << server->LogTail();
+    EXPECT_EQ(HttpGetCode(metrics_port, "/healthz"), 200) << server->name();
+    EXPECT_EQ(HttpGetCode(metrics_port, "/metrics"), 200) << server->name();
+    EXPECT_EQ(HttpGetCode(metrics_port, "/"), 404) << server->name();
+  }
+  EXPECT_TRUE((*sys)->Shutdown().ok());
+}
+
+TEST(ListenTest, AServerWhoseMetricsPortIsTakenDoesNotStart) {
+  const HeldLoopbackPort taken;
+  ASSERT_NE(taken.port(), 0);
+
+  // The router needs no model; its backends need not exist for it to start.
+  ProcessOptions o;
+  o.name = "router";
+  o.binary = RunfilePath("router/router");
+  o.args = {"--insecure", "--prefill=127.0.0.1:1", "--decoder=127.0.0.1:2",
+            absl::StrCat("--metrics_port=", taken.port())};
+  o.start_timeout = absl::Seconds(20);
+  const absl::StatusOr<std::unique_ptr<ServerProcess>> router = ServerProcess::Start(o);
+  ASSERT_FALSE(router.ok()) << "the router started without its metrics port";
+  EXPECT_TRUE(absl::StrContains(router.status().message(), "exited with 1")) << router.status();
+  EXPECT_TRUE(absl::StrContains(router.status().message(), "Address already in use"))
+      << router.status();
+}
+
+}  // namespace
+}  // namespace blockserve::testing
