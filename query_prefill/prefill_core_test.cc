@@ -317,6 +317,24 @@ TEST_F(PrefillCoreTest, EvictedPassageWhoseSourceIsGoneTooIsNotFound) {
   EXPECT_NE(status.message().find("ingest the passage again"), std::string::npos) << status;
 }
 
+TEST_F(PrefillCoreTest, AnEvictedPassageFailsFastWhenTheRequestSaysFail) {
+  Ingest();
+  const kv_store::BlockKey doc0 = *store_->GetPassage("doc-0");
+  EvictBlock(*store_, *engine_->EncodeBlock({1, 2, 3}), doc0, /*and_source=*/false);
+  v1::PrefillRequest request = ByIdRequest();
+  request.mutable_block_options()->set_kv_load_failure_policy(v1::KV_LOAD_FAILURE_POLICY_FAIL);
+  const absl::Status failed = core_->Prefill(request).status();
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_NE(failed.message().find("\"doc-0\""), std::string::npos) << failed;
+  EXPECT_FALSE(store_->Contains(doc0)) << "FAIL must not encode the block";
+  EXPECT_EQ(metrics_.GetCounter("blockserve_prefill_kv_load_failures_total", "")->value(), 1);
+  // The same request with RECOMPUTE (explicit, as unset) answers and heals.
+  request.mutable_block_options()->set_kv_load_failure_policy(
+      v1::KV_LOAD_FAILURE_POLICY_RECOMPUTE);
+  EXPECT_TRUE(core_->Prefill(request).ok());
+  EXPECT_TRUE(store_->Contains(doc0));
+}
+
 struct BadRequest {
   std::string name;
   std::function<void(v1::PrefillRequest&)> mutate;

@@ -126,6 +126,11 @@ std::vector<BadRequestCase> OptionCases() {
                r.mutable_block_options()->set_mode(v1::ATTENTION_MODE_FULL);
                r.mutable_block_options()->set_cache_policy(static_cast<v1::CachePolicy>(9));
              }),
+      Shared("kv_load_failure_policy_unknown", kInvalid,
+             [](auto& r) {
+               r.mutable_block_options()->set_kv_load_failure_policy(
+                   static_cast<v1::KvLoadFailurePolicy>(5));
+             }),
       Shared("global_blocks_over_passages", kInvalid,
              [](auto& r) { r.mutable_block_options()->set_global_blocks(kValidPassages + 1); }),
       Shared("full_mode_global_blocks_over_passages", kInvalid,
