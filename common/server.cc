@@ -19,7 +19,9 @@
 #include <utility>
 #include <vector>
 
+#include <grpc/grpc.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/support/server_interceptor.h>
 
 #include "absl/flags/usage_config.h"
 #include "absl/status/statusor.h"
@@ -325,11 +327,37 @@ class ReadinessPoller {
   std::thread thread_;
 };
 
+// Counts the calls a server is running: gRPC creates one interceptor per call and
+// destroys it with the call.
+class CallCounter final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit CallCounter(std::atomic<int>* in_flight) : in_flight_(in_flight) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo*) override {
+    return new Counted(in_flight_);
+  }
+
+ private:
+  class Counted final : public grpc::experimental::Interceptor {
+   public:
+    explicit Counted(std::atomic<int>* n) : n_(n) { n_->fetch_add(1); }
+    ~Counted() override { n_->fetch_sub(1); }
+    void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+      methods->Proceed();
+    }
+
+   private:
+    std::atomic<int>* const n_;
+  };
+  std::atomic<int>* const in_flight_;
+};
+
 // Builds and starts the gRPC server with the health service; sets *port to the bound
-// port. Null when the address cannot be bound.
+// port and counts its calls in *in_flight (which must outlive it). Null when the
+// address cannot be bound.
 std::unique_ptr<grpc::Server> StartGrpcServer(const ServerOptions& options,
                                               const std::vector<ServedService>& services,
-                                              int* port) {
+                                              int* port, std::atomic<int>* in_flight) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen_address,
@@ -344,6 +372,9 @@ std::unique_ptr<grpc::Server> StartGrpcServer(const ServerOptions& options,
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counter;
+  counter.push_back(std::make_unique<CallCounter>(in_flight));
+  builder.experimental().SetInterceptorCreators(std::move(counter));
   for (const ServedService& s : services) builder.RegisterService(s.service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) return nullptr;
@@ -397,7 +428,8 @@ absl::Status RunServer(const ServerOptions& options, const std::vector<ServedSer
     metrics_address = SocketAddress(metrics_fd);
   }
   int port = 0;
-  std::unique_ptr<grpc::Server> server = StartGrpcServer(options, services, &port);
+  std::atomic<int> in_flight{0};
+  std::unique_ptr<grpc::Server> server = StartGrpcServer(options, services, &port, &in_flight);
   if (server == nullptr) {
     if (metrics_fd >= 0) close(metrics_fd);
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
@@ -453,9 +485,20 @@ absl::Status RunServer(const ServerOptions& options, const std::vector<ServedSer
     server->Wait();
     stopped.Notify();
   });
+  // gRPC's Shutdown also waits, to the end of the grace period, for every client
+  // connection to close, idle ones included (a client process that keeps a channel
+  // open). Once no call has been running for two polls in a row, what is left is such
+  // connections: close them, so that a drained server stops at once.
+  int idle_polls = 0;
+  bool closed_idle = false;
   while (!stopped.HasBeenNotified()) {
-    if (WaitForSignal(set, absl::Milliseconds(100), &sig)) {
+    if (WaitForSignal(set, absl::Milliseconds(50), &sig)) {
       LogEvent("already_shutting_down", {{"signal", absl::StrCat(sig)}});
+    }
+    idle_polls = in_flight.load() == 0 ? idle_polls + 1 : 0;
+    if (idle_polls >= 2 && !closed_idle) {
+      grpc_server_cancel_all_calls(server->c_server());
+      closed_idle = true;
     }
   }
   stopper.join();

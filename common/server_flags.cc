@@ -1,5 +1,8 @@
 #include "common/server_flags.h"
 
+#include <malloc.h>
+
+#include <cstdlib>
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -33,6 +36,12 @@ namespace blockserve {
 
 void StartServerMain(int argc, char** argv, const ServerMainInfo& info) {
   BlockShutdownSignals();
+  // glibc gives every thread that allocates an arena of its own, up to 8 per core; with
+  // gRPC's many threads, freed memory stays scattered over them and resident memory
+  // keeps creeping up (bench/soak: the decoder's anonymous RSS went 19.6 -> 35.3 MB over
+  // 40,000 requests and was still rising; with two arenas it stayed at 16 MB). An
+  // operator's MALLOC_ARENA_MAX still wins.
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
   absl::SetProgramUsageMessage(info.usage);
   std::vector<std::string> dirs = info.flag_dirs;
   dirs.push_back("common/server_flags");

@@ -31,7 +31,8 @@ struct ServerMainInfo {
 };
 
 // The start of every server's main(), in the order it must happen: blocks the shutdown
-// signals (before any thread starts, so RunServer's signal thread gets them), sets the
+// signals (before any thread starts, so RunServer's signal thread gets them), caps
+// glibc's malloc arenas at two (unless MALLOC_ARENA_MAX is set; see the .cc), sets the
 // usage message and the --help filter, parses the command line, names the log lines.
 void StartServerMain(int argc, char** argv, const ServerMainInfo& info);
 

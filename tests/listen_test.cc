@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "absl/time/clock.h"
 #include "absl/strings/str_cat.h"
 #include "common/testing/sockets.h"
 #include "tests/blockserve_system.h"
@@ -99,6 +100,30 @@ TEST(ListenTest, AServerWhoseMetricsPortIsTakenDoesNotStart) {
   EXPECT_TRUE(absl::StrContains(router.status().message(), "exited with 1")) << router.status();
   EXPECT_TRUE(absl::StrContains(router.status().message(), "Address already in use"))
       << router.status();
+}
+
+// Issue 15, item 7: a client that merely keeps a connection open (no call running) made
+// every server wait out its whole shutdown grace: gRPC waits for connections to close.
+// A drained server now closes idle connections and stops at once.
+TEST(ShutdownTest, AnIdleClientConnectionDoesNotHoldUpTheShutdown) {
+  ProcessOptions o;
+  o.name = "router";
+  o.binary = RunfilePath("router/router");
+  o.args = {"--insecure", "--prefill=127.0.0.1:1", "--decoder=127.0.0.1:2",
+            "--shutdown_grace_ms=10000"};
+  absl::StatusOr<std::unique_ptr<ServerProcess>> router = ServerProcess::Start(o);
+  ASSERT_TRUE(router.ok()) << router.status();
+  // One call, then the channel stays open and idle.
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel((*router)->address(), grpc::InsecureChannelCredentials());
+  grpc::ClientContext context;
+  v1::StatsResponse stats;
+  ASSERT_TRUE(v1::Router::NewStub(channel)->GetStats(&context, {}, &stats).ok());
+  ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
+
+  const absl::Time start = absl::Now();
+  EXPECT_EQ((*router)->Terminate(), 0) << (*router)->LogTail();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3)) << "waited for the idle connection";
 }
 
 }  // namespace
