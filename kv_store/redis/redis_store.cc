@@ -29,7 +29,8 @@ struct RedisStore::Lease {
   bool fresh = false;  // dialled for this call rather than reused from the pool
 };
 
-RedisStore::RedisStore(RedisStoreOptions options) : options_(std::move(options)) {}
+RedisStore::RedisStore(RedisStoreOptions options)
+    : options_(std::move(options)), next_backoff_(options_.retry_backoff) {}
 
 RedisStore::~RedisStore() = default;
 
@@ -60,8 +61,9 @@ absl::StatusOr<RedisStore::Lease> RedisStore::Acquire(bool force_dial) {
       --leased_;
       return absl::UnavailableError(absl::StrCat(
           "redis at ", options_.host, ":", options_.port,
-          " is down or not answering (a dial failed or a call timed out less than ",
-          absl::FormatDuration(options_.retry_backoff), " ago)"));
+          " is down or not answering (a dial failed or a call timed out; the next try is "
+          "in ",
+          absl::FormatDuration(dial_blocked_until_ - absl::Now()), ")"));
     }
   }
   // Dial outside the lock so that a slow connect does not stall the other threads.
@@ -70,7 +72,7 @@ absl::StatusOr<RedisStore::Lease> RedisStore::Acquire(bool force_dial) {
                        options_.connect_timeout, options_.op_timeout);
   absl::MutexLock lock(&pool_mu_);
   if (!dialled.ok()) {
-    dial_blocked_until_ = absl::Now() + options_.retry_backoff;
+    BlockDialsLocked();
     --leased_;
     // Refused credentials after Open (a password changed under a running store) make
     // Redis unusable like an outage: UNAVAILABLE to the callers, whose status codes say
@@ -86,8 +88,18 @@ absl::StatusOr<RedisStore::Lease> RedisStore::Acquire(bool force_dial) {
 
 void RedisStore::BackOff() {
   absl::MutexLock lock(&pool_mu_);
-  dial_blocked_until_ = absl::Now() + options_.retry_backoff;
+  BlockDialsLocked();
   idle_.clear();
+}
+
+void RedisStore::BlockDialsLocked() {
+  dial_blocked_until_ = absl::Now() + next_backoff_;
+  next_backoff_ = std::min(next_backoff_ * 2, options_.max_retry_backoff);
+}
+
+void RedisStore::ResetBackOff() {
+  absl::MutexLock lock(&pool_mu_);
+  next_backoff_ = options_.retry_backoff;
 }
 
 void RedisStore::Release(Lease lease, bool healthy) {
@@ -104,7 +116,9 @@ absl::Status RedisStore::WithConnection(Exchange&& exchange) {
     absl::StatusOr<Lease> lease = Acquire(force_dial);
     if (!lease.ok()) return lease.status();
     if (exchange(*lease->connection) && lease->connection->drained()) {
+      const bool fresh = lease->fresh;
       Release(*std::move(lease), /*healthy=*/true);
+      if (fresh) ResetBackOff();  // only a new connection can follow a failure
       return absl::OkStatus();
     }
     const std::string error = lease->connection->error();
@@ -142,8 +156,10 @@ absl::StatusOr<std::unique_ptr<RedisStore>> RedisStore::Open(const RedisStoreOpt
     return absl::InvalidArgumentError(absl::StrCat("redis store: ttl must be at least 1ms, found ",
                                                    absl::FormatDuration(*options.ttl)));
   }
-  if (options.retry_backoff < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("redis store: retry_backoff must not be negative");
+  if (options.retry_backoff < absl::ZeroDuration() ||
+      options.max_retry_backoff < options.retry_backoff) {
+    return absl::InvalidArgumentError(
+        "redis store: retry_backoff must not be negative nor over max_retry_backoff");
   }
   if (!options.user.empty() && options.password.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("redis store: user \"", options.user,
@@ -174,7 +190,7 @@ absl::Status RedisStore::FirstContact() {
   if (!c.ok()) {
     if (absl::IsUnavailable(c.status())) {
       absl::MutexLock lock(&pool_mu_);
-      dial_blocked_until_ = absl::Now() + options_.retry_backoff;
+      BlockDialsLocked();
     }
     return c.status();
   }

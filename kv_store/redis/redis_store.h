@@ -12,15 +12,18 @@
 // so that Redis's own eviction never takes sources or catalog entries.
 //
 // Redis is a cache here, so an unreachable Redis is not an error for block reads: Get
-// and GetMany return misses (NotFound) and Contains says absent. A catalog lookup is
+// and GetMany return misses (Unavailable, counted as misses) and Contains says absent. A catalog lookup is
 // different (a passage named by id cannot be recomputed without it): LookupPassage says
 // UNAVAILABLE. Put/PutPassage drop the write, count it in `dropped_puts`, log
 // (rate-limited to a line per 10 s) and return UNAVAILABLE. No call blocks longer than
 // about `connect_timeout` + `op_timeout` per socket read or write, and after a call timed
 // out (a Redis that accepts connections and never answers) the calls of the next
-// `retry_backoff` fail at once instead of each waiting out its own timeout. Open() succeeds while Redis is down; the pool dials again at most
-// once per `retry_backoff`, and connections broken by a Redis restart are discarded and
-// re-dialled on their next use, so the store recovers without being reopened.
+// back-off fail at once instead of each waiting out its own timeout. The back-off starts
+// at `retry_backoff` and doubles with each failure in a row (a failed dial, a timed-out
+// call), up to `max_retry_backoff`; the first call that gets through resets it. Open()
+// succeeds while Redis is down; the pool dials again at most once per back-off, and
+// connections broken by a Redis restart are discarded and re-dialled on their next use,
+// so the store recovers without being reopened.
 //
 // Safe to call from several threads; at most `pool_size` calls talk to Redis at once,
 // the others wait for a connection.
@@ -55,7 +58,8 @@ struct RedisStoreOptions {
   std::optional<absl::Duration> ttl;             // blocks only; at least 1 ms
   std::string key_prefix = "bs:v1:";
   CodecOptions codec;  // what Put encodes with and what Get expects
-  absl::Duration retry_backoff = absl::Milliseconds(500);  // after a failed dial
+  absl::Duration retry_backoff = absl::Milliseconds(500);  // after a first failure
+  absl::Duration max_retry_backoff = absl::Seconds(8);     // the most it grows to
   // AUTH on every new connection, before any other command, when `password` is set:
   // `AUTH <password>` (requirepass, the default user) or, with a `user`, `AUTH <user>
   // <password>` (an ACL user). The password is never logged nor put into an error.
@@ -118,9 +122,13 @@ class RedisStore : public KvStore {
   // unless a dial failed less than retry_backoff ago.
   absl::StatusOr<Lease> Acquire(bool force_dial);
   void Release(Lease lease, bool healthy);
-  // After a call timed out: no calls reach Redis for retry_backoff (they fail at once),
+  // After a call timed out: no calls reach Redis for the back-off (they fail at once),
   // and the idle connections are dropped.
   void BackOff();
+  // Starts a back-off after a failure and doubles the next one (up to the maximum).
+  void BlockDialsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool_mu_);
+  // A call got through: the next failure backs off from retry_backoff again.
+  void ResetBackOff();
   bool SlotFree() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool_mu_) {
     return leased_ < options_.pool_size;
   }
@@ -141,6 +149,8 @@ class RedisStore : public KvStore {
   std::vector<std::unique_ptr<redis::Connection>> idle_ ABSL_GUARDED_BY(pool_mu_);
   int leased_ ABSL_GUARDED_BY(pool_mu_) = 0;
   absl::Time dial_blocked_until_ ABSL_GUARDED_BY(pool_mu_) = absl::InfinitePast();
+  // The back-off the next failure starts (see the file comment).
+  absl::Duration next_backoff_ ABSL_GUARDED_BY(pool_mu_);
 
   mutable absl::Mutex metrics_mu_;
   StoreMetrics metrics_ ABSL_GUARDED_BY(metrics_mu_);

@@ -66,6 +66,7 @@ class RedisStoreTest : public ::testing::Test {
     o.port = server_->port();
     o.op_timeout = absl::Seconds(2);
     o.retry_backoff = absl::Milliseconds(100);
+    o.max_retry_backoff = absl::Milliseconds(800);
     o.codec = {.model_fingerprint = kFingerprint, .shape = shape, .dtype = engine::DType::kF32};
     return o;
   }
@@ -455,6 +456,42 @@ TEST_F(RedisStoreTest, StuckRedisCostsAtMostAboutTheOpTimeoutPerCall) {
     again = store->Get(KeyFor(block));
   }
   EXPECT_TRUE(again.ok()) << again.status();
+}
+
+// A Redis that stays stuck is probed less and less often: each probe costs one caller an
+// op_timeout, and the back-off doubles after each (50 ms, 100 ms, ... up to 800 ms).
+// With the fixed back-off it had, about 3 s / (50 + 100 ms) = 20 callers paid; now 7 or
+// so. The first call that gets through resets it.
+TEST_F(RedisStoreTest, AStuckRedisIsProbedLessAndLessOftenAndServesAgainWhenThawed) {
+  RedisStoreOptions options = Options();
+  options.op_timeout = absl::Milliseconds(100);
+  options.retry_backoff = absl::Milliseconds(50);
+  auto store = OpenStore(options);
+  const engine::KvCache block = MakeBlock(kSmallShape, 4, 46);
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+  server_->Pause();
+  int slow_calls = 0, calls = 0;
+  for (const absl::Time end = absl::Now() + absl::Seconds(3); absl::Now() < end; ++calls) {
+    const absl::Time start = absl::Now();
+    EXPECT_FALSE(store->Get(KeyFor(block)).ok());
+    if (absl::Now() - start >= absl::Milliseconds(80)) ++slow_calls;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  server_->Resume();
+  EXPECT_GE(slow_calls, 3);
+  EXPECT_LE(slow_calls, 9) << "of " << calls << " calls";
+  absl::StatusOr<engine::KvCache> again = store->Get(KeyFor(block));
+  for (int i = 0; i < 30 && !again.ok(); ++i) {  // at most the longest back-off, 800 ms
+    absl::SleepFor(absl::Milliseconds(50));
+    again = store->Get(KeyFor(block));
+  }
+  ASSERT_TRUE(again.ok()) << again.status();
+  // Reset: the next stall backs off from 50 ms again, not from 800 ms.
+  server_->Pause();
+  EXPECT_FALSE(store->Get(KeyFor(block)).ok());
+  server_->Resume();
+  absl::SleepFor(absl::Milliseconds(120));
+  EXPECT_TRUE(store->Get(KeyFor(block)).ok());
 }
 
 TEST_F(RedisStoreTest, PooledConnectionsBrokenByARestartAreRedialledWithoutAMiss) {
