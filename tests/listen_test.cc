@@ -23,28 +23,7 @@
 namespace blockserve::testing {
 namespace {
 
-// The status code of `GET <path>` on 127.0.0.1:port (0 when there is no answer).
-int HttpGetCode(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const timeval five_seconds{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five_seconds, sizeof(five_seconds));
-  std::string answer;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\n\r\n");
-    (void)!send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    char buf[4096];
-    ssize_t got;
-    while ((got = recv(fd, buf, sizeof(buf), 0)) > 0) answer.append(buf, got);
-  }
-  close(fd);
-  int code = 0;
-  if (answer.size() >= 12) code = std::atoi(answer.substr(9, 3).c_str());
-  return code;
-}
+int HttpGetCode(int port, const std::string& path) { return HttpGet(port, path).code; }
 
 TEST(ListenTest, EveryServerListensOnExactlyItsLoggedPortsOnItsHost) {
   absl::StatusOr<std::string> model = TinyModelDir({});

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 
 #include "absl/strings/match.h"
@@ -60,6 +61,31 @@ std::multiset<int> NewListeningPorts(const std::vector<ListeningSocket>& before,
 
 std::multiset<int> Ports(const std::vector<ListeningSocket>& sockets) {
   return NewListeningPorts({}, sockets);
+}
+
+HttpAnswer HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const timeval five_seconds{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five_seconds, sizeof(five_seconds));
+  std::string answer;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\n\r\n");
+    (void)!send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    char buf[4096];
+    ssize_t got;
+    while ((got = recv(fd, buf, sizeof(buf), 0)) > 0) answer.append(buf, got);
+  }
+  close(fd);
+  HttpAnswer out;
+  if (answer.size() >= 12) out.code = std::atoi(answer.substr(9, 3).c_str());
+  if (const size_t body = answer.find("\r\n\r\n"); body != std::string::npos) {
+    out.body = answer.substr(body + 4);
+  }
+  return out;
 }
 
 int FreeLoopbackPort() {

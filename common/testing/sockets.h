@@ -32,6 +32,14 @@ std::multiset<int> NewListeningPorts(const std::vector<ListeningSocket>& before,
 // The ports of `sockets`, one entry per socket.
 std::multiset<int> Ports(const std::vector<ListeningSocket>& sockets);
 
+// The answer to `GET <path> HTTP/1.0` on 127.0.0.1:port: the status code (0 when there
+// is no answer within 5 s) and the body.
+struct HttpAnswer {
+  int code = 0;
+  std::string body;
+};
+HttpAnswer HttpGet(int port, const std::string& path);
+
 // A loopback port that was free a moment ago (another process may take it since).
 int FreeLoopbackPort();
 
