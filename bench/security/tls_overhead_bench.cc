@@ -25,6 +25,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "engine/tiny_model.h"
+#include "bench/summary.h"
 #include "tests/blockserve_system.h"
 
 ABSL_FLAG(int, passages, 8, "passages per TTFT request (all cached)");
@@ -39,14 +40,8 @@ using bs::security::Role;
 
 namespace {
 
-struct Cell {
-  double median = 0, min = 0, max = 0;
-};
-
-Cell Summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v[v.size() / 2], v.front(), v.back()};
-}
+using Cell = blockserve::bench::Summary;
+using blockserve::bench::Summarize;
 
 std::string LoadAverage() {
   std::ifstream in("/proc/loadavg");

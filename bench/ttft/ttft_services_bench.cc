@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/tiny_model.h"
 #include "engine/tokenizer.h"
+#include "bench/summary.h"
 #include "tests/blockserve_system.h"
 
 ABSL_FLAG(std::string, shape, "small", "model shape: tiny | small (see ttft_bench)");
@@ -37,14 +38,8 @@ namespace v1 = blockserve::v1;
 
 namespace {
 
-struct Cell {
-  double median = 0, min = 0, max = 0;
-};
-
-Cell Summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v[v.size() / 2], v.front(), v.back()};
-}
+using Cell = blockserve::bench::Summary;
+using blockserve::bench::Summarize;
 
 // A query of about `n` tokens: a question padded with context words.
 std::string QueryText(const bs::engine::Tokenizer& tok, int n) {
