@@ -71,10 +71,13 @@ for t in "${targets[@]}"; do
   mkdir -p "$scratch/$t"
   log="$scratch/$t.log"
   start=$SECONDS
-  # -timeout: one input taking 10 s is a hang, reported like a crash. New inputs go to the
-  # scratch folder (the first one named); the committed corpus is read only.
+  # -timeout: one input taking 10 s is a hang, reported like a crash. -max_len: without
+  # it libFuzzer mutates inputs up to the largest corpus file, and the deep-nesting crash
+  # inputs are 200 KB (longer files are cut when loaded; the replay tests run them whole).
+  # New inputs go to the scratch folder (the first one named); the committed corpus is
+  # only read.
   UBSAN_OPTIONS=print_stacktrace=1 ASAN_OPTIONS=detect_stack_use_after_return=1 \
-  "$bin/fuzz/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+  "$bin/fuzz/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
     -print_final_stats=1 -artifact_prefix="fuzz/crashes/$t-" \
     "$scratch/$t" "fuzz/corpus/$t" >"$log" 2>&1
   rc=$?
