@@ -8,8 +8,12 @@
 
 // The hot loops are compiled twice where the compiler can (x86-64): once for the
 // baseline ISA and once for AVX2+FMA, picked at load time, so one binary runs on any
-// x86-64 machine and uses the wide units where they exist.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// x86-64 machine and uses the wide units where they exist. Not under ThreadSanitizer:
+// gcc instruments the ifunc resolver that picks the clone, and the dynamic loader runs it
+// while relocating the library, before the TSan runtime is up: every test linking the
+// CPU kernels died with SIGSEGV before main (--config=tsan).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__)
 #define BLOCKSERVE_MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
 #else
 #define BLOCKSERVE_MULTIVERSION

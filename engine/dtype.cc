@@ -133,7 +133,9 @@ void ConvertToF32(DType dtype, const void* src, size_t n, float* dst) {
   const auto* bytes = static_cast<const uint8_t*>(src);
   switch (dtype) {
     case DType::kF32:
-      std::memcpy(dst, src, n * sizeof(float));
+      // memcpy's pointers must be non-null even for 0 bytes, and an empty block's
+      // arrays are an empty vector's data(), null (found by fuzz/codec_fuzzer).
+      if (n > 0) std::memcpy(dst, src, n * sizeof(float));
       return;
     case DType::kF16: {
       const float* table = F16Table();
@@ -160,7 +162,7 @@ void ConvertFromF32(DType dtype, const float* src, size_t n, void* dst) {
   auto* bytes = static_cast<uint8_t*>(dst);
   switch (dtype) {
     case DType::kF32:
-      std::memcpy(dst, src, n * sizeof(float));
+      if (n > 0) std::memcpy(dst, src, n * sizeof(float));  // as in ConvertToF32
       return;
     case DType::kF16:
       for (size_t i = 0; i < n; ++i) {

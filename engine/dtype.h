@@ -46,11 +46,12 @@ uint16_t F32ToBF16(float value);
 
 // Converts `n` elements of type `dtype` at `src` to fp32 at `dst`. `src` is
 // read as little-endian and need not be aligned. `src` and `dst` must not
-// overlap.
+// overlap. With `n` 0 either may be null (an empty vector's data()).
 void ConvertToF32(DType dtype, const void* src, size_t n, float* dst);
 
 // Converts `n` fp32 values at `src` to elements of type `dtype` at `dst`
-// (little-endian, any alignment). `src` and `dst` must not overlap.
+// (little-endian, any alignment). `src` and `dst` must not overlap; with `n`
+// 0 either may be null.
 void ConvertFromF32(DType dtype, const float* src, size_t n, void* dst);
 
 }  // namespace blockserve::engine

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -254,6 +255,21 @@ TEST(ConvertTest, BulkConversionMatchesScalarFunctionsAndIgnoresAlignment) {
   ConvertFromF32(DType::kF16, &one, 1, raw);
   EXPECT_EQ(raw[0], 0x00);
   EXPECT_EQ(raw[1], 0x3c);
+}
+
+// An empty block's K/V arrays are empty vectors, whose data() is null. memcpy with a null
+// pointer is undefined even for 0 bytes (UBSan's nonnull-attribute check fails this test
+// under --config=asan without the n > 0 guard; found by fuzz/codec_fuzzer).
+TEST(ConvertTest, ZeroElementsWithNullPointersIsANoOp) {
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16}) {
+    std::vector<float> empty_floats;
+    std::string empty_bytes;
+    ConvertToF32(d, empty_bytes.data(), 0, empty_floats.data());
+    ConvertFromF32(d, empty_floats.data(), 0, empty_bytes.data());
+    ConvertToF32(d, nullptr, 0, nullptr);
+    ConvertFromF32(d, nullptr, 0, nullptr);
+    EXPECT_TRUE(empty_floats.empty());
+  }
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "engine/json_nesting.h"
 
 namespace blockserve::engine {
 namespace {
@@ -26,6 +27,10 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const nlohmann::json& list, size_t
 }  // namespace
 
 absl::StatusOr<LogitsRequest> ParseLogitsRequest(std::string_view json_text) {
+  // Before parsing: the error messages' dump() of a bad id recurses.
+  if (absl::Status s = CheckJsonNesting(json_text); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("request: ", s.message()));
+  }
   nlohmann::json j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError("request is not a JSON object");

@@ -33,6 +33,17 @@ TEST(LogitsRequestTest, MalformedRequestsAreRejected) {
   }
 }
 
+// A bad id nested a million deep: quoting it in the error (json::dump) recursed once per
+// level and overflowed the stack (SIGSEGV). Refused by the nesting limit before parsing.
+TEST(LogitsRequestTest, DeeplyNestedJsonIsInvalidArgumentNotAStackOverflow) {
+  const int depth = 1'000'000;
+  const std::string request =
+      R"({"blocks": [[)" + std::string(depth, '[') + std::string(depth, ']') + "]]}";
+  const absl::Status s = ParseLogitsRequest(request).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("nested deeper than"), std::string_view::npos) << s;
+}
+
 TEST(LogitsRequestTest, BlockAndFullModeGiveDifferentLogitsOverSeveralBlocks) {
   const std::string dir = testing::TempDir() + "/logits_request_test";
   ASSERT_TRUE(WriteTinyModel(dir, {}).ok());

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/json_nesting.h"
 #include "nlohmann/json.hpp"
 
 namespace blockserve::engine {
@@ -372,6 +373,8 @@ nlohmann::ordered_json RopeScalingJson(const RopeScaling& rope) {
 }  // namespace
 
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view json_text) {
+  // Before parsing: KeyError's dump() of the value found recurses.
+  if (absl::Status s = CheckJsonNesting(json_text); !s.ok()) return s;
   Json json = Json::parse(json_text.begin(), json_text.end(), /*cb=*/nullptr,
                           /*allow_exceptions=*/false);
   if (json.is_discarded()) {

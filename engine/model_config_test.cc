@@ -464,5 +464,17 @@ TEST(ModelConfigTest, FromFileReadsAFileAndPrefixesErrorsWithItsPath) {
   std::filesystem::remove_all(tmpl);
 }
 
+// A value nested a million deep where a number belongs: KeyError's dump() of it recursed
+// once per level and overflowed the stack (SIGSEGV). Refused before parsing.
+TEST(ModelConfigTest, DeeplyNestedJsonIsInvalidArgumentNotAStackOverflow) {
+  const int depth = 1'000'000;
+  const std::string json = R"({"model_type": "llama", "vocab_size": )" +
+                           std::string(depth, '[') + std::string(depth, ']') + "}";
+  absl::StatusOr<ModelConfig> config = ModelConfig::FromJson(json);
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << config.status();
+  EXPECT_NE(Message(config.status()).find("nested deeper than"), std::string::npos)
+      << config.status();
+}
+
 }  // namespace
 }  // namespace blockserve::engine

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "engine/json_nesting.h"
 #include "nlohmann/json.hpp"
 
 namespace blockserve::engine {
@@ -65,6 +66,10 @@ absl::StatusOr<std::map<std::string, std::string>> ReadWeightMap(
     const std::string& index_path) {
   absl::StatusOr<std::string> text = ReadTextFile(index_path);
   if (!text.ok()) return text.status();
+  // Before parsing: the error message's dump() of a shard value recurses.
+  if (absl::Status s = CheckJsonNesting(*text); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(index_path, ": ", s.message()));
+  }
   Json json = Json::parse(*text, /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded() || !json.is_object()) {
     return absl::InvalidArgumentError(

@@ -312,6 +312,23 @@ TEST_F(ModelFilesTest, MalformedIndexIsRejected) {
   }
 }
 
+// A shard value nested a million deep: the error message's dump() of it recursed once
+// per level and overflowed the stack (SIGSEGV). Refused before parsing.
+TEST_F(ModelFilesTest, DeeplyNestedIndexIsInvalidArgumentNotAStackOverflow) {
+  const std::string dir = Dir("deep_index");
+  ASSERT_TRUE(WriteModelFolder(dir, TinyConfig(), TinyTensors(), 20000).ok());
+  const int depth = 1'000'000;
+  std::ofstream(dir + "/model.safetensors.index.json")
+      << R"({"weight_map": {"lm_head.weight": )" << std::string(depth, '[')
+      << std::string(depth, ']') << "}}";
+  absl::StatusOr<ModelFiles> files = ModelFiles::Open(dir);
+  EXPECT_EQ(files.status().code(), absl::StatusCode::kInvalidArgument)
+      << files.status();
+  EXPECT_NE(Message(files.status()).find("nested deeper than"),
+            std::string::npos)
+      << files.status();
+}
+
 TEST_F(ModelFilesTest, MissingConfigOrWeightsOrFolderIsNotFound) {
   const std::string dir = Dir("incomplete");
   ASSERT_TRUE(WriteModelFolder(dir, TinyConfig(), TinyTensors()).ok());

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/json_nesting.h"
 #include "nlohmann/json.hpp"
 
 namespace blockserve::engine {
@@ -237,6 +238,12 @@ absl::Status ParseHeader(
   }
   const char* header = reinterpret_cast<const char*>(bytes) +
                        kLengthPrefixBytes;
+  // Before parsing: the error messages' dump() of a shape or offsets recurses.
+  if (absl::Status s =
+          CheckJsonNesting(std::string_view(header, header_size));
+      !s.ok()) {
+    return Invalid(path, absl::StrCat("header: ", s.message()));
+  }
   Json json = Json::parse(header, header + header_size, /*cb=*/nullptr,
                           /*allow_exceptions=*/false);
   if (json.is_discarded()) return Invalid(path, "header is not valid JSON");

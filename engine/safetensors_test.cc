@@ -244,6 +244,22 @@ TEST_F(SafetensorsTest, AbsurdHeaderLengthsAreRejected) {
   }
 }
 
+// A "shape" nested a million deep: the error message's dump() of it recursed once per
+// level and overflowed the stack (SIGSEGV). Refused before parsing.
+TEST_F(SafetensorsTest, DeeplyNestedHeaderIsInvalidArgumentNotAStackOverflow) {
+  const int depth = 1'000'000;
+  const std::string header = R"({"t": {"dtype": "F32", "shape": )" +
+                             std::string(depth, '[') + std::string(depth, ']') +
+                             R"(, "data_offsets": [0, 0]}})";
+  const std::string path = WriteBytes("deep.safetensors", MakeFile(header, {}));
+  absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(path);
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument)
+      << file.status();
+  EXPECT_NE(std::string(file.status().message()).find("nested deeper than"),
+            std::string::npos)
+      << file.status();
+}
+
 TEST_F(SafetensorsTest, EmptyHeaderObjectIsAValidFileWithNoTensors) {
   const std::string path = WriteBytes("e.safetensors", MakeFile("{}", {}));
   absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(path);

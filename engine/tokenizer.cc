@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/json_nesting.h"
 #include "engine/utf8.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -887,6 +888,8 @@ absl::StatusOr<Tokenizer> Tokenizer::FromFile(const std::string& path) {
 }
 
 absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json_text) {
+  // Before parsing: Describe() and the pre-tokenizer and post-processor walks recurse.
+  if (absl::Status s = CheckJsonNesting(json_text); !s.ok()) return s;
   try {
     json root = json::parse(json_text.begin(), json_text.end());
     if (!root.is_object()) {

@@ -562,5 +562,18 @@ TEST(MalformedTest, TokenBytesOfIdInHoleIsInvalidArgument) {
   EXPECT_EQ(*space, " ");
 }
 
+// "model" nested a million deep: Describe()'s dump() of it recursed once per level and
+// overflowed the stack (SIGSEGV). Refused before parsing; nested pre-tokenizer Sequences,
+// walked recursively, are bounded by the same limit.
+TEST(MalformedTest, DeeplyNestedJsonIsInvalidArgumentNotAStackOverflow) {
+  const int depth = 1'000'000;
+  const std::string json =
+      R"({"model": )" + std::string(depth, '[') + std::string(depth, ']') + "}";
+  absl::StatusOr<Tokenizer> t = Tokenizer::FromJson(json);
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
+  EXPECT_NE(t.status().message().find("nested deeper than"), std::string_view::npos)
+      << t.status();
+}
+
 }  // namespace
 }  // namespace blockserve::engine

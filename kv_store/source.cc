@@ -54,7 +54,11 @@ absl::StatusOr<std::vector<int32_t>> DecodeSourceValue(std::string_view value) {
     return absl::InvalidArgumentError("block source value fails its checksum");
   }
   std::vector<int32_t> tokens(header[0]);
-  std::memcpy(tokens.data(), value.data() + kHeaderBytes, tokens.size() * sizeof(int32_t));
+  // No memcpy for 0 tokens: an empty vector's data() is null, and memcpy's pointers must
+  // be non-null even for 0 bytes (found by fuzz/source_value_fuzzer).
+  if (!tokens.empty()) {
+    std::memcpy(tokens.data(), value.data() + kHeaderBytes, tokens.size() * sizeof(int32_t));
+  }
   return tokens;
 }
 

@@ -1,6 +1,6 @@
 """Who may build on the KV store: the block-cache layer (blocks/, store_config/), the
 encoder's and the prefill's tests (their stores), the benchmarks and the end-to-end tests.
-The router and the decoder never do."""
+The router and the decoder never do. The fuzz targets (fuzz/) read its values."""
 
 KV_STORE_VISIBILITY = [
     "//kv_store:__subpackages__",
@@ -10,4 +10,5 @@ KV_STORE_VISIBILITY = [
     "//query_prefill:__pkg__",
     "//bench:__subpackages__",
     "//tests:__pkg__",
+    "//fuzz:__pkg__",
 ]

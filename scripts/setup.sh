@@ -14,6 +14,7 @@ PACKAGES=(
   nlohmann-json3-dev
   libpcre2-dev
   libssl-dev openssl         # TLS certificates: checks, test PKI, the demo CA
+  clang-14 libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes: scripts/fuzz.sh
 )
 
 missing=()
