@@ -548,15 +548,17 @@ void DecoderCore::Step(std::vector<std::unique_ptr<Running>>& batch) {
   }
 
   absl::MutexLock lock(&mu_);
-  metrics_->tokens->Add(static_cast<double>(batch.size()));
   for (size_t i = 0; i < batch.size(); ++i) {
     Running& r = *batch[i];
     metrics_->tpot_ms->Observe(step_ms);
     Channel* live = LiveChannel(r);
     if (live == nullptr) {
-      r.finished = true;  // cancelled or collected during the step
+      // Cancelled or collected during the step: its token is thrown away and not
+      // counted, so the counter stops moving once no sequence is active.
+      r.finished = true;
       continue;
     }
+    metrics_->tokens->Add();
     Channel& ch = *live;
     const engine::SequenceEnd::Step& o = outcomes[i];
     if (o.keep) ch.tokens.push_back(r.token);
