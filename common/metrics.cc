@@ -70,7 +70,18 @@ Histogram* MetricsRegistry::GetHistogram(const std::string& name, const std::str
   return e.histogram.get();
 }
 
+void MetricsRegistry::AddCollector(std::function<void()> collect) {
+  absl::MutexLock lock(&mu_);
+  collectors_.push_back(std::move(collect));
+}
+
 std::string MetricsRegistry::RenderText() const {
+  std::vector<std::function<void()>> collectors;
+  {
+    absl::MutexLock lock(&mu_);
+    collectors = collectors_;
+  }
+  for (const std::function<void()>& collect : collectors) collect();
   absl::MutexLock lock(&mu_);
   std::string out;
   for (const auto& [name, e] : entries_) {

@@ -4,6 +4,7 @@
 #define BLOCKSERVE_COMMON_METRICS_H_
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -16,6 +17,9 @@ namespace blockserve {
 class Counter {
  public:
   void Add(double v = 1);
+  // For a count kept elsewhere and copied here by a collector (MetricsRegistry::
+  // AddCollector): sets the total, which must never go down.
+  void SetTotal(double total) { value_.store(total, std::memory_order_relaxed); }
   double value() const { return value_.load(std::memory_order_relaxed); }
 
  private:
@@ -60,6 +64,11 @@ class MetricsRegistry {
   Histogram* GetHistogram(const std::string& name, const std::string& help,
                           std::vector<double> bounds);
 
+  // `collect` runs at the start of every RenderText, before anything is rendered, to
+  // copy values kept elsewhere (e.g. a KV store's own counters) into metrics of this
+  // registry. It may call Get*; it must not call RenderText.
+  void AddCollector(std::function<void()> collect);
+
   std::string RenderText() const;
 
  private:
@@ -71,6 +80,7 @@ class MetricsRegistry {
   };
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::function<void()>> collectors_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace blockserve

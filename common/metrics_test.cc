@@ -38,5 +38,16 @@ TEST(MetricsTest, GaugesRenderTheirLastValue) {
   EXPECT_NE(r.RenderText().find("active_sequences 7\n"), std::string::npos);
 }
 
+TEST(MetricsTest, CollectorsCopyOutsideCountsAtEveryRender) {
+  MetricsRegistry r;
+  double outside = 3;  // a count kept by someone else (e.g. a KV store)
+  r.AddCollector([&r, &outside] {
+    r.GetCounter("store_hits_total", "hits of the store")->SetTotal(outside);
+  });
+  EXPECT_NE(r.RenderText().find("store_hits_total 3\n"), std::string::npos);
+  outside = 11;
+  EXPECT_NE(r.RenderText().find("store_hits_total 11\n"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace blockserve

@@ -14,6 +14,7 @@
 #include "passage_encoder/encoder_service.h"
 #include "proto/blockserve.grpc.pb.h"
 #include "store_config/cache_stack.h"
+#include "store_config/store_metrics.h"
 
 ABSL_FLAG(int, port, 50061, "gRPC port; 0 picks a free one (logged in the \"listening\" line)");
 ABSL_FLAG(int, max_batch_passages, 1024,
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   if (!stack.ok()) return bs::FailToStart("starting", stack.status());
 
   bs::MetricsRegistry metrics;
+  bs::store_config::ExportStoreMetrics(*stack->store, metrics);
   bs::passage_encoder::EncoderCore core(
       *stack->cache, metrics, {.max_batch_passages = absl::GetFlag(FLAGS_max_batch_passages)});
   bs::passage_encoder::EncoderService service(core);

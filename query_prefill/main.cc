@@ -20,6 +20,7 @@
 #include "query_prefill/prefill_core.h"
 #include "query_prefill/prefill_service.h"
 #include "store_config/cache_stack.h"
+#include "store_config/store_metrics.h"
 
 ABSL_FLAG(int, port, 50062, "gRPC port; 0 picks a free one (logged in the \"listening\" line)");
 ABSL_FLAG(int, max_passages, 64, "most passages one request may reference (more: INVALID_ARGUMENT)");
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   if (!stack.ok()) return bs::FailToStart("starting", stack.status());
 
   bs::MetricsRegistry metrics;
+  bs::store_config::ExportStoreMetrics(*stack->store, metrics);
   // The KV goes only to a peer whose certificate says it is a decoder.
   bs::query_prefill::GrpcKvHandoff handoff(
       {.credentials = bs::security::ChannelCredentialsTo(*transport, bs::security::Role::kDecoder)});

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/router_client.h"
+#include "common/testing/sockets.h"
 #include "nlohmann/json.hpp"
 #include "security/tenants.h"
 
@@ -54,23 +56,36 @@ absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(System
                    std::vector<std::string> args,
                    const std::vector<std::string>& extra) -> absl::StatusOr<std::unique_ptr<ServerProcess>> {
     args.insert(args.end(), extra.begin(), extra.end());
+    if (sys->options_.metrics) {
+      const int port = FreeLoopbackPort();
+      sys->metrics_ports_[name] = port;
+      args.push_back(absl::StrCat("--metrics_port=", port));
+    }
     return ServerProcess::Start({.name = name, .binary = RunfilePath(binary), .args = args});
   };
-  std::vector<std::string> store_backend = model;
-  for (const std::string& a : sys->StoreArgs()) store_backend.push_back(a);
+  auto store_backend = [&](const std::string& name) {
+    std::vector<std::string> args = model;
+    for (std::string& a : sys->StoreArgs(name)) args.push_back(std::move(a));
+    return args;
+  };
   auto as = [&sys](security::Role role, std::vector<std::string> args) {
     for (std::string& a : sys->SecurityArgs(role)) args.push_back(std::move(a));
     return args;
   };
 
-  absl::StatusOr<std::unique_ptr<ServerProcess>> encoder =
-      start("passage_encoder", "passage_encoder/passage_encoder",
-            as(security::Role::kEncoder, store_backend), sys->options_.encoder_args);
-  if (!encoder.ok()) return encoder.status();
-  sys->encoder_ = *std::move(encoder);
+  for (int i = 0; i < sys->options_.encoders; ++i) {
+    const std::string name = sys->options_.encoders == 1
+                                 ? "passage_encoder"
+                                 : absl::StrCat("passage_encoder-", i);
+    auto e = start(name, "passage_encoder/passage_encoder",
+                   as(security::Role::kEncoder, store_backend(name)), sys->options_.encoder_args);
+    if (!e.ok()) return e.status();
+    sys->encoders_.push_back(*std::move(e));
+  }
   for (int i = 0; i < sys->options_.prefills; ++i) {
-    auto p = start(absl::StrCat("query_prefill-", i), "query_prefill/query_prefill",
-                   as(security::Role::kPrefill, store_backend), sys->options_.prefill_args);
+    const std::string name = absl::StrCat("query_prefill-", i);
+    auto p = start(name, "query_prefill/query_prefill",
+                   as(security::Role::kPrefill, store_backend(name)), sys->options_.prefill_args);
     if (!p.ok()) return p.status();
     sys->prefills_.push_back(*std::move(p));
   }
@@ -87,22 +102,26 @@ absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(System
   };
   std::vector<std::string> router_args = {
       "--prefill=" + list(sys->prefills_), "--decoder=" + list(sys->decoders_),
-      "--encoder=" + sys->encoder_->address(), "--health_interval_ms=200"};
+      "--encoder=" + list(sys->encoders_), "--health_interval_ms=200"};
   if (sys->options_.tls) router_args.push_back("--tenants_file=" + sys->tenants_file_);
-  auto router = start("router", "router/router", as(security::Role::kRouter, router_args),
-                      sys->options_.router_args);
-  if (!router.ok()) return router.status();
-  sys->router_ = *std::move(router);
   client::RouterCredentials credentials;
   if (sys->options_.tls) {
     credentials.ca_file = sys->pki_->ca_file();
     if (!sys->options_.tenants.empty()) credentials.token = sys->options_.tenants[0].token;
   }
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
-      client::RouterClient::Connect(sys->router_->address(), credentials);
-  if (!channel.ok()) return channel.status();
-  sys->router_channel_ = *std::move(channel);
-  sys->router_stub_ = v1::Router::NewStub(sys->router_channel_);
+  for (int i = 0; i < sys->options_.routers; ++i) {
+    auto router = start(sys->options_.routers == 1 ? "router" : absl::StrCat("router-", i),
+                        "router/router", as(security::Role::kRouter, router_args),
+                        sys->options_.router_args);
+    if (!router.ok()) return router.status();
+    RouterHandle handle{.process = *std::move(router)};
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        client::RouterClient::Connect(handle.process->address(), credentials);
+    if (!channel.ok()) return channel.status();
+    handle.channel = *std::move(channel);
+    handle.stub = v1::Router::NewStub(handle.channel);
+    sys->routers_.push_back(std::move(handle));
+  }
   if (absl::Status s = sys->WaitHealthy(absl::Seconds(30)); !s.ok()) return s;
   return sys;
 }
@@ -143,6 +162,11 @@ std::vector<std::string> BlockServeSystem::SecurityArgs(security::Role role) con
           "--tls_ca=" + id.files.ca};
 }
 
+int BlockServeSystem::metrics_port(const ServerProcess& process) const {
+  auto it = metrics_ports_.find(process.name());
+  return it == metrics_ports_.end() ? 0 : it->second;
+}
+
 security::TransportSecurity BlockServeSystem::Identity(security::Role role) const {
   if (!options_.tls) return {.insecure = true};
   return identities_.at(role);
@@ -153,34 +177,43 @@ std::shared_ptr<grpc::Channel> BlockServeSystem::InternalChannel(
   return grpc::CreateChannel(address, security::ChannelCredentialsTo(Identity(caller), peer));
 }
 
-std::unique_ptr<v1::Router::Stub> BlockServeSystem::RouterAs(const std::string& token) const {
+std::unique_ptr<v1::Router::Stub> BlockServeSystem::RouterAs(const std::string& token,
+                                                            int i) const {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = client::RouterClient::Connect(
-      router_->address(), {.ca_file = pki_ != nullptr ? pki_->ca_file() : "", .token = token});
+      routers_[i].process->address(), {.ca_file = pki_ != nullptr ? pki_->ca_file() : "", .token = token});
   return v1::Router::NewStub(channel.ok() ? *channel : nullptr);
 }
 
-std::vector<std::string> BlockServeSystem::StoreArgs() const {
+std::vector<std::string> BlockServeSystem::StoreArgs(const std::string& process) {
   // f32 in the store: cached blocks then equal what a single process computes, bit for bit.
   std::vector<std::string> args = {"--kv_dtype=f32"};
-  if (options_.store == "redis") {
-    args.push_back("--kv_store=redis");
+  if (options_.store == "redis" || options_.store == "tiered") {
+    args.push_back("--kv_store=" + options_.store);
     args.push_back("--redis_host=127.0.0.1");
     args.push_back(absl::StrCat("--redis_port=", options_.redis_port));
   } else {
     args.push_back("--kv_store=shm");
-    args.push_back("--shm_name=" + shm_name_);
+  }
+  if (options_.store == "shm" || options_.store == "tiered") {
+    // shm: one segment, the node's; tiered: one per process, as if each ran on a node
+    // of its own in front of the shared Redis.
+    const std::string name = options_.store == "shm" ? shm_name_ : shm_name_ + "-" + process;
+    if (std::find(shm_names_.begin(), shm_names_.end(), name) == shm_names_.end()) {
+      shm_names_.push_back(name);
+    }
+    args.push_back("--shm_name=" + name);
     args.push_back("--shm_capacity_bytes=268435456");
   }
   return args;
 }
 
-absl::StatusOr<v1::StatsResponse> BlockServeSystem::Stats() {
+absl::StatusOr<v1::StatsResponse> BlockServeSystem::Stats(int i) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::StatsRequest request;
   request.set_include_backends(true);
   v1::StatsResponse response;
-  const grpc::Status s = router_stub_->GetStats(&context, request, &response);
+  const grpc::Status s = routers_[i].stub->GetStats(&context, request, &response);
   if (!s.ok()) return absl::UnavailableError(s.error_message());
   return response;
 }
@@ -188,20 +221,25 @@ absl::StatusOr<v1::StatsResponse> BlockServeSystem::Stats() {
 absl::Status BlockServeSystem::WaitHealthy(absl::Duration timeout) {
   const absl::Time give_up = absl::Now() + timeout;
   std::string why = "no answer";
-  while (absl::Now() < give_up) {
-    absl::StatusOr<v1::StatsResponse> stats = Stats();
-    if (stats.ok()) {
-      why.clear();
-      for (const v1::BackendStatus& b : stats->backends()) {
-        if (!b.healthy()) absl::StrAppend(&why, b.address(), " unhealthy: ", b.last_error(), "; ");
+  for (int i = 0; i < router_count(); ++i) {
+    while (true) {
+      absl::StatusOr<v1::StatsResponse> stats = Stats(i);
+      if (stats.ok()) {
+        why.clear();
+        for (const v1::BackendStatus& b : stats->backends()) {
+          if (!b.healthy()) absl::StrAppend(&why, b.address(), " unhealthy: ", b.last_error(), "; ");
+        }
+        if (why.empty()) break;
+      } else {
+        why = std::string(stats.status().message());
       }
-      if (why.empty()) return absl::OkStatus();
-    } else {
-      why = std::string(stats.status().message());
+      if (absl::Now() >= give_up) {
+        return absl::UnavailableError(absl::StrCat("router ", i, ": backends not healthy: ", why));
+      }
+      absl::SleepFor(absl::Milliseconds(100));
     }
-    absl::SleepFor(absl::Milliseconds(100));
   }
-  return absl::UnavailableError(absl::StrCat("backends not healthy: ", why));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::IngestResponse> BlockServeSystem::Ingest(
@@ -211,7 +249,7 @@ absl::StatusOr<v1::IngestResponse> BlockServeSystem::Ingest(
   v1::IngestRequest request;
   for (const v1::Passage& p : passages) *request.add_passages() = p;
   v1::IngestResponse response;
-  const grpc::Status s = router_stub_->Ingest(&context, request, &response);
+  const grpc::Status s = router().Ingest(&context, request, &response);
   if (!s.ok()) {
     return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
   }
@@ -223,8 +261,10 @@ absl::Status BlockServeSystem::Shutdown() {
   shut_down_ = true;
   // gRPC servers drain open client connections for their whole shutdown grace; closing
   // ours first lets the router stop at once.
-  router_stub_.reset();
-  router_channel_.reset();
+  for (RouterHandle& r : routers_) {
+    r.stub.reset();
+    r.channel.reset();
+  }
   std::vector<std::string> bad;
   auto stop = [&bad](ServerProcess* p) {
     if (p == nullptr || !p->Running()) return;  // never started, or killed by the test
@@ -232,11 +272,11 @@ absl::Status BlockServeSystem::Shutdown() {
       bad.push_back(absl::StrCat(p->name(), " exited with ", code, "\n", p->LogTail(10)));
     }
   };
-  stop(router_.get());
+  for (RouterHandle& r : routers_) stop(r.process.get());
   for (auto& p : prefills_) stop(p.get());
   for (auto& d : decoders_) stop(d.get());
-  stop(encoder_.get());
-  shm_unlink(shm_name_.c_str());
+  for (auto& e : encoders_) stop(e.get());
+  for (const std::string& name : shm_names_) shm_unlink(name.c_str());
   if (!bad.empty()) return absl::InternalError(absl::StrJoin(bad, "\n"));
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 // BlockServeSystem: the four services as real processes on loopback ports, for
-// end-to-end tests — one passage encoder, `prefills` query prefills, `decoders`
-// decoders and a router in front of them, sharing one KV store (a shared-memory
+// end-to-end tests — `encoders` passage encoders, `prefills` query prefills, `decoders`
+// decoders and `routers` interchangeable routers in front of them (each knowing every
+// backend), sharing one KV store (a shared-memory
 // segment with a unique name, or a Redis server the test runs). Secure as deployed by
 // default: a throwaway CA issues each role's certificate, services talk mTLS, and the
 // router authenticates bearer tokens of the test's tenants. Also the helpers the tests
@@ -45,16 +46,21 @@ struct TestTenant {
 
 struct SystemOptions {
   std::string model_dir;
-  std::string store = "shm";  // shm | redis
-  int redis_port = 0;         // store = redis
+  // shm | redis | tiered (a shared-memory tier per process in front of the Redis)
+  std::string store = "shm";
+  int redis_port = 0;  // store = redis, tiered
   int prefills = 1;
   int decoders = 1;
+  int encoders = 1;
+  int routers = 1;
   // mTLS between services, TLS and bearer tokens at the router; false: every process
   // with --insecure (plaintext on loopback, one anonymous tenant).
   bool tls = true;
   // The router's tenants (tls only); router() calls as the first.
   std::vector<TestTenant> tenants = {{.name = "tenant-a", .token = "token-a"},
                                      {.name = "tenant-b", .token = "token-b"}};
+  // Every process serves /metrics on a port of its own (metrics_port()).
+  bool metrics = false;
   // Appended to each kind's command line (e.g. {"--sequence_wait_ms=2000"}).
   std::vector<std::string> encoder_args, prefill_args, decoder_args, router_args;
 };
@@ -66,11 +72,13 @@ class BlockServeSystem {
   static absl::StatusOr<std::unique_ptr<BlockServeSystem>> Start(SystemOptions options);
   ~BlockServeSystem();  // Shutdown() if not done
 
-  v1::Router::Stub& router() { return *router_stub_; }
-  // A channel to the router as the first tenant (plaintext without tls).
-  std::shared_ptr<grpc::Channel> RouterChannel() const { return router_channel_; }
-  // A stub of the router calling with `token` (empty: none); tls only.
-  std::unique_ptr<v1::Router::Stub> RouterAs(const std::string& token) const;
+  // Router `i` (0: the first), calling as the first tenant.
+  v1::Router::Stub& router(int i = 0) { return *routers_[i].stub; }
+  int router_count() const { return static_cast<int>(routers_.size()); }
+  // A channel to the first router as the first tenant (plaintext without tls).
+  std::shared_ptr<grpc::Channel> RouterChannel() const { return routers_[0].channel; }
+  // A stub of router `i` calling with `token` (empty: none); tls only.
+  std::unique_ptr<v1::Router::Stub> RouterAs(const std::string& token, int i = 0) const;
   // The test CA (null without tls) and the identity of a role it issued.
   const security::testing::TestPki* pki() const { return pki_.get(); }
   security::TransportSecurity Identity(security::Role role) const;
@@ -78,40 +86,51 @@ class BlockServeSystem {
   // would dial it (its certificate, the peer's role checked).
   std::shared_ptr<grpc::Channel> InternalChannel(security::Role caller, security::Role peer,
                                                  const std::string& address) const;
-  ServerProcess& router_process() { return *router_; }
+  ServerProcess& router_process(int i = 0) { return *routers_[i].process; }
   ServerProcess& decoder(int i) { return *decoders_[i]; }
   ServerProcess& prefill(int i) { return *prefills_[i]; }
-  ServerProcess& encoder() { return *encoder_; }
+  ServerProcess& encoder(int i = 0) { return *encoders_[i]; }
+  // The /metrics port of a process (options.metrics); 0 when it has none.
+  int metrics_port(const ServerProcess& process) const;
 
-  // Polls Router.GetStats until every backend is healthy (or the timeout passes).
+  // Polls Router.GetStats of every router until each reports every backend healthy (or
+  // the timeout passes).
   absl::Status WaitHealthy(absl::Duration timeout);
-  // GetStats with backends.
-  absl::StatusOr<v1::StatsResponse> Stats();
+  // GetStats with backends, of router `i`.
+  absl::StatusOr<v1::StatsResponse> Stats(int i = 0);
   // Router.Ingest of `passages` in one call.
   absl::StatusOr<v1::IngestResponse> Ingest(const std::vector<v1::Passage>& passages);
 
-  // SIGTERM to the router, then to the backends; removes the shared-memory segment.
+  // SIGTERM to the routers, then to the backends; removes the shared-memory segment.
   // Error naming the processes that did not exit with code 0 (killed ones excluded).
   absl::Status Shutdown();
 
  private:
   BlockServeSystem() = default;
-  std::vector<std::string> StoreArgs() const;
+  // The store flags of the process named `process` (its shared-memory segment: the
+  // system's one for shm, its own for tiered).
+  std::vector<std::string> StoreArgs(const std::string& process);
   // --tls_cert/--tls_key/--tls_ca of `role`, or --insecure.
   std::vector<std::string> SecurityArgs(security::Role role) const;
   absl::Status MakePki();
 
+  struct RouterHandle {
+    std::unique_ptr<ServerProcess> process;
+    std::shared_ptr<grpc::Channel> channel;  // as the first tenant
+    std::unique_ptr<v1::Router::Stub> stub;
+  };
+
   SystemOptions options_;
   std::string shm_name_;
-  std::unique_ptr<ServerProcess> encoder_;
+  std::vector<std::string> shm_names_;  // segments to remove at shutdown
+  std::map<std::string, int> metrics_ports_;  // process name → its /metrics port
+  std::vector<std::unique_ptr<ServerProcess>> encoders_;
   std::vector<std::unique_ptr<ServerProcess>> prefills_;
   std::vector<std::unique_ptr<ServerProcess>> decoders_;
-  std::unique_ptr<ServerProcess> router_;
+  std::vector<RouterHandle> routers_;
   std::unique_ptr<security::testing::TestPki> pki_;
   std::map<security::Role, security::TransportSecurity> identities_;
   std::string tenants_file_;
-  std::shared_ptr<grpc::Channel> router_channel_;
-  std::unique_ptr<v1::Router::Stub> router_stub_;
   bool shut_down_ = false;
 };
 

@@ -9,9 +9,7 @@
 
 #include <gtest/gtest.h>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/testing/sockets.h"
 #include "tests/blockserve_system.h"
@@ -19,18 +17,11 @@
 namespace blockserve::testing {
 namespace {
 
-// The value of the metric `name` (without labels) in the decoder's /metrics text.
+// The value of the metric `name` in the decoder's /metrics text.
 double Metric(int port, const std::string& name) {
-  const HttpAnswer answer = HttpGet(port, "/metrics");
-  for (absl::string_view line : absl::StrSplit(answer.body, '\n')) {
-    std::vector<absl::string_view> parts = absl::StrSplit(line, ' ');
-    double value = 0;
-    if (parts.size() == 2 && parts[0] == name && absl::SimpleAtod(parts[1], &value)) {
-      return value;
-    }
-  }
-  ADD_FAILURE() << "no metric " << name;
-  return -1;
+  const std::optional<double> value = ScrapeMetric(port, name);
+  if (!value.has_value()) ADD_FAILURE() << "no metric " << name;
+  return value.value_or(-1);
 }
 
 TEST(DeadlineTest, AbandonedGenerationsStopOnTheDecoder) {

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -86,6 +87,19 @@ HttpAnswer HttpGet(int port, const std::string& path) {
     out.body = answer.substr(body + 4);
   }
   return out;
+}
+
+std::optional<double> ScrapeMetric(int port, const std::string& name) {
+  const HttpAnswer answer = HttpGet(port, "/metrics");
+  if (answer.code != 200) return std::nullopt;
+  for (absl::string_view line : absl::StrSplit(answer.body, '\n')) {
+    std::vector<absl::string_view> parts = absl::StrSplit(line, ' ');
+    double value = 0;
+    if (parts.size() == 2 && parts[0] == name && absl::SimpleAtod(parts[1], &value)) {
+      return value;
+    }
+  }
+  return std::nullopt;
 }
 
 int FreeLoopbackPort() {

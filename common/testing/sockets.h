@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -39,6 +40,10 @@ struct HttpAnswer {
   std::string body;
 };
 HttpAnswer HttpGet(int port, const std::string& path);
+
+// The value of the unlabelled metric `name` in the /metrics text served on
+// 127.0.0.1:port; nullopt when there is no answer or no such metric.
+std::optional<double> ScrapeMetric(int port, const std::string& name);
 
 // A loopback port that was free a moment ago (another process may take it since).
 int FreeLoopbackPort();
