@@ -2,41 +2,16 @@
 
 #include <gtest/gtest.h>
 
-#include <map>
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "discovery/fake_resolver.h"
 
 namespace blockserve::discovery {
 namespace {
 
-// Answers what the test says, per name; counts the questions.
-class FakeResolver final : public Resolver {
- public:
-  void Set(const std::string& host, absl::StatusOr<std::vector<std::string>> answer) {
-    absl::MutexLock lock(&mu_);
-    answers_.insert_or_assign(host, std::move(answer));
-  }
-  int calls() const {
-    absl::MutexLock lock(&mu_);
-    return calls_;
-  }
-  absl::StatusOr<std::vector<std::string>> Resolve(const std::string& host, int port) override {
-    absl::MutexLock lock(&mu_);
-    ++calls_;
-    auto it = answers_.find(host);
-    if (it == answers_.end()) return absl::NotFoundError(absl::StrCat("no ", host));
-    if (!it->second.ok()) return it->second.status();
-    std::vector<std::string> out;
-    for (const std::string& ip : *it->second) out.push_back(JoinHostPort(ip, port));
-    return out;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  std::map<std::string, absl::StatusOr<std::vector<std::string>>> answers_;
-  int calls_ = 0;
-};
+using testing::FakeResolver;
 
 std::vector<std::string> Addresses(std::initializer_list<const char*> list) {
   return std::vector<std::string>(list.begin(), list.end());
