@@ -156,6 +156,7 @@ Discovery::Discovery(DiscoverySpec spec, DiscoveryOptions options)
                                        " (the last answer is kept)"))) {
   absl::MutexLock refresh(&refresh_mu_);
   last_answer_.resize(spec_.dns.size());
+  failing_.assign(spec_.dns.size(), false);
   absl::MutexLock lock(&mu_);
   std::set<std::string> fixed(spec_.static_addresses.begin(), spec_.static_addresses.end());
   current_.assign(fixed.begin(), fixed.end());
@@ -191,13 +192,20 @@ absl::Status Discovery::RefreshLocked() {
     }
     if (!answer.ok()) {
       if (failures_ != nullptr) failures_->Add();
-      LogEvent("discovery_failed", {{"flag", options_.name},
-                                    {"name", name.host},
-                                    {"error", answer.status().ToString()},
-                                    {"kept", absl::StrJoin(last_answer_[i], ",")}});
+      if (!failing_[i]) {  // logged once per outage, counted every time
+        LogEvent("discovery_failed", {{"flag", options_.name},
+                                      {"name", name.host},
+                                      {"error", answer.status().ToString()},
+                                      {"kept", absl::StrJoin(last_answer_[i], ",")}});
+      }
+      failing_[i] = true;
       if (first_failure.ok()) first_failure = answer.status();
       continue;
     }
+    if (failing_[i]) {
+      LogEvent("discovery_recovered", {{"flag", options_.name}, {"name", name.host}});
+    }
+    failing_[i] = false;
     last_answer_[i] = *std::move(answer);
   }
   std::set<std::string> all(spec_.static_addresses.begin(), spec_.static_addresses.end());

@@ -14,7 +14,8 @@
 // Discovery re-resolves its DNS names every `interval` on a thread of its own and tells
 // its owner when the set changed. A name that fails to resolve (or resolves to nothing)
 // keeps its last answer: a DNS outage or a scale-to-zero never empties a set that was
-// serving; the failure is logged and counted. Health is not its business: the router
+// serving; the failure is counted every time and logged once per outage
+// (discovery_failed, then discovery_recovered). Health is not its business: the router
 // probes what it is given, the prefill only checks membership.
 //
 // Thread safety: all methods may be called concurrently.
@@ -129,6 +130,7 @@ class Discovery {
   // Serialises resolutions and OnChange calls; taken before mu_.
   absl::Mutex refresh_mu_;
   std::vector<std::vector<std::string>> last_answer_ ABSL_GUARDED_BY(refresh_mu_);  // per name
+  std::vector<bool> failing_ ABSL_GUARDED_BY(refresh_mu_);  // per name: last try failed
   OnChange on_change_ ABSL_GUARDED_BY(refresh_mu_);
 
   mutable absl::Mutex mu_;
