@@ -6,13 +6,13 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/server.h"
 #include "common/server_flags.h"
+#include "discovery/discovery.h"
 #include "security/tls.h"
 #include "security/tls_flags.h"
 #include "proto/blockserve.grpc.pb.h"
@@ -28,11 +28,15 @@ ABSL_FLAG(int64_t, default_max_new_tokens, 256,
           "max_new_tokens of a request that leaves it unset (keep equal to the decoder's)");
 ABSL_FLAG(int64_t, max_new_tokens_limit, 4096,
           "largest max_new_tokens a request may ask for (keep equal to the decoder's)");
-ABSL_FLAG(std::vector<std::string>, allowed_decoders, {},
-          "comma-separated host:port of the decoders a request may hand its KV to, written as "
-          "requests name them (the router's --decoder list); another address is refused with "
-          "UNAVAILABLE before any connection. Empty: any address (then only the decoders' TLS "
-          "certificates can tell the deployment's decoders from others)");
+ABSL_FLAG(std::string, allowed_decoders, "",
+          "the decoders a request may hand its KV to, written like the router's --decoder: "
+          "host:port[,host:port...] and/or dns:///name:port (every address of the name, "
+          "re-resolved every --discovery_interval_ms and on an unknown address, at most once "
+          "a second). Another address is refused with UNAVAILABLE before any connection. "
+          "Empty: any address (then only the decoders' TLS certificates can tell the "
+          "deployment's decoders from others)");
+ABSL_FLAG(int, discovery_interval_ms, 5000,
+          "how often the dns:/// names of --allowed_decoders are resolved again");
 
 namespace bs = blockserve;
 
@@ -51,6 +55,12 @@ int main(int argc, char** argv) {
   absl::StatusOr<bs::security::TransportSecurity> transport =
       bs::security::TransportSecurityFromFlags();
   if (!transport.ok()) return bs::FailToStart("flags", transport.status());
+  absl::StatusOr<bs::discovery::DiscoverySpec> allowed =
+      bs::discovery::ParseDiscoverySpec(absl::GetFlag(FLAGS_allowed_decoders));
+  if (!allowed.ok()) return bs::FailToStart("--allowed_decoders", allowed.status());
+  if (absl::GetFlag(FLAGS_discovery_interval_ms) <= 0) {
+    return bs::FailToStart("--discovery_interval_ms", absl::InvalidArgumentError("must be positive"));
+  }
   absl::StatusOr<bs::store_config::CacheStack> stack = bs::store_config::OpenCacheStackFromFlags();
   if (!stack.ok()) return bs::FailToStart("starting", stack.status());
 
@@ -63,18 +73,28 @@ int main(int argc, char** argv) {
   core_options.max_passages = absl::GetFlag(FLAGS_max_passages);
   core_options.max_new_tokens = {absl::GetFlag(FLAGS_default_max_new_tokens),
                                  absl::GetFlag(FLAGS_max_new_tokens_limit)};
-  for (const std::string& entry : absl::GetFlag(FLAGS_allowed_decoders)) {
-    const absl::string_view address = absl::StripAsciiWhitespace(entry);
-    if (!address.empty()) core_options.allowed_decoders.insert(std::string(address));
+  if (!allowed->empty()) {
+    core_options.allowed_decoders = std::make_shared<bs::discovery::Discovery>(
+        *allowed,
+        bs::discovery::DiscoveryOptions{
+            .interval = absl::Milliseconds(absl::GetFlag(FLAGS_discovery_interval_ms)),
+            .name = "--allowed_decoders",
+            .metrics = &metrics,
+            .metric_prefix = "blockserve_prefill_allowed_decoders_discovery"});
+    // A name with no decoder yet is logged and resolved again later (and on a miss).
+    core_options.allowed_decoders->Refresh().IgnoreError();
+    core_options.allowed_decoders->Start(nullptr);
   }
   bs::query_prefill::PrefillCore core(*stack->cache, handoff, metrics, core_options);
   bs::query_prefill::PrefillService service(core);
   bs::LogEvent("ready",
                {{"model_fingerprint", core.fingerprint_hex()},
                 {"kv_store", stack->store_description},
-                {"allowed_decoders", core_options.allowed_decoders.empty()
-                                         ? "any"
-                                         : absl::StrJoin(core_options.allowed_decoders, ",")}});
+                {"allowed_decoders",
+                 core_options.allowed_decoders == nullptr
+                     ? "any"
+                     : absl::StrCat(core_options.allowed_decoders->spec().ToString(), " = ",
+                                    absl::StrJoin(core_options.allowed_decoders->Current(), ","))}});
 
   options.on_listening = [&core](int port) {
     const std::string advertise = bs::AdvertisedAddress(port);

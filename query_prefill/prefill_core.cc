@@ -140,8 +140,8 @@ absl::StatusOr<PrefillCore::Plan> PrefillCore::Validate(const v1::PrefillRequest
     return absl::FailedPreconditionError(
         "HANDOFF_NCCL is not available on this prefill yet; use HANDOFF_GRPC_STREAM");
   }
-  if (!plan.decoder_address.empty() && !options_.allowed_decoders.empty() &&
-      !options_.allowed_decoders.contains(plan.decoder_address)) {
+  if (!plan.decoder_address.empty() && options_.allowed_decoders != nullptr &&
+      !options_.allowed_decoders->Contains(plan.decoder_address)) {
     return DecoderUnavailable(plan.request_id, plan.decoder_address,
                               absl::PermissionDeniedError("not in --allowed_decoders"));
   }

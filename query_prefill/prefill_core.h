@@ -19,8 +19,8 @@
 //   6. Otherwise hand the sequence (header + KV) to the request's decoder via KvHandoff.
 //
 // Decoders: a request may name only a decoder in PrefillCoreOptions::allowed_decoders
-// (when that is not empty); another address is refused in step 1, before anything is
-// computed or dialled. Every failure to reach a decoder or hand it the sequence, and
+// (when set: a discovery set, so a dns:/// name follows a scaled decoder StatefulSet);
+// another address is refused in step 1, before anything is computed or dialled. Every failure to reach a decoder or hand it the sequence, and
 // that refusal, answer the caller UNAVAILABLE "decoder unavailable" and nothing else;
 // the address and the transport's error go to the log ("decoder_unavailable"). Echoed
 // back, they would let a caller tell a closed port from another kind of server or an
@@ -39,6 +39,7 @@
 #include "absl/time/time.h"
 #include "blocks/block_cache.h"
 #include "common/metrics.h"
+#include "discovery/discovery.h"
 #include "engine/engine.h"
 #include "handoff/kv_chunks.h"
 #include "proto/blockserve.pb.h"
@@ -53,9 +54,10 @@ struct PrefillCoreOptions {
   // Default and limit of SamplingParams.max_new_tokens (same flags as the decoder's).
   handoff::MaxNewTokensPolicy max_new_tokens;
   // The decoders requests may name, as "host:port" exactly as they name them (flag
-  // --allowed_decoders). Empty: any address; which decoders are the deployment's can
-  // then only be told by their TLS certificates (the mTLS work of issue 14).
-  absl::flat_hash_set<std::string> allowed_decoders;
+  // --allowed_decoders: fixed addresses and/or dns:/// names, discovery/discovery.h).
+  // Null: any address; which decoders are the deployment's can then only be told by
+  // their TLS certificates (docs/SECURITY.md).
+  std::shared_ptr<discovery::Discovery> allowed_decoders;
 };
 
 class PrefillCore {

@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "blocks/testing/test_stores.h"
+#include "discovery/discovery.h"
+#include "discovery/fake_resolver.h"
 #include "engine/prompt.h"
 #include "engine/sampling.h"
 #include "engine/tiny_model.h"
@@ -90,8 +92,8 @@ class PrefillCoreTest : public ::testing::Test {
     store_.reset();
   }
 
-  std::unique_ptr<PrefillCore> MakeCore(KvHandoff& handoff,
-                                        absl::flat_hash_set<std::string> allowed_decoders = {}) {
+  std::unique_ptr<PrefillCore> MakeCore(
+      KvHandoff& handoff, std::shared_ptr<discovery::Discovery> allowed_decoders = nullptr) {
     PrefillCoreOptions o;
     o.max_passages = 8;
     o.max_new_tokens = {.default_max_new_tokens = 16, .max_new_tokens_limit = 64};
@@ -491,7 +493,7 @@ TEST_F(PrefillCoreTest, HandoffToAnUnreachableDecoderIsUnavailableAndFast) {
 }
 
 TEST_F(PrefillCoreTest, DecoderOutsideTheAllowedSetIsRefusedBeforeAnyWork) {
-  core_ = MakeCore(recording_, {"decoder-0:1234", "decoder-1:1234"});
+  core_ = MakeCore(recording_, discovery::Discovery::Fixed({"decoder-0:1234", "decoder-1:1234"}));
   v1::PrefillRequest request = InlineRequest();
   request.mutable_sampling()->set_ignore_eos(true);
   for (const std::string address : {"decoder-2:1234", "decoder-0:12345", "decoder-0"}) {
@@ -508,6 +510,33 @@ TEST_F(PrefillCoreTest, DecoderOutsideTheAllowedSetIsRefusedBeforeAnyWork) {
   EXPECT_GT(allowed->stats().cache_misses(), 0u);
   ASSERT_EQ(recording_.addresses.size(), 1u);
   EXPECT_EQ(recording_.addresses[0], "decoder-1:1234");
+}
+
+// --allowed_decoders=dns:///decoder:50063: a decoder pod that appears after start (the
+// StatefulSet scaled up) is accepted without a restart, one outside the name is not.
+TEST_F(PrefillCoreTest, DiscoveredAllowedDecodersFollowTheName) {
+  auto resolver = std::make_shared<discovery::testing::FakeResolver>();
+  resolver->Set("decoder", std::vector<std::string>{"10.0.0.1"});
+  auto allowed = std::make_shared<discovery::Discovery>(
+      discovery::ParseDiscoverySpec("dns:///decoder:50063").value(),
+      discovery::DiscoveryOptions{.interval = absl::Hours(1),
+                                  .miss_refresh_interval = absl::ZeroDuration(),
+                                  .resolver = resolver});
+  ASSERT_TRUE(allowed->Refresh().ok());
+  core_ = MakeCore(recording_, allowed);
+  v1::PrefillRequest request = InlineRequest();
+  request.mutable_sampling()->set_ignore_eos(true);
+  request.mutable_decoder()->set_address("10.0.0.2:50063");
+  ExpectDecoderUnavailable(core_->Prefill(request).status());
+  EXPECT_TRUE(recording_.headers.empty());
+
+  resolver->Set("decoder", std::vector<std::string>{"10.0.0.1", "10.0.0.2"});
+  absl::StatusOr<v1::PrefillResponse> scaled = core_->Prefill(request);
+  ASSERT_TRUE(scaled.ok()) << scaled.status();
+  ASSERT_EQ(recording_.addresses.size(), 1u);
+  EXPECT_EQ(recording_.addresses[0], "10.0.0.2:50063");
+  request.mutable_decoder()->set_address("10.0.0.3:50063");
+  ExpectDecoderUnavailable(core_->Prefill(request).status());
 }
 
 TEST_F(PrefillCoreTest, EveryHandoffFailureIsDecoderUnavailable) {

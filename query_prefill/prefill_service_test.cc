@@ -124,7 +124,7 @@ TEST_F(PrefillServiceTest, ClosedPortHttpServerAndUnlistedAddressGetOneAnswer) {
   HttpServer http;
   HttpServer unlisted;
   PrefillCoreOptions options;
-  options.allowed_decoders = {closed, http.address()};
+  options.allowed_decoders = discovery::Discovery::Fixed({closed, http.address()});
   Start(options);
   for (const std::string& address : {closed, http.address(), unlisted.address()}) {
     v1::PrefillRequest request = Request();

@@ -11,6 +11,7 @@
 #include "contract/request_contract.h"
 #include "common/log.h"
 #include "router/health.grpc.pb.h"
+#include "router/rendezvous.h"
 
 namespace blockserve::router {
 namespace {
@@ -37,25 +38,6 @@ struct ProbeCall {
 };
 
 }  // namespace
-
-absl::StatusOr<std::vector<std::string>> ParseAddressList(std::string_view list) {
-  std::vector<std::string> out;
-  absl::flat_hash_set<std::string> seen;
-  for (absl::string_view part : absl::StrSplit(absl::string_view(list.data(), list.size()), ',')) {
-    std::string address(absl::StripAsciiWhitespace(part));
-    if (address.empty()) continue;
-    const size_t colon = address.rfind(':');
-    int port = 0;
-    if (colon == std::string::npos || colon == 0 ||
-        !absl::SimpleAtoi(absl::string_view(address).substr(colon + 1), &port) || port <= 0 ||
-        port > 65535) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("expected host:port with a port in 1..65535, found \"", address, "\""));
-    }
-    if (seen.insert(address).second) out.push_back(std::move(address));
-  }
-  return out;
-}
 
 std::shared_ptr<grpc::Channel> MakeBackendChannel(
     const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials) {
@@ -86,7 +68,7 @@ absl::StatusOr<bool> ProbeHealth(const std::shared_ptr<grpc::Channel>& channel,
 // ───────────────────────────────── Lease ─────────────────────────────────────
 
 BackendPool::Lease::Lease(Lease&& other) noexcept
-    : pool_(other.pool_), backend_(other.backend_), finished_(other.finished_) {
+    : pool_(other.pool_), backend_(std::move(other.backend_)), finished_(other.finished_) {
   other.pool_ = nullptr;
   other.backend_ = nullptr;
 }
@@ -95,7 +77,7 @@ BackendPool::Lease& BackendPool::Lease::operator=(Lease&& other) noexcept {
   if (this != &other) {
     Release();
     pool_ = other.pool_;
-    backend_ = other.backend_;
+    backend_ = std::move(other.backend_);
     finished_ = other.finished_;
     other.pool_ = nullptr;
     other.backend_ = nullptr;
@@ -122,9 +104,11 @@ void BackendPool::Lease::Finish(const absl::Status& outcome) {
 
 void BackendPool::Lease::Release() {
   if (backend_ == nullptr) return;
-  absl::MutexLock lock(&pool_->mu_);
-  --backend_->in_flight;
-  backend_ = nullptr;
+  {
+    absl::MutexLock lock(&pool_->mu_);
+    --backend_->in_flight;
+  }
+  backend_ = nullptr;  // a removed backend (and its channel) goes with its last lease
   pool_ = nullptr;
 }
 
@@ -132,24 +116,56 @@ void BackendPool::Lease::Release() {
 
 BackendPool::BackendPool(BackendPoolOptions options, MetricsRegistry* metrics)
     : options_(std::move(options)), metrics_(metrics) {
-  auto add = [this](const std::vector<std::string>& addresses, Role role) {
-    const security::Role peer = role == v1::BACKEND_ROLE_PREFILL   ? security::Role::kPrefill
-                                : role == v1::BACKEND_ROLE_DECODER ? security::Role::kDecoder
-                                                                   : security::Role::kEncoder;
-    const std::shared_ptr<grpc::ChannelCredentials> credentials =
-        security::ChannelCredentialsTo(options_.transport, peer);
-    for (const std::string& address : addresses) {
-      auto b = std::make_unique<Backend>();
-      b->address = address;
-      b->role = role;
-      b->channel = MakeBackendChannel(address, credentials);
-      backends_.push_back(std::move(b));
-    }
-  };
-  add(options_.prefill, v1::BACKEND_ROLE_PREFILL);
-  add(options_.decoder, v1::BACKEND_ROLE_DECODER);
-  add(options_.encoder, v1::BACKEND_ROLE_ENCODER);
+  credentials_[v1::BACKEND_ROLE_PREFILL] =
+      security::ChannelCredentialsTo(options_.transport, security::Role::kPrefill);
+  credentials_[v1::BACKEND_ROLE_DECODER] =
+      security::ChannelCredentialsTo(options_.transport, security::Role::kDecoder);
+  credentials_[v1::BACKEND_ROLE_ENCODER] =
+      security::ChannelCredentialsTo(options_.transport, security::Role::kEncoder);
   absl::MutexLock lock(&mu_);
+  for (auto [addresses, role] : {std::pair{&options_.prefill, v1::BACKEND_ROLE_PREFILL},
+                                 std::pair{&options_.decoder, v1::BACKEND_ROLE_DECODER},
+                                 std::pair{&options_.encoder, v1::BACKEND_ROLE_ENCODER}}) {
+    for (const std::string& address : *addresses) backends_.push_back(NewBackend(role, address));
+  }
+  UpdateGaugesLocked();
+}
+
+BackendPool::BackendPtr BackendPool::NewBackend(Role role, const std::string& address) const {
+  auto b = std::make_shared<Backend>();
+  b->address = address;
+  b->role = role;
+  b->address_hash = StableHash64(address);
+  b->channel = MakeBackendChannel(address, credentials_[role]);
+  return b;
+}
+
+void BackendPool::SetBackends(Role role, const std::vector<std::string>& addresses) {
+  const absl::flat_hash_set<std::string> wanted(addresses.begin(), addresses.end());
+  absl::MutexLock lock(&mu_);
+  absl::flat_hash_set<std::string> have;
+  std::vector<BackendPtr> kept;
+  for (BackendPtr& b : backends_) {
+    if (b->role != role || wanted.contains(b->address)) {
+      if (b->role == role) have.insert(b->address);
+      kept.push_back(std::move(b));
+      continue;
+    }
+    b->removed = true;
+    b->healthy = false;
+    check_soon_.erase(b);
+    LogEvent("backend_removed", {{"address", b->address},
+                                 {"role", RoleName(role)},
+                                 {"in_flight", absl::StrCat(b->in_flight)}});
+  }
+  backends_ = std::move(kept);
+  for (const std::string& address : addresses) {
+    if (!have.insert(address).second) continue;
+    BackendPtr b = NewBackend(role, address);
+    LogEvent("backend_added", {{"address", address}, {"role", RoleName(role)}});
+    check_soon_.insert(b);  // probed before it is used
+    backends_.push_back(std::move(b));
+  }
   UpdateGaugesLocked();
 }
 
@@ -167,22 +183,24 @@ void BackendPool::Start() {
 }
 
 void BackendPool::CheckAllNow() {
-  std::vector<Backend*> all;
-  for (const auto& b : backends_) all.push_back(b.get());
+  std::vector<BackendPtr> all;
+  {
+    absl::MutexLock lock(&mu_);
+    all = backends_;
+  }
   Probe(all);
 }
 
 void BackendPool::CheckSoon(const std::string& address) {
   absl::MutexLock lock(&mu_);
-  for (const auto& b : backends_) {
-    if (b->address == address) check_soon_.insert(b.get());
+  for (const BackendPtr& b : backends_) {
+    if (b->address == address) check_soon_.insert(b);
   }
 }
 
 void BackendPool::MarkUnhealthy(const std::string& address, const std::string& reason) {
   absl::MutexLock lock(&mu_);
-  for (const auto& owned : backends_) {
-    Backend* b = owned.get();
+  for (const BackendPtr& b : backends_) {
     if (b->address != address) continue;
     if (b->healthy) {
       LogEvent("backend_unhealthy",
@@ -198,7 +216,7 @@ void BackendPool::MarkUnhealthy(const std::string& address, const std::string& r
   UpdateGaugesLocked();
 }
 
-void BackendPool::Probe(const std::vector<Backend*>& backends) {
+void BackendPool::Probe(const std::vector<BackendPtr>& backends) {
   if (backends.empty()) return;
   // Shared with the callbacks, so it outlives the last one even after Probe returns.
   struct Round {
@@ -228,7 +246,8 @@ void BackendPool::Probe(const std::vector<Backend*>& backends) {
   const std::vector<ProbeCall>& calls = round->calls;
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < backends.size(); ++i) {
-    Backend* b = backends[i];
+    Backend* b = backends[i].get();
+    if (b->removed) continue;  // dropped by SetBackends while the probe ran
     const ProbeCall& c = calls[i];
     const bool serving = c.status.ok() && c.response.status() == HealthResponse::SERVING;
     if (serving) {
@@ -253,7 +272,7 @@ void BackendPool::Probe(const std::vector<Backend*>& backends) {
 void BackendPool::HealthLoop() {
   absl::Time next_round = absl::Now() + options_.health_interval;
   while (true) {
-    std::vector<Backend*> targets;
+    std::vector<BackendPtr> targets;
     {
       absl::MutexLock lock(&mu_);
       auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -262,7 +281,7 @@ void BackendPool::HealthLoop() {
       mu_.AwaitWithDeadline(absl::Condition(&wake), next_round);
       if (stopping_) return;
       if (absl::Now() >= next_round) {
-        for (const auto& b : backends_) targets.push_back(b.get());
+        targets = backends_;
         next_round = absl::Now() + options_.health_interval;
       } else {
         targets.assign(check_soon_.begin(), check_soon_.end());
@@ -275,21 +294,20 @@ void BackendPool::HealthLoop() {
   }
 }
 
-BackendPool::Backend* BackendPool::FindLocked(Role role, const std::string& address) {
-  for (const auto& b : backends_) {
-    if (b->role == role && b->address == address) return b.get();
-  }
-  return nullptr;
-}
-
-BackendPool::Backend* BackendPool::PickLocked(Role role,
-                                              const absl::flat_hash_set<std::string>& exclude) {
+std::vector<BackendPool::Backend*> BackendPool::CandidatesLocked(
+    Role role, const absl::flat_hash_set<std::string>& exclude) const {
   std::vector<Backend*> candidates;
-  for (const auto& b : backends_) {
+  for (const BackendPtr& b : backends_) {
     if (b->role == role && b->healthy && !exclude.contains(b->address)) {
       candidates.push_back(b.get());
     }
   }
+  return candidates;
+}
+
+BackendPool::Backend* BackendPool::PickLocked(Role role,
+                                              const absl::flat_hash_set<std::string>& exclude) {
+  const std::vector<Backend*> candidates = CandidatesLocked(role, exclude);
   if (candidates.empty()) return nullptr;
   // Least loaded; among equals, rotate so that idle backends share the work.
   const size_t start = rotation_++ % candidates.size();
@@ -304,7 +322,7 @@ BackendPool::Backend* BackendPool::PickLocked(Role role,
 BackendPool::Lease BackendPool::LeaseLocked(Backend* b) {
   ++b->in_flight;
   ++b->requests_total;
-  return Lease(this, b);
+  return Lease(this, b->shared_from_this());
 }
 
 absl::StatusOr<BackendPool::Lease> BackendPool::Acquire(
@@ -326,41 +344,42 @@ absl::StatusOr<BackendPool::Lease> BackendPool::AcquirePrefill(
     return absl::UnavailableError(absl::StrCat("no healthy prefill backend",
                                                exclude.empty() ? "" : " left to try"));
   }
-  if (affinity_key != 0) {
-    auto it = affinity_.find(affinity_key);
-    if (it != affinity_.end()) {
-      Backend* warm = FindLocked(v1::BACKEND_ROLE_PREFILL, it->second->second);
-      if (warm != nullptr && warm->healthy && !exclude.contains(warm->address) &&
-          warm->in_flight <= least->in_flight + static_cast<uint32_t>(options_.affinity_slack)) {
-        affinity_lru_.splice(affinity_lru_.begin(), affinity_lru_, it->second);
-        return LeaseLocked(warm);
-      }
-    }
+  if (affinity_key == 0) return LeaseLocked(least);
+  // Rendezvous order; the first within the load bound (the least loaded always is).
+  std::vector<Backend*> candidates = CandidatesLocked(v1::BACKEND_ROLE_PREFILL, exclude);
+  std::vector<std::pair<uint64_t, Backend*>> scored;
+  scored.reserve(candidates.size());
+  for (Backend* b : candidates) scored.emplace_back(RendezvousScore(b->address_hash, affinity_key), b);
+  std::sort(scored.begin(), scored.end(), [](const auto& x, const auto& y) {
+    return x.first != y.first ? x.first > y.first : x.second->address < y.second->address;
+  });
+  const uint64_t bound = uint64_t{least->in_flight} + std::max(options_.affinity_slack, 0);
+  for (const auto& [score, b] : scored) {
+    if (b->in_flight <= bound) return LeaseLocked(b);
   }
   return LeaseLocked(least);
 }
 
-void BackendPool::RememberPrefill(uint64_t affinity_key, const std::string& address) {
-  if (affinity_key == 0 || options_.affinity_capacity == 0) return;
-  absl::MutexLock lock(&mu_);
-  auto it = affinity_.find(affinity_key);
-  if (it != affinity_.end()) {
-    it->second->second = address;
-    affinity_lru_.splice(affinity_lru_.begin(), affinity_lru_, it->second);
-    return;
+std::vector<std::string> BackendPool::PrefillOrder(uint64_t affinity_key) const {
+  std::vector<std::string> healthy;
+  {
+    absl::MutexLock lock(&mu_);
+    for (Backend* b : CandidatesLocked(v1::BACKEND_ROLE_PREFILL, {})) healthy.push_back(b->address);
   }
-  affinity_lru_.emplace_front(affinity_key, address);
-  affinity_[affinity_key] = affinity_lru_.begin();
-  while (affinity_lru_.size() > options_.affinity_capacity) {
-    affinity_.erase(affinity_lru_.back().first);
-    affinity_lru_.pop_back();
-  }
+  return RendezvousOrder(std::move(healthy), affinity_key);
 }
 
 int BackendPool::HealthyCount(Role role) const {
   absl::MutexLock lock(&mu_);
   int n = 0;
   for (const auto& b : backends_) n += b->role == role && b->healthy;
+  return n;
+}
+
+int BackendPool::BackendCount(Role role) const {
+  absl::MutexLock lock(&mu_);
+  int n = 0;
+  for (const auto& b : backends_) n += b->role == role;
   return n;
 }
 
@@ -388,7 +407,17 @@ std::vector<v1::BackendStatus> BackendPool::Snapshot() const {
 void BackendPool::UpdateGaugesLocked() {
   if (metrics_ == nullptr) return;
   int healthy[4] = {0, 0, 0, 0};
-  for (const auto& b : backends_) healthy[b->role] += b->healthy;
+  int known[4] = {0, 0, 0, 0};
+  for (const auto& b : backends_) {
+    healthy[b->role] += b->healthy;
+    ++known[b->role];
+  }
+  metrics_->GetGauge("blockserve_router_discovered_prefills", "prefill backends known (healthy or not)")
+      ->Set(known[v1::BACKEND_ROLE_PREFILL]);
+  metrics_->GetGauge("blockserve_router_discovered_decoders", "decoder backends known (healthy or not)")
+      ->Set(known[v1::BACKEND_ROLE_DECODER]);
+  metrics_->GetGauge("blockserve_router_discovered_encoders", "encoder backends known (healthy or not)")
+      ->Set(known[v1::BACKEND_ROLE_ENCODER]);
   metrics_->GetGauge("blockserve_router_healthy_prefills", "prefill backends answering SERVING")
       ->Set(healthy[v1::BACKEND_ROLE_PREFILL]);
   metrics_->GetGauge("blockserve_router_healthy_decoders", "decoder backends answering SERVING")

@@ -1,21 +1,26 @@
-// BackendPool: the router's view of its backends — a fixed list of prefill, decoder
-// and encoder addresses, each with a gRPC channel, a health state kept fresh by
-// grpc.health.v1 probes, and load (requests in flight through this router).
+// BackendPool: the router's view of its backends — the prefill, decoder and encoder
+// addresses (given at construction, then replaced at run time by SetBackends as
+// discovery/ finds pods come and go), each with a gRPC channel, a health state kept
+// fresh by grpc.health.v1 probes, and load (requests in flight through this router).
 //
 // Placement rules, all here so the router's request logic only asks "give me one":
 //  - every role: the least-loaded healthy backend (ties rotate), never an excluded one;
-//  - prefill, cache-aware: a prompt's passages hash to an affinity key; the prefill
-//    that last served that key is preferred while its load is within `affinity_slack`
-//    of the least-loaded one (its local cache tier, if any, is warm for them).
+//  - prefill, cache-aware: a prompt's passages hash to an affinity key, and the healthy
+//    prefills are ranked for it by rendezvous hashing (router/rendezvous.h), so every
+//    router with the same healthy prefills prefers the same one for the same passages
+//    (its local cache tier, if any, is warm for them). The first in that order whose
+//    load is at most `affinity_slack` above the least-loaded healthy prefill's is taken.
 // A backend is unhealthy after a failed probe or after the router saw it break
-// (MarkUnhealthy); it is used again once a probe answers SERVING.
+// (MarkUnhealthy); it is used again once a probe answers SERVING. A backend added at
+// run time is unhealthy until its first probe (asked for at once) answers SERVING. A
+// removed one is never chosen again; leases on it stay valid, and its channel is
+// closed when the last of them is released.
 //
 // Thread safety: all methods may be called concurrently.
 #ifndef BLOCKSERVE_ROUTER_BACKEND_POOL_H_
 #define BLOCKSERVE_ROUTER_BACKEND_POOL_H_
 
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <string>
 #include <thread>
@@ -24,7 +29,6 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -39,23 +43,19 @@ namespace blockserve::router {
 using Role = v1::BackendRole;
 
 struct BackendPoolOptions {
-  std::vector<std::string> prefill;  // "host:port" each
+  // The backends at start, "host:port" each; SetBackends replaces them.
+  std::vector<std::string> prefill;
   std::vector<std::string> decoder;
   std::vector<std::string> encoder;
   absl::Duration health_interval = absl::Seconds(1);
   absl::Duration health_timeout = absl::Milliseconds(800);
-  // Keep a prompt on the prefill that served its passages last unless that one has
-  // more than this many requests in flight above the least-loaded healthy prefill.
+  // Walking the prefills in rendezvous order, skip one that has more than this many
+  // requests in flight above the least-loaded healthy prefill.
   int affinity_slack = 2;
-  size_t affinity_capacity = 4096;  // remembered passage sets (LRU)
   // How the router dials its backends: mTLS with its router certificate, each backend's
   // certificate checked for its role (security/tls.h). Default: plaintext (tests).
   security::TransportSecurity transport = {.insecure = true};
 };
-
-// Parses "host:port,host:port" (spaces ignored, duplicates dropped); InvalidArgument
-// for an entry without a port.
-absl::StatusOr<std::vector<std::string>> ParseAddressList(std::string_view list);
 
 // One grpc.health.v1 Check of the whole server (service ""). Ok(true) for SERVING,
 // Ok(false) for any other answer, the RPC's error when it fails.
@@ -88,10 +88,11 @@ class BackendPool {
 
    private:
     friend class BackendPool;
-    Lease(BackendPool* pool, Backend* backend) : pool_(pool), backend_(backend) {}
+    Lease(BackendPool* pool, std::shared_ptr<Backend> backend)
+        : pool_(pool), backend_(std::move(backend)) {}
     void Release();
     BackendPool* pool_ = nullptr;
-    Backend* backend_ = nullptr;
+    std::shared_ptr<Backend> backend_;  // outlives its removal from the pool
     bool finished_ = false;
   };
 
@@ -115,20 +116,29 @@ class BackendPool {
   // Least-loaded healthy backend of `role` whose address is not in `exclude`.
   // Unavailable when there is none (none configured, all unhealthy or excluded).
   absl::StatusOr<Lease> Acquire(Role role, const absl::flat_hash_set<std::string>& exclude = {});
-  // Acquire(kPrefill) with cache affinity for `affinity_key` (0 = none).
+  // Acquire(kPrefill) with cache affinity for `affinity_key` (0 = none: least loaded).
   absl::StatusOr<Lease> AcquirePrefill(uint64_t affinity_key,
                                        const absl::flat_hash_set<std::string>& exclude = {});
-  // Records that `address` now holds the blocks of `affinity_key`.
-  void RememberPrefill(uint64_t affinity_key, const std::string& address);
+  // The healthy prefills in rendezvous order for `affinity_key`, best first (what
+  // AcquirePrefill walks when nothing is loaded).
+  std::vector<std::string> PrefillOrder(uint64_t affinity_key) const;
+
+  // Makes `addresses` the backends of `role`: new ones are added (unhealthy until a
+  // probe, asked for at once, answers SERVING), missing ones removed (leases on them
+  // stay valid). Kept ones keep their state. Logged as backend_added / backend_removed.
+  void SetBackends(Role role, const std::vector<std::string>& addresses);
 
   int HealthyCount(Role role) const;
+  int BackendCount(Role role) const;  // healthy or not, not removed
   std::vector<v1::BackendStatus> Snapshot() const;
 
  private:
-  struct Backend {
+  struct Backend : std::enable_shared_from_this<Backend> {
     std::string address;
     Role role;
+    uint64_t address_hash = 0;  // StableHash64(address), for rendezvous
     std::shared_ptr<grpc::Channel> channel;
+    bool removed = false;  // by SetBackends; kept alive by its leases only
     bool healthy = false;
     bool probed = false;
     absl::Time last_healthy = absl::InfinitePast();
@@ -139,26 +149,28 @@ class BackendPool {
     std::string last_error;
   };
 
+  using BackendPtr = std::shared_ptr<Backend>;
+  std::vector<Backend*> CandidatesLocked(Role role,
+                                         const absl::flat_hash_set<std::string>& exclude) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Backend* PickLocked(Role role, const absl::flat_hash_set<std::string>& exclude)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Backend* FindLocked(Role role, const std::string& address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  BackendPtr NewBackend(Role role, const std::string& address) const;
   Lease LeaseLocked(Backend* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Probe(const std::vector<Backend*>& backends);
+  void Probe(const std::vector<BackendPtr>& backends);
   void UpdateGaugesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HealthLoop();
 
   const BackendPoolOptions options_;
   MetricsRegistry* const metrics_;
-  std::vector<std::unique_ptr<Backend>> backends_;  // fixed after construction
+  // How the router dials each role (index: Role).
+  std::shared_ptr<grpc::ChannelCredentials> credentials_[4];
 
   mutable absl::Mutex mu_;
+  std::vector<BackendPtr> backends_ ABSL_GUARDED_BY(mu_);  // not removed
   uint64_t rotation_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_set<Backend*> check_soon_ ABSL_GUARDED_BY(mu_);
-  // Affinity LRU: most recent at the front.
-  std::list<std::pair<uint64_t, std::string>> affinity_lru_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, std::list<std::pair<uint64_t, std::string>>::iterator>
-      affinity_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<BackendPtr> check_soon_ ABSL_GUARDED_BY(mu_);
   std::thread health_thread_;
 };
 

@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "discovery/discovery.h"
 #include "router/fake_backends.h"
+#include "router/rendezvous.h"
 
 namespace blockserve::router {
 namespace {
@@ -23,24 +27,10 @@ class BackendPoolTest : public ::testing::Test {
     return o;
   }
 
-  FakeDecoder decoder_a_, decoder_b_;
+  FakeDecoder decoder_a_, decoder_b_, decoder_c_;
   FakeServer a_, b_;
   const std::string dead_ = "127.0.0.1:1";
 };
-
-TEST(ParseAddressListTest, SplitsTrimsAndDropsDuplicates) {
-  absl::StatusOr<std::vector<std::string>> list =
-      ParseAddressList(" a:1, b:2 ,,a:1,[::1]:3 ");
-  ASSERT_TRUE(list.ok()) << list.status();
-  EXPECT_EQ(*list, (std::vector<std::string>{"a:1", "b:2", "[::1]:3"}));
-  EXPECT_TRUE(ParseAddressList("").ok());
-}
-
-TEST(ParseAddressListTest, RejectsEntriesWithoutAValidPort) {
-  EXPECT_EQ(ParseAddressList("host").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParseAddressList("host:0").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParseAddressList("host:x").status().code(), absl::StatusCode::kInvalidArgument);
-}
 
 TEST_F(BackendPoolTest, ProbeHealthSeesServingAndUnreachable) {
   EXPECT_EQ(ProbeHealth(MakeBackendChannel(a_.address()), absl::Seconds(2)).value_or(false), true);
@@ -90,25 +80,205 @@ TEST_F(BackendPoolTest, ExcludedBackendsAreSkipped) {
   EXPECT_FALSE(pool.Acquire(v1::BACKEND_ROLE_DECODER, {a_.address(), b_.address()}).ok());
 }
 
-TEST_F(BackendPoolTest, PrefillAffinityHoldsWithinTheSlack) {
-  BackendPoolOptions o = Options({a_.address(), b_.address()});
+TEST_F(BackendPoolTest, PrefillAffinityFollowsTheRendezvousOrderWithinTheSlack) {
+  FakeServer c({&decoder_c_});
+  BackendPoolOptions o = Options({a_.address(), b_.address(), c.address()});
   o.affinity_slack = 1;
   BackendPool pool(o);
   pool.CheckAllNow();
-  const uint64_t key = 42;
-  pool.RememberPrefill(key, a_.address());
+  const uint64_t key = StableHash64("passages");
+  const std::vector<std::string> order = pool.PrefillOrder(key);
+  ASSERT_EQ(order, RendezvousOrder({a_.address(), b_.address(), c.address()}, key));
   std::vector<BackendPool::Lease> held;
-  // A is preferred while its load is at most one above B's (0 and 1 in flight)...
+  // The first choice while its load is at most one above the least loaded (0 and 1)...
   for (int i = 0; i < 2; ++i) {
     absl::StatusOr<BackendPool::Lease> lease = pool.AcquirePrefill(key);
     ASSERT_TRUE(lease.ok());
-    EXPECT_EQ(lease->address(), a_.address()) << "request " << i;
+    EXPECT_EQ(lease->address(), order[0]) << "request " << i;
     held.push_back(*std::move(lease));
   }
-  // ...and no longer once it has two more in flight than B.
+  // ...then the second choice (not whichever idle one the rotation gives), twice...
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<BackendPool::Lease> lease = pool.AcquirePrefill(key);
+    ASSERT_TRUE(lease.ok());
+    EXPECT_EQ(lease->address(), order[1]) << "request " << i;
+    held.push_back(*std::move(lease));
+  }
+  // ...then the third, and no prefill is ever more than the slack above the least.
   absl::StatusOr<BackendPool::Lease> lease = pool.AcquirePrefill(key);
   ASSERT_TRUE(lease.ok());
-  EXPECT_EQ(lease->address(), b_.address());
+  EXPECT_EQ(lease->address(), order[2]);
+  held.push_back(*std::move(lease));
+  for (int i = 0; i < 30; ++i) {
+    absl::StatusOr<BackendPool::Lease> next = pool.AcquirePrefill(key);
+    ASSERT_TRUE(next.ok());
+    held.push_back(*std::move(next));
+    uint32_t least = ~0u, most = 0;
+    for (const v1::BackendStatus& s : pool.Snapshot()) {
+      if (s.role() != v1::BACKEND_ROLE_PREFILL) continue;
+      least = std::min(least, s.in_flight());
+      most = std::max(most, s.in_flight());
+    }
+    EXPECT_LE(most, least + 1 + 1) << "after request " << i;  // slack, +1 for this one
+  }
+}
+
+TEST_F(BackendPoolTest, PrefillWithoutPassagesIsLeastLoaded) {
+  BackendPool pool(Options({a_.address(), b_.address()}));
+  pool.CheckAllNow();
+  absl::StatusOr<BackendPool::Lease> first = pool.AcquirePrefill(0);
+  ASSERT_TRUE(first.ok());
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<BackendPool::Lease> next = pool.AcquirePrefill(0);
+    ASSERT_TRUE(next.ok());
+    EXPECT_NE(next->address(), first->address());
+  }
+}
+
+// Four prefills; every pick releases its lease at once, so placement is by score only.
+class PlacementTest : public ::testing::Test {
+ protected:
+  PlacementTest() {
+    for (int i = 0; i < 4; ++i) {
+      servers_.push_back(std::make_unique<FakeServer>(std::vector<grpc::Service*>{&decoders_[i]}));
+      addresses_.push_back(servers_.back()->address());
+    }
+  }
+  static std::unique_ptr<BackendPool> Pool(std::vector<std::string> prefills) {
+    BackendPoolOptions o;
+    o.prefill = std::move(prefills);
+    auto pool = std::make_unique<BackendPool>(o);
+    pool->CheckAllNow();
+    return pool;
+  }
+  static std::vector<std::string> Picks(BackendPool& pool) {
+    std::vector<std::string> out;
+    for (int i = 0; i < 1000; ++i) {
+      absl::StatusOr<BackendPool::Lease> lease =
+          pool.AcquirePrefill(StableHash64(absl::StrCat("set ", i)));
+      out.push_back(lease.ok() ? lease->address() : lease.status().ToString());
+    }
+    return out;
+  }
+  FakeDecoder decoders_[4];
+  std::vector<std::unique_ptr<FakeServer>> servers_;
+  std::vector<std::string> addresses_;
+};
+
+TEST_F(PlacementTest, TwoRoutersWithTheSameBackendsPlaceAlike) {
+  std::vector<std::string> reversed(addresses_.rbegin(), addresses_.rend());
+  std::unique_ptr<BackendPool> one = Pool(addresses_);
+  std::unique_ptr<BackendPool> two = Pool(reversed);  // listed in another order
+  const std::vector<std::string> picks = Picks(*one);
+  EXPECT_EQ(picks, Picks(*two));
+  absl::flat_hash_map<std::string, int> per_prefill;
+  for (const std::string& p : picks) ++per_prefill[p];
+  EXPECT_EQ(per_prefill.size(), 4u);  // all used, none by accident of the test
+}
+
+TEST_F(PlacementTest, RemovingAPrefillMovesOnlyItsKeysAndAddingItBackRestoresThem) {
+  std::unique_ptr<BackendPool> pool = Pool(addresses_);
+  const std::vector<std::string> before = Picks(*pool);
+  const std::string gone = addresses_[1];
+  std::vector<std::string> rest = addresses_;
+  rest.erase(rest.begin() + 1);
+  pool->SetBackends(v1::BACKEND_ROLE_PREFILL, rest);
+  EXPECT_EQ(pool->BackendCount(v1::BACKEND_ROLE_PREFILL), 3);
+  const std::vector<std::string> after = Picks(*pool);
+  int moved = 0;
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_NE(after[i], gone);
+    if (before[i] == gone) {
+      ++moved;
+    } else {
+      EXPECT_EQ(after[i], before[i]) << "key " << i;
+    }
+  }
+  EXPECT_GT(moved, 150);  // ~250 were on it
+  // Back again: unhealthy until probed, then it wins its keys back.
+  pool->SetBackends(v1::BACKEND_ROLE_PREFILL, addresses_);
+  EXPECT_EQ(pool->HealthyCount(v1::BACKEND_ROLE_PREFILL), 3);
+  EXPECT_EQ(Picks(*pool), after);
+  pool->CheckAllNow();
+  EXPECT_EQ(Picks(*pool), before);
+}
+
+TEST_F(BackendPoolTest, RemovedBackendKeepsItsLeasesValidAndIsNeverChosenAgain) {
+  BackendPool pool(Options({a_.address(), b_.address()}));
+  pool.CheckAllNow();
+  absl::StatusOr<BackendPool::Lease> on_a = pool.Acquire(v1::BACKEND_ROLE_DECODER, {b_.address()});
+  ASSERT_TRUE(on_a.ok());
+  pool.SetBackends(v1::BACKEND_ROLE_DECODER, {b_.address()});
+  EXPECT_EQ(pool.BackendCount(v1::BACKEND_ROLE_DECODER), 1);
+  // The lease still works: its address and channel are those of A, and A answers.
+  EXPECT_EQ(on_a->address(), a_.address());
+  EXPECT_EQ(ProbeHealth(on_a->channel(), absl::Seconds(2)).value_or(false), true);
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<BackendPool::Lease> lease = pool.Acquire(v1::BACKEND_ROLE_DECODER);
+    ASSERT_TRUE(lease.ok());
+    EXPECT_EQ(lease->address(), b_.address());
+  }
+  for (const v1::BackendStatus& s : pool.Snapshot()) {
+    EXPECT_FALSE(s.role() == v1::BACKEND_ROLE_DECODER && s.address() == a_.address());
+  }
+  pool.CheckAllNow();  // a probe round must not bring it back
+  EXPECT_EQ(pool.HealthyCount(v1::BACKEND_ROLE_DECODER), 1);
+  on_a->Finish(absl::UnavailableError("late failure on a removed backend"));
+  on_a = absl::UnavailableError("released");  // drops the last reference to A
+  EXPECT_EQ(pool.Acquire(v1::BACKEND_ROLE_DECODER, {b_.address()}).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST_F(BackendPoolTest, AddedBackendIsProbedBeforeUse) {
+  BackendPoolOptions o = Options({a_.address()});
+  o.health_interval = absl::Hours(1);  // only the probe asked for by SetBackends runs
+  MetricsRegistry metrics;
+  BackendPool pool(o, &metrics);
+  pool.Start();
+  pool.SetBackends(v1::BACKEND_ROLE_DECODER, {a_.address(), b_.address()});
+  EXPECT_EQ(metrics.GetGauge("blockserve_router_discovered_decoders", "")->value(), 2);
+  // Not used before its probe says SERVING (A takes everything meanwhile)...
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (pool.HealthyCount(v1::BACKEND_ROLE_DECODER) != 2 && absl::Now() < give_up) {
+    absl::StatusOr<BackendPool::Lease> lease = pool.Acquire(v1::BACKEND_ROLE_DECODER, {});
+    ASSERT_TRUE(lease.ok());
+    if (pool.HealthyCount(v1::BACKEND_ROLE_DECODER) == 1) {
+      EXPECT_EQ(lease->address(), a_.address());
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  // ...and then by the health thread's own probe, long before its next round.
+  EXPECT_EQ(pool.HealthyCount(v1::BACKEND_ROLE_DECODER), 2);
+  EXPECT_EQ(metrics.GetGauge("blockserve_router_healthy_decoders", "")->value(), 2);
+}
+
+TEST_F(BackendPoolTest, AddedBackendThatIsDownStaysUnused) {
+  BackendPool pool(Options({a_.address()}));
+  pool.CheckAllNow();
+  pool.SetBackends(v1::BACKEND_ROLE_DECODER, {a_.address(), dead_});
+  pool.CheckAllNow();
+  EXPECT_EQ(pool.BackendCount(v1::BACKEND_ROLE_DECODER), 2);
+  EXPECT_EQ(pool.HealthyCount(v1::BACKEND_ROLE_DECODER), 1);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(pool.Acquire(v1::BACKEND_ROLE_DECODER).value().address(), a_.address());
+  }
+}
+
+// The real path end to end: dns:///localhost:PORT through getaddrinfo into the pool.
+TEST_F(BackendPoolTest, DiscoveredLocalhostBackendServes) {
+  const std::string port = a_.address().substr(a_.address().rfind(':') + 1);
+  discovery::Discovery d(
+      discovery::ParseDiscoverySpec(absl::StrCat("dns:///localhost:", port)).value(), {});
+  ASSERT_TRUE(d.Refresh().ok());
+  BackendPool pool(BackendPoolOptions{});
+  d.Start([&pool](const std::vector<std::string>& set) {
+    pool.SetBackends(v1::BACKEND_ROLE_PREFILL, set);
+  });
+  pool.CheckAllNow();
+  EXPECT_GE(pool.BackendCount(v1::BACKEND_ROLE_PREFILL), 1);  // 127.0.0.1, maybe ::1
+  absl::StatusOr<BackendPool::Lease> lease = pool.AcquirePrefill(0, {absl::StrCat("[::1]:", port)});
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_EQ(lease->address(), absl::StrCat("127.0.0.1:", port));
 }
 
 TEST_F(BackendPoolTest, MarkedUnhealthyUntilAProbeSaysServing) {

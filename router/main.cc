@@ -5,8 +5,10 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/server.h"
 #include "common/server_flags.h"
+#include "discovery/discovery.h"
 #include "proto/blockserve.grpc.pb.h"
 #include "router/backend_pool.h"
 #include "router/router_core.h"
@@ -16,9 +18,19 @@
 #include "security/tls_flags.h"
 
 ABSL_FLAG(int, port, 50050, "gRPC port; 0 picks a free one (logged as {\"event\":\"listening\"})");
-ABSL_FLAG(std::string, prefill, "", "QueryPrefill backends, host:port[,host:port...]");
-ABSL_FLAG(std::string, decoder, "", "Decoder backends, host:port[,host:port...]");
-ABSL_FLAG(std::string, encoder, "", "PassageEncoder backends, host:port[,host:port...]");
+ABSL_FLAG(std::string, prefill, "",
+          "QueryPrefill backends: host:port[,host:port...] and/or dns:///name:port (every "
+          "address of the name, re-resolved every --discovery_interval_ms, e.g. "
+          "dns:///query-prefill.default.svc.cluster.local:50062)");
+ABSL_FLAG(std::string, decoder, "",
+          "Decoder backends, written like --prefill (host:port list and/or dns:///name:port)");
+ABSL_FLAG(std::string, encoder, "",
+          "PassageEncoder backends, written like --prefill (host:port list and/or "
+          "dns:///name:port)");
+ABSL_FLAG(int, discovery_interval_ms, 5000,
+          "how often the dns:/// names of --prefill, --decoder and --encoder are resolved "
+          "again (pods that appear are added, pods that go removed; a failed resolution "
+          "keeps the last answer)");
 ABSL_FLAG(std::string, tenants_file, "",
           "JSON file of the tenants and the SHA-256 of their bearer tokens (docs/SECURITY.md); "
           "re-read when it changes. Required with TLS; without it (--insecure only) every "
@@ -26,8 +38,9 @@ ABSL_FLAG(std::string, tenants_file, "",
 ABSL_FLAG(int, health_interval_ms, 1000, "how often every backend is health-checked");
 ABSL_FLAG(int, health_timeout_ms, 800, "deadline of one health check");
 ABSL_FLAG(int, affinity_slack, 2,
-          "keep a prompt on the prefill that last served its passages unless it has more than "
-          "this many requests in flight above the least-loaded prefill");
+          "cache-aware placement: a prompt goes to the first prefill in the rendezvous order "
+          "of its passages that has at most this many requests in flight above the "
+          "least-loaded healthy prefill");
 ABSL_FLAG(std::string, handoff, "grpc", "KV handoff transport asked of the prefill: grpc | nccl");
 ABSL_FLAG(int, max_request_s, 600,
           "deadline of downstream calls when the client sets none (or a later one)");
@@ -56,13 +69,17 @@ int main(int argc, char** argv) {
        .usage =
            "The BlockServe router: the client-facing gRPC service blockserve.v1.Router.\n"
            "Places each request on a query_prefill (cache-aware) and a decoder (least loaded),\n"
-           "streams the answer back, and forwards Ingest to a passage_encoder.\n\n"
+           "streams the answer back, and forwards Ingest to a passage_encoder. Backends are\n"
+           "host:port lists or dns:///name:port names, re-resolved while serving.\n\n"
            "Example:\n"
            "  router --port=50050 --prefill=prefill-0:50062 --decoder=decoder-0:50063 \\\n"
            "         --encoder=encoder-0:50061 --tenants_file=tenants.json \\\n"
-           "         --tls_cert=router.pem --tls_key=router.key --tls_ca=ca.pem",
+           "         --tls_cert=router.pem --tls_key=router.key --tls_ca=ca.pem\n"
+           "  router --prefill=dns:///query-prefill.default.svc.cluster.local:50062 \\\n"
+           "         --decoder=dns:///decoder.default.svc.cluster.local:50063 ...",
        .flag_dirs = {"router/main.cc"}});
   namespace br = blockserve::router;
+  namespace discovery = blockserve::discovery;
   namespace security = blockserve::security;
 
   absl::StatusOr<blockserve::ServerOptions> server = blockserve::ServerOptionsFromFlags(
@@ -83,17 +100,32 @@ int main(int argc, char** argv) {
                      "tokens (anonymous callers only with --insecure on loopback)"));
   }
 
-  br::BackendPoolOptions pool_options;
-  for (auto [flag, out] : {std::pair{&FLAGS_prefill, &pool_options.prefill},
-                           std::pair{&FLAGS_decoder, &pool_options.decoder},
-                           std::pair{&FLAGS_encoder, &pool_options.encoder}}) {
-    absl::StatusOr<std::vector<std::string>> list = br::ParseAddressList(absl::GetFlag(*flag));
-    if (!list.ok()) return Fail(std::string(list.status().message()));
-    *out = *std::move(list);
+  // Each role's backends come from a discovery spec (discovery/discovery.h).
+  struct RoleSource {
+    const char* flag_name;
+    const char* metric_prefix;
+    blockserve::v1::BackendRole role;
+    discovery::DiscoverySpec spec;
+  };
+  std::vector<RoleSource> sources = {
+      {"--prefill", "blockserve_router_prefill_discovery", blockserve::v1::BACKEND_ROLE_PREFILL},
+      {"--decoder", "blockserve_router_decoder_discovery", blockserve::v1::BACKEND_ROLE_DECODER},
+      {"--encoder", "blockserve_router_encoder_discovery", blockserve::v1::BACKEND_ROLE_ENCODER}};
+  for (auto [source, flag] : {std::pair{&sources[0], &FLAGS_prefill},
+                              std::pair{&sources[1], &FLAGS_decoder},
+                              std::pair{&sources[2], &FLAGS_encoder}}) {
+    absl::StatusOr<discovery::DiscoverySpec> spec =
+        discovery::ParseDiscoverySpec(absl::GetFlag(*flag));
+    if (!spec.ok()) return Fail(absl::StrCat(source->flag_name, ": ", spec.status().message()));
+    source->spec = *std::move(spec);
   }
-  if (pool_options.prefill.empty() || pool_options.decoder.empty()) {
-    return Fail("--prefill and --decoder need at least one address each");
+  if (sources[0].spec.empty() || sources[1].spec.empty()) {
+    return Fail("--prefill and --decoder need at least one address or dns:/// name each");
   }
+  if (absl::GetFlag(FLAGS_discovery_interval_ms) <= 0) {
+    return Fail("--discovery_interval_ms must be positive");
+  }
+  br::BackendPoolOptions pool_options;  // the backends come from the discoveries below
   pool_options.health_interval = absl::Milliseconds(absl::GetFlag(FLAGS_health_interval_ms));
   pool_options.health_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_health_timeout_ms));
   pool_options.affinity_slack = absl::GetFlag(FLAGS_affinity_slack);
@@ -115,6 +147,25 @@ int main(int argc, char** argv) {
 
   blockserve::MetricsRegistry metrics;
   br::BackendPool pool(pool_options, &metrics);
+  // Declared after the pool, so destroyed (their threads stopped) before it.
+  std::vector<std::unique_ptr<discovery::Discovery>> discoveries;
+  for (const RoleSource& source : sources) {
+    auto d = std::make_unique<discovery::Discovery>(
+        source.spec,
+        discovery::DiscoveryOptions{
+            .interval = absl::Milliseconds(absl::GetFlag(FLAGS_discovery_interval_ms)),
+            .name = source.flag_name,
+            .metrics = &metrics,
+            .metric_prefix = source.metric_prefix});
+    // A name that does not resolve yet (no pod ready) is logged and tried again on the
+    // interval; the router serves NOT_SERVING until it has a prefill and a decoder.
+    d->Refresh().IgnoreError();
+    const blockserve::v1::BackendRole role = source.role;
+    d->Start([&pool, role](const std::vector<std::string>& addresses) {
+      pool.SetBackends(role, addresses);
+    });
+    discoveries.push_back(std::move(d));
+  }
   pool.Start();
   br::RouterCore core(&pool, options, &metrics);
   br::RouterService service(&core, tenants.get());

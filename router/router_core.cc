@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "contract/request_contract.h"
 #include "proto/blockserve.grpc.pb.h"
+#include "router/rendezvous.h"
 
 namespace blockserve::router {
 namespace {
@@ -151,7 +152,8 @@ uint64_t PassageAffinityKey(const v1::GenerateRequest& r) {
   }
   if (blocks.empty()) return 0;
   std::sort(blocks.begin(), blocks.end());
-  const uint64_t h = std::hash<std::string>()(absl::StrJoin(blocks, std::string(1, '\0')));
+  // A stable hash: every router must compute the same key for the same passages.
+  const uint64_t h = StableHash64(absl::StrJoin(blocks, std::string(1, '\0')));
   return h == 0 ? 1 : h;
 }
 
@@ -305,7 +307,6 @@ class RouterCore::GenerateRun {
       tried_decoders_.insert(p.decoder.address());
       return s;
     }
-    pool_->RememberPrefill(affinity_, p.prefill.address());
     // A decoder that broke before anything was sent to the client can still be
     // replaced: the request is retried like a failed prefill.
     if (p.prefill_call->response().finish_reason() == v1::FINISH_REASON_UNSPECIFIED) {

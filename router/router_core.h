@@ -64,7 +64,8 @@ struct ClientCall {
 using EventSink = std::function<bool(const v1::GenerateEvent&)>;
 
 // Hash of the set of blocks a request names (system prompt and passages, order
-// ignored); 0 when it names none. Equal sets give equal keys.
+// ignored); 0 when it names none. Equal sets give equal keys, in every router
+// (StableHash64, router/rendezvous.h).
 uint64_t PassageAffinityKey(const v1::GenerateRequest& request);
 
 class RouterCore {
