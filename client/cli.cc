@@ -2,6 +2,9 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -30,12 +33,12 @@ constexpr FlagSpec kFlags[] = {
     {"max_new_tokens", true}, {"temperature", true}, {"top_p", true},     {"top_k", true},
     {"seed", true},          {"system", true},      {"global_blocks", true}, {"stop", true},
     {"ignore_eos", false},   {"request_id", true},   {"tls_ca", true},    {"token_file", true},
-    {"insecure", false},
+    {"insecure", false},     {"shard", true},       {"shards", true},    {"progress_s", true},
 };
 
 const std::map<std::string, std::set<std::string>>& CommandFlags() {
   static const auto* m = new std::map<std::string, std::set<std::string>>{
-      {"ingest", {"batch", "force"}},
+      {"ingest", {"batch", "force", "shard", "shards", "progress_s"}},
       {"ask",
        {"passage", "mode", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "system",
         "global_blocks", "stop", "ignore_eos", "request_id"}},
@@ -186,39 +189,147 @@ std::string Duration(double seconds) {
 
 // ─────────────────────────────────── ingest ──────────────────────────────────
 
+// Which share of the corpus this process ingests: --shard=INDEX/COUNT, or --shards=COUNT
+// with INDEX from $JOB_COMPLETION_INDEX (set by Kubernetes in each pod of an indexed
+// Job). {0, 1} (everything) without either.
+struct Shard {
+  int index = 0;
+  int count = 1;
+};
+
+absl::StatusOr<Shard> ShardFromFlags(const Args& a, const CliEnv& env) {
+  constexpr int kMaxShards = 1 << 16;
+  Shard shard;
+  if (a.Has("shard") && a.Has("shards")) {
+    return absl::InvalidArgumentError("give --shard=INDEX/COUNT or --shards=COUNT, not both");
+  }
+  std::string index_text;
+  std::string count_text;
+  std::string what;
+  if (a.Has("shard")) {
+    const std::string v = a.Get("shard");
+    const size_t slash = v.find('/');
+    if (slash == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--shard must be INDEX/COUNT (e.g. 0/4), found \"", v, "\""));
+    }
+    index_text = v.substr(0, slash);
+    count_text = v.substr(slash + 1);
+    what = absl::StrCat("--shard=", v);
+  } else if (a.Has("shards")) {
+    if (env.job_completion_index.empty()) {
+      return absl::InvalidArgumentError(
+          "--shards=COUNT takes this shard's index from $JOB_COMPLETION_INDEX (set in the pods "
+          "of an indexed Kubernetes Job), which is not set; use --shard=INDEX/COUNT");
+    }
+    index_text = env.job_completion_index;
+    count_text = a.Get("shards");
+    what = absl::StrCat("--shards=", count_text, " with $JOB_COMPLETION_INDEX=", index_text);
+  } else {
+    return shard;
+  }
+  if (!absl::SimpleAtoi(count_text, &shard.count) || shard.count < 1 ||
+      shard.count > kMaxShards || !absl::SimpleAtoi(index_text, &shard.index) ||
+      shard.index < 0 || shard.index >= shard.count) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": COUNT must be in [1, ", kMaxShards, "] and INDEX in [0, COUNT)"));
+  }
+  return shard;
+}
+
 int Ingest(const Args& a, const CliEnv& env, RouterClient& client, const std::string& router) {
-  if (a.positional.size() != 1) {
-    *env.err << "blockserve ingest: expected one FILE.jsonl (see --help)\n";
+  if (a.positional.empty()) {
+    *env.err << "blockserve ingest: expected one or more FILE.jsonl or folders (see --help)\n";
     return kExitUsage;
   }
   absl::StatusOr<int> batch = Number<int>(a, "batch", 32, 1, 1024);
   if (!batch.ok()) return *env.err << "blockserve ingest: " << batch.status().message() << "\n", kExitUsage;
-  absl::StatusOr<std::vector<v1::Passage>> passages = ReadPassagesJsonl(a.positional[0]);
-  if (!passages.ok()) {
-    *env.err << "blockserve ingest: " << passages.status().message() << "\n";
+  absl::StatusOr<double> progress_s = Number<double>(a, "progress_s", 10, 0, 86400);
+  if (!progress_s.ok()) {
+    *env.err << "blockserve ingest: " << progress_s.status().message() << "\n";
     return kExitUsage;
   }
+  absl::StatusOr<Shard> shard = ShardFromFlags(a, env);
+  if (!shard.ok()) {
+    *env.err << "blockserve ingest: " << shard.status().message() << "\n";
+    return kExitUsage;
+  }
+  // A folder stands for its *.jsonl files (not its subfolders), in name order.
+  std::vector<std::string> files;
+  for (const std::string& arg : a.positional) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(arg, ec)) {
+      files.push_back(arg);
+      continue;
+    }
+    std::vector<std::string> in_dir;
+    for (const auto& entry : std::filesystem::directory_iterator(arg, ec)) {
+      if (entry.path().extension() == ".jsonl" && !entry.is_directory()) {
+        in_dir.push_back(entry.path().string());
+      }
+    }
+    if (ec || in_dir.empty()) {
+      *env.err << "blockserve ingest: " << arg << ": a folder without *.jsonl files"
+               << (ec ? absl::StrCat(" (", ec.message(), ")") : "") << "\n";
+      return kExitUsage;
+    }
+    std::sort(in_dir.begin(), in_dir.end());
+    files.insert(files.end(), in_dir.begin(), in_dir.end());
+  }
+  std::vector<v1::Passage> all;
+  for (const std::string& file : files) {
+    absl::StatusOr<std::vector<v1::Passage>> passages = ReadPassagesJsonl(file);
+    if (!passages.ok()) {
+      *env.err << "blockserve ingest: " << passages.status().message() << "\n";
+      return kExitUsage;
+    }
+    all.insert(all.end(), std::make_move_iterator(passages->begin()),
+               std::make_move_iterator(passages->end()));
+  }
+  const size_t in_files = all.size();
+  const std::vector<v1::Passage> passages =
+      shard->count > 1 ? PassagesOfShard(all, shard->index, shard->count) : std::move(all);
+  const std::string from =
+      files.size() == 1 ? files[0] : absl::StrCat(files.size(), " files");
+  const std::string shard_note =
+      shard->count > 1
+          ? absl::StrFormat(" (shard %d/%d: %d of %d)", shard->index, shard->count,
+                            passages.size(), in_files)
+          : "";
   IngestOptions options;
   options.batch = *batch;
   options.force_reencode = a.Bool("force");
+  // On a terminal one line is redrawn after every batch. Otherwise (a pipe, a file, a
+  // pod's log) a line is written after the first batch, then at most every --progress_s
+  // seconds, and after the last: a log of a long ingest stays readable.
+  double last_line_s = -1;
   auto progress = [&](const IngestProgress& p) {
+    const bool last = p.done == p.total;
+    if (!env.err_is_terminal && last_line_s >= 0 && !last &&
+        p.elapsed_s - last_line_s < *progress_s) {
+      return;
+    }
+    last_line_s = p.elapsed_s;
     const double rate = p.elapsed_s > 0 ? p.done / p.elapsed_s : 0;
     const double tokens_rate = p.elapsed_s > 0 ? p.tokens_encoded / p.elapsed_s : 0;
     const std::string eta = rate > 0 ? Duration((p.total - p.done) / rate) : "?";
     *env.err << (env.err_is_terminal ? "\r" : "")
-             << absl::StrFormat("ingest %d/%d passages (%d new, %d cached, %d failed) | "
-                                "%.1f passages/s, %.0f tokens/s | ETA %s",
+             << absl::StrFormat("ingest%s %d/%d passages (%d new, %d cached, %d failed) | "
+                                "%.1f passages/s, %.0f tokens/s | elapsed %s, ETA %s",
+                                shard->count > 1
+                                    ? absl::StrFormat(" shard %d/%d", shard->index, shard->count)
+                                    : "",
                                 p.done, p.total, p.encoded, p.cached, p.failed, rate, tokens_rate,
-                                eta)
+                                Duration(p.elapsed_s), eta)
              << (env.err_is_terminal ? "" : "\n") << std::flush;
   };
-  absl::StatusOr<IngestProgress> done = client.Ingest(*passages, options, progress);
-  if (env.err_is_terminal && !passages->empty()) *env.err << "\n";
+  absl::StatusOr<IngestProgress> done = client.Ingest(passages, options, progress);
+  if (env.err_is_terminal && !passages.empty()) *env.err << "\n";
   if (!done.ok()) return ReportRpcError(env, "ingest", router, done.status());
   *env.out << absl::StrFormat(
-      "ingested %d passages from %s in %.2f s: %d encoded (%d tokens), %d already cached "
+      "ingested %d passages%s from %s in %.2f s: %d encoded (%d tokens), %d already cached "
       "(%d tokens), %d failed%s\n",
-      done->total, a.positional[0], done->elapsed_s, done->encoded, done->tokens_encoded,
+      done->total, shard_note, from, done->elapsed_s, done->encoded, done->tokens_encoded,
       done->cached, done->tokens_cached, done->failed,
       done->encoder.empty() ? "" : absl::StrCat("; encoder ", done->encoder));
   for (size_t i = 0; i < done->failures.size() && i < 20; ++i) {
@@ -422,10 +533,15 @@ std::string CliUsage() {
   return R"(blockserve: the BlockServe command-line client (talks to the router).
 
 Usage:
-  blockserve [--router=HOST:PORT] ingest FILE.jsonl [--batch=32] [--force]
-      Encodes and caches the passages of FILE.jsonl, one {"id": ..., "text": ...} per
-      line. Progress (passages/s, tokens/s, ETA) goes to stderr. Passages already in
-      the store are skipped (reported as cached) unless --force.
+  blockserve [--router=HOST:PORT] ingest FILE.jsonl|FOLDER... [--batch=32] [--force]
+             [--shard=INDEX/COUNT | --shards=COUNT] [--progress_s=10]
+      Encodes and caches the passages of the FILEs (a FOLDER: its *.jsonl files), one
+      {"id": ..., "text": ...} per line. Progress (passages/s, tokens/s, ETA) goes to stderr: one redrawn line on a
+      terminal, else a line at most every --progress_s seconds. Passages already in
+      the store are skipped (reported as cached) unless --force, so a rerun resumes.
+      --shard=I/COUNT ingests only shard I of COUNT (by a hash of each passage's id):
+      COUNT processes with I = 0..COUNT-1 ingest every passage exactly once.
+      --shards=COUNT takes I from $JOB_COMPLETION_INDEX (an indexed Kubernetes Job).
   blockserve [--router=HOST:PORT] ask [--passage=ID]... [--mode=block|full]
              [--max_new_tokens=N] [--temperature=T] [--top_p=P] [--top_k=K] [--seed=S]
              [--system=TEXT] [--global_blocks=N] [--stop=STRING]... [--ignore_eos]

@@ -26,6 +26,7 @@ struct CliEnv {
   std::string default_router = "localhost:50050";
   std::string default_tls_ca;      // $BLOCKSERVE_TLS_CA
   std::string default_token_file;  // $BLOCKSERVE_TOKEN_FILE
+  std::string job_completion_index;  // $JOB_COMPLETION_INDEX (an indexed Job's pod): ingest --shards
 };
 
 // Runs the command line `args` (without the program name); returns the exit code.

@@ -1,6 +1,8 @@
 #include "client/cli.h"
 
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -45,9 +47,10 @@ class CliTest : public ::testing::Test {
     args.insert(args.begin(), "--insecure");
     return CliRaw(std::move(args));
   }
-  Run CliRaw(const std::vector<std::string>& args) {
+  Run CliRaw(const std::vector<std::string>& args, const std::string& job_index = "") {
     std::ostringstream out, err;
     CliEnv env{.out = &out, .err = &err, .default_router = router_server_->address()};
+    env.job_completion_index = job_index;
     const int code = RunCli(args, env);
     return {code, out.str(), err.str()};
   }
@@ -105,6 +108,126 @@ TEST_F(CliTest, IngestReportsNewThenCachedPassages) {
   EXPECT_EQ(second.code, kExitOk);
   EXPECT_NE(second.out.find("0 encoded"), std::string::npos) << second.out;
   EXPECT_NE(second.out.find("3 already cached"), std::string::npos) << second.out;
+}
+
+// The counts of the final line "ingested N passages ...: E encoded ..., C already cached".
+struct Counts {
+  int total = -1, encoded = -1, cached = -1;
+};
+Counts ParseSummary(const std::string& out) {
+  Counts c;
+  const size_t at = out.find("ingested ");
+  if (at == std::string::npos) return c;
+  std::sscanf(out.c_str() + at, "ingested %d", &c.total);
+  const size_t colon = out.find(" s: ", at);  // after "in 0.01 s"
+  if (colon == std::string::npos) return c;
+  std::sscanf(out.c_str() + colon, " s: %d encoded", &c.encoded);
+  const size_t cached = out.find("), ", colon);
+  if (cached != std::string::npos) std::sscanf(out.c_str() + cached, "), %d already cached", &c.cached);
+  return c;
+}
+
+TEST_F(CliTest, ShardsSplitTheCorpusAndARerunResumes) {
+  auto corpus_of = [&](const std::string& prefix) {
+    std::string text;
+    for (int i = 0; i < 40; ++i) {
+      text += "{\"id\": \"" + prefix + std::to_string(i) + "\", \"text\": \"" + prefix +
+              " text " + std::to_string(i) + ".\"}\n";
+    }
+    return WriteCorpus(text);
+  };
+  for (int count : {1, 3, 5}) {
+    // Passages new to the store: a passage that two shards both sent would be reported
+    // as cached by the second, one that no shard sent would be missing from the sum.
+    const std::string corpus = corpus_of("c" + std::to_string(count) + "-");
+    int encoded = 0;
+    for (int index = 0; index < count; ++index) {
+      Run r = Cli({"ingest", corpus, "--shard=" + std::to_string(index) + "/" + std::to_string(count)});
+      ASSERT_EQ(r.code, kExitOk) << r.err;
+      const Counts c = ParseSummary(r.out);
+      EXPECT_EQ(c.encoded, c.total) << r.out;
+      EXPECT_EQ(c.cached, 0) << r.out;
+      encoded += c.encoded;
+      if (count > 1) {
+        EXPECT_NE(r.out.find("(shard " + std::to_string(index) + "/" + std::to_string(count) +
+                             ": "),
+                  std::string::npos)
+            << r.out;
+        EXPECT_NE(r.err.find("ingest shard " + std::to_string(index) + "/"), std::string::npos)
+            << r.err;
+      }
+    }
+    EXPECT_EQ(encoded, 40) << count << " shards";
+  }
+  const std::string corpus = corpus_of("c3-");
+  // The index from $JOB_COMPLETION_INDEX (an indexed Job's pod), as --shard=1/3 would.
+  Run by_flag = Cli({"ingest", corpus, "--shard=1/3"});
+  Run by_env = CliRaw({"--insecure", "ingest", corpus, "--shards=3"}, /*job_index=*/"1");
+  ASSERT_EQ(by_env.code, kExitOk) << by_env.err;
+  EXPECT_EQ(ParseSummary(by_env.out).total, ParseSummary(by_flag.out).total);
+  // Resumable: a rerun of a shard finds all its passages cached and encodes none.
+  const Counts rerun = ParseSummary(by_env.out);
+  EXPECT_EQ(rerun.encoded, 0) << by_env.out;
+  EXPECT_EQ(rerun.cached, rerun.total) << by_env.out;
+}
+
+TEST_F(CliTest, BadShardFlagsAreUsageErrors) {
+  const std::string corpus = WriteCorpus("{\"id\": \"a\", \"text\": \"Alpha.\"}\n");
+  for (const char* bad : {"--shard=3/3", "--shard=-1/3", "--shard=1", "--shard=0/0", "--shard=a/b"}) {
+    Run r = Cli({"ingest", corpus, bad});
+    EXPECT_EQ(r.code, kExitUsage) << bad;
+    EXPECT_NE(r.err.find("--shard"), std::string::npos) << r.err;
+  }
+  Run no_index = Cli({"ingest", corpus, "--shards=2"});  // no $JOB_COMPLETION_INDEX
+  EXPECT_EQ(no_index.code, kExitUsage);
+  EXPECT_NE(no_index.err.find("JOB_COMPLETION_INDEX"), std::string::npos) << no_index.err;
+  EXPECT_EQ(CliRaw({"--insecure", "ingest", corpus, "--shards=2"}, "2").code, kExitUsage);
+  EXPECT_EQ(Cli({"ingest", corpus, "--shard=0/2", "--shards=2"}).code, kExitUsage);
+  EXPECT_EQ(Cli({"ask", "--shard=0/2", "q?"}).code, kExitUsage);  // ingest's flag
+  // None of them sent anything: the passage is new to the store now.
+  Run r = Cli({"ingest", corpus});
+  EXPECT_EQ(ParseSummary(r.out).encoded, 1) << r.out;
+}
+
+TEST_F(CliTest, ProgressInALogIsThrottledButTheLastBatchIsAlwaysShown) {
+  std::string text;
+  for (int i = 0; i < 10; ++i) {
+    text += "{\"id\": \"q" + std::to_string(i) + "\", \"text\": \"T" + std::to_string(i) + ".\"}\n";
+  }
+  const std::string corpus = WriteCorpus(text);
+  auto lines = [](const std::string& err) {
+    int n = 0;
+    for (size_t at = err.find("ingest "); at != std::string::npos; at = err.find("ingest ", at + 1)) ++n;
+    return n;
+  };
+  // Not a terminal, 10 batches of 1 well inside an hour: the first and the last line only.
+  Run quiet = Cli({"ingest", corpus, "--batch=1", "--progress_s=3600"});
+  ASSERT_EQ(quiet.code, kExitOk) << quiet.err;
+  EXPECT_EQ(lines(quiet.err), 2) << quiet.err;
+  EXPECT_NE(quiet.err.find("ingest 1/10 passages"), std::string::npos) << quiet.err;
+  EXPECT_NE(quiet.err.find("ingest 10/10 passages"), std::string::npos) << quiet.err;
+  // --progress_s=0: a line per batch.
+  Run every = Cli({"ingest", corpus, "--batch=1", "--progress_s=0"});
+  EXPECT_EQ(lines(every.err), 10) << every.err;
+  // Several files are one corpus.
+  const std::string second = std::string(std::getenv("TEST_TMPDIR")) + "/second.jsonl";
+  std::ofstream(second) << "{\"id\": \"z\", \"text\": \"Zed.\"}\n";
+  Run both = Cli({"ingest", corpus, second});
+  ASSERT_EQ(both.code, kExitOk) << both.err;
+  EXPECT_NE(both.out.find("ingested 11 passages from 2 files"), std::string::npos) << both.out;
+  // A folder is its *.jsonl files (other files are not read).
+  const std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/corpus_dir";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/b.jsonl") << "{\"id\": \"d1\", \"text\": \"D one.\"}\n";
+  std::ofstream(dir + "/a.jsonl") << "{\"id\": \"d2\", \"text\": \"D two.\"}\n";
+  std::ofstream(dir + "/notes.txt") << "not a passage\n";
+  Run folder = Cli({"ingest", dir});
+  ASSERT_EQ(folder.code, kExitOk) << folder.err;
+  EXPECT_NE(folder.out.find("ingested 2 passages from 2 files"), std::string::npos) << folder.out;
+  EXPECT_EQ(Cli({"ingest", std::string(std::getenv("TEST_TMPDIR"))}).code, kExitOk);  // has corpus.jsonl
+  const std::string empty = std::string(std::getenv("TEST_TMPDIR")) + "/empty_dir";
+  std::filesystem::create_directories(empty);
+  EXPECT_EQ(Cli({"ingest", empty}).code, kExitUsage);
 }
 
 TEST_F(CliTest, IngestWithRejectedPassagesExitsWithOne) {

@@ -14,7 +14,8 @@ int main(int argc, char** argv) {
   env.out_is_terminal = isatty(STDOUT_FILENO) != 0;
   for (auto [name, out] : {std::pair{"BLOCKSERVE_ROUTER", &env.default_router},
                            std::pair{"BLOCKSERVE_TLS_CA", &env.default_tls_ca},
-                           std::pair{"BLOCKSERVE_TOKEN_FILE", &env.default_token_file}}) {
+                           std::pair{"BLOCKSERVE_TOKEN_FILE", &env.default_token_file},
+                           std::pair{"JOB_COMPLETION_INDEX", &env.job_completion_index}}) {
     if (const char* value = std::getenv(name); value != nullptr && *value) *out = value;
   }
   return blockserve::client::RunCli(std::vector<std::string>(argv + 1, argv + argc), env);

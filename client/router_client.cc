@@ -86,6 +86,29 @@ absl::StatusOr<std::vector<v1::Passage>> ParsePassagesJsonl(std::istream& in,
   return out;
 }
 
+uint64_t ShardKeyHash(const v1::Passage& p) {
+  const std::string& key = p.id().empty() ? p.text() : p.id();
+  uint64_t h = 14695981039346656037ull;  // FNV-1a 64 offset basis
+  for (const char c : key) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;  // FNV-1a 64 prime
+  }
+  return h;
+}
+
+int ShardOf(const v1::Passage& p, int count) {
+  return count <= 1 ? 0 : static_cast<int>(ShardKeyHash(p) % static_cast<uint64_t>(count));
+}
+
+std::vector<v1::Passage> PassagesOfShard(const std::vector<v1::Passage>& all, int index,
+                                         int count) {
+  std::vector<v1::Passage> out;
+  for (const v1::Passage& p : all) {
+    if (ShardOf(p, count) == index) out.push_back(p);
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<v1::Passage>> ReadPassagesJsonl(const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));

@@ -4,6 +4,7 @@
 #ifndef BLOCKSERVE_CLIENT_ROUTER_CLIENT_H_
 #define BLOCKSERVE_CLIENT_ROUTER_CLIENT_H_
 
+#include <cstdint>
 #include <functional>
 #include <istream>
 #include <memory>
@@ -26,6 +27,18 @@ namespace blockserve::client {
 absl::StatusOr<std::vector<v1::Passage>> ParsePassagesJsonl(std::istream& in,
                                                             std::string_view source);
 absl::StatusOr<std::vector<v1::Passage>> ReadPassagesJsonl(const std::string& path);
+
+// Sharding a corpus across N ingest processes (e.g. the pods of an indexed Kubernetes
+// Job): passage p belongs to shard ShardOf(p, count), a function of its id alone (of its
+// text when it has no id), so the split does not depend on the order of the files or
+// lines, every passage lands in exactly one shard, and a rerun of a shard sends the same
+// passages again (the store reports them as already cached). The hash is FNV-1a 64 of
+// the key, fixed here, not std::hash, which differs between standard libraries.
+uint64_t ShardKeyHash(const v1::Passage& p);
+int ShardOf(const v1::Passage& p, int count);  // in [0, count); count >= 1
+// The passages of `all` in shard `index` of `count`, in their original order.
+std::vector<v1::Passage> PassagesOfShard(const std::vector<v1::Passage>& all, int index,
+                                         int count);
 
 // True when `text` is well-formed UTF-8 (no overlong forms, surrogates or values past
 // U+10FFFF): what the servers accept in string fields.

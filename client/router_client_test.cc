@@ -1,6 +1,9 @@
 #include "client/router_client.h"
 
+#include <set>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -22,6 +25,68 @@ TEST(ParsePassagesJsonlTest, ReadsIdsAndTextsSkippingBlankLines) {
   EXPECT_EQ((*p)[0].text(), "Alpha.");
   EXPECT_EQ((*p)[1].id(), "7");
   EXPECT_EQ((*p)[2].id(), "");
+}
+
+std::vector<v1::Passage> Corpus(int n) {
+  std::vector<v1::Passage> out;
+  for (int i = 0; i < n; ++i) {
+    v1::Passage p;
+    if (i % 10 != 9) p.set_id("doc-" + std::to_string(i));  // every tenth has no id
+    p.set_text("Passage number " + std::to_string(i) + ".");
+    out.push_back(p);
+  }
+  return out;
+}
+
+TEST(ShardTest, EveryPassageIsInExactlyOneShardForSeveralCounts) {
+  const std::vector<v1::Passage> all = Corpus(1000);
+  for (int count : {1, 2, 3, 4, 7, 16, 64}) {
+    std::vector<int> seen(all.size(), 0);
+    size_t total = 0;
+    for (int index = 0; index < count; ++index) {
+      const std::vector<v1::Passage> shard = PassagesOfShard(all, index, count);
+      total += shard.size();
+      for (const v1::Passage& p : shard) {
+        // Passages are unique by text here: find which one it is.
+        const int i = std::stoi(p.text().substr(std::string("Passage number ").size()));
+        ++seen[i];
+      }
+    }
+    EXPECT_EQ(total, all.size()) << count;
+    for (size_t i = 0; i < seen.size(); ++i) {
+      ASSERT_EQ(seen[i], 1) << "passage " << i << " with " << count << " shards";
+    }
+  }
+}
+
+TEST(ShardTest, TheSplitIsBalancedAndIgnoresOrder) {
+  const std::vector<v1::Passage> all = Corpus(4000);
+  std::vector<v1::Passage> reversed(all.rbegin(), all.rend());
+  for (int index = 0; index < 4; ++index) {
+    const std::vector<v1::Passage> shard = PassagesOfShard(all, index, 4);
+    // 1000 expected; a hash that ignored part of the key would be far off.
+    EXPECT_GT(shard.size(), 850u) << index;
+    EXPECT_LT(shard.size(), 1150u) << index;
+    std::set<std::string> a, b;
+    for (const v1::Passage& p : shard) a.insert(p.text());
+    for (const v1::Passage& p : PassagesOfShard(reversed, index, 4)) b.insert(p.text());
+    EXPECT_EQ(a, b) << "shard " << index << " depends on the order of the corpus";
+  }
+}
+
+TEST(ShardTest, TheShardIsAFixedFunctionOfTheIdOrElseTheText) {
+  v1::Passage p;
+  p.set_id("a");
+  p.set_text("one text");
+  v1::Passage same_id = p;
+  same_id.set_text("another text");
+  EXPECT_EQ(ShardKeyHash(p), ShardKeyHash(same_id));  // the text does not matter with an id
+  // FNV-1a 64 of "a" (a published test vector): the same on every platform and build.
+  EXPECT_EQ(ShardKeyHash(p), 0xaf63dc4c8601ec8cull);
+  v1::Passage anonymous;
+  anonymous.set_text("a");
+  EXPECT_EQ(ShardKeyHash(anonymous), ShardKeyHash(p));
+  EXPECT_EQ(ShardOf(p, 1), 0);
 }
 
 TEST(ParsePassagesJsonlTest, ErrorsNameTheLine) {

@@ -15,7 +15,14 @@ PACKAGES=(
   libpcre2-dev
   libssl-dev openssl         # TLS certificates: checks, test PKI, the demo CA
   clang-14 libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes: scripts/fuzz.sh
+  yamllint                   # k8s/validate/run.sh
 )
+# Commands that k8s/validate/run.sh needs, from Debian's packages unless the machine has
+# them already from elsewhere (a newer kubectl or Node.js is fine; installing Debian's
+# package next to it would conflict).
+command -v kubectl > /dev/null || PACKAGES+=(kubernetes-client)
+command -v node > /dev/null || PACKAGES+=(nodejs)
+command -v npm > /dev/null || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -30,4 +37,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "setup: all packages present"
+fi
+
+# The npm packages of the manifest check (k8s/validate/package-lock.json), once per
+# version of the lock file.
+validate=$(cd "$(dirname "$0")/.." && pwd)/k8s/validate
+if ! cmp -s "$validate/package-lock.json" "$validate/node_modules/.installed-lock.json"; then
+  echo "setup: npm ci in k8s/validate"
+  (cd "$validate" && npm ci --no-audit --no-fund --loglevel=error &&
+    cp package-lock.json node_modules/.installed-lock.json)
 fi

@@ -13,6 +13,9 @@ bazel build //engine/cuda:gpu_tests || gpu_build_failed=1
 bazel test //... 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 
+# The Kubernetes manifests; its "//k8s/validate:... PASSED in" lines count below.
+bash k8s/validate/run.sh 2>&1 | tee -a "$log"; ((PIPESTATUS[0])) && rc=1
+
 # One closing line for humans and CI: "N passed, N failed".
 passed=$(grep -cE '^//.* PASSED in' "$log")
 failed=$(grep -cE '^//.* (FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)' "$log")
