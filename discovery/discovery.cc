@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <fstream>
 #include <set>
 
 #include "absl/container/flat_hash_set.h"
@@ -21,6 +22,7 @@ namespace blockserve::discovery {
 namespace {
 
 constexpr absl::string_view kDnsScheme = "dns:";
+constexpr absl::string_view kFileScheme = "file://";
 
 // Splits "host:port" (host may be "[v6]"); InvalidArgument unless the port is 1..65535
 // and the host non-empty.
@@ -55,6 +57,15 @@ absl::StatusOr<DiscoverySpec::DnsName> ParseDnsEntry(absl::string_view entry) {
         absl::StrCat("\"", std::string(entry), "\": the name to resolve is empty or has a '/'"));
   }
   return name;
+}
+
+absl::StatusOr<DiscoverySpec::DnsName> ParseFileEntry(absl::string_view entry) {
+  const absl::string_view path = entry.substr(kFileScheme.size());
+  if (!absl::StartsWith(path, "/")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", std::string(entry), "\": write file:///absolute/path (three slashes)"));
+  }
+  return DiscoverySpec::DnsName{.host = std::string(path), .port = 0, .file = true};
 }
 
 class GetaddrinfoResolver final : public Resolver {
@@ -96,9 +107,34 @@ std::string JoinHostPort(absl::string_view ip, int port) {
                                     : absl::StrCat(std::string(ip), ":", port);
 }
 
+absl::StatusOr<std::vector<std::string>> ReadAddressFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::UnavailableError(absl::StrCat("cannot read \"", path, "\""));
+  std::set<std::string> addresses;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    const absl::string_view content = absl::string_view(line).substr(0, line.find('#'));
+    for (absl::string_view part : absl::StrSplit(content, ',')) {
+      const std::string entry(absl::StripAsciiWhitespace(part));
+      if (entry.empty()) continue;
+      std::string host;
+      int port = 0;
+      if (absl::Status s = SplitHostPort(entry, &host, &port); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ":", n, ": ", s.message()));
+      }
+      addresses.insert(entry);
+    }
+  }
+  if (in.bad()) return absl::UnavailableError(absl::StrCat("error reading \"", path, "\""));
+  return std::vector<std::string>(addresses.begin(), addresses.end());
+}
+
 std::string DiscoverySpec::ToString() const {
   std::vector<std::string> parts = static_addresses;
-  for (const DnsName& d : dns) parts.push_back(absl::StrCat("dns:///", JoinHostPort(d.host, d.port)));
+  for (const DnsName& d : dns) {
+    parts.push_back(d.file ? absl::StrCat("file://", d.host)
+                           : absl::StrCat("dns:///", JoinHostPort(d.host, d.port)));
+  }
   return absl::StrJoin(parts, ",");
 }
 
@@ -108,8 +144,10 @@ absl::StatusOr<DiscoverySpec> ParseDiscoverySpec(absl::string_view spec) {
   for (absl::string_view part : absl::StrSplit(spec, ',')) {
     const std::string entry(absl::StripAsciiWhitespace(part));
     if (entry.empty() || !seen.insert(entry).second) continue;
-    if (absl::StartsWith(entry, kDnsScheme)) {
-      absl::StatusOr<DiscoverySpec::DnsName> name = ParseDnsEntry(entry);
+    if (absl::StartsWith(entry, kDnsScheme) || absl::StartsWith(entry, kFileScheme)) {
+      absl::StatusOr<DiscoverySpec::DnsName> name = absl::StartsWith(entry, kDnsScheme)
+                                                         ? ParseDnsEntry(entry)
+                                                         : ParseFileEntry(entry);
       if (!name.ok()) return name.status();
       out.dns.push_back(*std::move(name));
       continue;
@@ -186,9 +224,11 @@ absl::Status Discovery::RefreshLocked() {
   absl::Status first_failure;
   for (size_t i = 0; i < spec_.dns.size(); ++i) {
     const DiscoverySpec::DnsName& name = spec_.dns[i];
-    absl::StatusOr<std::vector<std::string>> answer = resolver_->Resolve(name.host, name.port);
+    absl::StatusOr<std::vector<std::string>> answer =
+        name.file ? ReadAddressFile(name.host) : resolver_->Resolve(name.host, name.port);
     if (answer.ok() && answer->empty()) {
-      answer = absl::NotFoundError(absl::StrCat("\"", name.host, "\" has no address"));
+      answer = absl::NotFoundError(
+          absl::StrCat("\"", name.host, "\" ", name.file ? "lists" : "has", " no address"));
     }
     if (!answer.ok()) {
       if (failures_ != nullptr) failures_->Add();

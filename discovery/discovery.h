@@ -5,7 +5,12 @@
 //   host:port          a fixed address, used as written (tests, the demo, a static list);
 //   dns:///name:port   every A/AAAA record of `name` (getaddrinfo), one address each,
 //                      all on `port`: e.g. the Kubernetes headless Service of a
-//                      StatefulSet, `dns:///query-prefill.default.svc.cluster.local:50062`.
+//                      StatefulSet, `dns:///query-prefill.default.svc.cluster.local:50062`;
+//   file:///path       the host:port entries listed in a file (one per line or comma-
+//                      separated; '#' starts a comment), read again like a DNS name: for
+//                      deployments whose inventory is a file (a mounted ConfigMap, a file
+//                      written by config management) and for loopback tests, where every
+//                      process has a port of its own and no DNS name can list them.
 // The addresses are the union of the entries, sorted, without duplicates; a resolved
 // address is written "ip:port" ("[v6]:port"), so two processes resolving the same name
 // name the same peer alike (the router sends decoder addresses that the prefill's
@@ -14,7 +19,8 @@
 // Discovery re-resolves its DNS names every `interval` on a thread of its own and tells
 // its owner when the set changed. A name that fails to resolve (or resolves to nothing)
 // keeps its last answer: a DNS outage or a scale-to-zero never empties a set that was
-// serving; the failure is counted every time and logged once per outage
+// serving (a file that cannot be read, or lists nothing, is treated alike); the
+// failure is counted every time and logged once per outage
 // (discovery_failed, then discovery_recovered). Health is not its business: the router
 // probes what it is given, the prefill only checks membership.
 //
@@ -40,12 +46,14 @@ namespace blockserve::discovery {
 
 // A parsed spec (see the file comment).
 struct DiscoverySpec {
+  // A name resolved again and again: a DNS name, or a file of addresses.
   struct DnsName {
-    std::string host;  // without brackets for an IPv6 literal
-    int port = 0;
+    std::string host;  // without brackets for an IPv6 literal; the path for a file
+    int port = 0;      // 0 for a file
+    bool file = false;
   };
   std::vector<std::string> static_addresses;  // "host:port" as written
-  std::vector<DnsName> dns;
+  std::vector<DnsName> dns;  // and files
 
   bool empty() const { return static_addresses.empty() && dns.empty(); }
   // The spec written back ("a:1,dns:///b:2"), for logs.
@@ -53,7 +61,7 @@ struct DiscoverySpec {
 };
 
 // Parses a spec; InvalidArgument naming the bad entry (a port outside 1..65535, a
-// dns:// with an authority, an empty name). Spaces are ignored, duplicates dropped, an
+// dns:// with an authority, an empty name, a file:// path that is not absolute). Spaces are ignored, duplicates dropped, an
 // empty spec is valid and empty.
 absl::StatusOr<DiscoverySpec> ParseDiscoverySpec(absl::string_view spec);
 
@@ -72,6 +80,10 @@ class Resolver {
 // getaddrinfo(3) with AF_UNSPEC and SOCK_STREAM: the system's resolver (/etc/hosts,
 // DNS, search domains as /etc/resolv.conf says).
 std::shared_ptr<Resolver> SystemResolver();
+
+// The addresses a file:/// entry lists (see the file comment), sorted, no duplicates.
+// Unavailable when the file cannot be read, InvalidArgument naming a bad line.
+absl::StatusOr<std::vector<std::string>> ReadAddressFile(const std::string& path);
 
 // "ip:port", with brackets for IPv6 ("[::1]:50063").
 std::string JoinHostPort(absl::string_view ip, int port);

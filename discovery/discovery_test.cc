@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -135,6 +137,39 @@ TEST(DiscoveryTest, FixedSetNeverResolves) {
   EXPECT_TRUE(d->Contains("a:1"));
   EXPECT_FALSE(d->Contains("c:3"));
   EXPECT_TRUE(d->Refresh().ok());
+}
+
+TEST(DiscoveryTest, AFileListsAddressesAndIsReadAgain) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/prefills.txt");
+  std::ofstream(path) << "# the prefills\n127.0.0.1:7001\n 127.0.0.1:7002 , 127.0.0.1:7001\n";
+  absl::StatusOr<DiscoverySpec> spec = ParseDiscoverySpec(absl::StrCat("file://", path, ",fixed:9"));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->ToString(), absl::StrCat("fixed:9,file://", path));
+  Discovery d(*spec, {.name = "--prefill"});
+  EXPECT_TRUE(d.dynamic());
+  ASSERT_TRUE(d.Refresh().ok());
+  EXPECT_EQ(d.Current(), Addresses({"127.0.0.1:7001", "127.0.0.1:7002", "fixed:9"}));
+
+  // A prefill added to the file; then the file gone and then empty: the last set stays.
+  std::ofstream(path) << "127.0.0.1:7001\n127.0.0.1:7002\n127.0.0.1:7003\n";
+  ASSERT_TRUE(d.Refresh().ok());
+  EXPECT_EQ(d.Current(),
+            Addresses({"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003", "fixed:9"}));
+  std::remove(path.c_str());
+  EXPECT_EQ(d.Refresh().code(), absl::StatusCode::kUnavailable);
+  std::ofstream(path) << "# nothing\n";
+  EXPECT_EQ(d.Refresh().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(d.Current().size(), 4u);
+
+  // A bad line names the file and the line; the set stays.
+  std::ofstream(path) << "127.0.0.1:7001\nno-port\n";
+  const absl::Status bad = d.Refresh();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find(absl::StrCat(path, ":2")), std::string::npos) << bad;
+  EXPECT_EQ(d.Current().size(), 4u);
+
+  EXPECT_EQ(ParseDiscoverySpec("file://relative/path").status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SystemResolverTest, ResolvesLocalhostThroughGetaddrinfo) {

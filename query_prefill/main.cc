@@ -30,13 +30,13 @@ ABSL_FLAG(int64_t, max_new_tokens_limit, 4096,
           "largest max_new_tokens a request may ask for (keep equal to the decoder's)");
 ABSL_FLAG(std::string, allowed_decoders, "",
           "the decoders a request may hand its KV to, written like the router's --decoder: "
-          "host:port[,host:port...] and/or dns:///name:port (every address of the name, "
-          "re-resolved every --discovery_interval_ms and on an unknown address, at most once "
+          "host:port[,host:port...] and/or dns:///name:port (every address of the name) "
+          "and/or file:///path (the host:port lines of a file), re-resolved every --discovery_interval_ms and on an unknown address, at most once "
           "a second). Another address is refused with UNAVAILABLE before any connection. "
           "Empty: any address (then only the decoders' TLS certificates can tell the "
           "deployment's decoders from others)");
 ABSL_FLAG(int, discovery_interval_ms, 5000,
-          "how often the dns:/// names of --allowed_decoders are resolved again");
+          "how often the dns:/// names and file:/// files of --allowed_decoders are read again");
 
 namespace bs = blockserve;
 

@@ -21,14 +21,16 @@ ABSL_FLAG(int, port, 50050, "gRPC port; 0 picks a free one (logged as {\"event\"
 ABSL_FLAG(std::string, prefill, "",
           "QueryPrefill backends: host:port[,host:port...] and/or dns:///name:port (every "
           "address of the name, re-resolved every --discovery_interval_ms, e.g. "
-          "dns:///query-prefill.default.svc.cluster.local:50062)");
+          "dns:///query-prefill.default.svc.cluster.local:50062) and/or file:///path (the "
+          "host:port lines of a file, read again as often)");
 ABSL_FLAG(std::string, decoder, "",
-          "Decoder backends, written like --prefill (host:port list and/or dns:///name:port)");
+          "Decoder backends, written like --prefill (host:port list, dns:///name:port, "
+          "file:///path)");
 ABSL_FLAG(std::string, encoder, "",
-          "PassageEncoder backends, written like --prefill (host:port list and/or "
-          "dns:///name:port)");
+          "PassageEncoder backends, written like --prefill (host:port list, "
+          "dns:///name:port, file:///path)");
 ABSL_FLAG(int, discovery_interval_ms, 5000,
-          "how often the dns:/// names of --prefill, --decoder and --encoder are resolved "
+          "how often the dns:/// names and file:/// files of --prefill, --decoder and --encoder are resolved "
           "again (pods that appear are added, pods that go removed; a failed resolution "
           "keeps the last answer)");
 ABSL_FLAG(std::string, tenants_file, "",
@@ -70,7 +72,7 @@ int main(int argc, char** argv) {
            "The BlockServe router: the client-facing gRPC service blockserve.v1.Router.\n"
            "Places each request on a query_prefill (cache-aware) and a decoder (least loaded),\n"
            "streams the answer back, and forwards Ingest to a passage_encoder. Backends are\n"
-           "host:port lists or dns:///name:port names, re-resolved while serving.\n\n"
+           "host:port lists, dns:///name:port names or file:///path files, re-read while serving.\n\n"
            "Example:\n"
            "  router --port=50050 --prefill=prefill-0:50062 --decoder=decoder-0:50063 \\\n"
            "         --encoder=encoder-0:50061 --tenants_file=tenants.json \\\n"

@@ -50,59 +50,35 @@ absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(System
   if (sys->options_.tls) {
     if (absl::Status s = sys->MakePki(); !s.ok()) return s;
   }
-  const std::vector<std::string> model = {"--model_dir=" + sys->options_.model_dir};
-
-  auto start = [&](const std::string& name, const std::string& binary,
-                   std::vector<std::string> args,
-                   const std::vector<std::string>& extra) -> absl::StatusOr<std::unique_ptr<ServerProcess>> {
-    args.insert(args.end(), extra.begin(), extra.end());
-    if (sys->options_.metrics) {
-      const int port = FreeLoopbackPort();
-      sys->metrics_ports_[name] = port;
-      args.push_back(absl::StrCat("--metrics_port=", port));
-    }
-    return ServerProcess::Start({.name = name, .binary = RunfilePath(binary), .args = args});
-  };
-  auto store_backend = [&](const std::string& name) {
-    std::vector<std::string> args = model;
-    for (std::string& a : sys->StoreArgs(name)) args.push_back(std::move(a));
-    return args;
-  };
-  auto as = [&sys](security::Role role, std::vector<std::string> args) {
-    for (std::string& a : sys->SecurityArgs(role)) args.push_back(std::move(a));
-    return args;
-  };
-
+  if (sys->options_.discovery_files) {
+    sys->discovery_dir_ = absl::StrCat(TmpDir(), "/discovery-", getpid(), "-", instance);
+    std::filesystem::create_directories(sys->discovery_dir_);
+  }
   for (int i = 0; i < sys->options_.encoders; ++i) {
     const std::string name = sys->options_.encoders == 1
                                  ? "passage_encoder"
                                  : absl::StrCat("passage_encoder-", i);
-    auto e = start(name, "passage_encoder/passage_encoder",
-                   as(security::Role::kEncoder, store_backend(name)), sys->options_.encoder_args);
+    auto e = sys->StartProcess(name, "passage_encoder/passage_encoder", security::Role::kEncoder,
+                               sys->StoreArgs(name), sys->options_.encoder_args);
     if (!e.ok()) return e.status();
     sys->encoders_.push_back(*std::move(e));
   }
-  for (int i = 0; i < sys->options_.prefills; ++i) {
-    const std::string name = absl::StrCat("query_prefill-", i);
-    auto p = start(name, "query_prefill/query_prefill",
-                   as(security::Role::kPrefill, store_backend(name)), sys->options_.prefill_args);
-    if (!p.ok()) return p.status();
-    sys->prefills_.push_back(*std::move(p));
-  }
   for (int i = 0; i < sys->options_.decoders; ++i) {
-    auto d = start(absl::StrCat("decoder-", i), "decoder/decoder",
-                   as(security::Role::kDecoder, model), sys->options_.decoder_args);
+    auto d = sys->StartProcess(absl::StrCat("decoder-", i), "decoder/decoder",
+                               security::Role::kDecoder, {}, sys->options_.decoder_args);
     if (!d.ok()) return d.status();
     sys->decoders_.push_back(*std::move(d));
   }
-  auto list = [](const std::vector<std::unique_ptr<ServerProcess>>& ps) {
-    std::vector<std::string> a;
-    for (const auto& p : ps) a.push_back(p->address());
-    return absl::StrJoin(a, ",");
-  };
-  std::vector<std::string> router_args = {
-      "--prefill=" + list(sys->prefills_), "--decoder=" + list(sys->decoders_),
-      "--encoder=" + list(sys->encoders_), "--health_interval_ms=200"};
+  if (absl::Status s = sys->WriteDiscoveryFiles(); !s.ok()) return s;
+  for (int i = 0; i < sys->options_.prefills; ++i) {
+    if (absl::StatusOr<int> p = sys->StartPrefill(); !p.ok()) return p.status();
+  }
+  if (absl::Status s = sys->WriteDiscoveryFiles(); !s.ok()) return s;
+  std::vector<std::string> router_args = {"--prefill=" + sys->BackendSpec(sys->prefills_, "prefills"),
+                                          "--decoder=" + sys->BackendSpec(sys->decoders_, "decoders"),
+                                          "--encoder=" + sys->BackendSpec(sys->encoders_, "encoders"),
+                                          "--health_interval_ms=200"};
+  if (sys->options_.discovery_files) router_args.push_back("--discovery_interval_ms=200");
   if (sys->options_.tls) router_args.push_back("--tenants_file=" + sys->tenants_file_);
   client::RouterCredentials credentials;
   if (sys->options_.tls) {
@@ -110,9 +86,9 @@ absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(System
     if (!sys->options_.tenants.empty()) credentials.token = sys->options_.tenants[0].token;
   }
   for (int i = 0; i < sys->options_.routers; ++i) {
-    auto router = start(sys->options_.routers == 1 ? "router" : absl::StrCat("router-", i),
-                        "router/router", as(security::Role::kRouter, router_args),
-                        sys->options_.router_args);
+    auto router = sys->StartProcess(sys->options_.routers == 1 ? "router" : absl::StrCat("router-", i),
+                                    "router/router", security::Role::kRouter, router_args,
+                                    sys->options_.router_args);
     if (!router.ok()) return router.status();
     RouterHandle handle{.process = *std::move(router)};
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
@@ -124,6 +100,69 @@ absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(System
   }
   if (absl::Status s = sys->WaitHealthy(absl::Seconds(30)); !s.ok()) return s;
   return sys;
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> BlockServeSystem::StartProcess(
+    const std::string& name, const std::string& binary, security::Role role,
+    std::vector<std::string> args, const std::vector<std::string>& extra) {
+  if (role != security::Role::kRouter) args.push_back("--model_dir=" + options_.model_dir);
+  for (std::string& a : SecurityArgs(role)) args.push_back(std::move(a));
+  args.insert(args.end(), extra.begin(), extra.end());
+  if (options_.metrics) {
+    const int port = FreeLoopbackPort();
+    metrics_ports_[name] = port;
+    args.push_back(absl::StrCat("--metrics_port=", port));
+  }
+  return ServerProcess::Start({.name = name, .binary = RunfilePath(binary), .args = args});
+}
+
+absl::StatusOr<int> BlockServeSystem::StartPrefill() {
+  const int index = static_cast<int>(prefills_.size());
+  const std::string name = absl::StrCat("query_prefill-", index);
+  std::vector<std::string> args = StoreArgs(name);
+  if (options_.discovery_files) {
+    args.push_back(absl::StrCat("--allowed_decoders=file://", discovery_dir_, "/decoders"));
+    args.push_back("--discovery_interval_ms=200");
+  }
+  auto p = StartProcess(name, "query_prefill/query_prefill", security::Role::kPrefill,
+                        std::move(args), options_.prefill_args);
+  if (!p.ok()) return p.status();
+  prefills_.push_back(*std::move(p));
+  return index;
+}
+
+absl::StatusOr<int> BlockServeSystem::AddPrefill() {
+  if (!options_.discovery_files) {
+    return absl::FailedPreconditionError("AddPrefill needs SystemOptions.discovery_files");
+  }
+  absl::StatusOr<int> index = StartPrefill();
+  if (!index.ok()) return index.status();
+  if (absl::Status s = WriteDiscoveryFiles(); !s.ok()) return s;
+  return index;
+}
+
+std::string BlockServeSystem::BackendSpec(const std::vector<std::unique_ptr<ServerProcess>>& ps,
+                                          const std::string& file) const {
+  if (options_.discovery_files) return absl::StrCat("file://", discovery_dir_, "/", file);
+  std::vector<std::string> a;
+  for (const auto& p : ps) a.push_back(p->address());
+  return absl::StrJoin(a, ",");
+}
+
+absl::Status BlockServeSystem::WriteDiscoveryFiles() const {
+  if (!options_.discovery_files) return absl::OkStatus();
+  for (const auto& [file, ps] : {std::pair{"prefills", &prefills_}, std::pair{"decoders", &decoders_},
+                                 std::pair{"encoders", &encoders_}}) {
+    // Written whole under another name, then renamed: a reader never sees half a list.
+    const std::string path = absl::StrCat(discovery_dir_, "/", file);
+    std::ofstream out(path + ".new");
+    for (const auto& p : *ps) out << p->address() << "\n";
+    out.close();
+    if (!out || std::rename((path + ".new").c_str(), path.c_str()) != 0) {
+      return absl::InternalError(absl::StrCat("cannot write ", path));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status BlockServeSystem::MakePki() {

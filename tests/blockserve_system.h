@@ -61,6 +61,10 @@ struct SystemOptions {
                                      {.name = "tenant-b", .token = "token-b"}};
   // Every process serves /metrics on a port of its own (metrics_port()).
   bool metrics = false;
+  // The routers (and the prefills' --allowed_decoders) find the backends through
+  // file:/// discovery, files this object rewrites and the services re-read every
+  // 200 ms; AddPrefill() then joins a running system. False: static address lists.
+  bool discovery_files = false;
   // Appended to each kind's command line (e.g. {"--sequence_wait_ms=2000"}).
   std::vector<std::string> encoder_args, prefill_args, decoder_args, router_args;
 };
@@ -90,6 +94,10 @@ class BlockServeSystem {
   ServerProcess& decoder(int i) { return *decoders_[i]; }
   ServerProcess& prefill(int i) { return *prefills_[i]; }
   ServerProcess& encoder(int i = 0) { return *encoders_[i]; }
+  // Starts one more prefill and lists it in the discovery file (discovery_files only);
+  // the routers take it up on their own. Returns its index for prefill(i).
+  absl::StatusOr<int> AddPrefill();
+  int prefill_count() const { return static_cast<int>(prefills_.size()); }
   // The /metrics port of a process (options.metrics); 0 when it has none.
   int metrics_port(const ServerProcess& process) const;
 
@@ -110,6 +118,18 @@ class BlockServeSystem {
   // The store flags of the process named `process` (its shared-memory segment: the
   // system's one for shm, its own for tiered).
   std::vector<std::string> StoreArgs(const std::string& process);
+  // Starts a service of `role` with the model (not the router's), its security flags,
+  // `args`, then `extra`.
+  absl::StatusOr<std::unique_ptr<ServerProcess>> StartProcess(const std::string& name,
+                                                              const std::string& binary,
+                                                              security::Role role,
+                                                              std::vector<std::string> args,
+                                                              const std::vector<std::string>& extra);
+  absl::StatusOr<int> StartPrefill();
+  // What the routers are given for `ps`: their addresses, or the discovery file `file`.
+  std::string BackendSpec(const std::vector<std::unique_ptr<ServerProcess>>& ps,
+                          const std::string& file) const;
+  absl::Status WriteDiscoveryFiles() const;
   // --tls_cert/--tls_key/--tls_ca of `role`, or --insecure.
   std::vector<std::string> SecurityArgs(security::Role role) const;
   absl::Status MakePki();
@@ -124,6 +144,7 @@ class BlockServeSystem {
   std::string shm_name_;
   std::vector<std::string> shm_names_;  // segments to remove at shutdown
   std::map<std::string, int> metrics_ports_;  // process name → its /metrics port
+  std::string discovery_dir_;                 // discovery_files: the lists live here
   std::vector<std::unique_ptr<ServerProcess>> encoders_;
   std::vector<std::unique_ptr<ServerProcess>> prefills_;
   std::vector<std::unique_ptr<ServerProcess>> decoders_;

@@ -105,7 +105,8 @@ class ClusterTest : public ::testing::Test {
                                     .decoders = 2,
                                     .encoders = 2,
                                     .routers = 2,
-                                    .metrics = true});
+                                    .metrics = true,
+                                    .discovery_files = true});
   }
 
   std::string model_dir_;
@@ -199,6 +200,8 @@ TEST_F(ClusterTest, AnswersAffinityAndKillsAcrossTwoRouters) {
   std::atomic<int> requests{0}, failed{0}, retried{0}, wrong{0};
   absl::Mutex mu;
   std::map<std::string, int> failures;  // status → count (first attempts)
+  std::map<std::string, int> served_by;  // prefill address → requests, after the addition
+  std::atomic<bool> added{false};
   std::vector<std::thread> clients;
   for (int c = 0; c < 4; ++c) {
     clients.emplace_back([&, c] {
@@ -224,6 +227,10 @@ TEST_F(ClusterTest, AnswersAffinityAndKillsAcrossTwoRouters) {
           }
         }
         if (r.tokens != reference[s]) wrong.fetch_add(1);
+        if (added.load() && r.summary.has_value()) {
+          absl::MutexLock lock(&mu);
+          served_by[r.summary->prefill_server()] += 1;
+        }
       }
     });
   }
@@ -234,9 +241,21 @@ TEST_F(ClusterTest, AnswersAffinityAndKillsAcrossTwoRouters) {
   const int after_prefill_kill = requests.load();
   sys.decoder(0).Kill();
   absl::SleepFor(absl::Seconds(2));
+  const int after_decoder_kill = requests.load();
+  // A new prefill, listed where the routers look: no router restarts.
+  absl::StatusOr<int> added_prefill = sys.AddPrefill();
+  ASSERT_TRUE(added_prefill.ok()) << added_prefill.status();
+  const std::string new_prefill = sys.prefill(*added_prefill).address();
+  added.store(true);
+  absl::SleepFor(absl::Seconds(3));
   stop.store(true);
   for (std::thread& t : clients) t.join();
 
+  std::cout << absl::StrFormat("requests after the decoder kill: %d; served by prefill after %s was added:",
+                               requests.load() - after_decoder_kill, new_prefill);
+  for (const auto& [address, n] : served_by) std::cout << " " << address << "=" << n;
+  std::cout << "\n";
+  EXPECT_GT(served_by[new_prefill], 0) << "the added prefill took no load";
   std::cout << absl::StrFormat(
       "requests %d (before the kills %d, after the prefill kill %d): %d retried after "
       "UNAVAILABLE, %d failed, %d wrong answers\n",
