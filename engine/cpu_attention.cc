@@ -56,8 +56,8 @@ struct RowState {
 
 // One (head, row block) task: rows [i0, i1) of head h.
 BLOCKSERVE_MULTIVERSION void AttendRows(const float* q, int64_t i0, int64_t i1, const float* k,
-                                        const float* v, int64_t past, int64_t h,
-                                        const AttentionShape& s, float* out) {
+                                        const float* v, int64_t past, int64_t window,
+                                        int64_t h, const AttentionShape& s, float* out) {
   const int64_t d = s.head_dim, q_ld = s.num_heads * d, kv_ld = s.num_kv_heads * d;
   const int64_t g = h / (s.num_heads / s.num_kv_heads);
   const float* kh = k + g * d;
@@ -66,26 +66,33 @@ BLOCKSERVE_MULTIVERSION void AttendRows(const float* q, int64_t i0, int64_t i1, 
   std::vector<float> kt(d * kTile), p(kTile), acc((i1 - i0) * d, 0.0f);
   std::vector<RowState> st(i1 - i0);
   const int64_t keys = past + i1;
-  for (int64_t j0 = 0; j0 < keys; j0 += kTile) {
+  // Row i sees keys [first(i), past + i]; first() grows with i, so no row of the block
+  // needs a key before first(i0).
+  auto first = [&](int64_t i) -> int64_t {
+    return window > 0 ? std::max<int64_t>(0, past + i - window + 1) : 0;
+  };
+  for (int64_t j0 = first(i0); j0 < keys; j0 += kTile) {
     const int64_t jn = std::min(kTile, keys - j0);
     for (int64_t jj = 0; jj < jn; ++jj) {  // transpose the tile: kt[e][jj]
       for (int64_t e = 0; e < d; ++e) kt[e * kTile + jj] = kh[(j0 + jj) * kv_ld + e];
     }
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t valid = std::min(jn, past + i + 1 - j0);  // causal limit
-      if (valid <= 0) continue;
+      const int64_t lo = std::max<int64_t>(0, first(i) - j0);  // window limit
+      if (valid <= lo) continue;
       const float* qi = q + i * q_ld + h * d;
-      std::fill(p.begin(), p.begin() + valid, 0.0f);
+      // Keys [j0 + lo, j0 + valid) of this tile are inside row i's window.
+      std::fill(p.begin() + lo, p.begin() + valid, 0.0f);
       for (int64_t e = 0; e < d; ++e) {
         const float qe = qi[e] * scale;
         const float* row = &kt[e * kTile];
-        for (int64_t jj = 0; jj < valid; ++jj) p[jj] += qe * row[jj];
+        for (int64_t jj = lo; jj < valid; ++jj) p[jj] += qe * row[jj];
       }
       RowState& r = st[i - i0];
       float tile_max = r.max;
-      for (int64_t jj = 0; jj < valid; ++jj) tile_max = std::max(tile_max, p[jj]);
-      for (int64_t jj = 0; jj < valid; ++jj) p[jj] -= tile_max;
-      ExpKernel(p.data(), valid);
+      for (int64_t jj = lo; jj < valid; ++jj) tile_max = std::max(tile_max, p[jj]);
+      for (int64_t jj = lo; jj < valid; ++jj) p[jj] -= tile_max;
+      ExpKernel(p.data() + lo, valid - lo);
       float correction = r.max == -std::numeric_limits<float>::infinity()
                              ? 0.0f
                              : std::exp(r.max - tile_max);
@@ -94,7 +101,7 @@ BLOCKSERVE_MULTIVERSION void AttendRows(const float* q, int64_t i0, int64_t i1, 
         for (int64_t e = 0; e < d; ++e) a[e] *= correction;
       }
       float sum = r.sum * correction;
-      for (int64_t jj = 0; jj < valid; ++jj) {
+      for (int64_t jj = lo; jj < valid; ++jj) {
         sum += p[jj];
         const float pj = p[jj];
         const float* vr = vh + (j0 + jj) * kv_ld;
@@ -117,14 +124,14 @@ BLOCKSERVE_MULTIVERSION void AttendRows(const float* q, int64_t i0, int64_t i1, 
 void ExpInPlace(float* x, int64_t n) { ExpKernel(x, n); }
 
 void CausalAttention(const float* q, int64_t m, const float* k, const float* v, int64_t past,
-                     const AttentionShape& shape, float* out, ThreadPool& pool) {
+                     const AttentionShape& shape, float* out, ThreadPool& pool, int64_t window) {
   const int64_t blocks = (m + kRows - 1) / kRows;
   // Row blocks late in the sequence see more keys; handing out the last blocks first
   // keeps the tail of the parallel loop short.
   pool.ParallelFor(shape.num_heads * blocks, [&](int64_t task) {
     const int64_t h = task % shape.num_heads;
     const int64_t b = blocks - 1 - task / shape.num_heads;
-    AttendRows(q, b * kRows, std::min(m, (b + 1) * kRows), k, v, past, h, shape, out);
+    AttendRows(q, b * kRows, std::min(m, (b + 1) * kRows), k, v, past, window, h, shape, out);
   });
 }
 

@@ -3,8 +3,12 @@
 // length (never T x T), and work is spread over (head, row block) tasks.
 //
 // For new query row i (0-based among m rows that follow `past` cached rows), head h:
-//   out[i, h] = sum_j softmax_j(q[i, h] . k[j, g(h)] / sqrt(d)) v[j, g(h)],  j <= past + i
-// where g(h) = h / (heads / kv_heads) is the key/value head shared by h (GQA).
+//   out[i, h] = sum_j softmax_j(q[i, h] . k[j, g(h)] / sqrt(d)) v[j, g(h)],
+//               past + i - window < j <= past + i
+// where g(h) = h / (heads / kv_heads) is the key/value head shared by h (GQA), and
+// window = 0 means no lower limit (full causal attention). With a window, a row sees
+// `window` keys, itself included (Hugging Face's sliding-window convention), counted
+// in rows of k/v; key tiles entirely outside every row's window are skipped.
 #ifndef BLOCKSERVE_ENGINE_CPU_ATTENTION_H_
 #define BLOCKSERVE_ENGINE_CPU_ATTENTION_H_
 
@@ -21,9 +25,10 @@ struct AttentionShape {
 };
 
 // q: [m][num_heads * head_dim]; k, v: [past + m][num_kv_heads * head_dim] (the last m
-// rows are the new tokens' own); out: [m][num_heads * head_dim].
+// rows are the new tokens' own); out: [m][num_heads * head_dim]; window >= 0.
 void CausalAttention(const float* q, int64_t m, const float* k, const float* v, int64_t past,
-                     const AttentionShape& shape, float* out, ThreadPool& pool);
+                     const AttentionShape& shape, float* out, ThreadPool& pool,
+                     int64_t window = 0);
 
 // Element-wise exp(x) for n floats, accurate to a few ulp for x in [-87, 88]
 // (smaller x gives 0), written so the compiler vectorizes it.

@@ -1,5 +1,6 @@
 #include "engine/cpu_attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -10,15 +11,17 @@ namespace {
 
 // The definition, in double precision, one (row, head) at a time.
 std::vector<float> NaiveAttention(const std::vector<float>& q, int64_t m, const std::vector<float>& k,
-                                  const std::vector<float>& v, int64_t past, const AttentionShape& s) {
+                                  const std::vector<float>& v, int64_t past, const AttentionShape& s,
+                                  int64_t window = 0) {
   const int64_t d = s.head_dim, q_ld = s.num_heads * d, kv_ld = s.num_kv_heads * d;
   std::vector<float> out(m * q_ld);
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t h = 0; h < s.num_heads; ++h) {
       const int64_t g = h / (s.num_heads / s.num_kv_heads);
-      std::vector<double> w(past + i + 1);
+      std::vector<double> w(past + i + 1, -INFINITY);  // exp(-inf) = 0: outside the window
       double mx = -1e300, z = 0;
-      for (int64_t j = 0; j <= past + i; ++j) {
+      const int64_t first = window > 0 ? std::max<int64_t>(0, past + i - window + 1) : 0;
+      for (int64_t j = first; j <= past + i; ++j) {
         double dot = 0;
         for (int64_t e = 0; e < d; ++e) dot += double(q[i * q_ld + h * d + e]) * k[j * kv_ld + g * d + e];
         w[j] = dot / std::sqrt(double(d));
@@ -44,6 +47,7 @@ std::vector<float> Random(int64_t n, std::mt19937& rng, float scale) {
 
 struct Case {
   int64_t m, past, heads, kv_heads, head_dim;
+  int64_t window = 0;  // 0: full causal attention
 };
 
 class CausalAttentionTest : public testing::TestWithParam<Case> {};
@@ -59,8 +63,8 @@ TEST_P(CausalAttentionTest, MatchesTheDefinition) {
   std::vector<float> v = Random(total * c.kv_heads * c.head_dim, rng, 1.0f);
   std::vector<float> out(q.size());
   ThreadPool pool(2);
-  CausalAttention(q.data(), c.m, k.data(), v.data(), c.past, s, out.data(), pool);
-  std::vector<float> want = NaiveAttention(q, c.m, k, v, c.past, s);
+  CausalAttention(q.data(), c.m, k.data(), v.data(), c.past, s, out.data(), pool, c.window);
+  std::vector<float> want = NaiveAttention(q, c.m, k, v, c.past, s, c.window);
   for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], want[i], 2e-5) << "at " << i;
 }
 
@@ -70,7 +74,32 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{1, 300, 4, 2, 16},     // a decode step over several key tiles
                     Case{37, 0, 4, 4, 32},      // prefill, rows span three row blocks
                     Case{70, 130, 8, 2, 64},    // query block after cached blocks, GQA
-                    Case{16, 64, 2, 2, 128}));  // exactly one row block and one tile
+                    Case{16, 64, 2, 2, 128},    // exactly one row block and one tile
+                    // Sliding windows: within one tile, across tile edges, a decode step
+                    // whose window skips whole tiles, a window of 1 (only itself), and
+                    // one larger than the context (no effect).
+                    Case{37, 0, 4, 2, 32, 5},
+                    Case{70, 130, 8, 2, 64, 100},
+                    Case{1, 300, 4, 2, 16, 64},
+                    Case{20, 10, 2, 1, 8, 1},
+                    Case{37, 20, 4, 4, 16, 1000}));
+
+// A window really changes the result (so the cases above can fail).
+TEST(CausalAttentionWindowTest, WindowChangesTheOutput) {
+  const AttentionShape s{2, 1, 8};
+  std::mt19937 rng(7);
+  std::vector<float> q = Random(10 * 16, rng, 2.0f), k = Random(10 * 8, rng, 2.0f),
+                     v = Random(10 * 8, rng, 1.0f);
+  std::vector<float> full(q.size()), windowed(q.size());
+  ThreadPool pool(2);
+  CausalAttention(q.data(), 10, k.data(), v.data(), 0, s, full.data(), pool);
+  CausalAttention(q.data(), 10, k.data(), v.data(), 0, s, windowed.data(), pool, 3);
+  // Rows 0..2 see the same keys either way; row 9 does not.
+  for (int64_t e = 0; e < 3 * 16; ++e) EXPECT_EQ(full[e], windowed[e]);
+  float diff = 0;
+  for (int64_t e = 9 * 16; e < 10 * 16; ++e) diff = std::max(diff, std::abs(full[e] - windowed[e]));
+  EXPECT_GT(diff, 1e-2f);
+}
 
 TEST(ExpTest, MatchesStdExpAcrossTheRange) {
   std::vector<float> x;

@@ -90,6 +90,9 @@ class CpuBackend : public Backend {
 // One decoder layer over all `total` rows of the batch (x is [total, hidden]):
 //   x += o_proj(attention(rope(q_proj(norm(x))), cache))
 //   x += down_proj(silu(gate_proj(norm(x))) * up_proj(norm(x)))
+// Every projection adds its bias when the model has one (empty vector otherwise).
+// Attention is limited to the layer's sliding window, if any, counted in cache rows:
+// the row index in the cache is the token's index in the sequence.
 void CpuBackend::Layer(int64_t l, absl::Span<const ForwardItem> batch,
                        const std::vector<int64_t>& row0, const std::vector<int64_t>& cache_row0,
                        std::vector<float>& x, int64_t total) {
@@ -119,22 +122,22 @@ void CpuBackend::Layer(int64_t l, absl::Span<const ForwardItem> batch,
     std::copy(v.data() + row0[b] * kvd, v.data() + (row0[b] + m) * kvd,
               item.cache->v(l) + cache_row0[b] * kvd);
     CausalAttention(qb, m, item.cache->k(l), item.cache->v(l), cache_row0[b], shape,
-                    att.data() + row0[b] * qd, pool_);
+                    att.data() + row0[b] * qd, pool_, c.LayerWindow(l).value_or(0));
   }
   auto add_into_x = [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) x[i] += h[i];
   };
-  Linear(pool_, att.data(), total, qd, lw.wo, hidden, {}, h.data());
+  Linear(pool_, att.data(), total, qd, lw.wo, hidden, lw.bo, h.data());
   ParallelChunks(pool_, total * hidden, add_into_x);
 
   RmsNorm(pool_, x.data(), total, hidden, lw.post_attention_norm, c.rms_norm_eps, h.data());
   std::vector<float> gate(total * inter), up(total * inter);
-  Linear(pool_, h.data(), total, hidden, lw.w_gate, inter, {}, gate.data());
-  Linear(pool_, h.data(), total, hidden, lw.w_up, inter, {}, up.data());
+  Linear(pool_, h.data(), total, hidden, lw.w_gate, inter, lw.b_gate, gate.data());
+  Linear(pool_, h.data(), total, hidden, lw.w_up, inter, lw.b_up, up.data());
   ParallelChunks(pool_, total * inter, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
   });
-  Linear(pool_, gate.data(), total, inter, lw.w_down, hidden, {}, h.data());
+  Linear(pool_, gate.data(), total, inter, lw.w_down, hidden, lw.b_down, h.data());
   ParallelChunks(pool_, total * hidden, add_into_x);
 }
 

@@ -41,8 +41,29 @@ std::vector<Variant> Variants() {
   TinyModelOptions bf16 = gqa;
   bf16.dtype = DType::kBF16;
   bf16.model_type = "mistral";
-  return {{"gqa", gqa},         {"mha", mha},   {"qwen2_bias", qwen2},    {"tied", tied},
-          {"llama3_rope", llama3}, {"linear_rope", linear}, {"mistral_bf16", bf16}};
+  TinyModelOptions attn_bias = gqa;  // llama: q/k/v and o_proj biases
+  attn_bias.attention_bias = true;
+  TinyModelOptions mlp_bias = gqa;
+  mlp_bias.mlp_bias = true;
+  // Windows shorter than the prompt (33 tokens) and than passages 0 and 1 (9, 13), so
+  // block encoding, the query and decoding all cut keys off.
+  TinyModelOptions mistral_window = gqa;
+  mistral_window.model_type = "mistral";
+  mistral_window.sliding_window = 8;
+  TinyModelOptions qwen2_window = qwen2;  // layer 0 full, layer 1 windowed
+  qwen2_window.sliding_window = 6;
+  qwen2_window.max_window_layers = 1;
+  return {{"gqa", gqa},
+          {"mha", mha},
+          {"qwen2_bias", qwen2},
+          {"tied", tied},
+          {"llama3_rope", llama3},
+          {"linear_rope", linear},
+          {"mistral_bf16", bf16},
+          {"llama_attention_bias", attn_bias},
+          {"llama_mlp_bias", mlp_bias},
+          {"mistral_sliding_window", mistral_window},
+          {"qwen2_sliding_window", qwen2_window}};
 }
 
 float MaxAbsDiff(const float* a, const float* b, int64_t n) {
@@ -229,6 +250,87 @@ TEST_P(EngineExactnessTest, DecodeStepsContinueTheSequenceAndBatchExactly) {
   qn.push_back(next);
   ReferenceOutput ref_b = ReferenceForward(weights_, qn, Iota(qn.size()), BlockMask({int64_t(qn.size())}));
   EXPECT_LE(MaxAbsDiff((*batched)[1], ref_b.logits.back()), kTol);
+}
+
+// The tests above would catch a missing feature: dropping the variant's biases or its
+// window moves the reference logits far beyond kTol on these prompts.
+TEST_P(EngineExactnessTest, TheVariantsFeaturesMatterForTheseTests) {
+  ModelWeights plain = weights_;
+  bool stripped = false;
+  if (plain.config.o_proj_bias() || plain.config.mlp_bias) {
+    for (LayerWeights& l : plain.layers) {
+      stripped |= !l.bo.empty() || !l.b_down.empty();
+      l.bo.clear();
+      l.b_gate.clear();
+      l.b_up.clear();
+      l.b_down.clear();
+    }
+  }
+  if (plain.config.sliding_window.has_value()) {
+    plain.config.sliding_window.reset();
+    plain.config.max_window_layers = 0;
+    stripped = true;
+  }
+  if (!stripped) GTEST_SKIP() << "no o_proj/MLP bias or window in this variant";
+  const std::vector<int32_t> all = Concat();
+  for (const auto& mask : {BlockMask({int64_t(all.size())}), BlockMask(Lengths())}) {
+    ReferenceOutput with = ReferenceForward(weights_, all, Iota(all.size()), mask);
+    ReferenceOutput without = ReferenceForward(plain, all, Iota(all.size()), mask);
+    EXPECT_GT(MaxAbsDiff(with.logits.back(), without.logits.back()), 100 * kTol);
+  }
+}
+
+// Sliding window over a prompt that spans several of the CPU kernel's key tiles (64
+// keys), with cached passages longer than the window, in both modes and for decoding.
+TEST(SlidingWindowTest, LongPromptAcrossKeyTilesMatchesTheReference) {
+  TinyModelOptions o;
+  o.model_type = "mistral";
+  o.sliding_window = 40;
+  o.num_layers = 2;
+  const std::string dir = testing::TempDir() + "/engine_test_long_window";
+  ASSERT_TRUE(WriteTinyModel(dir, o).ok());
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(dir);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  absl::StatusOr<ModelFiles> files = ModelFiles::Open(dir);
+  ASSERT_TRUE(files.ok());
+  absl::StatusOr<ModelWeights> w = LoadWeights(*files);
+  ASSERT_TRUE(w.ok());
+  const int32_t vocab = w->config.vocab_size;
+  const std::vector<int32_t> p1 = Tokens(70, 1, vocab), p2 = Tokens(90, 2, vocab),
+                             q = Tokens(30, 3, vocab);
+  std::vector<int32_t> all = p1;
+  all.insert(all.end(), p2.begin(), p2.end());
+  all.insert(all.end(), q.begin(), q.end());
+  KvCache c1 = *(*engine)->EncodeBlock(p1), c2 = *(*engine)->EncodeBlock(p2);
+  std::vector<BlockInput> blocks = {{p1, &c1}, {p2, &c2}};
+
+  absl::StatusOr<PrefillResult> block = (*engine)->PrefillLast(blocks, q);
+  absl::StatusOr<PrefillResult> full = (*engine)->PrefillLast(blocks, q, {.mode = AttentionMode::kFull});
+  ASSERT_TRUE(block.ok() && full.ok());
+  ReferenceOutput ref_block = ReferenceForward(*w, all, Iota(all.size()), BlockMask({70, 90, 30}));
+  ReferenceOutput ref_full = ReferenceForward(*w, all, Iota(all.size()), BlockMask({int64_t(all.size())}));
+  EXPECT_LE(MaxAbsDiff(block->logits_last, ref_block.logits.back()), kTol);
+  EXPECT_LE(MaxAbsDiff(full->logits_last, ref_full.logits.back()), kTol);
+  // Two layers of a 40-key window reach 2 * 39 tokens back from the last query token,
+  // which stays inside passage 2 (90 tokens): what passage 1 is, and whether passage 2
+  // was encoded alone, cannot matter, so block and full mode agree. Without the window
+  // they differ by far more.
+  EXPECT_LE(MaxAbsDiff(block->logits_last, full->logits_last), kTol);
+  ModelWeights unwindowed = *w;
+  unwindowed.config.sliding_window.reset();
+  const int64_t n = all.size();
+  EXPECT_GT(MaxAbsDiff(ReferenceForward(unwindowed, all, Iota(n), BlockMask({70, 90, 30})).logits.back(),
+                       ReferenceForward(unwindowed, all, Iota(n), BlockMask({n})).logits.back()),
+            100 * kTol);
+
+  const int32_t next = 5;
+  absl::StatusOr<std::vector<std::vector<float>>> step =
+      (*engine)->DecodeStep({{&block->cache, next, block->next_position}});
+  ASSERT_TRUE(step.ok()) << step.status();
+  all.push_back(next);
+  ReferenceOutput ref_step = ReferenceForward(*w, all, Iota(all.size()), BlockMask({70, 90, 31}));
+  EXPECT_LE(MaxAbsDiff((*step)[0], ref_step.logits.back()), kTol);
+  std::filesystem::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, EngineExactnessTest, testing::ValuesIn(Variants()),

@@ -219,17 +219,68 @@ absl::Status ParseRope(const KeyReader& reader, ModelConfig* config) {
   return ParseRopeScaling(*rope, &config->rope_scaling);
 }
 
-absl::Status ParseSlidingWindow(const KeyReader& reader, ModelConfig* config) {
+// Qwen2's "layer_types": some leading "full_attention" layers, then only
+// "sliding_attention" ones (what max_window_layers describes). Other patterns
+// are Unimplemented.
+absl::Status ParseLayerTypes(const Json& types, int64_t num_layers,
+                             int64_t* full_layers) {
+  if (!types.is_array() || static_cast<int64_t>(types.size()) != num_layers) {
+    return KeyError("layer_types",
+                    "a list with one entry per hidden layer", types);
+  }
+  int64_t full = 0;
+  bool sliding_seen = false;
+  for (const Json& t : types) {
+    if (t == "full_attention" && !sliding_seen) {
+      ++full;
+    } else if (t == "sliding_attention") {
+      sliding_seen = true;
+    } else {
+      return absl::UnimplementedError(absl::StrCat(
+          "layer_types ", types.dump(),
+          " is not supported (expected \"full_attention\" layers followed by "
+          "\"sliding_attention\" layers)"));
+    }
+  }
+  *full_layers = full;
+  return absl::OkStatus();
+}
+
+// Mistral and Qwen2 default the window to 4096 when the key is absent (not
+// when it is null), as MistralConfig and Qwen2Config do.
+absl::Status ParseSlidingWindow(const Json& json, const KeyReader& reader,
+                                ModelConfig* config) {
   bool enabled = config->model_type == "mistral";
+  int64_t full_layers = 0;
   if (config->model_type == "qwen2") {
     CONFIG_RETURN_IF_ERROR(reader.Bool("use_sliding_window", &enabled));
+    full_layers = 28;
+    CONFIG_RETURN_IF_ERROR(
+        reader.Int("max_window_layers", false, &full_layers));
+    if (full_layers < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "max_window_layers: expected a non-negative value, found ",
+          full_layers));
+    }
+    if (const Json* types = reader.Find("layer_types");
+        enabled && types != nullptr) {
+      CONFIG_RETURN_IF_ERROR(
+          ParseLayerTypes(*types, config->num_hidden_layers, &full_layers));
+    }
   }
-  if (!enabled || reader.Find("sliding_window") == nullptr) {
+  if (!enabled) return absl::OkStatus();
+  int64_t window = 4096;
+  if (json.contains("sliding_window")) {
+    if (reader.Find("sliding_window") == nullptr) return absl::OkStatus();
+    CONFIG_RETURN_IF_ERROR(reader.Int("sliding_window", true, &window));
+  }
+  // A window no prompt can exceed, or one no layer uses, is no window.
+  if (window >= config->max_position_embeddings ||
+      full_layers >= config->num_hidden_layers) {
     return absl::OkStatus();
   }
-  int64_t window = 0;
-  CONFIG_RETURN_IF_ERROR(reader.Int("sliding_window", true, &window));
-  if (window < config->max_position_embeddings) config->sliding_window = window;
+  config->sliding_window = window;
+  config->max_window_layers = full_layers;
   return absl::OkStatus();
 }
 
@@ -240,17 +291,19 @@ absl::Status ParseOptions(const KeyReader& reader, ModelConfig* config) {
     return absl::UnimplementedError(absl::StrCat(
         "hidden_act \"", activation, "\" is not supported (expected silu)"));
   }
-  bool mlp_bias = false;
-  CONFIG_RETURN_IF_ERROR(reader.Bool("mlp_bias", &mlp_bias));
-  if (mlp_bias) {
-    return absl::UnimplementedError("mlp_bias true is not supported");
-  }
   CONFIG_RETURN_IF_ERROR(
       reader.Double("rms_norm_eps", &config->rms_norm_eps));
   CONFIG_RETURN_IF_ERROR(
       reader.Bool("tie_word_embeddings", &config->tie_word_embeddings));
-  CONFIG_RETURN_IF_ERROR(
-      reader.Bool("attention_bias", &config->attention_bias));
+  // The bias keys are read for llama only; Qwen2's and Mistral's modeling
+  // code ignores them (see ModelConfig::attention_bias).
+  bool attention_bias = false, mlp_bias = false;
+  CONFIG_RETURN_IF_ERROR(reader.Bool("attention_bias", &attention_bias));
+  CONFIG_RETURN_IF_ERROR(reader.Bool("mlp_bias", &mlp_bias));
+  if (config->model_type == "llama") {
+    config->attention_bias = attention_bias;
+    config->mlp_bias = mlp_bias;
+  }
   if (config->model_type == "qwen2") config->attention_bias = true;
   if (reader.Find("torch_dtype") != nullptr) {
     return reader.String("torch_dtype", true, &config->torch_dtype);
@@ -278,7 +331,7 @@ absl::StatusOr<ModelConfig> ParseConfig(const Json& json) {
   CONFIG_RETURN_IF_ERROR(ParseRope(reader, &config));
   CONFIG_RETURN_IF_ERROR(ParseOptions(reader, &config));
   CONFIG_RETURN_IF_ERROR(ParseTokenIds(reader, &config));
-  CONFIG_RETURN_IF_ERROR(ParseSlidingWindow(reader, &config));
+  CONFIG_RETURN_IF_ERROR(ParseSlidingWindow(json, reader, &config));
   CONFIG_RETURN_IF_ERROR(config.Validate());
   return config;
 }
@@ -328,12 +381,25 @@ absl::Status ValidateTokenIds(const ModelConfig& config) {
 }
 
 absl::Status ValidateSlidingWindow(const ModelConfig& config) {
-  if (!config.sliding_window.has_value()) return absl::OkStatus();
+  if (!config.sliding_window.has_value()) {
+    if (config.max_window_layers == 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_window_layers: expected 0 without a sliding window, found ",
+        config.max_window_layers));
+  }
   if (config.model_type == "llama") {
     return absl::InvalidArgumentError(
         "sliding_window: llama models have no sliding window");
   }
   CONFIG_RETURN_IF_ERROR(Positive("sliding_window", *config.sliding_window));
+  if (config.max_window_layers < 0 ||
+      config.max_window_layers >= config.num_hidden_layers ||
+      (config.model_type == "mistral" && config.max_window_layers != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_window_layers: expected a value in [0, num_hidden_layers ",
+        config.num_hidden_layers, ") (0 for mistral), found ",
+        config.max_window_layers));
+  }
   if (*config.sliding_window >= config.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sliding_window: expected a value below max_position_embeddings ",
@@ -421,6 +487,9 @@ std::string ModelConfig::ToJson() const {
   json["rope_scaling"] = RopeScalingJson(rope_scaling);
   json["tie_word_embeddings"] = tie_word_embeddings;
   json["attention_bias"] = attention_bias;
+  // Written only when set, so that configs without it keep their text (and
+  // their models' fingerprints).
+  if (mlp_bias) json["mlp_bias"] = true;
   if (bos_token_id.has_value()) json["bos_token_id"] = *bos_token_id;
   if (eos_token_ids.size() == 1) {
     json["eos_token_id"] = eos_token_ids[0];
@@ -430,6 +499,7 @@ std::string ModelConfig::ToJson() const {
   if (!torch_dtype.empty()) json["torch_dtype"] = torch_dtype;
   if (model_type == "qwen2") {
     json["use_sliding_window"] = sliding_window.has_value();
+    if (sliding_window.has_value()) json["max_window_layers"] = max_window_layers;
   }
   if (sliding_window.has_value()) {
     json["sliding_window"] = *sliding_window;
@@ -478,6 +548,15 @@ absl::Status ModelConfig::Validate() const {
   if (model_type == "qwen2" && !attention_bias) {
     return absl::InvalidArgumentError(
         "attention_bias: qwen2 models always have q/k/v biases, found false");
+  }
+  if (model_type == "mistral" && attention_bias) {
+    return absl::InvalidArgumentError(
+        "attention_bias: mistral models have no attention biases, found true");
+  }
+  if (model_type != "llama" && mlp_bias) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mlp_bias: only llama models have MLP biases, found true for ",
+        model_type));
   }
   return absl::OkStatus();
 }

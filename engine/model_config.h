@@ -43,16 +43,43 @@ struct ModelConfig {
   double rope_theta = 10000;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  // Whether q/k/v projections have biases: always true for qwen2, otherwise
-  // config.json's "attention_bias" (default false).
+  // Biases, as Hugging Face's modeling code builds them per family:
+  //   llama:   "attention_bias" gives q/k/v AND o_proj biases; "mlp_bias" gives
+  //            gate/up/down biases (LlamaAttention, LlamaMLP).
+  //   qwen2:   q/k/v biases always, never an o_proj or MLP bias (both keys
+  //            are ignored, as Qwen2Attention / Qwen2MLP do).
+  //   mistral: no biases at all (both keys are ignored, as MistralAttention /
+  //            MistralMLP do).
+  // attention_bias is the q/k/v bias; o_proj_bias() derives the o_proj one.
   bool attention_bias = false;
+  bool mlp_bias = false;
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;  // "eos_token_id": int, list or null
   std::string torch_dtype;             // e.g. "bfloat16"; "" if absent
   // Set when attention is limited to a window smaller than
-  // max_position_embeddings: Mistral's "sliding_window", or Qwen2's when
-  // "use_sliding_window" is true. Prompts longer than it are not supported.
+  // max_position_embeddings: Mistral's "sliding_window" (absent key: 4096,
+  // MistralConfig's default; null: none), or Qwen2's when
+  // "use_sliding_window" is true (absent key: 4096). A query at sequence
+  // index i attends to keys j with i - window < j <= i: `window` keys,
+  // itself included (Hugging Face's sliding_window_overlay). Unset when no
+  // layer would use it.
   std::optional<int64_t> sliding_window;
+  // Layers [0, max_window_layers) attend fully, later ones through the
+  // window: Qwen2's "max_window_layers" (default 28) or the leading
+  // "full_attention" entries of its "layer_types"; 0 for Mistral (every
+  // layer slides). Always 0 when sliding_window is unset.
+  int64_t max_window_layers = 0;
+
+  // Whether o_proj has a bias: Llama's attention_bias covers it, Qwen2's
+  // q/k/v bias does not.
+  bool o_proj_bias() const { return attention_bias && model_type == "llama"; }
+
+  // The window of layer `layer` (see sliding_window), or nullopt for full
+  // causal attention.
+  std::optional<int64_t> LayerWindow(int64_t layer) const {
+    if (!sliding_window.has_value() || layer < max_window_layers) return std::nullopt;
+    return sliding_window;
+  }
 
   // Parses config.json text. Missing optional keys get Hugging Face
   // LlamaConfig defaults: num_key_value_heads = num_attention_heads,
@@ -62,7 +89,8 @@ struct ModelConfig {
   // num_hidden_layers and num_attention_heads are required. The result is
   // Validate()d. Errors: InvalidArgument for bad JSON, missing or mistyped
   // keys, unsupported model_type, or invalid values; Unimplemented for a
-  // rope_scaling type other than default/linear/llama3 (message names it).
+  // rope_scaling type other than default/linear/llama3 (message names it),
+  // and for a Qwen2 "layer_types" other than full layers then sliding ones.
   static absl::StatusOr<ModelConfig> FromJson(std::string_view json_text);
 
   // Reads and parses the file at `path` (NotFound if absent); error
@@ -76,8 +104,11 @@ struct ModelConfig {
   // Checks consistency: supported model_type, positive sizes,
   // num_attention_heads divisible by num_key_value_heads, even head_dim,
   // rms_norm_eps > 0, rope_theta > 0, sane rope scaling parameters,
-  // non-negative token ids, positive sliding window, qwen2 with
-  // attention_bias. InvalidArgument naming the offending field otherwise.
+  // non-negative token ids, positive sliding window below
+  // max_position_embeddings with max_window_layers in [0, layers) (0 for
+  // mistral and without a window), qwen2 with attention_bias, biases only
+  // where the family has them (mlp_bias: llama; attention_bias: not
+  // mistral). InvalidArgument naming the offending field otherwise.
   absl::Status Validate() const;
 
   bool operator==(const ModelConfig&) const = default;

@@ -175,9 +175,75 @@ TEST(ModelConfigTest, Qwen2WithUseSlidingWindowRecordsTheWindow) {
   nlohmann::json json = nlohmann::json::parse(kQwen2Config);
   json["use_sliding_window"] = true;
   json["sliding_window"] = 4096;
+  json["max_window_layers"] = 20;  // layers 20..23 slide
   absl::StatusOr<ModelConfig> config = ModelConfig::FromJson(json.dump());
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->sliding_window, 4096);
+  EXPECT_EQ(config->max_window_layers, 20);
+  EXPECT_FALSE(config->LayerWindow(19).has_value());
+  EXPECT_EQ(config->LayerWindow(20), 4096);
+  EXPECT_EQ(config->LayerWindow(23), 4096);
+
+  // Qwen2Config's defaults: max_window_layers 28 (>= 24 layers: no layer slides, so
+  // no window), and a 4096 window when the key is absent.
+  json.erase("max_window_layers");
+  config = ModelConfig::FromJson(json.dump());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->sliding_window.has_value());
+  json["max_window_layers"] = 0;
+  json.erase("sliding_window");
+  config = ModelConfig::FromJson(json.dump());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sliding_window, 4096);
+  EXPECT_EQ(config->LayerWindow(0), 4096);
+}
+
+TEST(ModelConfigTest, Qwen2LayerTypesGiveTheWindowedLayers) {
+  nlohmann::json json = nlohmann::json::parse(kQwen2Config);
+  json["use_sliding_window"] = true;
+  json["sliding_window"] = 1024;
+  std::vector<std::string> types(24, "full_attention");
+  for (int i = 10; i < 24; ++i) types[i] = "sliding_attention";
+  json["layer_types"] = types;
+  absl::StatusOr<ModelConfig> config = ModelConfig::FromJson(json.dump());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->max_window_layers, 10);
+  EXPECT_EQ(config->sliding_window, 1024);
+  // Alternating patterns are not what max_window_layers can say: refused.
+  types[12] = "full_attention";
+  json["layer_types"] = types;
+  EXPECT_EQ(ModelConfig::FromJson(json.dump()).status().code(),
+            absl::StatusCode::kUnimplemented);
+}
+
+TEST(ModelConfigTest, BiasesFollowEachFamilysModelingCode) {
+  // llama: attention_bias covers q/k/v and o_proj; mlp_bias the MLP.
+  absl::StatusOr<ModelConfig> llama =
+      ParseWith(kMinimalConfig, "attention_bias", true);
+  ASSERT_TRUE(llama.ok()) << llama.status();
+  EXPECT_TRUE(llama->attention_bias);
+  EXPECT_TRUE(llama->o_proj_bias());
+  EXPECT_FALSE(llama->mlp_bias);
+  absl::StatusOr<ModelConfig> llama_mlp = ParseWith(kMinimalConfig, "mlp_bias", true);
+  ASSERT_TRUE(llama_mlp.ok()) << llama_mlp.status();
+  EXPECT_TRUE(llama_mlp->mlp_bias);
+  EXPECT_FALSE(llama_mlp->o_proj_bias());
+  // qwen2: q/k/v bias, never o_proj or MLP; mistral: none; both ignore the keys.
+  for (const char* key : {"attention_bias", "mlp_bias"}) {
+    absl::StatusOr<ModelConfig> qwen2 = ParseWith(kQwen2Config, key, true);
+    ASSERT_TRUE(qwen2.ok()) << qwen2.status();
+    EXPECT_TRUE(qwen2->attention_bias);
+    EXPECT_FALSE(qwen2->o_proj_bias());
+    EXPECT_FALSE(qwen2->mlp_bias);
+    absl::StatusOr<ModelConfig> mistral = ParseWith(kMistralConfig, key, true);
+    ASSERT_TRUE(mistral.ok()) << mistral.status();
+    EXPECT_FALSE(mistral->attention_bias);
+    EXPECT_FALSE(mistral->mlp_bias);
+  }
+  // Round trip keeps mlp_bias.
+  absl::StatusOr<ModelConfig> back = ModelConfig::FromJson(llama_mlp->ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, *llama_mlp);
 }
 
 TEST(ModelConfigTest, ParsesMistralConfigAndRecordsSlidingWindow) {
@@ -193,12 +259,19 @@ TEST(ModelConfigTest, ParsesMistralConfigAndRecordsSlidingWindow) {
 TEST(ModelConfigTest, MistralWindowThatIsNullOrCoversAllPositionsIsNone) {
   for (const nlohmann::json& window :
        {nlohmann::json(nullptr), nlohmann::json(32768),
-        nlohmann::json(100000), kErase}) {
+        nlohmann::json(100000)}) {
     absl::StatusOr<ModelConfig> config =
         ParseWith(kMistralConfig, "sliding_window", window);
     ASSERT_TRUE(config.ok()) << config.status();
     EXPECT_FALSE(config->sliding_window.has_value()) << window.dump();
   }
+  // An absent key is MistralConfig's default, 4096 (null is "no window").
+  absl::StatusOr<ModelConfig> config =
+      ParseWith(kMistralConfig, "sliding_window", kErase);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sliding_window, 4096);
+  EXPECT_EQ(config->max_window_layers, 0);
+  EXPECT_EQ(config->LayerWindow(0), 4096);
 }
 
 TEST(ModelConfigTest, MissingOptionalKeysGetLlamaConfigDefaults) {
@@ -304,10 +377,8 @@ TEST(ModelConfigTest, UnsupportedModelTypeIsRejectedByName) {
   EXPECT_NE(Message(config.status()).find("\"gpt2\""), std::string::npos);
 }
 
-TEST(ModelConfigTest, UnsupportedActivationAndMlpBiasAreUnimplemented) {
+TEST(ModelConfigTest, UnsupportedActivationIsUnimplemented) {
   EXPECT_EQ(ParseWith(kMinimalConfig, "hidden_act", "gelu").status().code(),
-            absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(ParseWith(kMinimalConfig, "mlp_bias", true).status().code(),
             absl::StatusCode::kUnimplemented);
 }
 
@@ -387,6 +458,24 @@ TEST(ModelConfigTest, ValidateRejectsOutOfRangeValuesNamingTheField) {
       {[](ModelConfig& c) { c.bos_token_id = -1; }, "bos_token_id"},
       {[](ModelConfig& c) { c.eos_token_ids.push_back(-2); }, "eos_token_id"},
       {[](ModelConfig& c) { c.sliding_window = 1024; }, "sliding_window"},
+      {[](ModelConfig& c) { c.max_window_layers = 1; }, "max_window_layers"},
+      {[](ModelConfig& c) {
+         c.model_type = "mistral";
+         c.sliding_window = 16;
+         c.max_window_layers = 1;
+       },
+       "max_window_layers"},
+      {[](ModelConfig& c) {
+         c.model_type = "mistral";
+         c.attention_bias = true;
+       },
+       "attention_bias"},
+      {[](ModelConfig& c) {
+         c.model_type = "qwen2";
+         c.attention_bias = true;
+         c.mlp_bias = true;
+       },
+       "mlp_bias"},
       {[](ModelConfig& c) { c.model_type = "bert"; }, "\"bert\""},
       {[](ModelConfig& c) {
          c.model_type = "qwen2";

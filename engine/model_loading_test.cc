@@ -2,6 +2,7 @@
 // and malformed folders give errors that say what is wrong, never crashes.
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include <gtest/gtest.h>
 
@@ -89,6 +90,38 @@ TEST_F(ModelLoadingTest, WrongTensorShapeNamesTheTensor) {
   absl::Status s = Engine::Load(dir).status();
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("mlp.gate_proj.weight"), std::string::npos) << s;
+}
+
+TEST_F(ModelLoadingTest, ABiasTheConfigImpliesButTheWeightsLackIsNamed) {
+  // A qwen2 folder has q/k/v biases but no o_proj bias; declared as a llama with
+  // attention_bias, it needs self_attn.o_proj.bias too. Likewise a plain llama
+  // declared with mlp_bias. Neither may load with the missing bias taken as zero.
+  TinyModelOptions qwen2;
+  qwen2.model_type = "qwen2";
+  struct Case {
+    std::string name;
+    TinyModelOptions options;
+    std::function<void(ModelConfig&)> edit;
+    std::string tensor, reason;
+  };
+  const std::vector<Case> cases = {
+      {"llama_attention_bias", qwen2, [](ModelConfig& c) { c.model_type = "llama"; },
+       "model.layers.0.self_attn.o_proj.bias", "attention_bias is true"},
+      {"llama_mlp_bias", {}, [](ModelConfig& c) { c.mlp_bias = true; },
+       "model.layers.0.mlp.gate_proj.bias", "mlp_bias is true"},
+  };
+  for (const Case& k : cases) {
+    const std::string dir = Write(k.name, k.options);
+    absl::StatusOr<ModelConfig> c = ModelConfig::FromFile(dir + "/config.json");
+    ASSERT_TRUE(c.ok()) << c.status();
+    k.edit(*c);
+    ASSERT_TRUE(c->Validate().ok());
+    WriteText(dir + "/config.json", c->ToJson());
+    absl::Status s = Engine::Load(dir).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+    EXPECT_NE(s.message().find(k.tensor), std::string::npos) << s;
+    EXPECT_NE(s.message().find(k.reason), std::string::npos) << s;
+  }
 }
 
 TEST_F(ModelLoadingTest, MissingLmHeadWithoutTiedEmbeddingsIsAnError) {

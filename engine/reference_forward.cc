@@ -69,7 +69,13 @@ ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_
   std::vector<std::vector<float>> x(n);
   for (int64_t t = 0; t < n; ++t) x[t].assign(w.embed.begin() + tokens[t] * H, w.embed.begin() + (tokens[t] + 1) * H);
   ReferenceOutput out;
-  for (const LayerWeights& L : w.layers) {
+  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
+    const LayerWeights& L = w.layers[layer];
+    // Sliding window (Hugging Face's convention): token i sees token j only if
+    // i - window < j, on top of the given mask; indices are sequence indices.
+    const bool windowed = c.sliding_window.has_value() && layer >= c.max_window_layers;
+    const int64_t window = windowed ? *c.sliding_window : 0;
+    auto sees = [&](int64_t i, int64_t j) { return mask(i, j) && (!windowed || i - j < window); };
     std::vector<std::vector<float>> q(n), k(n), v(n);
     for (int64_t t = 0; t < n; ++t) {
       std::vector<float> h = Norm(x[t], L.input_norm, c.rms_norm_eps);
@@ -88,7 +94,7 @@ ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_
         std::vector<double> s(n, -INFINITY);
         double mx = -INFINITY;
         for (int64_t j = 0; j < n; ++j) {
-          if (!mask(i, j)) continue;
+          if (!sees(i, j)) continue;
           double dot = 0;
           for (int64_t e = 0; e < d; ++e) dot += double(q[i][hq * d + e]) * k[j][hk * d + e];
           s[j] = dot / std::sqrt(double(d));
@@ -102,13 +108,13 @@ ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_
           for (int64_t e = 0; e < d; ++e) att[hq * d + e] += float(p * v[j][hk * d + e]);
         }
       }
-      std::vector<float> o = MatVec(L.wo, {}, att, H);
+      std::vector<float> o = MatVec(L.wo, L.bo, att, H);
       for (int64_t e = 0; e < H; ++e) x[i][e] += o[e];
       std::vector<float> h = Norm(x[i], L.post_attention_norm, c.rms_norm_eps);
-      std::vector<float> g = MatVec(L.w_gate, {}, h, c.intermediate_size);
-      std::vector<float> u = MatVec(L.w_up, {}, h, c.intermediate_size);
+      std::vector<float> g = MatVec(L.w_gate, L.b_gate, h, c.intermediate_size);
+      std::vector<float> u = MatVec(L.w_up, L.b_up, h, c.intermediate_size);
       for (size_t e = 0; e < g.size(); ++e) g[e] = float(g[e] / (1 + std::exp(-double(g[e]))) * u[e]);
-      std::vector<float> down = MatVec(L.w_down, {}, g, H);
+      std::vector<float> down = MatVec(L.w_down, L.b_down, g, H);
       for (int64_t e = 0; e < H; ++e) x[i][e] += down[e];
     }
   }

@@ -17,7 +17,10 @@ struct ReferenceOutput {
   std::vector<std::vector<std::vector<float>>> k, v;
 };
 
-// Token i sits at RoPE position positions[i] and attends to token j iff mask(i, j).
+// Token i sits at RoPE position positions[i] and attends to token j iff mask(i, j) and,
+// in a layer with a sliding window (ModelConfig::LayerWindow's layers), i - j < window:
+// the window is counted in token indices of `tokens`, whatever the positions. Every
+// bias the weights hold (q/k/v, o_proj, MLP) is added.
 ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_t>& tokens,
                                  const std::vector<int64_t>& positions,
                                  const std::function<bool(int64_t, int64_t)>& mask);

@@ -5,6 +5,7 @@
 #define BLOCKSERVE_ENGINE_TINY_MODEL_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -26,6 +27,13 @@ struct TinyModelOptions {
   double rope_theta = 10000;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
+  // llama only: q/k/v AND o_proj biases (qwen2 always has q/k/v ones, mistral none).
+  bool attention_bias = false;
+  bool mlp_bias = false;             // llama only: gate/up/down biases
+  // mistral or qwen2: attention limited to the last `sliding_window` keys, in the layers
+  // from max_window_layers on (Qwen2's convention; must be 0 for mistral).
+  std::optional<int64_t> sliding_window;
+  int64_t max_window_layers = 0;
   DType dtype = DType::kF32;
   size_t max_shard_bytes = 0;        // > 0: sharded safetensors with an index file
 };

@@ -31,10 +31,16 @@ std::vector<std::pair<TensorSpec, std::vector<float>*>> Destinations(const Model
       add(LayerName(l, "self_attn.v_proj.bias"), {kv}, &lw.bv);
     }
     add(LayerName(l, "self_attn.o_proj.weight"), {h, q}, &lw.wo);
+    if (c.o_proj_bias()) add(LayerName(l, "self_attn.o_proj.bias"), {h}, &lw.bo);
     add(LayerName(l, "post_attention_layernorm.weight"), {h}, &lw.post_attention_norm);
     add(LayerName(l, "mlp.gate_proj.weight"), {inter, h}, &lw.w_gate);
     add(LayerName(l, "mlp.up_proj.weight"), {inter, h}, &lw.w_up);
     add(LayerName(l, "mlp.down_proj.weight"), {h, inter}, &lw.w_down);
+    if (c.mlp_bias) {
+      add(LayerName(l, "mlp.gate_proj.bias"), {inter}, &lw.b_gate);
+      add(LayerName(l, "mlp.up_proj.bias"), {inter}, &lw.b_up);
+      add(LayerName(l, "mlp.down_proj.bias"), {h}, &lw.b_down);
+    }
   }
   add("model.norm.weight", {h}, &w.final_norm);
   if (!c.tie_word_embeddings) add("lm_head.weight", {c.vocab_size, h}, &w.lm_head);
@@ -57,7 +63,15 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelFiles& files) {
   w.layers.resize(w.config.num_hidden_layers);
   for (auto& [spec, dst] : Destinations(w.config, w)) {
     absl::StatusOr<std::vector<float>> t = files.LoadF32(spec.name, spec.shape);
-    if (!t.ok()) return t.status();
+    if (!t.ok()) {
+      const bool is_bias = spec.name.size() > 5 && spec.name.ends_with(".bias");
+      if (!is_bias || t.status().code() != absl::StatusCode::kNotFound) return t.status();
+      const char* why = spec.name.find(".mlp.") != std::string::npos ? "mlp_bias is true"
+                        : w.config.model_type == "qwen2" ? "qwen2 has q/k/v biases"
+                                                         : "attention_bias is true";
+      return absl::NotFoundError(absl::StrCat(t.status().message(), " (config.json: ", why,
+                                              ", so every layer needs this bias)"));
+    }
     *dst = *std::move(t);
   }
   if (w.config.tie_word_embeddings) w.lm_head = w.embed;

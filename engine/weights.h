@@ -7,10 +7,10 @@
 //   model.layers.L.self_attn.q_proj.weight    [heads * head_dim, hidden]   (+ .bias if attention_bias)
 //   model.layers.L.self_attn.k_proj.weight    [kv_heads * head_dim, hidden] (+ .bias)
 //   model.layers.L.self_attn.v_proj.weight    [kv_heads * head_dim, hidden] (+ .bias)
-//   model.layers.L.self_attn.o_proj.weight    [hidden, heads * head_dim]
+//   model.layers.L.self_attn.o_proj.weight    [hidden, heads * head_dim]   (+ .bias if o_proj_bias())
 //   model.layers.L.post_attention_layernorm.weight [hidden]
-//   model.layers.L.mlp.{gate,up}_proj.weight  [intermediate, hidden]
-//   model.layers.L.mlp.down_proj.weight       [hidden, intermediate]
+//   model.layers.L.mlp.{gate,up}_proj.weight  [intermediate, hidden]       (+ .bias if mlp_bias)
+//   model.layers.L.mlp.down_proj.weight       [hidden, intermediate]       (+ .bias if mlp_bias)
 //   model.norm.weight                         [hidden]
 //   lm_head.weight                            [vocab, hidden] (absent when tied to embed_tokens)
 #ifndef BLOCKSERVE_ENGINE_WEIGHTS_H_
@@ -29,7 +29,9 @@ struct LayerWeights {
   std::vector<float> input_norm, post_attention_norm;
   std::vector<float> wq, wk, wv, wo;
   std::vector<float> bq, bk, bv;  // empty unless config.attention_bias
+  std::vector<float> bo;          // empty unless config.o_proj_bias()
   std::vector<float> w_gate, w_up, w_down;
+  std::vector<float> b_gate, b_up, b_down;  // empty unless config.mlp_bias
 };
 
 struct ModelWeights {
@@ -41,7 +43,9 @@ struct ModelWeights {
 };
 
 // Loads and shape-checks every tensor the config implies. Errors name the tensor, the
-// file and the expected vs found shape. A tensor the config does not imply is ignored.
+// file and the expected vs found shape; a bias the config implies but the folder lacks
+// is NotFound naming the config key that implies it (never treated as zero). A tensor
+// the config does not imply is ignored, as Hugging Face's loader does.
 absl::StatusOr<ModelWeights> LoadWeights(const ModelFiles& files);
 
 // The tensor names and shapes a config implies, in a stable order; used by the loader

@@ -94,16 +94,21 @@ class Layer(nn.Module):
         h, i = cfg["hidden_size"], cfg["intermediate_size"]
         self.heads, self.kv_heads, self.head_dim = (
             cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"])
-        bias = bool(cfg.get("attention_bias", False))
+        # Biases as Hugging Face builds them (engine/model_config.h): a llama's
+        # attention_bias covers q/k/v AND o_proj, its mlp_bias gate/up/down; mistral
+        # has none (main() refuses other families).
+        llama = cfg.get("model_type", "llama") == "llama"
+        bias = llama and bool(cfg.get("attention_bias", False))
+        mlp_bias = llama and bool(cfg.get("mlp_bias", False))
         self.input_layernorm = RMSNorm(h, cfg["rms_norm_eps"], **factory)
         self.q_proj = nn.Linear(h, self.heads * self.head_dim, bias=bias, **factory)
         self.k_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=bias, **factory)
         self.v_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=bias, **factory)
-        self.o_proj = nn.Linear(self.heads * self.head_dim, h, bias=False, **factory)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, h, bias=bias, **factory)
         self.post_attention_layernorm = RMSNorm(h, cfg["rms_norm_eps"], **factory)
-        self.gate_proj = nn.Linear(h, i, bias=False, **factory)
-        self.up_proj = nn.Linear(h, i, bias=False, **factory)
-        self.down_proj = nn.Linear(i, h, bias=False, **factory)
+        self.gate_proj = nn.Linear(h, i, bias=mlp_bias, **factory)
+        self.up_proj = nn.Linear(h, i, bias=mlp_bias, **factory)
+        self.down_proj = nn.Linear(i, h, bias=mlp_bias, **factory)
 
     def forward(self, x, cos, sin, chunk):
         b, n, _ = x.shape
@@ -271,6 +276,13 @@ def main(argv=None):
     if cfg.get("model_type", "llama") not in ("llama", "mistral"):
         raise SystemExit(f"pytorch_peer: model_type {cfg['model_type']} is not built here")
     cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+    # Attention here is full causal: a sliding window (mistral; absent key = 4096 as in
+    # MistralConfig, null = none) shorter than a timed prompt would time another model.
+    window = cfg.get("sliding_window", 4096) if cfg.get("model_type") == "mistral" else None
+    timed = [int(t) for t in args.tokens.split(",")] if args.tokens else list(spec["prompt_tokens"])
+    if window is not None and window < max(timed, default=0):
+        raise SystemExit(f"pytorch_peer: sliding_window {window} is shorter than the longest prompt "
+                         f"({max(timed)} tokens) and is not implemented here (full attention only)")
     dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
     torch.manual_seed(args.seed)

@@ -3,8 +3,10 @@
 // One Forward, T = all new rows of the batch, for each layer l:
 //   h = rmsnorm(x) (bf16)            q, k, v = h W^T (+ b)     (cuBLAS, fp32 out)
 //   rope(q), rope(k) at each row's position; k, v rows appended to the item's device KV
-//   att = attention(q, KV) (fp32)   x += att Wo^T
-//   h = rmsnorm(x)                   x += (silu(h Wg^T) * h Wu^T) Wd^T
+//   att = attention(q, KV) (fp32)   x += att Wo^T (+ bo)
+//   h = rmsnorm(x)                   x += (silu(h Wg^T + bg) * (h Wu^T + bu)) Wd^T (+ bd)
+// (biases where the model has them: ModelConfig::attention_bias, o_proj_bias(), mlp_bias).
+// Sliding-window attention is not implemented here: CreateCudaBackend refuses such models.
 // then logits = rmsnorm(x[last row]) W_lm^T for the items that want them.
 // STATUS: compiled and linked in CI; never run on a GPU by the author.
 #include "engine/cuda/cuda_backend.h"
@@ -52,7 +54,7 @@ absl::Status UploadF32(const std::vector<float>& host, DeviceArray<float>& out) 
 }
 
 struct DeviceLayer {
-  DeviceArray<float> input_norm, post_norm, bq, bk, bv;
+  DeviceArray<float> input_norm, post_norm, bq, bk, bv, bo, b_gate, b_up, b_down;
   DeviceArray<bf16> wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -160,6 +162,10 @@ absl::Status CudaBackend::Init(const ModelWeights& w) {
     RETURN_IF_ERROR(UploadF32(src.bq, dst.bq));
     RETURN_IF_ERROR(UploadF32(src.bk, dst.bk));
     RETURN_IF_ERROR(UploadF32(src.bv, dst.bv));
+    RETURN_IF_ERROR(UploadF32(src.bo, dst.bo));
+    RETURN_IF_ERROR(UploadF32(src.b_gate, dst.b_gate));
+    RETURN_IF_ERROR(UploadF32(src.b_up, dst.b_up));
+    RETURN_IF_ERROR(UploadF32(src.b_down, dst.b_down));
     RETURN_IF_ERROR(UploadBf16(src.wq, dst.wq));
     RETURN_IF_ERROR(UploadBf16(src.wk, dst.wk));
     RETURN_IF_ERROR(UploadBf16(src.wv, dst.wv));
@@ -214,13 +220,19 @@ absl::Status CudaBackend::Layer(int64_t l, int64_t total, absl::Span<const Forwa
                         c.num_attention_heads, c.num_key_value_heads, hd, s_.att.get(), stream_);
   cuda::LaunchToBf16(s_.att.get(), total * qd, s_.att16.get(), stream_);
   RETURN_IF_ERROR(Gemm(s_.att16.get(), total, qd, w.wo.get(), hidden, s_.tmp.get()));
+  if (c.o_proj_bias()) cuda::LaunchAddBias(s_.tmp.get(), total, hidden, w.bo.get(), stream_);
   cuda::LaunchAddInPlace(s_.x.get(), s_.tmp.get(), total * hidden, stream_);
 
   cuda::LaunchRmsNorm(s_.x.get(), total, hidden, w.post_norm.get(), eps, s_.h.get(), stream_);
   RETURN_IF_ERROR(Gemm(s_.h.get(), total, hidden, w.w_gate.get(), inter, s_.gate.get()));
   RETURN_IF_ERROR(Gemm(s_.h.get(), total, hidden, w.w_up.get(), inter, s_.up.get()));
+  if (c.mlp_bias) {
+    cuda::LaunchAddBias(s_.gate.get(), total, inter, w.b_gate.get(), stream_);
+    cuda::LaunchAddBias(s_.up.get(), total, inter, w.b_up.get(), stream_);
+  }
   cuda::LaunchSwiGlu(s_.gate.get(), s_.up.get(), total * inter, s_.act.get(), stream_);
   RETURN_IF_ERROR(Gemm(s_.act.get(), total, inter, w.w_down.get(), hidden, s_.tmp.get()));
+  if (c.mlp_bias) cuda::LaunchAddBias(s_.tmp.get(), total, hidden, w.b_down.get(), stream_);
   cuda::LaunchAddInPlace(s_.x.get(), s_.tmp.get(), total * hidden, stream_);
   return cuda::CudaStatus(cudaGetLastError(), absl::StrCat("layer ", l, " kernels"));
 }
@@ -385,6 +397,13 @@ absl::Status CudaBackend::ShiftOnDevice(KvCache& cache, int64_t first_row, int64
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(ModelWeights weights,
                                                            CudaBackendOptions options) {
+  // Checked first, so the refusal is the same with or without a GPU.
+  if (weights.config.sliding_window.has_value()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "the CUDA backend does not implement sliding-window attention (this ",
+        weights.config.model_type, " model has sliding_window ", *weights.config.sliding_window,
+        "); it would compute full attention, so it refuses the model: use the CPU backend"));
+  }
   const int devices = cuda::CudaDeviceCount();
   if (options.device < 0 || options.device >= devices) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -93,9 +93,12 @@ std::vector<Variant> Variants() {
   wide.hidden_size = 256;
   wide.num_heads = 2;
   wide.num_kv_heads = 1;
+  TinyModelOptions biases = gqa;  // llama: q/k/v + o_proj biases, and MLP biases
+  biases.attention_bias = true;
+  biases.mlp_bias = true;
   return {{"gqa", gqa},   {"mha", mha},       {"qwen2_bias", qwen2},   {"tied", tied},
           {"llama3_rope", llama3}, {"linear_rope", linear}, {"mistral_bf16", bf16},
-          {"head_dim_128", wide}};
+          {"head_dim_128", wide}, {"llama_all_biases", biases}};
 }
 
 class CudaEngineTest : public testing::TestWithParam<Variant> {

@@ -19,5 +19,17 @@ TEST(NoGpuTest, CudaBackendAndBlockCacheRefuseWithFailedPrecondition) {
       << backend.status();
 }
 
+// Sliding-window models are refused before any device is touched: the CUDA attention
+// kernel has no window and would silently compute full attention.
+TEST(NoGpuTest, CudaBackendRefusesSlidingWindowModels) {
+  ModelWeights w;
+  w.config.model_type = "mistral";
+  w.config.sliding_window = 4096;
+  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCudaBackend(std::move(w));
+  EXPECT_EQ(backend.status().code(), absl::StatusCode::kUnimplemented) << backend.status();
+  EXPECT_NE(backend.status().message().find("sliding-window"), std::string::npos)
+      << backend.status();
+}
+
 }  // namespace
 }  // namespace blockserve::engine
