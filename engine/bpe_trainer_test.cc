@@ -86,7 +86,11 @@ TEST(BpeTrainerTest, SpecialTokensFollowVocabAndAreMatchedAsSingleIds) {
   EXPECT_EQ(root["added_tokens"][0]["id"], 256 + 12);
   EXPECT_EQ(root["added_tokens"][1]["content"], "</s>");
   EXPECT_EQ(root["added_tokens"][1]["special"], true);
-  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(*text);
+  SpecialTokenConfig special;
+  special.bos_token = "<s>";
+  special.eos_token = "</s>";
+  special.add_bos_token = true;
+  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(*text, special);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   EXPECT_EQ(tokenizer->bos_id(), 268);
   EXPECT_EQ(tokenizer->eos_id(), 269);

@@ -42,7 +42,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_di
   if (!files.ok()) return files.status();
   absl::StatusOr<ModelWeights> weights = LoadWeights(*files);
   if (!weights.ok()) return weights.status();
-  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromFile(model_dir + "/tokenizer.json");
+  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromModelDir(model_dir);
   if (!tokenizer.ok()) return tokenizer.status();
   if (tokenizer->vocab_size() > weights->config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -60,9 +60,10 @@ Engine::Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t m
       backend_(std::move(backend)),
       model_fingerprint_(model_fingerprint) {
   for (int64_t id : config().eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(id));
-  if (std::optional<int32_t> eos = tokenizer_.eos_id();
-      eos && std::find(eos_ids_.begin(), eos_ids_.end(), *eos) == eos_ids_.end()) {
-    eos_ids_.push_back(*eos);
+  for (const int32_t eos : tokenizer_.eos_ids()) {
+    if (std::find(eos_ids_.begin(), eos_ids_.end(), eos) == eos_ids_.end()) {
+      eos_ids_.push_back(eos);
+    }
   }
 }
 

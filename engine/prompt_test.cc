@@ -7,8 +7,16 @@
 namespace blockserve::engine {
 namespace {
 
+// The first special token, if any, is the BOS (tokenizer_config.json's add_bos_token).
 Tokenizer MakeTokenizer(std::vector<std::string> specials) {
-  return *Tokenizer::FromJson(*TrainByteLevelBpeJson("the cat sat on the mat", 10, specials));
+  SpecialTokenConfig special;
+  special.has_tokenizer_config = true;
+  if (!specials.empty() && specials[0] == "<|begin_of_text|>") {
+    special.bos_token = specials[0];
+    special.add_bos_token = true;
+  }
+  return *Tokenizer::FromJson(*TrainByteLevelBpeJson("the cat sat on the mat", 10, specials),
+                              special);
 }
 
 TEST(PromptTest, SystemBlockStartsWithBosWhenTheTokenizerHasOne) {

@@ -20,7 +20,9 @@ class SequenceEndTest : public ::testing::Test {
   static void SetUpTestSuite() {
     absl::StatusOr<std::string> json = TrainByteLevelBpeJson("", 0, {"<|end_of_text|>"});
     ASSERT_TRUE(json.ok()) << json.status();
-    absl::StatusOr<Tokenizer> tok = Tokenizer::FromJson(*json);
+    SpecialTokenConfig special;
+    special.eos_token = "<|end_of_text|>";
+    absl::StatusOr<Tokenizer> tok = Tokenizer::FromJson(*json, special);
     ASSERT_TRUE(tok.ok()) << tok.status();
     tokenizer_ = new Tokenizer(*std::move(tok));
     for (int32_t id = 0; id < tokenizer_->vocab_size(); ++id) {

@@ -90,8 +90,9 @@ absl::Status WriteTinyModel(const std::string& dir, const TinyModelOptions& o) {
   if (!tokenizer.ok()) return tokenizer.status();
 
   ModelConfig config = TinyModelConfig(o, tokenizer->vocab_size());
-  config.bos_token_id = tokenizer->bos_id();
-  if (tokenizer->eos_id()) config.eos_token_ids = {*tokenizer->eos_id()};
+  // The folder has no tokenizer_config.json: config.json's ids name BOS and EOS.
+  config.bos_token_id = tokenizer->TokenId("<|begin_of_text|>");
+  config.eos_token_ids = {*tokenizer->TokenId("<|end_of_text|>")};
   if (absl::Status s = config.Validate(); !s.ok()) return s;
 
   std::mt19937_64 rng(o.seed);

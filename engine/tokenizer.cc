@@ -2,10 +2,14 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -218,13 +222,78 @@ enum class SplitBehavior {
   kContiguous,
 };
 
+enum class PrependScheme { kNever, kFirst, kAlways };
+
 // One pre-tokenizer stage, applied to every piece produced so far.
 struct PreTokenizerStep {
   bool add_prefix_space = false;
+  bool byte_level = false;  // A ByteLevel step.
+  // Metaspace: spaces become `metaspace`, which is prepended per
+  // `prepend`; with split, `splitter` cuts before each one.
+  std::optional<std::string> metaspace;
+  PrependScheme prepend = PrependScheme::kNever;
   std::optional<RegexSplitter> splitter;  // nullopt: piece is kept whole.
   SplitBehavior behavior = SplitBehavior::kIsolated;
   bool invert = false;
 };
+
+// One normalizer stage, applied to the text between added tokens.
+struct NormalizerStep {
+  enum class Kind { kUnicode, kPrepend, kReplace };
+  Kind kind = Kind::kUnicode;
+  int unicode_options = 0;  // utf8proc_option_t flags for kUnicode.
+  std::string text;  // kPrepend: the prefix; kReplace: the replacement.
+  std::optional<RegexSplitter> pattern;  // kReplace: what is replaced.
+};
+
+std::string ReplaceAll(std::string_view text, const std::string& from,
+                       const std::string& to) {
+  std::string out;
+  size_t pos = 0;
+  while (!from.empty()) {
+    const size_t hit = text.find(from, pos);
+    if (hit == std::string_view::npos) break;
+    out.append(text.substr(pos, hit - pos));
+    out.append(to);
+    pos = hit + from.size();
+  }
+  out.append(text.substr(pos));
+  return out;
+}
+
+// Applies one normalizer stage. Text libutf8proc refuses (invalid UTF-8,
+// which Hugging Face's Rust strings cannot hold) is left as it is.
+std::string Normalize(const NormalizerStep& step, std::string text) {
+  switch (step.kind) {
+    case NormalizerStep::Kind::kUnicode: {
+      if (text.empty()) return text;
+      utf8proc_uint8_t* mapped = nullptr;
+      const utf8proc_ssize_t n = utf8proc_map(
+          reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+          static_cast<utf8proc_ssize_t>(text.size()), &mapped,
+          static_cast<utf8proc_option_t>(step.unicode_options));
+      if (n >= 0 && mapped != nullptr) {
+        text.assign(reinterpret_cast<const char*>(mapped), static_cast<size_t>(n));
+      }
+      std::free(mapped);
+      return text;
+    }
+    case NormalizerStep::Kind::kPrepend:
+      return text.empty() ? text : step.text + text;
+    case NormalizerStep::Kind::kReplace: {
+      std::string out;
+      for (const RegexSplitter::Segment& segment : step.pattern->Segments(text)) {
+        if (segment.is_match) {
+          out += step.text;
+        } else {
+          out.append(text, segment.begin, segment.end - segment.begin);
+        }
+      }
+      return out;
+    }
+  }
+  return text;
+}
 
 struct AddedToken {
   std::string content;
@@ -290,11 +359,20 @@ std::vector<std::string> GroupSegments(
   return out;
 }
 
-// Applies one step to one piece, appending results to `out`.
-void ApplyStep(const PreTokenizerStep& step, std::string piece,
+// Applies one step to one piece, appending results to `out`. `at_start`:
+// the piece begins the whole input (Metaspace's "first" scheme).
+void ApplyStep(const PreTokenizerStep& step, std::string piece, bool at_start,
                std::vector<std::string>& out) {
   if (step.add_prefix_space && !piece.empty() && piece.front() != ' ') {
     piece.insert(piece.begin(), ' ');
+  }
+  if (step.metaspace.has_value()) {
+    piece = ReplaceAll(piece, " ", *step.metaspace);
+    const bool prepend = step.prepend == PrependScheme::kAlways ||
+                         (step.prepend == PrependScheme::kFirst && at_start);
+    if (prepend && !piece.empty() && piece.rfind(*step.metaspace, 0) != 0) {
+      piece.insert(0, *step.metaspace);
+    }
   }
   if (!step.splitter.has_value()) {
     out.push_back(std::move(piece));
@@ -373,6 +451,7 @@ absl::Status ParseByteLevel(const json& node, const std::string& where,
   absl::StatusOr<bool> use_regex = GetBool(node, "use_regex", where, true);
   if (!use_regex.ok()) return use_regex.status();
   step.add_prefix_space = *add_prefix_space;
+  step.byte_level = true;
   if (*use_regex) {
     absl::StatusOr<RegexSplitter> splitter =
         RegexSplitter::Create(kGpt2SplitPattern);
@@ -452,34 +531,134 @@ absl::Status ParseSequence(const json& node, const std::string& where,
   return absl::OkStatus();
 }
 
+absl::Status ParseMetaspace(const json& node, const std::string& where,
+                            std::vector<PreTokenizerStep>& steps) {
+  PreTokenizerStep step;
+  step.metaspace = "\u2581";
+  if (FindMember(node, "replacement") != nullptr) {
+    absl::StatusOr<std::string> replacement = GetString(node, "replacement", where);
+    if (!replacement.ok()) return replacement.status();
+    if (replacement->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expected ", where, ".replacement to be non-empty, found \"\""));
+    }
+    step.metaspace = *replacement;
+  }
+  // Older files have add_prefix_space (true means "always") instead.
+  absl::StatusOr<bool> add_prefix_space =
+      GetBool(node, "add_prefix_space", where, true);
+  if (!add_prefix_space.ok()) return add_prefix_space.status();
+  step.prepend = *add_prefix_space ? PrependScheme::kAlways : PrependScheme::kNever;
+  if (const json* scheme = FindMember(node, "prepend_scheme")) {
+    if (*scheme == "always") {
+      step.prepend = PrependScheme::kAlways;
+    } else if (*scheme == "first") {
+      step.prepend = PrependScheme::kFirst;
+    } else if (*scheme == "never") {
+      step.prepend = PrependScheme::kNever;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expected ", where,
+          ".prepend_scheme to be always, first or never, found ", Describe(*scheme)));
+    }
+  }
+  absl::StatusOr<bool> split = GetBool(node, "split", where, true);
+  if (!split.ok()) return split.status();
+  if (*split) {
+    absl::StatusOr<RegexSplitter> splitter =
+        RegexSplitter::Create(*step.metaspace, /*literal=*/true);
+    if (!splitter.ok()) return splitter.status();
+    step.splitter = *std::move(splitter);
+    step.behavior = SplitBehavior::kMergedWithNext;
+  }
+  steps.push_back(std::move(step));
+  return absl::OkStatus();
+}
+
 absl::Status ParsePreTokenizer(const json& node, const std::string& where,
                                std::vector<PreTokenizerStep>& steps) {
   absl::StatusOr<std::string> type = GetString(node, "type", where);
   if (!type.ok()) return type.status();
   if (*type == "ByteLevel") return ParseByteLevel(node, where, steps);
   if (*type == "Split") return ParseSplit(node, where, steps);
+  if (*type == "Metaspace") return ParseMetaspace(node, where, steps);
   if (*type == "Sequence") return ParseSequence(node, where, steps);
-  return absl::InvalidArgumentError(
-      absl::StrCat("expected ", where,
-                   ".type to be ByteLevel, Split or Sequence, found \"", *type,
-                   "\""));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unsupported tokenizer.json feature: expected ", where,
+      ".type to be ByteLevel, Split, Metaspace or Sequence, found \"", *type,
+      "\""));
 }
 
-absl::Status CheckNormalizer(const json& root) {
-  const json* normalizer = FindMember(root, "normalizer");
-  if (normalizer == nullptr) return absl::OkStatus();
-  absl::StatusOr<std::string> type =
-      GetString(*normalizer, "type", "normalizer");
+absl::Status ParseNormalizer(const json& node, const std::string& where,
+                             std::vector<NormalizerStep>& steps) {
+  absl::StatusOr<std::string> type = GetString(node, "type", where);
   if (!type.ok()) return type.status();
-  if (*type == "NFC") return absl::OkStatus();
-  if (*type == "Sequence") {
-    const json* children = FindMember(*normalizer, "normalizers");
-    if (children != nullptr && children->is_array() && children->empty()) {
+  static constexpr std::pair<std::string_view, int> kUnicodeForms[] = {
+      {"NFC", UTF8PROC_STABLE | UTF8PROC_COMPOSE},
+      {"NFD", UTF8PROC_STABLE | UTF8PROC_DECOMPOSE},
+      {"NFKC", UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT},
+      {"NFKD", UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT},
+  };
+  for (const auto& [name, options] : kUnicodeForms) {
+    if (*type == name) {
+      NormalizerStep step;
+      step.unicode_options = options;
+      steps.push_back(std::move(step));
       return absl::OkStatus();
     }
   }
+  if (*type == "Prepend") {
+    absl::StatusOr<std::string> prepend = GetString(node, "prepend", where);
+    if (!prepend.ok()) return prepend.status();
+    NormalizerStep step;
+    step.kind = NormalizerStep::Kind::kPrepend;
+    step.text = *std::move(prepend);
+    steps.push_back(std::move(step));
+    return absl::OkStatus();
+  }
+  if (*type == "Replace") {
+    const json* pattern = FindMember(node, "pattern");
+    const json* regex = pattern ? FindMember(*pattern, "Regex") : nullptr;
+    const json* literal = pattern ? FindMember(*pattern, "String") : nullptr;
+    const json* text = regex != nullptr ? regex : literal;
+    if (text == nullptr || !text->is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expected ", where,
+          ".pattern to be {\"Regex\": string} or {\"String\": string}, found ",
+          pattern ? Describe(*pattern) : "none"));
+    }
+    absl::StatusOr<std::string> content = GetString(node, "content", where);
+    if (!content.ok()) return content.status();
+    absl::StatusOr<RegexSplitter> splitter = RegexSplitter::Create(
+        text->get<std::string>(), /*literal=*/regex == nullptr);
+    if (!splitter.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".pattern: ", splitter.status().message()));
+    }
+    NormalizerStep step;
+    step.kind = NormalizerStep::Kind::kReplace;
+    step.text = *std::move(content);
+    step.pattern = *std::move(splitter);
+    steps.push_back(std::move(step));
+    return absl::OkStatus();
+  }
+  if (*type == "Sequence") {
+    const json* children = FindMember(node, "normalizers");
+    if (children == nullptr || !children->is_array()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expected ", where, ".normalizers to be an array, found ",
+          children ? Describe(*children) : "none"));
+    }
+    for (size_t i = 0; i < children->size(); ++i) {
+      absl::Status status = ParseNormalizer(
+          (*children)[i], absl::StrCat(where, ".normalizers[", i, "]"), steps);
+      if (!status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
   return absl::InvalidArgumentError(absl::StrCat(
-      "expected normalizer to be null, NFC or an empty Sequence, found \"",
+      "unsupported tokenizer.json feature: expected ", where,
+      ".type to be NFC, NFD, NFKC, NFKD, Prepend, Replace or Sequence, found \"",
       *type, "\""));
 }
 
@@ -488,9 +667,16 @@ absl::Status CheckNormalizer(const json& root) {
 struct Tokenizer::Impl {
   absl::flat_hash_map<std::string, int32_t> vocab;
   absl::flat_hash_map<uint64_t, MergeRule> merges;
-  std::array<int32_t, 256> byte_ids;  // -1 if the byte's symbol is missing.
+  // Byte-level: the id of each byte's symbol. SentencePiece-style with
+  // byte_fallback: the id of "<0xXX>". -1 if missing.
+  std::array<int32_t, 256> byte_ids;
+  bool sentencepiece = false;  // Character-level BPE (see tokenizer.h).
+  bool byte_fallback = false;
+  bool fuse_unk = false;
+  bool decode_strips_space = false;  // Decode() drops one leading space.
   bool ignore_merges = false;
   std::optional<int32_t> unk_id;
+  std::vector<NormalizerStep> normalizers;
   std::vector<PreTokenizerStep> steps;
 
   std::vector<AddedToken> added;  // Sorted by content length, longest first.
@@ -502,6 +688,7 @@ struct Tokenizer::Impl {
   std::vector<bool> id_special;
   std::optional<int32_t> bos;
   std::optional<int32_t> eos;
+  std::vector<int32_t> eos_list;
 
   mutable absl::Mutex cache_mu;
   mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache
@@ -512,12 +699,15 @@ struct Tokenizer::Impl {
   absl::Status ParseMerges(const json& model);
   absl::Status ParseAddedTokens(const json& root);
   void BuildIdTables();
-  void FindBosEos(const json& root);
+  absl::Status FindBosEos(const json& root, const SpecialTokenConfig& special);
+  absl::Status CheckDecoder(const json& root);
 
   std::optional<int32_t> Lookup(std::string_view token) const;
   // Returns the added token matching at text[pos], longest first.
   const AddedToken* MatchAdded(std::string_view text, size_t pos) const;
-  void EncodeOrdinary(std::string_view text, std::vector<int32_t>& out) const;
+  // Encodes text between added tokens; `at_start`: it begins the input.
+  void EncodeOrdinary(std::string_view text, bool at_start,
+                      std::vector<int32_t>& out) const;
   void EncodePiece(std::string_view piece, std::vector<int32_t>& out) const;
   std::vector<int32_t> BpePiece(std::string_view piece) const;
 };
@@ -559,7 +749,10 @@ absl::Status Tokenizer::Impl::ParseVocab(const json& model) {
   }
   const ByteTables& tables = GetByteTables();
   for (int b = 0; b < 256; ++b) {
-    const auto it = vocab.find(tables.symbol_of_byte[b]);
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    const auto it =
+        vocab.find(sentencepiece ? std::string(name) : tables.symbol_of_byte[b]);
     byte_ids[b] = it == vocab.end() ? -1 : it->second;
   }
   return absl::OkStatus();
@@ -624,20 +817,28 @@ absl::Status Tokenizer::Impl::ParseModel(const json& root) {
           "expected model.type \"BPE\", found ", Describe(*type)));
     }
   }
-  absl::StatusOr<bool> byte_fallback =
-      GetBool(*model, "byte_fallback", "model", false);
-  if (!byte_fallback.ok()) return byte_fallback.status();
-  if (*byte_fallback) {
-    return absl::InvalidArgumentError(
-        "expected a byte-level BPE (model.byte_fallback false), found "
-        "byte_fallback true (SentencePiece-style BPE is unsupported)");
-  }
+  absl::StatusOr<bool> fallback = GetBool(*model, "byte_fallback", "model", false);
+  if (!fallback.ok()) return fallback.status();
+  byte_fallback = *fallback;
+  sentencepiece = sentencepiece || byte_fallback;
+  absl::StatusOr<bool> fuse = GetBool(*model, "fuse_unk", "model", false);
+  if (!fuse.ok()) return fuse.status();
+  fuse_unk = *fuse;
+  // Hugging Face treats "" like null (Qwen's files carry "").
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     const json* value = FindMember(*model, key);
-    if (value != nullptr && !(value->is_string() && value->empty())) {
+    if (value != nullptr &&
+        !(value->is_string() && value->get<std::string>().empty())) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "expected model.", key, " to be null, found ", Describe(*value)));
+          "unsupported tokenizer.json feature: expected model.", key,
+          " to be null or \"\", found ", Describe(*value)));
     }
+  }
+  if (const json* dropout = FindMember(*model, "dropout");
+      dropout != nullptr && !(dropout->is_number() && dropout->get<double>() == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported tokenizer.json feature: expected model.dropout to be null, found ",
+        Describe(*dropout)));
   }
   absl::StatusOr<bool> ignore = GetBool(*model, "ignore_merges", "model", false);
   if (!ignore.ok()) return ignore.status();
@@ -681,6 +882,15 @@ absl::Status Tokenizer::Impl::ParseAddedTokens(const json& root) {
     if (!id.ok()) return id.status();
     absl::StatusOr<bool> special = GetBool(entry, "special", where, false);
     if (!special.ok()) return special.status();
+    for (const char* key : {"lstrip", "rstrip", "single_word"}) {
+      absl::StatusOr<bool> flag = GetBool(entry, key, where, false);
+      if (!flag.ok()) return flag.status();
+      if (*flag) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "unsupported tokenizer.json feature: ", where, ".", key,
+            " is true (\"", *content, "\")"));
+      }
+    }
     added.push_back({*std::move(content), *id, *special});
   }
   std::stable_sort(added.begin(), added.end(),
@@ -703,8 +913,19 @@ void Tokenizer::Impl::BuildIdTables() {
   id_known.assign(size, false);
   id_special.assign(size, false);
   for (const auto& [token, id] : vocab) {
-    id_bytes[id] = ByteLevelDecode(token);
     id_known[id] = true;
+    if (!sentencepiece) {
+      id_bytes[id] = ByteLevelDecode(token);
+      continue;
+    }
+    unsigned int byte = 0;
+    char tail = 0;
+    if (byte_fallback && token.size() == 6 &&
+        std::sscanf(token.c_str(), "<0x%2X%c", &byte, &tail) == 2 && tail == '>') {
+      id_bytes[id] = std::string(1, static_cast<char>(byte));
+    } else {
+      id_bytes[id] = ReplaceAll(token, "\u2581", " ");
+    }
   }
   // Added tokens are raw text and override a vocab entry with the same id.
   for (const AddedToken& token : added) {
@@ -750,21 +971,95 @@ std::optional<int32_t> Tokenizer::Impl::Lookup(std::string_view token) const {
   return std::nullopt;
 }
 
-void Tokenizer::Impl::FindBosEos(const json& root) {
-  if (const json* processor = FindMember(root, "post_processor")) {
+absl::Status Tokenizer::Impl::FindBosEos(const json& root,
+                                         const SpecialTokenConfig& special) {
+  const auto by_name = [&](const std::optional<std::string>& name,
+                           const char* key) -> absl::StatusOr<std::optional<int32_t>> {
+    if (!name.has_value()) return std::optional<int32_t>();
+    if (std::optional<int32_t> id = Lookup(*name)) return id;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer_config.json: ", key, " \"", *name,
+        "\" is not a token of tokenizer.json"));
+  };
+  const auto by_id = [&](int64_t id, const char* key) -> absl::StatusOr<int32_t> {
+    if (id < 0 || id >= static_cast<int64_t>(id_known.size()) || !id_known[id]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          key, " ", id, " (generation_config.json or config.json) is not a token id of "
+          "tokenizer.json"));
+    }
+    return static_cast<int32_t>(id);
+  };
+  absl::StatusOr<std::optional<int32_t>> bos_token = by_name(special.bos_token, "bos_token");
+  if (!bos_token.ok()) return bos_token.status();
+  absl::StatusOr<std::optional<int32_t>> eos_token = by_name(special.eos_token, "eos_token");
+  if (!eos_token.ok()) return eos_token.status();
+  std::optional<int32_t> bos_by_id;
+  if (special.bos_token_id.has_value()) {
+    absl::StatusOr<int32_t> id = by_id(*special.bos_token_id, "bos_token_id");
+    if (!id.ok()) return id.status();
+    bos_by_id = *id;
+  }
+
+  if (special.add_bos_token.has_value()) {
+    if (*special.add_bos_token) {
+      bos = bos_token->has_value() ? *bos_token : bos_by_id;
+      if (!bos.has_value()) {
+        return absl::InvalidArgumentError(
+            "tokenizer_config.json: add_bos_token is true but there is no bos_token "
+            "(nor bos_token_id)");
+      }
+    }
+  } else if (const json* processor = FindMember(root, "post_processor")) {
     if (std::optional<std::string> name = TemplateBosName(*processor)) {
       bos = Lookup(*name);
+      if (!bos.has_value()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "post_processor: special token \"", *name, "\" is not in the vocabulary"));
+      }
     }
   }
-  const auto first_present =
-      [&](std::initializer_list<std::string_view> names) -> std::optional<int32_t> {
-    for (std::string_view name : names) {
-      if (std::optional<int32_t> id = Lookup(name)) return id;
+  if (!special.add_bos_token.has_value() && !bos.has_value() &&
+      !special.has_tokenizer_config) {
+    bos = bos_by_id;
+  }
+
+  if (eos_token->has_value()) eos_list.push_back(**eos_token);
+  for (const int64_t raw : special.eos_token_ids) {
+    absl::StatusOr<int32_t> id = by_id(raw, "eos_token_id");
+    if (!id.ok()) return id.status();
+    if (std::find(eos_list.begin(), eos_list.end(), *id) == eos_list.end()) {
+      eos_list.push_back(*id);
     }
-    return std::nullopt;
-  };
-  if (!bos.has_value()) bos = first_present({"<|begin_of_text|>", "<s>"});
-  eos = first_present({"<|end_of_text|>", "</s>", "<|endoftext|>"});
+  }
+  if (!eos_list.empty()) eos = eos_list.front();
+  return absl::OkStatus();
+}
+
+absl::Status Tokenizer::Impl::CheckDecoder(const json& root) {
+  if (!sentencepiece) return absl::OkStatus();
+  const json* decoder = FindMember(root, "decoder");
+  if (decoder == nullptr) return absl::OkStatus();
+  std::vector<const json*> parts = {decoder};
+  if (const json* children = FindMember(*decoder, "decoders");
+      children != nullptr && children->is_array()) {
+    parts.clear();
+    for (const json& child : *children) parts.push_back(&child);
+  }
+  for (const json* part : parts) {
+    const json* type = FindMember(*part, "type");
+    if (type == nullptr) continue;
+    if (*type == "Strip") {
+      const json* start = FindMember(*part, "start");
+      decode_strips_space = start != nullptr && start->is_number_integer() &&
+                            start->get<int64_t>() > 0;
+    } else if (*type == "Metaspace") {
+      const json* scheme = FindMember(*part, "prepend_scheme");
+      const json* add_prefix = FindMember(*part, "add_prefix_space");
+      decode_strips_space = scheme != nullptr ? *scheme != "never"
+                            : add_prefix == nullptr || *add_prefix == true;
+    }
+  }
+  return absl::OkStatus();
 }
 
 const AddedToken* Tokenizer::Impl::MatchAdded(std::string_view text,
@@ -788,10 +1083,39 @@ std::vector<int32_t> Tokenizer::Impl::BpePiece(std::string_view piece) const {
     if (it == merges.end()) return;
     queue.push({it->second.rank, left, symbols[left].id, symbols[right].id});
   };
-  const int n = static_cast<int>(piece.size());
+  // Initial symbols: one per byte (byte-level) or per character
+  // (SentencePiece-style); -1 for a missing one.
+  std::vector<int32_t> initial;
+  if (!sentencepiece) {
+    for (const char c : piece) initial.push_back(byte_ids[static_cast<unsigned char>(c)]);
+  } else {
+    bool previous_unknown = false;
+    for (size_t pos = 0; pos < piece.size();) {
+      char32_t cp = 0;
+      size_t len = DecodeUtf8Char(piece, pos, cp);
+      if (len == 0) len = 1;  // An invalid byte stands alone.
+      const std::string_view ch = piece.substr(pos, len);
+      pos += len;
+      if (const auto it = vocab.find(Sv(ch)); it != vocab.end()) {
+        initial.push_back(it->second);
+        previous_unknown = false;
+        continue;
+      }
+      if (byte_fallback &&
+          std::all_of(ch.begin(), ch.end(), [&](char c) {
+            return byte_ids[static_cast<unsigned char>(c)] >= 0;
+          })) {
+        for (const char c : ch) initial.push_back(byte_ids[static_cast<unsigned char>(c)]);
+        previous_unknown = false;
+        continue;
+      }
+      if (!(fuse_unk && previous_unknown)) initial.push_back(-1);
+      previous_unknown = true;
+    }
+  }
+  const int n = static_cast<int>(initial.size());
   for (int i = 0; i < n; ++i) {
-    symbols.push_back({byte_ids[static_cast<unsigned char>(piece[i])], i - 1,
-                       i + 1 < n ? i + 1 : -1});
+    symbols.push_back({initial[i], i - 1, i + 1 < n ? i + 1 : -1});
   }
   for (int i = 0; i + 1 < n; ++i) push_pair(i);
   while (!queue.empty()) {
@@ -826,7 +1150,8 @@ std::vector<int32_t> Tokenizer::Impl::BpePiece(std::string_view piece) const {
 void Tokenizer::Impl::EncodePiece(std::string_view piece,
                                   std::vector<int32_t>& out) const {
   if (ignore_merges) {
-    if (const auto it = vocab.find(ByteLevelEncode(piece)); it != vocab.end()) {
+    const auto it = vocab.find(sentencepiece ? std::string(piece) : ByteLevelEncode(piece));
+    if (it != vocab.end()) {
       out.push_back(it->second);
       return;
     }
@@ -848,13 +1173,19 @@ void Tokenizer::Impl::EncodePiece(std::string_view piece,
   }
 }
 
-void Tokenizer::Impl::EncodeOrdinary(std::string_view text,
+void Tokenizer::Impl::EncodeOrdinary(std::string_view text, bool at_start,
                                      std::vector<int32_t>& out) const {
   if (text.empty()) return;
-  std::vector<std::string> pieces = {std::string(text)};
+  std::string normalized(text);
+  for (const NormalizerStep& step : normalizers) {
+    normalized = Normalize(step, std::move(normalized));
+  }
+  std::vector<std::string> pieces = {std::move(normalized)};
   for (const PreTokenizerStep& step : steps) {
     std::vector<std::string> next;
-    for (std::string& piece : pieces) ApplyStep(step, std::move(piece), next);
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      ApplyStep(step, std::move(pieces[i]), at_start && i == 0, next);
+    }
     pieces = std::move(next);
   }
   for (const std::string& piece : pieces) EncodePiece(piece, out);
@@ -866,7 +1197,8 @@ void Tokenizer::Impl::EncodeOrdinary(std::string_view text,
 Tokenizer::Tokenizer(std::shared_ptr<const Impl> impl)
     : impl_(std::move(impl)) {}
 
-absl::StatusOr<Tokenizer> Tokenizer::FromFile(const std::string& path) {
+absl::StatusOr<Tokenizer> Tokenizer::FromFile(const std::string& path,
+                                              const SpecialTokenConfig& special) {
   std::ifstream file(path, std::ios::binary);
   if (!file.is_open()) {
     return absl::NotFoundError(
@@ -879,7 +1211,7 @@ absl::StatusOr<Tokenizer> Tokenizer::FromFile(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("could not read tokenizer.json at \"", path, "\""));
   }
-  absl::StatusOr<Tokenizer> tokenizer = FromJson(contents.str());
+  absl::StatusOr<Tokenizer> tokenizer = FromJson(contents.str(), special);
   if (!tokenizer.ok()) {
     return absl::Status(tokenizer.status().code(),
                         absl::StrCat(path, ": ", tokenizer.status().message()));
@@ -887,7 +1219,14 @@ absl::StatusOr<Tokenizer> Tokenizer::FromFile(const std::string& path) {
   return tokenizer;
 }
 
-absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json_text) {
+absl::StatusOr<Tokenizer> Tokenizer::FromModelDir(const std::string& dir) {
+  absl::StatusOr<SpecialTokenConfig> special = SpecialTokenConfig::Read(dir);
+  if (!special.ok()) return special.status();
+  return FromFile(dir + "/tokenizer.json", *special);
+}
+
+absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json_text,
+                                              const SpecialTokenConfig& special) {
   // Before parsing: Describe() and the pre-tokenizer and post-processor walks recurse.
   if (absl::Status s = CheckJsonNesting(json_text); !s.ok()) return s;
   try {
@@ -897,15 +1236,30 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json_text) {
           "expected a JSON object at the top level, found ", Describe(root)));
     }
     auto impl = std::make_shared<Impl>();
-    if (absl::Status s = CheckNormalizer(root); !s.ok()) return s;
-    if (absl::Status s = impl->ParseModel(root); !s.ok()) return s;
-    if (absl::Status s = impl->ParseAddedTokens(root); !s.ok()) return s;
+    if (const json* normalizer = FindMember(root, "normalizer")) {
+      absl::Status s = ParseNormalizer(*normalizer, "normalizer", impl->normalizers);
+      if (!s.ok()) return s;
+    }
     if (const json* pre = FindMember(root, "pre_tokenizer")) {
       absl::Status s = ParsePreTokenizer(*pre, "pre_tokenizer", impl->steps);
       if (!s.ok()) return s;
     }
+    const bool has_byte_level = std::any_of(
+        impl->steps.begin(), impl->steps.end(),
+        [](const PreTokenizerStep& step) { return step.byte_level; });
+    impl->sentencepiece = std::any_of(
+        impl->steps.begin(), impl->steps.end(),
+        [](const PreTokenizerStep& step) { return step.metaspace.has_value(); });
+    if (absl::Status s = impl->ParseModel(root); !s.ok()) return s;
+    if (impl->sentencepiece && has_byte_level) {
+      return absl::InvalidArgumentError(
+          "unsupported tokenizer.json feature: a ByteLevel pre-tokenizer together with "
+          "SentencePiece-style BPE (model.byte_fallback or a Metaspace pre-tokenizer)");
+    }
+    if (absl::Status s = impl->ParseAddedTokens(root); !s.ok()) return s;
     impl->BuildIdTables();
-    impl->FindBosEos(root);
+    if (absl::Status s = impl->FindBosEos(root, special); !s.ok()) return s;
+    if (absl::Status s = impl->CheckDecoder(root); !s.ok()) return s;
     return Tokenizer(std::move(impl));
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(
@@ -927,12 +1281,13 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text,
       ++pos;
       continue;
     }
-    impl_->EncodeOrdinary(text.substr(segment_begin, pos - segment_begin), ids);
+    impl_->EncodeOrdinary(text.substr(segment_begin, pos - segment_begin),
+                          segment_begin == 0, ids);
     ids.push_back(token->id);
     pos += token->content.size();
     segment_begin = pos;
   }
-  impl_->EncodeOrdinary(text.substr(segment_begin), ids);
+  impl_->EncodeOrdinary(text.substr(segment_begin), segment_begin == 0, ids);
   return ids;
 }
 
@@ -954,6 +1309,9 @@ absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
     if (skip_special && IsSpecial(id)) continue;
     text += *bytes;
   }
+  if (impl_->decode_strips_space && !text.empty() && text.front() == ' ') {
+    text.erase(0, 1);
+  }
   return text;
 }
 
@@ -969,8 +1327,110 @@ std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
 
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
 
+const std::vector<int32_t>& Tokenizer::eos_ids() const { return impl_->eos_list; }
+
 bool Tokenizer::IsSpecial(int32_t id) const {
   return id >= 0 && id < vocab_size() && impl_->id_special[id];
+}
+
+// ---------------------------------------------------------------------------
+// SpecialTokenConfig
+
+namespace {
+
+// Parses `dir`/`name` into `root`; false (and OK) if the file does not exist.
+absl::StatusOr<bool> ReadJsonFile(const std::string& dir, const char* name, json& root) {
+  const std::string path = absl::StrCat(dir, "/", name);
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return false;
+  std::ifstream file(path, std::ios::binary);
+  if (!file.is_open()) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  }
+  std::ostringstream contents;
+  contents << file.rdbuf();
+  const std::string text = contents.str();
+  if (absl::Status s = CheckJsonNesting(text); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));
+  }
+  root = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!root.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected a JSON object"));
+  }
+  return true;
+}
+
+// "bos_token": "..." or {"content": "...", ...} (an AddedToken); null is none.
+absl::StatusOr<std::optional<std::string>> TokenName(const json& root, const char* key) {
+  const json* value = FindMember(root, key);
+  if (value == nullptr) return std::optional<std::string>();
+  if (value->is_string()) return std::optional<std::string>(value->get<std::string>());
+  if (const json* content = FindMember(*value, "content");
+      content != nullptr && content->is_string()) {
+    return std::optional<std::string>(content->get<std::string>());
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "tokenizer_config.json: expected ", key,
+      " to be a string, {\"content\": string} or null, found ", Describe(*value)));
+}
+
+// Reads "bos_token_id" and "eos_token_id" (an int or a list of ints) of one
+// file into the fields of `out` that are still unset.
+absl::Status ReadTokenIds(const json& root, const char* file, SpecialTokenConfig& out) {
+  const auto bad = [&](const char* key, const json& value) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": expected ", key, " to be a non-negative integer", 
+        std::string_view(key) == "eos_token_id" ? " or a list of them" : "",
+        ", found ", Describe(value)));
+  };
+  if (const json* bos = FindMember(root, "bos_token_id");
+      bos != nullptr && !out.bos_token_id.has_value()) {
+    if (!bos->is_number_integer() || bos->get<int64_t>() < 0) return bad("bos_token_id", *bos);
+    out.bos_token_id = bos->get<int64_t>();
+  }
+  if (const json* eos = FindMember(root, "eos_token_id");
+      eos != nullptr && out.eos_token_ids.empty()) {
+    const json list = eos->is_array() ? *eos : json::array({*eos});
+    for (const json& id : list) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0) return bad("eos_token_id", *eos);
+      out.eos_token_ids.push_back(id.get<int64_t>());
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SpecialTokenConfig> SpecialTokenConfig::Read(const std::string& dir) {
+  SpecialTokenConfig config;
+  json root;
+  absl::StatusOr<bool> found = ReadJsonFile(dir, "tokenizer_config.json", root);
+  if (!found.ok()) return found.status();
+  if (*found) {
+    config.has_tokenizer_config = true;
+    absl::StatusOr<std::optional<std::string>> bos = TokenName(root, "bos_token");
+    if (!bos.ok()) return bos.status();
+    absl::StatusOr<std::optional<std::string>> eos = TokenName(root, "eos_token");
+    if (!eos.ok()) return eos.status();
+    config.bos_token = *std::move(bos);
+    config.eos_token = *std::move(eos);
+    if (const json* add = FindMember(root, "add_bos_token")) {
+      if (!add->is_boolean()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tokenizer_config.json: expected add_bos_token to be a boolean, found ",
+            Describe(*add)));
+      }
+      config.add_bos_token = add->get<bool>();
+    }
+  }
+  for (const char* name : {"generation_config.json", "config.json"}) {
+    found = ReadJsonFile(dir, name, root);
+    if (!found.ok()) return found.status();
+    if (!*found) continue;
+    if (absl::Status s = ReadTokenIds(root, name, config); !s.ok()) return s;
+  }
+  return config;
 }
 
 }  // namespace blockserve::engine

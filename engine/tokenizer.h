@@ -1,25 +1,38 @@
-// Byte-level BPE tokenizer loaded from a Hugging Face `tokenizer.json`.
+// BPE tokenizer loaded from a Hugging Face `tokenizer.json` (plus, with
+// FromModelDir, the special-token settings of tokenizer_config.json,
+// generation_config.json and config.json).
 //
 // Supported subset of the format (anything else is rejected by FromJson with
-// InvalidArgument, never silently mis-tokenized):
+// InvalidArgument naming the unsupported feature, never silently
+// mis-tokenized):
 //   * model: type "BPE" (a missing type is taken as BPE, as in old files) with
 //     `vocab` (token -> id), `merges` as "a b" strings or ["a", "b"] pairs,
-//     optional `ignore_merges` and `unk_token`. `byte_fallback`,
-//     `continuing_subword_prefix` and `end_of_word_suffix` are rejected.
-//   * normalizer: null, or "NFC" (accepted as a no-op: input is assumed to be
-//     NFC already, which is what Qwen2-style files expect of ordinary text).
+//     optional `ignore_merges`, `unk_token`, `fuse_unk` and `byte_fallback`.
+//     `continuing_subword_prefix` and `end_of_word_suffix` must be null or "".
+//   * Two flavours, decided by the file:
+//       - byte-level (GPT-2, Llama 3, Qwen): text is mapped to GPT-2 byte
+//         symbols (bytes_to_unicode) before BPE;
+//       - SentencePiece-style (Llama 2, Mistral): chosen when
+//         model.byte_fallback is true or the pre-tokenizer has a Metaspace.
+//         BPE starts from Unicode characters; a character missing from the
+//         vocab becomes its <0xXX> byte tokens (byte_fallback) or unk_token
+//         (consecutive ones fused with fuse_unk).
+//   * normalizer: null, NFC, NFD, NFKC, NFKD (through libutf8proc), Prepend,
+//     Replace (String or Regex pattern) and Sequence of those. Applied to the
+//     text between added tokens, as Hugging Face does.
 //   * pre_tokenizer: null (the whole text is one piece), "ByteLevel"
 //     (`use_regex` defaults to true and uses the GPT-2 pattern,
 //     `add_prefix_space` defaults to false), "Split" with pattern
 //     {"Regex": ...} or {"String": ...} and behavior Isolated, Removed,
-//     MergedWithPrevious, MergedWithNext or Contiguous (plus `invert`), and
-//     "Sequence" of those.
-//   * added_tokens: matched literally in the input before pre-tokenization
-//     (longest match wins); `lstrip`, `rstrip`, `single_word` and
-//     `normalized` are ignored.
-//   * post_processor: only consulted to find the BOS token (see bos_id()).
-//   * decoder: ignored; decoding is always byte-level.
-// Text is always byte-level mapped (GPT-2 bytes_to_unicode) before BPE.
+//     MergedWithPrevious, MergedWithNext or Contiguous (plus `invert`),
+//     "Metaspace" (`replacement`, `prepend_scheme` always/first/never or the
+//     older `add_prefix_space`, `split`), and "Sequence" of those.
+//   * added_tokens: matched literally in the input before normalization
+//     (longest match wins); `lstrip`, `rstrip` and `single_word` must be
+//     false and `normalized` tokens are matched in the raw text.
+//   * post_processor: only consulted for the BOS token (see bos_id()).
+//   * decoder: ignored except that a SentencePiece-style Decode() drops the
+//     leading space its Strip/Metaspace decoder drops.
 #ifndef BLOCKSERVE_ENGINE_TOKENIZER_H_
 #define BLOCKSERVE_ENGINE_TOKENIZER_H_
 
@@ -80,35 +93,66 @@ class RegexSplitter {
   std::shared_ptr<const Compiled> compiled_;
 };
 
-// An immutable byte-level BPE tokenizer. Cheap to copy (copies share state).
+// What a model folder says about special tokens outside tokenizer.json, read
+// the way transformers reads it. Token names come from tokenizer_config.json;
+// ids from generation_config.json, else config.json.
+struct SpecialTokenConfig {
+  // tokenizer_config.json exists (even without any of the keys below).
+  bool has_tokenizer_config = false;
+  // tokenizer_config.json "bos_token" / "eos_token": a string or an
+  // AddedToken object {"content": ...}; null or absent is nullopt.
+  std::optional<std::string> bos_token;
+  std::optional<std::string> eos_token;
+  // tokenizer_config.json "add_bos_token", when present.
+  std::optional<bool> add_bos_token;
+  // generation_config.json "bos_token_id" / "eos_token_id" (int or list),
+  // each taken from config.json when generation_config.json lacks it.
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;
+
+  // Reads the three files of `dir`; a missing file counts as empty.
+  // InvalidArgument naming the file and key for malformed JSON or values.
+  static absl::StatusOr<SpecialTokenConfig> Read(const std::string& dir);
+};
+
+// An immutable BPE tokenizer. Cheap to copy (copies share state).
 // All const methods are thread-safe.
 class Tokenizer {
  public:
   // Reads and parses a tokenizer.json. NotFound if the file cannot be opened;
   // otherwise as FromJson.
-  static absl::StatusOr<Tokenizer> FromFile(const std::string& path);
+  static absl::StatusOr<Tokenizer> FromFile(const std::string& path,
+                                            const SpecialTokenConfig& special = {});
+
+  // `dir`/tokenizer.json with SpecialTokenConfig::Read(dir).
+  static absl::StatusOr<Tokenizer> FromModelDir(const std::string& dir);
 
   // Parses tokenizer.json text. InvalidArgument for invalid JSON, missing or
   // mistyped model/vocab/merges, unsupported model/normalizer/pre-tokenizer
-  // types, merges that refer to tokens not in the vocab, bad regexes, etc.
-  static absl::StatusOr<Tokenizer> FromJson(std::string_view json_text);
+  // types, merges that refer to tokens not in the vocab, bad regexes, special
+  // tokens of `special` that are not in the vocabulary, etc.
+  static absl::StatusOr<Tokenizer> FromJson(std::string_view json_text,
+                                            const SpecialTokenConfig& special = {});
 
   // Encodes `text`. Added tokens occurring literally are matched first
-  // (longest match) and emitted as their ids; the remaining text is
-  // pre-tokenized, byte-level mapped and BPE-merged by merge rank. A byte-level
-  // symbol missing from the vocab becomes unk_token if the model has one and
-  // is dropped otherwise. If `add_bos` and bos_id() is set, it is prepended.
+  // (longest match) and emitted as their ids; the text between them is
+  // normalized, pre-tokenized, (byte-level mapped) and BPE-merged by merge
+  // rank. A symbol missing from the vocab becomes unk_token if the model has
+  // one and is dropped otherwise. If `add_bos` and bos_id() is set, it is
+  // prepended.
   std::vector<int32_t> Encode(std::string_view text, bool add_bos = false) const;
 
   // Decodes ids to text by concatenating TokenBytes() of each id; special
-  // tokens are skipped if `skip_special`. Incomplete UTF-8 sequences are kept
+  // tokens are skipped if `skip_special`. A SentencePiece-style tokenizer
+  // whose decoder strips the leading space drops it from the result. Incomplete UTF-8 sequences are kept
   // as raw bytes, so streaming callers can concatenate partial decodes.
   // InvalidArgument if any id is unknown.
   absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
                                      bool skip_special = false) const;
 
-  // Raw bytes of one token (an added token's content, or the byte-level
-  // decoding of a vocab token). InvalidArgument for an unknown id.
+  // Raw bytes of one token (an added token's content, the byte-level
+  // decoding of a vocab token, or for SentencePiece-style vocabularies the
+  // token with "▁" as a space and <0xXX> as its byte). InvalidArgument for an unknown id.
   absl::StatusOr<std::string> TokenBytes(int32_t id) const;
   // Same as TokenBytes; named for streaming decode call sites.
   absl::StatusOr<std::string> DecodeToken(int32_t id) const {
@@ -123,13 +167,22 @@ class Tokenizer {
   // precedence.
   std::optional<int32_t> TokenId(std::string_view token) const;
 
-  // BOS: the leading SpecialToken of a TemplateProcessing post_processor
-  // (also inside a Sequence) if any; otherwise the token "<|begin_of_text|>"
-  // or else "<s>" if present.
+  // BOS: the token Encode(text, true) prepends, as transformers' tokenizer(text)
+  // would. Never guessed from token names. In order:
+  //   1. tokenizer_config.json has add_bos_token: if true its bos_token (else
+  //      the bos_token_id), if false none;
+  //   2. else the leading SpecialToken of a TemplateProcessing post_processor
+  //      (also inside a Sequence), which is what Hugging Face adds;
+  //   3. else, only for a folder without tokenizer_config.json (BlockServe's
+  //      own trained models), the bos_token_id of generation_config/config.
   std::optional<int32_t> bos_id() const;
-  // EOS: the first present of "<|end_of_text|>", "</s>", "<|endoftext|>".
-  // (Chat end markers like "<|eot_id|>" are not considered.)
+  // EOS: tokenizer_config.json's eos_token if any, else the first of
+  // eos_ids().
   std::optional<int32_t> eos_id() const;
+  // Every id that ends generation: tokenizer_config.json's eos_token and the
+  // eos_token_id(s) of generation_config.json (else config.json), in that
+  // order, without repeats.
+  const std::vector<int32_t>& eos_ids() const;
 
   // True for added tokens marked "special": true.
   bool IsSpecial(int32_t id) const;

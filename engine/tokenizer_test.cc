@@ -1,7 +1,9 @@
 #include "engine/tokenizer.h"
 
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -89,6 +91,9 @@ std::string TinyJson(const std::string& merges = kStringMerges,
   }
 })";
 }
+
+std::string Replace(std::string text, const std::string& from,
+                    const std::string& to);
 
 Tokenizer MustLoad(const std::string& json) {
   absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(json);
@@ -241,10 +246,11 @@ TEST(TrainedTokenizerTest, ConcatenatedTokenBytesRebuildMultibyteText) {
   EXPECT_EQ(streamed, text);
 }
 
-TEST(TrainedTokenizerTest, EndOfTextIsEosAndThereIsNoBos) {
+TEST(TrainedTokenizerTest, TokenNamesAloneGiveNoBosAndNoEos) {
   const Tokenizer& tokenizer = TrainedTokenizer();
-  EXPECT_EQ(tokenizer.eos_id(), tokenizer.TokenId("<|endoftext|>"));
-  EXPECT_TRUE(tokenizer.eos_id().has_value());
+  ASSERT_TRUE(tokenizer.TokenId("<|endoftext|>").has_value());
+  EXPECT_FALSE(tokenizer.eos_id().has_value());
+  EXPECT_THAT(tokenizer.eos_ids(), IsEmpty());
   EXPECT_FALSE(tokenizer.bos_id().has_value());
   EXPECT_EQ(tokenizer.Encode("a", /*add_bos=*/true), tokenizer.Encode("a"));
 }
@@ -366,11 +372,102 @@ TEST(TinyTokenizerTest, IsSpecialOnlyForSpecialAddedTokens) {
   EXPECT_FALSE(tokenizer.IsSpecial(1000));
 }
 
-TEST(TinyTokenizerTest, BosAndEosComeFromNamedAddedTokens) {
-  const Tokenizer tokenizer = MustLoad(TinyJson());
-  EXPECT_EQ(tokenizer.bos_id(), 7);
-  EXPECT_EQ(tokenizer.eos_id(), 8);
-  EXPECT_THAT(tokenizer.Encode("abc", /*add_bos=*/true), ElementsAre(7, 5));
+TEST(TinyTokenizerTest, BosAndEosAreNeverGuessedFromTokenNames) {
+  const Tokenizer tokenizer = MustLoad(TinyJson());  // Has "<s>" and "</s>".
+  EXPECT_EQ(tokenizer.bos_id(), std::nullopt);
+  EXPECT_EQ(tokenizer.eos_id(), std::nullopt);
+  EXPECT_THAT(tokenizer.Encode("abc", /*add_bos=*/true), ElementsAre(5));
+}
+
+TEST(TinyTokenizerTest, BosAndEosComeFromTokenizerConfig) {
+  SpecialTokenConfig special;
+  special.has_tokenizer_config = true;
+  special.bos_token = "<s>";
+  special.eos_token = "</s>";
+  special.add_bos_token = true;
+  special.eos_token_ids = {10, 8};
+  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(TinyJson(), special);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(tokenizer->bos_id(), 7);
+  EXPECT_EQ(tokenizer->eos_id(), 8);
+  EXPECT_THAT(tokenizer->eos_ids(), ElementsAre(8, 10));
+  EXPECT_THAT(tokenizer->Encode("abc", /*add_bos=*/true), ElementsAre(7, 5));
+  // A bos_token without add_bos_token adds nothing (Qwen: bos_token null,
+  // config.json's bos_token_id set).
+  special.add_bos_token.reset();
+  special.bos_token_id = 7;
+  tokenizer = Tokenizer::FromJson(TinyJson(), special);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(tokenizer->bos_id(), std::nullopt);
+  // Without tokenizer_config.json, config.json's bos_token_id is the BOS.
+  special.has_tokenizer_config = false;
+  tokenizer = Tokenizer::FromJson(TinyJson(), special);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(tokenizer->bos_id(), 7);
+}
+
+TEST(TinyTokenizerTest, AddBosTokenFalseOverridesTheTemplate) {
+  std::string json = Replace(TinyJson(), R"("post_processor": null)",
+                             R"("post_processor": {"type": "TemplateProcessing", "single": [
+                                 {"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                 {"Sequence": {"id": "A", "type_id": 0}}]})");
+  EXPECT_EQ(MustLoad(json).bos_id(), 7);
+  SpecialTokenConfig special;
+  special.add_bos_token = false;
+  special.bos_token = "<s>";
+  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(json, special);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(tokenizer->bos_id(), std::nullopt);
+}
+
+TEST(TinyTokenizerTest, SpecialTokensMissingFromTheVocabAreErrors) {
+  SpecialTokenConfig special;
+  special.eos_token = "<|im_end|>";
+  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(TinyJson(), special);
+  EXPECT_THAT(std::string(tokenizer.status().message()), HasSubstr("<|im_end|>"));
+  special = SpecialTokenConfig();
+  special.eos_token_ids = {99};
+  tokenizer = Tokenizer::FromJson(TinyJson(), special);
+  EXPECT_THAT(std::string(tokenizer.status().message()), HasSubstr("99"));
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+TEST(SpecialTokenConfigTest, ReadsTheThreeFilesAsTransformersDoes) {
+  const std::string dir = ::testing::TempDir() + "/special_token_config";
+  std::filesystem::create_directories(dir);
+  WriteFile(dir + "/tokenizer.json", TinyJson());
+  WriteFile(dir + "/tokenizer_config.json",
+            R"({"bos_token": {"__type": "AddedToken", "content": "<s>"},
+                "eos_token": "</s>", "add_bos_token": true})");
+  WriteFile(dir + "/generation_config.json", R"({"eos_token_id": [10, 11]})");
+  WriteFile(dir + "/config.json", R"({"bos_token_id": 7, "eos_token_id": 8})");
+  absl::StatusOr<SpecialTokenConfig> special = SpecialTokenConfig::Read(dir);
+  ASSERT_TRUE(special.ok()) << special.status();
+  EXPECT_TRUE(special->has_tokenizer_config);
+  EXPECT_EQ(special->bos_token, "<s>");
+  EXPECT_EQ(special->eos_token, "</s>");
+  EXPECT_EQ(special->add_bos_token, true);
+  EXPECT_EQ(special->bos_token_id, 7);  // generation_config.json has none.
+  EXPECT_THAT(special->eos_token_ids, ElementsAre(10, 11));
+  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromModelDir(dir);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(tokenizer->bos_id(), 7);
+  EXPECT_THAT(tokenizer->eos_ids(), ElementsAre(8, 10, 11));
+
+  WriteFile(dir + "/tokenizer_config.json", R"({"add_bos_token": "yes"})");
+  EXPECT_THAT(std::string(SpecialTokenConfig::Read(dir).status().message()),
+              HasSubstr("add_bos_token"));
+  std::filesystem::remove(dir + "/tokenizer_config.json");
+  std::filesystem::remove(dir + "/generation_config.json");
+  special = SpecialTokenConfig::Read(dir);
+  ASSERT_TRUE(special.ok()) << special.status();
+  EXPECT_FALSE(special->has_tokenizer_config);
+  EXPECT_THAT(special->eos_token_ids, ElementsAre(8));
 }
 
 TEST(TinyTokenizerTest, BosComesFromTemplatePostProcessor) {
@@ -499,9 +596,28 @@ TEST(MalformedTest, BadRegexPatternIsRejected) {
 }
 
 TEST(MalformedTest, UnsupportedPreTokenizerIsRejected) {
-  ExpectInvalid(TinyJson(kStringMerges,
-                         R"({"type": "Metaspace", "replacement": "_"})"),
-                "Metaspace");
+  ExpectInvalid(TinyJson(kStringMerges, R"({"type": "Whitespace"})"),
+                "Whitespace");
+}
+
+TEST(MalformedTest, EmptyStringSubwordAffixesAreAcceptedOthersRejected) {
+  // Qwen's files carry "" where others carry null.
+  MustLoad(Replace(TinyJson(), R"("continuing_subword_prefix": null)",
+                   R"("continuing_subword_prefix": "")"));
+  MustLoad(Replace(TinyJson(), R"("end_of_word_suffix": null)",
+                   R"("end_of_word_suffix": "")"));
+  ExpectInvalid(Replace(TinyJson(), R"("continuing_subword_prefix": null)",
+                        R"("continuing_subword_prefix": "##")"),
+                "continuing_subword_prefix");
+  ExpectInvalid(Replace(TinyJson(), R"("end_of_word_suffix": null)",
+                        R"("end_of_word_suffix": "</w>")"),
+                "end_of_word_suffix");
+}
+
+TEST(MalformedTest, StrippingAddedTokensAreRejected) {
+  ExpectInvalid(Replace(TinyJson(), R"("id": 7, "content": "<s>", "single_word": false, "lstrip": false)",
+                        R"("id": 7, "content": "<s>", "single_word": false, "lstrip": true)"),
+                "lstrip");
 }
 
 TEST(MalformedTest, UnsupportedSplitBehaviorIsRejected) {
@@ -512,7 +628,7 @@ TEST(MalformedTest, UnsupportedSplitBehaviorIsRejected) {
       "Sideways");
 }
 
-TEST(MalformedTest, ByteFallbackModelIsRejected) {
+TEST(MalformedTest, ByteFallbackWithByteLevelIsRejected) {
   ExpectInvalid(TinyJson(kStringMerges, kByteLevelPreTokenizer,
                          R"("byte_fallback": true,)"),
                 "byte_fallback");
@@ -573,6 +689,103 @@ TEST(MalformedTest, DeeplyNestedJsonIsInvalidArgumentNotAStackOverflow) {
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
   EXPECT_NE(t.status().message().find("nested deeper than"), std::string_view::npos)
       << t.status();
+}
+
+// --- Normalizers ---
+
+// A byte-level tokenizer that knows "é" (NFC) as one token.
+std::string CafeJson(const std::string& normalizer) {
+  absl::StatusOr<std::string> json = TrainByteLevelBpeJson("caf\xC3\xA9 caf\xC3\xA9 caf\xC3\xA9", 20, {});
+  EXPECT_TRUE(json.ok()) << json.status();
+  return Replace(*json, R"("normalizer": null)", R"("normalizer": )" + normalizer);
+}
+
+constexpr char kNfc[] = "caf\xC3\xA9";       // é as U+00E9
+constexpr char kNfd[] = "cafe\xCC\x81";      // e + U+0301
+
+TEST(NormalizerTest, NfcMakesDecomposedTextEncodeAsComposed) {
+  const Tokenizer plain = MustLoad(CafeJson("null"));
+  ASSERT_NE(plain.Encode(kNfd), plain.Encode(kNfc));
+  const Tokenizer nfc = MustLoad(CafeJson(R"({"type": "NFC"})"));
+  EXPECT_EQ(nfc.Encode(kNfd), plain.Encode(kNfc));
+  EXPECT_EQ(nfc.Encode(kNfc), plain.Encode(kNfc));
+  EXPECT_EQ(*nfc.Decode(nfc.Encode(kNfd)), kNfc);
+}
+
+TEST(NormalizerTest, NfdNfkcNfkdAndSequences) {
+  const Tokenizer plain = MustLoad(CafeJson("null"));
+  EXPECT_EQ(MustLoad(CafeJson(R"({"type": "NFD"})")).Encode(kNfc), plain.Encode(kNfd));
+  EXPECT_EQ(MustLoad(CafeJson(R"({"type": "NFKD"})")).Encode(kNfc), plain.Encode(kNfd));
+  // NFKC folds the ligature U+FB01 into "fi"; NFC keeps it.
+  const std::string ligature = "\xEF\xAC\x81";
+  EXPECT_EQ(MustLoad(CafeJson(R"({"type": "NFKC"})")).Encode(ligature), plain.Encode("fi"));
+  EXPECT_EQ(MustLoad(CafeJson(R"({"type": "NFC"})")).Encode(ligature), plain.Encode(ligature));
+  const Tokenizer sequence = MustLoad(CafeJson(
+      R"({"type": "Sequence", "normalizers": [{"type": "NFC"},
+          {"type": "Replace", "pattern": {"Regex": "a+"}, "content": "c"}]})"));
+  EXPECT_EQ(sequence.Encode("caaaaf" + std::string(kNfd)), plain.Encode("ccfccf\xC3\xA9"));
+}
+
+TEST(NormalizerTest, InvalidUtf8IsLeftAsItIs) {
+  const Tokenizer plain = MustLoad(CafeJson("null"));
+  const Tokenizer nfc = MustLoad(CafeJson(R"({"type": "NFC"})"));
+  const std::string broken = "caf\xC3";
+  EXPECT_EQ(nfc.Encode(broken), plain.Encode(broken));
+}
+
+// --- SentencePiece-style BPE (Llama 2 / Mistral) ---
+
+std::string SentencePieceJson(const std::string& normalizer, const std::string& pre_tokenizer,
+                              const std::string& decoder) {
+  return R"({
+  "added_tokens": [
+    {"id": 0, "content": "<unk>", "special": true},
+    {"id": 1, "content": "<s>", "special": true}],
+  "normalizer": )" + normalizer + R"(,
+  "pre_tokenizer": )" + pre_tokenizer + R"(,
+  "post_processor": {"type": "TemplateProcessing", "single": [
+      {"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]},
+  "decoder": )" + decoder + R"(,
+  "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": true, "byte_fallback": true,
+    "vocab": {"<unk>": 0, "<s>": 1, "\u2581": 2, "h": 3, "i": 4, "hi": 5, "\u2581hi": 6,
+              "<0xE2>": 7, "<0x98>": 8, "<0x83>": 9},
+    "merges": ["h i", "\u2581 hi"]}
+})";
+}
+
+constexpr char kLlama2Normalizer[] =
+    R"({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]})";
+constexpr char kLlama2Decoder[] =
+    R"({"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]})";
+
+TEST(SentencePieceTest, Llama2StyleNormalizerByteFallbackAndFusedUnknowns) {
+  const Tokenizer t = MustLoad(SentencePieceJson(kLlama2Normalizer, "null", kLlama2Decoder));
+  EXPECT_THAT(t.Encode("hi hi"), ElementsAre(6, 6));
+  EXPECT_THAT(t.Encode("hi\xE2\x98\x83", /*add_bos=*/true), ElementsAre(1, 6, 7, 8, 9));
+  EXPECT_THAT(t.Encode("hixyz"), ElementsAre(6, 0));  // x, y, z fused into one <unk>.
+  EXPECT_THAT(t.Encode("<s>hi"), ElementsAre(1, 6));  // Prepend after an added token too.
+  EXPECT_EQ(*t.Decode({6, 7, 8, 9, 6}), "hi\xE2\x98\x83 hi");
+  EXPECT_EQ(*t.TokenBytes(6), " hi");
+  EXPECT_EQ(*t.TokenBytes(8), "\x98");
+}
+
+TEST(SentencePieceTest, MetaspacePrependSchemes) {
+  const std::string first = SentencePieceJson(
+      "null", R"({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": false})",
+      R"({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first"})");
+  const Tokenizer t = MustLoad(first);
+  EXPECT_THAT(t.Encode("hi hi"), ElementsAre(6, 6));
+  EXPECT_THAT(t.Encode("<s>hi"), ElementsAre(1, 5));  // Not at the start: no "▁".
+  EXPECT_EQ(*t.Decode({6, 6}), "hi hi");
+  const Tokenizer always = MustLoad(Replace(first, R"("prepend_scheme": "first", "split")",
+                                            R"("prepend_scheme": "always", "split")"));
+  EXPECT_THAT(always.Encode("<s>hi"), ElementsAre(1, 6));
+  const Tokenizer split = MustLoad(Replace(first, R"("split": false)", R"("split": true)"));
+  EXPECT_THAT(split.Encode("hi hi"), ElementsAre(6, 6));
 }
 
 }  // namespace

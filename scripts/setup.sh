@@ -13,6 +13,7 @@ PACKAGES=(
   libopenblas-dev
   nlohmann-json3-dev
   libpcre2-dev
+  libutf8proc-dev            # Unicode normalization in the tokenizer (NFC, NFKC, ...)
   libssl-dev openssl         # TLS certificates: checks, test PKI, the demo CA
   clang-14 libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes: scripts/fuzz.sh
   yamllint                   # k8s/validate/run.sh
@@ -39,11 +40,14 @@ else
   echo "setup: all packages present"
 fi
 
-# The npm packages of the manifest check (k8s/validate/package-lock.json), once per
-# version of the lock file.
-validate=$(cd "$(dirname "$0")/.." && pwd)/k8s/validate
-if ! cmp -s "$validate/package-lock.json" "$validate/node_modules/.installed-lock.json"; then
-  echo "setup: npm ci in k8s/validate"
-  (cd "$validate" && npm ci --no-audit --no-fund --loglevel=error &&
-    cp package-lock.json node_modules/.installed-lock.json)
-fi
+# The npm packages of the manifest check (k8s/validate/package-lock.json) and of the
+# tokenizer comparison (tests/tokenizers/package-lock.json), once per version of each
+# lock file.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+for folder in "$repo/k8s/validate" "$repo/tests/tokenizers"; do
+  if ! cmp -s "$folder/package-lock.json" "$folder/node_modules/.installed-lock.json"; then
+    echo "setup: npm ci in ${folder#"$repo"/}"
+    (cd "$folder" && npm ci --no-audit --no-fund --loglevel=error &&
+      cp package-lock.json node_modules/.installed-lock.json)
+  fi
+done

@@ -15,6 +15,8 @@ rc=${PIPESTATUS[0]}
 
 # The Kubernetes manifests; its "//k8s/validate:... PASSED in" lines count below.
 bash k8s/validate/run.sh 2>&1 | tee -a "$log"; ((PIPESTATUS[0])) && rc=1
+# The tokenizer against Hugging Face's on real tokenizer files ("//tests/tokenizers:...").
+bash tests/tokenizers/run.sh 2>&1 | tee -a "$log"; ((PIPESTATUS[0])) && rc=1
 
 # One closing line for humans and CI: "N passed, N failed".
 passed=$(grep -cE '^//.* PASSED in' "$log")

@@ -126,7 +126,14 @@ absl::Status Run() {
     return absl::InvalidArgumentError(absl::StrCat("--mode must be train, info or encode, got '",
                                                    mode, "'"));
   }
-  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromFile(absl::GetFlag(FLAGS_tokenizer));
+  // The tool's tokenizers are its own (--mode train): their BOS and EOS are the two
+  // specials it trains with; tokenizer.json alone does not say so.
+  engine::SpecialTokenConfig special;
+  special.bos_token = "<|begin_of_text|>";
+  special.eos_token = "<|end_of_text|>";
+  special.add_bos_token = true;
+  absl::StatusOr<Tokenizer> tokenizer =
+      Tokenizer::FromFile(absl::GetFlag(FLAGS_tokenizer), special);
   if (!tokenizer.ok()) return tokenizer.status();
   return mode == "info" ? Info(*tokenizer) : Encode(*tokenizer);
 }

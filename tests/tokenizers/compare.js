@@ -1,0 +1,70 @@
+// Compares BlockServe's tokenizer (the encode binary) with Hugging Face's tokenizers
+// library (@anush008/tokenizers, a native Node build) on one real tokenizer folder:
+//
+//   node compare.js --encode=PATH_TO_ENCODE --dir=MODEL_DIR --corpus=corpus.json
+//                   [--hf_dir=DIR]  (HF's tokenizer.json from DIR instead: a check that
+//                                    a broken copy is caught)
+//
+// For every text of the corpus the ids must be equal without special tokens and with
+// them (HF's add_special_tokens against BlockServe's Encode(text, add_bos=true)), and
+// BlockServe's Decode of the ids must equal HF's decode (skip_special_tokens false).
+// Prints the match counts; exit code 1 on any difference.
+'use strict';
+const {execFileSync} = require('child_process');
+const fs = require('fs');
+const {Tokenizer} = require('@anush008/tokenizers');
+
+function flag(name, fallback) {
+  const prefix = `--${name}=`;
+  const arg = process.argv.find((a) => a.startsWith(prefix));
+  if (arg) return arg.slice(prefix.length);
+  if (fallback !== undefined) return fallback;
+  throw new Error(`missing ${prefix}`);
+}
+
+const same = (a, b) => a.length === b.length && a.every((x, i) => x === Number(b[i]));
+const show = (ids) => `[${Array.from(ids).slice(0, 40).join(', ')}${ids.length > 40 ? ', ...' : ''}]`;
+
+async function main() {
+  const dir = flag('dir');
+  const corpusPath = flag('corpus');
+  const texts = JSON.parse(fs.readFileSync(corpusPath, 'utf8'));
+  const ours = JSON.parse(execFileSync(flag('encode'),
+      [`--model_dir=${dir}`, `--texts=${corpusPath}`], {maxBuffer: 1 << 28}).toString());
+  const hf = Tokenizer.fromFile(`${flag('hf_dir', dir)}/tokenizer.json`);
+  const counts = {plain: 0, special: 0, decode: 0};
+  const failures = [];
+  for (let i = 0; i < texts.length; ++i) {
+    const plain = (await hf.encode(texts[i], null, {addSpecialTokens: false})).getIds();
+    const special = (await hf.encode(texts[i], null, {addSpecialTokens: true})).getIds();
+    const decoded = await hf.decode(Array.from(plain), false);
+    const label = `text ${i} ${JSON.stringify(texts[i].slice(0, 50))}`;
+    if (same(ours.plain[i], plain)) {
+      counts.plain++;
+    } else {
+      failures.push(`${label}: ids\n      hf   ${show(plain)}\n      ours ${show(ours.plain[i])}`);
+    }
+    if (same(ours.with_bos[i], special)) {
+      counts.special++;
+    } else {
+      failures.push(`${label}: ids with special tokens\n      hf   ${show(special)}\n` +
+                    `      ours ${show(ours.with_bos[i])}`);
+    }
+    if (ours.decoded[i] === decoded) {
+      counts.decode++;
+    } else {
+      failures.push(`${label}: decode\n      hf   ${JSON.stringify(decoded)}\n` +
+                    `      ours ${JSON.stringify(ours.decoded[i])}`);
+    }
+  }
+  const n = texts.length;
+  console.log(`${dir}: ids ${counts.plain}/${n}, with special tokens ${counts.special}/${n}, ` +
+              `decode ${counts.decode}/${n} equal (bos ${ours.bos}, eos ${JSON.stringify(ours.eos)})`);
+  for (const f of failures.slice(0, 20)) console.log(`  ${f}`);
+  process.exit(failures.length ? 1 : 0);
+}
+
+main().catch((e) => {
+  console.error(e.stack || String(e));
+  process.exit(1);
+});

