@@ -9,6 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev
   libhiredis-dev redis-server
+  redis-tools                # redis-cli: the tests' Redis Cluster is joined with it
   libgtest-dev libgmock-dev
   libopenblas-dev
   nlohmann-json3-dev

@@ -9,10 +9,19 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "kv_store/codec.h"
+#include "kv_store/redis/cluster_protocol.h"
 #include "kv_store/redis/redis_store.h"
 #include "kv_store/shm_store.h"
 #include "kv_store/tiered/tiered_store.h"
+
+namespace {
+// --redis_host and --redis_port at their defaults are not "given" (with --redis_cluster).
+constexpr char kDefaultRedisHost[] = "127.0.0.1";
+constexpr int kDefaultRedisPort = 6379;
+}  // namespace
 
 ABSL_FLAG(std::string, kv_store, "shm",
           "KV store backend: shm (POSIX shared memory on this node), redis (shared across "
@@ -23,11 +32,20 @@ ABSL_FLAG(std::string, shm_name, "/blockserve-kv",
 ABSL_FLAG(uint64_t, shm_capacity_bytes, uint64_t{1} << 30,
           "data capacity of the shared-memory segment in bytes; only the process that "
           "creates the segment sizes it (shm, tiered)");
-ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host (redis, tiered)");
-ABSL_FLAG(int, redis_port, 6379, "Redis port (redis, tiered)");
+ABSL_FLAG(std::string, redis_host, kDefaultRedisHost,
+          "Redis host, a single Redis (redis, tiered; not with --redis_cluster)");
+ABSL_FLAG(int, redis_port, kDefaultRedisPort,
+          "Redis port, a single Redis (redis, tiered; not with --redis_cluster)");
+ABSL_FLAG(std::string, redis_cluster, "",
+          "a Redis Cluster instead of a single Redis: host:port[,host:port...] of some of "
+          "its nodes (any one that answers gives the slot map; list several, or a name that "
+          "resolves to any node). Keys are spread over the masters by hash slot, MOVED and "
+          "ASK are followed, and a failed master's slots are served again once its replica "
+          "is promoted. Not with --redis_host/--redis_port (redis, tiered)");
 ABSL_FLAG(std::string, redis_password_file, "",
           "file holding the Redis password (a trailing newline is ignored), sent with AUTH "
-          "on every connection; empty: no AUTH (redis, tiered)");
+          "on every connection, to every node of a cluster; empty: no AUTH (redis, "
+          "tiered)");
 ABSL_FLAG(std::string, redis_user, "",
           "Redis ACL user to AUTH as, with --redis_password_file; empty: the default user "
           "(requirepass) (redis, tiered)");
@@ -96,6 +114,28 @@ absl::StatusOr<StoreConfig> StoreConfigFromFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--redis_port must be in 1..65535, got ", c.redis_port));
   }
+  const std::string cluster = absl::GetFlag(FLAGS_redis_cluster);
+  if (!cluster.empty()) {
+    if (c.kind == StoreKind::kShm) {
+      return absl::InvalidArgumentError(
+          "--redis_cluster needs --kv_store=redis or --kv_store=tiered");
+    }
+    if (c.redis_host != kDefaultRedisHost || c.redis_port != kDefaultRedisPort) {
+      return absl::InvalidArgumentError(
+          "--redis_cluster and --redis_host/--redis_port are exclusive: a cluster's nodes "
+          "are given by --redis_cluster alone");
+    }
+    for (absl::string_view seed : absl::StrSplit(cluster, ',')) {
+      const std::string entry(absl::StripAsciiWhitespace(seed));
+      const absl::StatusOr<kv_store::redis::HostPort> parsed =
+          kv_store::redis::ParseHostPort(entry);
+      if (!parsed.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--redis_cluster=", cluster, ": ", parsed.status().message()));
+      }
+      c.redis_cluster_seeds.push_back(entry);
+    }
+  }
   c.redis_user = absl::GetFlag(FLAGS_redis_user);
   const std::string password_file = absl::GetFlag(FLAGS_redis_password_file);
   if (!password_file.empty()) {
@@ -125,6 +165,7 @@ absl::StatusOr<std::unique_ptr<kv_store::KvStore>> OpenStore(const StoreConfig& 
     kv_store::RedisStoreOptions o;
     o.host = config.redis_host;
     o.port = config.redis_port;
+    o.cluster_seeds = config.redis_cluster_seeds;
     o.user = config.redis_user;
     o.password = config.redis_password;
     o.codec = codec;
@@ -158,7 +199,11 @@ std::string DescribeStore(const StoreConfig& config) {
   const std::string dtype = absl::AsciiStrToLower(std::string(engine::DTypeName(config.dtype)));
   const std::string shm = absl::StrCat("shm ", config.shm_name, " (", config.shm_capacity_bytes,
                                        " bytes)");
-  std::string redis = absl::StrCat("redis ", config.redis_host, ":", config.redis_port);
+  std::string redis =
+      config.redis_cluster_seeds.empty()
+          ? absl::StrCat("redis ", config.redis_host, ":", config.redis_port)
+          : absl::StrCat("redis cluster (seeds ", absl::StrJoin(config.redis_cluster_seeds, ","),
+                         ")");
   if (!config.redis_password.empty()) {
     absl::StrAppend(&redis, " (AUTH as ",
                     config.redis_user.empty() ? "the default user" : config.redis_user, ")");

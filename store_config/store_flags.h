@@ -5,7 +5,10 @@
 //                                 nodes, or shared memory in front of Redis
 //   --shm_name, --shm_capacity_bytes   the POSIX shared-memory segment (shm, tiered)
 //   --redis_host, --redis_port         the Redis server (redis, tiered)
-//   --redis_password_file, --redis_user   AUTH on every Redis connection (redis, tiered)
+//   --redis_cluster=host:port[,...]    instead: a Redis Cluster, given by some of its
+//                                      nodes (redis, tiered)
+//   --redis_password_file, --redis_user   AUTH on every Redis connection, to every node
+//                                      of a cluster (redis, tiered)
 //   --kv_dtype=bf16|f16|f32            element type of KV written to the store
 //
 // The flags are defined in store_flags.cc; a binary that links this library has them.
@@ -15,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/dtype.h"
@@ -31,6 +35,9 @@ struct StoreConfig {
   uint64_t shm_capacity_bytes = uint64_t{1} << 30;
   std::string redis_host = "127.0.0.1";
   int redis_port = 6379;
+  // Non-empty: a Redis Cluster, whose slot map comes from any of these "host:port"
+  // nodes; redis_host and redis_port are then unused.
+  std::vector<std::string> redis_cluster_seeds;
   // AUTH as redis_user (empty: the default user) with redis_password (empty: no AUTH).
   // The password is read from --redis_password_file; it is never logged or described.
   std::string redis_user;
@@ -41,14 +48,18 @@ struct StoreConfig {
 // Reads the flags, and the password file when one is given. InvalidArgument (naming the
 // flag and the value) for an unknown store kind or dtype, a zero capacity, a port
 // outside 1..65535, a password file that cannot be read or is empty (its name is in the
-// error, never its content), or --redis_user without a password file.
+// error, never its content), --redis_user without a password file, a --redis_cluster
+// entry that is not host:port, --redis_cluster with --redis_host or --redis_port (set to
+// other than their defaults), or --redis_cluster with --kv_store=shm.
 absl::StatusOr<StoreConfig> StoreConfigFromFlags();
 
 // Opens the configured store for a model (its fingerprint and KV shape go into every
 // value's header and are checked on every read). Errors are the backends' (a shared
 // memory segment of another layout, bad options, a Redis that refuses the credentials:
-// Unauthenticated or PermissionDenied, naming its address); an unreachable Redis is not
-// an error here: RedisStore treats it as misses and dropped writes until it comes back.
+// Unauthenticated or PermissionDenied, naming its address; FailedPrecondition for a
+// cluster node given as --redis_host, or a --redis_cluster seed that is not a cluster
+// node); an unreachable Redis is not an error here: RedisStore treats it as misses and
+// dropped writes until it comes back.
 absl::StatusOr<std::unique_ptr<kv_store::KvStore>> OpenStore(const StoreConfig& config,
                                                                 uint64_t model_fingerprint,
                                                                 const engine::KvShape& shape);

@@ -16,6 +16,8 @@
 ABSL_DECLARE_FLAG(std::string, kv_store);
 ABSL_DECLARE_FLAG(std::string, kv_dtype);
 ABSL_DECLARE_FLAG(int, redis_port);
+ABSL_DECLARE_FLAG(std::string, redis_host);
+ABSL_DECLARE_FLAG(std::string, redis_cluster);
 ABSL_DECLARE_FLAG(std::string, redis_password_file);
 ABSL_DECLARE_FLAG(std::string, redis_user);
 
@@ -43,6 +45,8 @@ class StoreFlagsTest : public ::testing::Test {
     absl::SetFlag(&FLAGS_kv_store, "shm");
     absl::SetFlag(&FLAGS_kv_dtype, "bf16");
     absl::SetFlag(&FLAGS_redis_port, 6379);
+    absl::SetFlag(&FLAGS_redis_host, "127.0.0.1");
+    absl::SetFlag(&FLAGS_redis_cluster, "");
     absl::SetFlag(&FLAGS_redis_password_file, "");
     absl::SetFlag(&FLAGS_redis_user, "");
     (void)kv_store::ShmStore::Remove(shm_name_);
@@ -221,6 +225,80 @@ TEST_F(StoreFlagsTest, RedisAndTieredStoresOpenOnlyWithTheRightPassword) {
       EXPECT_FALSE(absl::StrContains(status.message(), "pw-")) << status;
     }
   }
+}
+
+TEST_F(StoreFlagsTest, RedisClusterSeedsAreParsedAndDescribed) {
+  absl::SetFlag(&FLAGS_kv_store, "redis");
+  absl::SetFlag(&FLAGS_redis_cluster, "redis-0.redis:6379, 10.0.0.7:7000,[::1]:7001");
+  absl::StatusOr<StoreConfig> c = StoreConfigFromFlags();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->redis_cluster_seeds,
+            (std::vector<std::string>{"redis-0.redis:6379", "10.0.0.7:7000", "[::1]:7001"}));
+  const std::string d = DescribeStore(*c);
+  EXPECT_TRUE(absl::StrContains(d, "redis cluster (seeds redis-0.redis:6379,10.0.0.7:7000"))
+      << d;
+  absl::SetFlag(&FLAGS_kv_store, "tiered");
+  EXPECT_TRUE(StoreConfigFromFlags().ok());
+}
+
+TEST_F(StoreFlagsTest, BadRedisClusterFlagsAreInvalidArgumentSayingWhy) {
+  absl::SetFlag(&FLAGS_kv_store, "redis");
+  for (const char* bad : {"redis-0", "a:1,,b:2", "a:0", ":6379", "a:1,b"}) {
+    absl::SetFlag(&FLAGS_redis_cluster, bad);
+    const absl::Status status = StoreConfigFromFlags().status();
+    EXPECT_TRUE(absl::IsInvalidArgument(status)) << bad << ": " << status;
+    EXPECT_TRUE(absl::StrContains(status.message(), "--redis_cluster")) << status;
+  }
+  absl::SetFlag(&FLAGS_redis_cluster, "a:1");
+  absl::SetFlag(&FLAGS_redis_host, "redis");
+  absl::Status status = StoreConfigFromFlags().status();
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "exclusive")) << status;
+  absl::SetFlag(&FLAGS_redis_host, "127.0.0.1");
+  absl::SetFlag(&FLAGS_redis_port, 7000);
+  EXPECT_TRUE(absl::IsInvalidArgument(StoreConfigFromFlags().status()));
+  absl::SetFlag(&FLAGS_redis_port, 6379);
+  absl::SetFlag(&FLAGS_kv_store, "shm");
+  status = StoreConfigFromFlags().status();
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "--kv_store")) << status;
+}
+
+// --redis_cluster reaches the store: the redis and the tiered store open on a real
+// cluster (with a password, which every node requires) and spread blocks over it.
+TEST_F(StoreFlagsTest, RedisAndTieredStoresOpenOnARedisCluster) {
+  absl::StatusOr<std::unique_ptr<kv_store::testing::RedisCluster>> cluster =
+      kv_store::testing::RedisCluster::Start({.password = "cluster-pw-9d1c"});
+  ASSERT_TRUE(cluster.ok()) << "this test needs redis-server and redis-cli: " << cluster.status();
+  absl::SetFlag(&FLAGS_redis_cluster, (*cluster)->SeedAddresses()[0]);
+  absl::SetFlag(&FLAGS_redis_password_file, WriteFile("cluster-pw", "cluster-pw-9d1c\n"));
+  for (const char* kind : {"redis", "tiered"}) {
+    absl::SetFlag(&FLAGS_kv_store, kind);
+    absl::StatusOr<StoreConfig> c = StoreConfigFromFlags();
+    ASSERT_TRUE(c.ok()) << c.status();
+    c->shm_name = shm_name_;
+    c->shm_capacity_bytes = 1 << 20;
+    absl::StatusOr<std::unique_ptr<kv_store::KvStore>> store = OpenStore(*c, 42, kShape);
+    ASSERT_TRUE(store.ok()) << kind << ": " << store.status();
+    const engine::KvCache kv = SomeBlock();
+    const kv_store::BlockKey key = kv_store::MakeBlockKey(42, kv.tokens());
+    EXPECT_TRUE((*store)->Put(key, kv).ok());
+    EXPECT_TRUE((*store)->Get(key).ok());
+    EXPECT_TRUE((*store)->PutPassage("doc", key).ok());
+    EXPECT_EQ((*store)->GetPassage("doc"), key);
+    EXPECT_TRUE((*store)->Ping().ok());
+    store->reset();
+    (void)kv_store::ShmStore::Remove(shm_name_);
+  }
+  // A cluster node given as the single Redis fails the opening, saying so.
+  absl::SetFlag(&FLAGS_redis_cluster, "");
+  absl::SetFlag(&FLAGS_redis_port, (*cluster)->node(0).port());
+  absl::SetFlag(&FLAGS_kv_store, "redis");
+  absl::StatusOr<StoreConfig> c = StoreConfigFromFlags();
+  ASSERT_TRUE(c.ok()) << c.status();
+  const absl::Status status = OpenStore(*c, 42, kShape).status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(status)) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "--redis_cluster")) << status;
 }
 
 }  // namespace

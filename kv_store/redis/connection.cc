@@ -221,8 +221,8 @@ bool Connection::ReadBulk(BulkReply& reply) {
   if (line.empty()) return Fail("redis: empty reply line");
   const char type = line.front();
   line.remove_prefix(1);
-  if (type == '-') {
-    reply.kind = BulkReply::Kind::kError;
+  if (type == '-' || type == '+') {
+    reply.kind = type == '-' ? BulkReply::Kind::kError : BulkReply::Kind::kStatus;
     reply.size = line.size();
     reply.data.reset(new char[line.size()]);
     std::memcpy(reply.data.get(), line.data(), line.size());

@@ -42,9 +42,10 @@ struct ReplyDeleter {
 };
 using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
 
-// The reply to a GET: a value, nil, or an error reply (its text in `bytes`).
+// The reply to a GET: a value, nil, or an error reply (its text in `bytes`); or a
+// status reply ("+OK", its text in `bytes`), the answer to ASKING before a GET.
 struct BulkReply {
-  enum class Kind { kValue, kNil, kError };
+  enum class Kind { kValue, kNil, kError, kStatus };
   Kind kind = Kind::kNil;
   std::unique_ptr<char[]> data;  // uninitialized allocation: no pass to zero it
   size_t size = 0;
@@ -76,7 +77,7 @@ class Connection {
   ReplyPtr Command(const Args& args);
 
   // Pipelining: Append queues commands, Flush sends them all, then ReadBulk returns the
-  // replies of queued GETs in order. False when the connection broke.
+  // replies of queued GETs (and ASKINGs) in order. False when the connection broke.
   bool Append(const Args& args);
   bool Flush();
   bool ReadBulk(BulkReply& reply);

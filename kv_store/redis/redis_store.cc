@@ -8,8 +8,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "kv_store/catalog_value.h"
+#include "kv_store/redis/cluster_protocol.h"
 #include "kv_store/redis/connection.h"
+#include "kv_store/redis/node_pool.h"
+#include "kv_store/redis/topology.h"
 #include "kv_store/source.h"
 
 namespace blockserve::kv_store {
@@ -18,21 +22,37 @@ namespace {
 using redis::Args;
 using redis::BulkReply;
 using redis::Connection;
+using redis::ErrorReply;
+using redis::HostPort;
+using redis::NodePool;
 using redis::ReplyPtr;
 
-std::string_view ReplyText(const redisReply& r) { return std::string_view(r.str, r.len); }
+// Redirections followed for one command before it is given up as UNAVAILABLE.
+constexpr int kMaxRedirects = 5;
+
+std::string ReplyText(const redisReply& r) { return std::string(r.str, r.len); }
+
+absl::Status NoNodeForSlot(int slot) {
+  return absl::UnavailableError(
+      absl::StrCat("redis cluster: no node is known to serve slot ", slot,
+                   " (the slot map is not known yet, or the cluster does not cover the slot)"));
+}
 
 }  // namespace
 
-struct RedisStore::Lease {
-  std::unique_ptr<Connection> connection;
-  bool fresh = false;  // dialled for this call rather than reused from the pool
+// One key of a GetMany on its way to the node that serves it.
+struct RedisStore::Item {
+  size_t index = 0;  // into the keys
+  std::shared_ptr<NodePool> node;
+  bool asking = false;  // an ASK redirection brought it here: send ASKING first
+  int redirects = 0;
 };
 
-RedisStore::RedisStore(RedisStoreOptions options)
-    : options_(std::move(options)), next_backoff_(options_.retry_backoff) {}
+RedisStore::RedisStore(RedisStoreOptions options) : options_(std::move(options)) {}
 
-RedisStore::~RedisStore() = default;
+RedisStore::~RedisStore() {
+  topology_.reset();  // its thread logs through this store: stop it first
+}
 
 std::string RedisStore::BlockRedisKey(const BlockKey& key) const {
   return absl::StrCat(options_.key_prefix, "blk:", key.Hex());
@@ -46,102 +66,31 @@ std::string RedisStore::PassageRedisKey(std::string_view passage_id) const {
   return absl::StrCat(options_.key_prefix, "pid:", std::string(passage_id));
 }
 
-absl::StatusOr<RedisStore::Lease> RedisStore::Acquire(bool force_dial) {
-  Lease lease;
-  {
-    absl::MutexLock lock(&pool_mu_);
-    pool_mu_.Await(absl::Condition(this, &RedisStore::SlotFree));
-    ++leased_;
-    if (!force_dial && !idle_.empty()) {
-      lease.connection = std::move(idle_.back());
-      idle_.pop_back();
-      return lease;
-    }
-    if (absl::Now() < dial_blocked_until_) {
-      --leased_;
-      return absl::UnavailableError(absl::StrCat(
-          "redis at ", options_.host, ":", options_.port,
-          " is down or not answering (a dial failed or a call timed out; the next try is "
-          "in ",
-          absl::FormatDuration(dial_blocked_until_ - absl::Now()), ")"));
-    }
-  }
-  // Dial outside the lock so that a slow connect does not stall the other threads.
-  absl::StatusOr<std::unique_ptr<Connection>> dialled =
-      Connection::Dial(options_.host, options_.port, {options_.user, options_.password},
-                       options_.connect_timeout, options_.op_timeout);
-  absl::MutexLock lock(&pool_mu_);
-  if (!dialled.ok()) {
-    BlockDialsLocked();
-    --leased_;
-    // Refused credentials after Open (a password changed under a running store) make
-    // Redis unusable like an outage: UNAVAILABLE to the callers, whose status codes say
-    // "a dependency is down", not "you are not authenticated".
-    return absl::IsUnavailable(dialled.status())
-               ? dialled.status()
-               : absl::UnavailableError(dialled.status().message());
-  }
-  lease.connection = *std::move(dialled);
-  lease.fresh = true;
-  return lease;
-}
-
-void RedisStore::BackOff() {
-  absl::MutexLock lock(&pool_mu_);
-  BlockDialsLocked();
-  idle_.clear();
-}
-
-void RedisStore::BlockDialsLocked() {
-  dial_blocked_until_ = absl::Now() + next_backoff_;
-  next_backoff_ = std::min(next_backoff_ * 2, options_.max_retry_backoff);
-}
-
-void RedisStore::ResetBackOff() {
-  absl::MutexLock lock(&pool_mu_);
-  next_backoff_ = options_.retry_backoff;
-}
-
-void RedisStore::Release(Lease lease, bool healthy) {
-  absl::MutexLock lock(&pool_mu_);
-  --leased_;
-  if (healthy && lease.connection != nullptr) idle_.push_back(std::move(lease.connection));
-}
-
-template <typename Exchange>
-absl::Status RedisStore::WithConnection(Exchange&& exchange) {
-  redis::ScopedSigpipeBlock no_sigpipe;
-  bool force_dial = false;
-  for (;;) {
-    absl::StatusOr<Lease> lease = Acquire(force_dial);
-    if (!lease.ok()) return lease.status();
-    if (exchange(*lease->connection) && lease->connection->drained()) {
-      const bool fresh = lease->fresh;
-      Release(*std::move(lease), /*healthy=*/true);
-      if (fresh) ResetBackOff();  // only a new connection can follow a failure
-      return absl::OkStatus();
-    }
-    const std::string error = lease->connection->error();
-    const bool timed_out = lease->connection->timed_out();
-    const bool retry = !lease->fresh && !timed_out;
-    Release(*std::move(lease), /*healthy=*/false);
-    // A Redis that accepts connections but does not answer would cost every call its
-    // op_timeout: after one timeout, calls fail at once for retry_backoff instead (the
-    // idle connections lead to the same Redis), then one dial tries again.
-    if (timed_out) BackOff();
-    if (!retry) {
-      return absl::UnavailableError(
-          absl::StrCat("redis at ", options_.host, ":", options_.port, ": ", error));
-    }
-    force_dial = true;
-  }
-}
-
 absl::StatusOr<std::unique_ptr<RedisStore>> RedisStore::Open(const RedisStoreOptions& options) {
-  if (options.host.empty()) return absl::InvalidArgumentError("redis store: host is empty");
-  if (options.port < 1 || options.port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("redis store: port must be in [1, 65535], found ", options.port));
+  std::vector<HostPort> seeds;
+  for (const std::string& seed : options.cluster_seeds) {
+    absl::StatusOr<HostPort> parsed = redis::ParseHostPort(seed);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("redis store: cluster seed ", parsed.status().message()));
+    }
+    seeds.push_back(*std::move(parsed));
+  }
+  if (seeds.empty()) {
+    if (options.host.empty()) return absl::InvalidArgumentError("redis store: host is empty");
+    if (options.port < 1 || options.port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("redis store: port must be in [1, 65535], found ", options.port));
+    }
+  } else {
+    if (absl::StrContains(options.key_prefix, '{')) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "redis store: key_prefix \"", options.key_prefix,
+          "\" has a '{': in a cluster it would start a hash tag and put keys into one slot"));
+    }
+    if (options.cluster_refresh_interval <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError("redis store: cluster_refresh_interval must be positive");
+    }
   }
   if (options.pool_size < 1) {
     return absl::InvalidArgumentError(
@@ -166,54 +115,93 @@ absl::StatusOr<std::unique_ptr<RedisStore>> RedisStore::Open(const RedisStoreOpt
                                                    "\" is given without a password"));
   }
   std::unique_ptr<RedisStore> store(new RedisStore(options));
-  const absl::Status reachable = store->FirstContact();
-  if (absl::IsUnauthenticated(reachable) || absl::IsPermissionDenied(reachable)) {
+  redis::TopologyOptions t;
+  t.pool = {.address = {options.host, options.port},
+            .credentials = {options.user, options.password},
+            .size = options.pool_size,
+            .connect_timeout = options.connect_timeout,
+            .op_timeout = options.op_timeout,
+            .retry_backoff = options.retry_backoff,
+            .max_retry_backoff = options.max_retry_backoff};
+  t.seeds = std::move(seeds);
+  t.refresh_interval = options.cluster_refresh_interval;
+  RedisStore* const raw = store.get();
+  t.log = [raw](const std::string& message, bool outage) {
+    raw->LogRateLimited(outage ? LogTopic::kOutage : LogTopic::kTopology, message);
+  };
+  store->topology_ = std::make_unique<redis::Topology>(std::move(t));
+
+  const absl::Status reachable = store->topology_->FirstContact();
+  if (absl::IsUnauthenticated(reachable) || absl::IsPermissionDenied(reachable) ||
+      absl::IsFailedPrecondition(reachable)) {
     return reachable;
   }
   if (!reachable.ok()) {
+    const std::string what =
+        options.cluster_seeds.empty()
+            ? absl::StrCat("redis at ", options.host, ":", options.port, " is unreachable")
+            : absl::StrCat("no redis cluster seed (", absl::StrJoin(options.cluster_seeds, ", "),
+                           ") gave a slot map");
     store->LogRateLimited(
         LogTopic::kOutage,
-        absl::StrCat(
-            "redis at ", options.host, ":", options.port,
-            " is unreachable; starting anyway (reads miss, writes drop until it is back): ",
-            reachable.message()));
+        absl::StrCat(what, "; starting anyway (reads miss, writes drop until it is back): ",
+                     reachable.message()));
   }
   return store;
 }
 
-absl::Status RedisStore::FirstContact() {
-  redis::ScopedSigpipeBlock no_sigpipe;
-  const std::string where = absl::StrCat("redis at ", options_.host, ":", options_.port);
-  absl::StatusOr<std::unique_ptr<Connection>> c =
-      Connection::Dial(options_.host, options_.port, {options_.user, options_.password},
-                       options_.connect_timeout, options_.op_timeout);
-  if (!c.ok()) {
-    if (absl::IsUnavailable(c.status())) {
-      absl::MutexLock lock(&pool_mu_);
-      BlockDialsLocked();
+RedisStore::RoutingCounters RedisStore::routing() const {
+  const redis::Topology::Counters t = topology_->counters();
+  return {moved_.load(), ask_.load(), t.refreshes, t.probes};
+}
+
+absl::Status RedisStore::Run(std::string_view redis_key, const Args& args, ReplyPtr& reply) {
+  const bool cluster = topology_->cluster();
+  const int slot = cluster ? redis::KeySlot(redis_key) : 0;
+  std::shared_ptr<NodePool> node = topology_->NodeFor(slot);
+  bool asking = false;
+  for (int redirects = 0;; ++redirects) {
+    if (node == nullptr) return NoNodeForSlot(slot);
+    const absl::Status status = node->WithConnection([&](Connection& c) {
+      if (asking && c.Command({"ASKING"}) == nullptr) return false;
+      reply = c.Command(args);
+      return reply != nullptr;
+    });
+    if (!status.ok()) {
+      topology_->RequestRefresh();
+      return status;
     }
-    return c.status();
-  }
-  const ReplyPtr pong = (*c)->Command({"PING"});
-  if (pong == nullptr) return absl::UnavailableError(absl::StrCat(where, ": ", (*c)->error()));
-  if (pong->type == REDIS_REPLY_ERROR) {
-    const std::string said = std::string(ReplyText(*pong));
-    // Without a password every command but AUTH gets NOAUTH: the store would run and
-    // every read would miss, every write be dropped. Say so at start-up instead.
-    if (absl::StartsWith(said, "NOAUTH")) {
-      return absl::UnauthenticatedError(
-          absl::StrCat(where, " requires a password and none is configured: ", said));
+    if (reply->type != REDIS_REPLY_ERROR) return absl::OkStatus();
+    const ErrorReply error = redis::ClassifyErrorReply(ReplyText(*reply), node->address().host);
+    switch (error.kind) {
+      case ErrorReply::Kind::kOther:
+        return absl::OkStatus();  // the caller's to read
+      case ErrorReply::Kind::kUnavailable:
+        topology_->RequestRefresh();
+        return absl::UnavailableError(
+            absl::StrCat(node->where(), " cannot serve now: ", ReplyText(*reply)));
+      case ErrorReply::Kind::kMoved:
+      case ErrorReply::Kind::kAsk:
+        break;
     }
-    if (absl::StartsWith(said, "NOPERM")) {
-      return absl::PermissionDeniedError(absl::StrCat(where, " refused PING: ", said));
+    if (!cluster) {
+      return absl::UnavailableError(absl::StrCat(node->where(), " answered \"", ReplyText(*reply),
+                                                 "\": it is a Redis Cluster node"));
     }
-    return absl::UnavailableError(absl::StrCat(where, " answered PING with: ", said));
+    if (redirects == kMaxRedirects) {
+      return absl::UnavailableError(absl::StrCat("redis cluster: more than ", kMaxRedirects,
+                                                 " redirections for one command, the last \"",
+                                                 ReplyText(*reply), "\""));
+    }
+    asking = error.kind == ErrorReply::Kind::kAsk;
+    if (asking) {
+      ++ask_;
+      node = topology_->NodeAt(error.target);
+    } else {
+      ++moved_;
+      node = topology_->Moved(error.slot, error.target);
+    }
   }
-  if ((*c)->drained()) {
-    absl::MutexLock lock(&pool_mu_);
-    idle_.push_back(*std::move(c));
-  }
-  return absl::OkStatus();
 }
 
 void RedisStore::LogRateLimited(LogTopic topic, const std::string& message) {
@@ -258,6 +246,7 @@ absl::StatusOr<engine::KvCache> RedisStore::DecodeReply(const BlockKey& key, con
     case BulkReply::Kind::kNil:
       return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " is not in redis"));
     case BulkReply::Kind::kError:
+    case BulkReply::Kind::kStatus:
       LogRateLimited(LogTopic::kBadData, absl::StrCat("GET of block ", key.Hex(),
                                                       " failed: ", std::string(reply.bytes())));
       return absl::NotFoundError(
@@ -285,66 +274,155 @@ absl::StatusOr<engine::KvCache> RedisStore::Get(const BlockKey& key) {
 std::vector<absl::StatusOr<engine::KvCache>> RedisStore::GetMany(absl::Span<const BlockKey> keys) {
   if (keys.empty()) return {};
   const absl::Time start = absl::Now();
+  const size_t n = keys.size();
   std::vector<std::string> redis_keys;
-  redis_keys.reserve(keys.size());
+  redis_keys.reserve(n);
   for (const BlockKey& key : keys) redis_keys.push_back(BlockRedisKey(key));
-
-  std::vector<absl::StatusOr<engine::KvCache>> results;
-  int64_t corrupt = 0, bytes = 0;
-  // Pipelined with a window sized by bytes: small blocks all go out in one burst after
-  // the first reply, while for multi-MB blocks the next GET is sent just before the
-  // current reply is decoded, so Redis streams block i+1 while this thread decodes block
-  // i, and Redis never buffers a whole batch of large replies at once.
-  constexpr size_t kBytesInFlight = 16 << 20;
-  const absl::Status status = WithConnection([&](Connection& c) {
-    results.clear();
-    corrupt = bytes = 0;
-    size_t sent = 0, largest = 0;
-    auto request_up_to = [&](size_t end) {  // GETs for keys [sent, end) go out now
-      end = std::min(end, keys.size());
-      if (sent >= end) return true;
-      for (; sent < end; ++sent) {
-        if (!c.Append({"GET", redis_keys[sent]})) return false;
-      }
-      return c.Flush();
-    };
-    BulkReply reply;
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (!request_up_to(i + 1) || !c.ReadBulk(reply)) return false;
-      largest = std::max(largest, reply.size);
-      const size_t window = std::max<size_t>(1, kBytesInFlight / std::max<size_t>(largest, 1));
-      if (!request_up_to(i + 1 + window)) return false;
-      bool bad = false;
-      results.push_back(DecodeReply(keys[i], reply, bad));
-      corrupt += bad ? 1 : 0;
-      if (results.back().ok()) bytes += static_cast<int64_t>(reply.size);
-    }
-    return true;
-  });
-  if (!status.ok()) {
-    LogRateLimited(LogTopic::kOutage,
-                   absl::StrCat("reads are misses while redis is unavailable: ", status.message()));
-    results.assign(keys.size(),
-                   absl::UnavailableError(absl::StrCat("redis unavailable: ", status.message())));
-    corrupt = bytes = 0;
+  std::vector<int> slots(n, 0);
+  if (topology_->cluster()) {
+    for (size_t i = 0; i < n; ++i) slots[i] = redis::KeySlot(redis_keys[i]);
   }
-  int64_t hits = 0;
-  for (const auto& r : results) hits += r.ok() ? 1 : 0;
+  std::vector<std::shared_ptr<NodePool>> nodes = topology_->NodesFor(slots);
+
+  std::vector<absl::StatusOr<engine::KvCache>> results(n, absl::UnknownError("not read"));
+  std::vector<int64_t> value_bytes(n, 0);
+  std::vector<char> corrupt(n, 0);
+  std::vector<Item> pending;
+  for (size_t i = 0; i < n; ++i) {
+    if (nodes[i] == nullptr) {
+      results[i] = NoNodeForSlot(slots[i]);
+    } else {
+      pending.push_back({.index = i, .node = std::move(nodes[i])});
+    }
+  }
+  // Each round reads every pending key from its node, node after node; the keys
+  // redirected elsewhere are the next round's.
+  while (!pending.empty()) {
+    std::stable_sort(pending.begin(), pending.end(),
+                     [](const Item& a, const Item& b) { return a.node < b.node; });
+    std::vector<Item> redirected;
+    for (size_t begin = 0; begin < pending.size();) {
+      size_t end = begin + 1;
+      while (end < pending.size() && pending[end].node == pending[begin].node) ++end;
+      GetOnNode(*pending[begin].node, absl::MakeConstSpan(pending).subspan(begin, end - begin),
+                keys, redis_keys, results, value_bytes, corrupt, redirected);
+      begin = end;
+    }
+    pending = std::move(redirected);
+  }
+
+  int64_t hits = 0, bad = 0, bytes = 0;
+  for (size_t i = 0; i < n; ++i) {
+    hits += results[i].ok() ? 1 : 0;
+    bad += corrupt[i];
+    bytes += results[i].ok() ? value_bytes[i] : 0;
+  }
   absl::MutexLock lock(&metrics_mu_);
   metrics_.hits += hits;
-  metrics_.misses += static_cast<int64_t>(results.size()) - hits;
-  metrics_.corrupt += corrupt;
+  metrics_.misses += static_cast<int64_t>(n) - hits;
+  metrics_.corrupt += bad;
   metrics_.bytes_read += bytes;
   metrics_.get_seconds += absl::ToDoubleSeconds(absl::Now() - start);
   return results;
 }
 
-absl::Status RedisStore::Set(const Args& args, std::string_view what) {
-  ReplyPtr reply;
-  absl::Status status = WithConnection([&](Connection& c) {
-    reply = c.Command(args);
-    return reply != nullptr;
+void RedisStore::GetOnNode(NodePool& node, absl::Span<const Item> items,
+                           absl::Span<const BlockKey> keys,
+                           absl::Span<const std::string> redis_keys,
+                           std::vector<absl::StatusOr<engine::KvCache>>& results,
+                           std::vector<int64_t>& value_bytes, std::vector<char>& corrupt,
+                           std::vector<Item>& redirected) {
+  struct Redirection {
+    size_t item;
+    ErrorReply error;
+    std::string text;
+  };
+  std::vector<Redirection> redirections;
+  // Pipelined with a window sized by bytes: small blocks all go out in one burst after
+  // the first reply, while for multi-MB blocks the next GET is sent just before the
+  // current reply is decoded, so Redis streams block i+1 while this thread decodes block
+  // i, and Redis never buffers a whole batch of large replies at once.
+  constexpr size_t kBytesInFlight = 16 << 20;
+  const absl::Status status = node.WithConnection([&](Connection& c) {
+    redirections.clear();
+    size_t sent = 0, largest = 0;
+    auto request_up_to = [&](size_t end) {  // GETs for items [sent, end) go out now
+      end = std::min(end, items.size());
+      if (sent >= end) return true;
+      for (; sent < end; ++sent) {
+        if (items[sent].asking && !c.Append({"ASKING"})) return false;
+        if (!c.Append({"GET", redis_keys[items[sent].index]})) return false;
+      }
+      return c.Flush();
+    };
+    BulkReply reply;
+    for (size_t i = 0; i < items.size(); ++i) {
+      // After an ASKING, its "+OK" first (an error instead: the GET says where to go).
+      if (!request_up_to(i + 1) || (items[i].asking && !c.ReadBulk(reply)) ||
+          !c.ReadBulk(reply)) {
+        return false;
+      }
+      largest = std::max(largest, reply.size);
+      const size_t window = std::max<size_t>(1, kBytesInFlight / std::max<size_t>(largest, 1));
+      if (!request_up_to(i + 1 + window)) return false;
+      const size_t index = items[i].index;
+      value_bytes[index] = 0;
+      corrupt[index] = 0;
+      if (reply.kind == BulkReply::Kind::kError) {
+        const ErrorReply error = redis::ClassifyErrorReply(reply.bytes(), node.address().host);
+        if (error.kind != ErrorReply::Kind::kOther) {
+          redirections.push_back({i, error, std::string(reply.bytes())});
+          continue;
+        }
+      }
+      bool bad = false;
+      results[index] = DecodeReply(keys[index], reply, bad);
+      corrupt[index] = bad ? 1 : 0;
+      if (results[index].ok()) value_bytes[index] = static_cast<int64_t>(reply.size);
+    }
+    return true;
   });
+  if (!status.ok()) {
+    topology_->RequestRefresh();
+    LogRateLimited(LogTopic::kOutage,
+                   absl::StrCat("reads are misses while redis is unavailable: ", status.message()));
+    for (const Item& item : items) {
+      results[item.index] =
+          absl::UnavailableError(absl::StrCat("redis unavailable: ", status.message()));
+      value_bytes[item.index] = corrupt[item.index] = 0;
+    }
+    return;
+  }
+  for (const Redirection& r : redirections) {
+    Item next = items[r.item];
+    absl::StatusOr<engine::KvCache>& result = results[next.index];
+    if (r.error.kind == ErrorReply::Kind::kUnavailable) {
+      topology_->RequestRefresh();
+      result = absl::UnavailableError(absl::StrCat(node.where(), " cannot serve now: ", r.text));
+    } else if (!topology_->cluster()) {
+      result = absl::UnavailableError(
+          absl::StrCat(node.where(), " answered \"", r.text, "\": it is a Redis Cluster node"));
+    } else if (++next.redirects > kMaxRedirects) {
+      result = absl::UnavailableError(absl::StrCat("redis cluster: more than ", kMaxRedirects,
+                                                   " redirections for one GET, the last \"",
+                                                   r.text, "\""));
+    } else {
+      next.asking = r.error.kind == ErrorReply::Kind::kAsk;
+      if (next.asking) {
+        ++ask_;
+        next.node = topology_->NodeAt(r.error.target);
+      } else {
+        ++moved_;
+        next.node = topology_->Moved(r.error.slot, r.error.target);
+      }
+      redirected.push_back(std::move(next));
+    }
+  }
+}
+
+absl::Status RedisStore::Set(std::string_view redis_key, const Args& args, std::string_view what) {
+  ReplyPtr reply;
+  absl::Status status = Run(redis_key, args, reply);
   if (status.ok() && reply->type == REDIS_REPLY_ERROR) {
     status = absl::UnavailableError(std::string(ReplyText(*reply)));
   }
@@ -370,7 +448,7 @@ absl::StatusOr<uint64_t> RedisStore::Put(const BlockKey& key, const engine::KvCa
     args.Add("PX");
     args.Add(ttl_ms);
   }
-  const absl::Status status = Set(args, absl::StrCat("block ", key.Hex()));
+  const absl::Status status = Set(redis_key, args, absl::StrCat("block ", key.Hex()));
   if (!status.ok()) return status;
   absl::MutexLock lock(&metrics_mu_);
   ++metrics_.puts;
@@ -384,35 +462,46 @@ uint64_t RedisStore::ValueBytes(const engine::KvCache& kv) const {
 }
 
 absl::Status RedisStore::Ping() {
-  ReplyPtr reply;
-  return WithConnection([&](Connection& c) {
-    reply = c.Command({"PING"});
-    return reply != nullptr;
-  });
+  bool complete = true;
+  const std::vector<std::shared_ptr<NodePool>> masters = topology_->Masters(complete);
+  if (!complete) {
+    return absl::UnavailableError(
+        "redis cluster: some slots have no known master (the slot map is not known yet, or "
+        "the cluster does not cover every slot)");
+  }
+  for (const std::shared_ptr<NodePool>& node : masters) {
+    ReplyPtr reply;
+    const absl::Status status = node->WithConnection([&](Connection& c) {
+      reply = c.Command({"PING"});
+      return reply != nullptr;
+    });
+    if (!status.ok()) {
+      topology_->RequestRefresh();
+      return status;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status RedisStore::Remove(const BlockKey& key) {
+  const std::string redis_key = BlockRedisKey(key);
   ReplyPtr reply;
-  return WithConnection([&](Connection& c) {
-    reply = c.Command({"DEL", BlockRedisKey(key)});
-    return reply != nullptr;
-  });
+  return Run(redis_key, {"DEL", redis_key}, reply);
 }
 
 bool RedisStore::Contains(const BlockKey& key) {
+  const std::string redis_key = BlockRedisKey(key);
   ReplyPtr reply;
-  const absl::Status status = WithConnection([&](Connection& c) {
-    reply = c.Command({"EXISTS", BlockRedisKey(key)});
-    return reply != nullptr;
-  });
+  const absl::Status status = Run(redis_key, {"EXISTS", redis_key}, reply);
   return status.ok() && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
 }
 
 absl::Status RedisStore::PutPassage(std::string_view passage_id, const BlockKey& key) {
   const std::string redis_key = PassageRedisKey(passage_id);
   const std::string value = EncodeCatalogValue(passage_id, key);
-  const absl::Status status = Set({"SET", redis_key, value},
-                                  absl::StrCat("catalog entry '", std::string(passage_id), "'"));
+  const absl::Status status =
+      Set(redis_key, {"SET", redis_key, value},
+          absl::StrCat("catalog entry '", std::string(passage_id), "'"));
   if (!status.ok()) return status;
   absl::MutexLock lock(&metrics_mu_);
   ++metrics_.puts;
@@ -422,10 +511,7 @@ absl::Status RedisStore::PutPassage(std::string_view passage_id, const BlockKey&
 absl::StatusOr<BlockKey> RedisStore::LookupPassage(std::string_view passage_id) {
   const std::string redis_key = PassageRedisKey(passage_id);
   ReplyPtr reply;
-  const absl::Status status = WithConnection([&](Connection& c) {
-    reply = c.Command({"GET", redis_key});
-    return reply != nullptr;
-  });
+  const absl::Status status = Run(redis_key, {"GET", redis_key}, reply);
   if (!status.ok()) return status;
   if (reply->type != REDIS_REPLY_STRING) return absl::NotFoundError("no catalog entry");
   absl::StatusOr<BlockKey> key = DecodeCatalogValue(ReplyText(*reply), passage_id);
@@ -443,7 +529,8 @@ absl::StatusOr<BlockKey> RedisStore::LookupPassage(std::string_view passage_id) 
 }
 
 absl::Status RedisStore::PutSource(const BlockKey& key, absl::Span<const int32_t> tokens) {
-  const absl::Status status = Set({"SET", SourceRedisKey(key), EncodeSourceValue(tokens)},
+  const std::string redis_key = SourceRedisKey(key);
+  const absl::Status status = Set(redis_key, {"SET", redis_key, EncodeSourceValue(tokens)},
                                   absl::StrCat("source of block ", key.Hex()));
   if (!status.ok()) return status;
   absl::MutexLock lock(&metrics_mu_);
@@ -452,11 +539,9 @@ absl::Status RedisStore::PutSource(const BlockKey& key, absl::Span<const int32_t
 }
 
 absl::StatusOr<std::vector<int32_t>> RedisStore::GetSource(const BlockKey& key) {
+  const std::string redis_key = SourceRedisKey(key);
   ReplyPtr reply;
-  const absl::Status status = WithConnection([&](Connection& c) {
-    reply = c.Command({"GET", SourceRedisKey(key)});
-    return reply != nullptr;
-  });
+  const absl::Status status = Run(redis_key, {"GET", redis_key}, reply);
   if (!status.ok() || reply->type != REDIS_REPLY_STRING) {
     return absl::NotFoundError(absl::StrCat("no source of block ", key.Hex(), " in redis",
                                             status.ok() ? "" : " (unreachable)"));

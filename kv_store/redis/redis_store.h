@@ -1,4 +1,6 @@
-// A KvStore in Redis, through hiredis: the store that nodes share.
+// A KvStore in Redis, through hiredis: the store that nodes share. One Redis (the
+// default), or a Redis Cluster: Redis's own sharding over 16384 hash slots, each served
+// by one master and copied to its replicas.
 //
 // Keys: `<key_prefix>blk:<BlockKey::Hex()>` holds the codec's bytes of a block (the
 // content key already includes the model fingerprint); `<key_prefix>pid:<passage id>`
@@ -16,20 +18,52 @@
 // different (a passage named by id cannot be recomputed without it): LookupPassage says
 // UNAVAILABLE. Put/PutPassage drop the write, count it in `dropped_puts`, log
 // (rate-limited to a line per 10 s) and return UNAVAILABLE. No call blocks longer than
-// about `connect_timeout` + `op_timeout` per socket read or write, and after a call timed
-// out (a Redis that accepts connections and never answers) the calls of the next
-// back-off fail at once instead of each waiting out its own timeout. The back-off starts
-// at `retry_backoff` and doubles with each failure in a row (a failed dial, a timed-out
-// call), up to `max_retry_backoff`; the first call that gets through resets it. Open()
-// succeeds while Redis is down; the pool dials again at most once per back-off, and
-// connections broken by a Redis restart are discarded and re-dialled on their next use,
-// so the store recovers without being reopened.
+// about `connect_timeout` + `op_timeout` per socket read or write. After a dial failed or
+// a call timed out (a Redis that accepts connections and never answers) the node is
+// *down*: calls to it fail at once, without touching it, until a background probe (a
+// dial and a PING, off the callers' threads) gets an answer; so a stuck Redis costs only
+// the call that found it stuck its op_timeout. The probes come after a back-off that
+// starts at `retry_backoff` and doubles with each failure in a row, up to
+// `max_retry_backoff`; the first call that gets through resets it. Open() succeeds while
+// Redis is down; connections broken by a Redis restart are discarded and re-dialled on
+// their next use, so the store recovers without being reopened (kv_store/redis/node_pool.h).
 //
-// Safe to call from several threads; at most `pool_size` calls talk to Redis at once,
-// the others wait for a connection.
+// Redis Cluster (`cluster_seeds`): the store fetches the slot map (CLUSTER SLOTS) from
+// any seed, keeps a connection pool per node, and sends each key's command to the
+// master of its slot (CRC16 of the key mod 16384). It follows redirections: MOVED (the
+// slot has moved: the map is updated and refreshed, the command sent there) and ASK (a
+// slot being migrated: ASKING then the command, on that node, once, the map unchanged),
+// at most 5 in a row per command, then UNAVAILABLE. The map is refreshed every
+// `cluster_refresh_interval` and soon after a MOVED or a failed node. GetMany groups its
+// keys per node and pipelines each group (in the order of the nodes, one after the other)
+// with the same streaming decode as for one Redis; the results keep the keys' order.
+// Replicas are never read (no READONLY): a read sees its master's writes.
+// A master that dies costs only the keys of its slots, as a Redis outage costs all keys:
+// reads miss (UNAVAILABLE), writes drop, catalog lookups are UNAVAILABLE, never a wrong
+// value; the pool of the dead node is down, so these fail at once; once its replica is
+// promoted (after cluster-node-timeout), the refreshed map sends the slots there, with
+// no reopening. Writes acknowledged by the dead master but not yet replicated are lost
+// (Redis replicates asynchronously): a lost block is a miss, recomputed; a lost catalog
+// entry or source makes its passage NOT_FOUND until it is ingested again.
+//
+// Hash tags: none; every key is placed by its whole name, which is the same as for one
+// Redis. No operation needs two keys on one node: every command names one key (GET, SET,
+// EXISTS, DEL; GetMany pipelines single-key GETs, never MGET; no MULTI, no scripts), and
+// a lookup by passage id reads the catalog entry and then the block in two calls anyway.
+// A catalog entry (`pid:`) could not share its block's slot: it is found by passage id,
+// before the content key is known. A block (`blk:`) and its source (`src:`) could (a
+// `{<hex>}` tag), but apart is better: a master's loss then takes a block and its source
+// together only when both happen to live there (1 in N masters instead of always), and a
+// lost block is recomputed from its source on another node. A `key_prefix` with a '{'
+// would put every key into one slot: Open refuses it for a cluster. (A passage id with a
+// "{tag}" in it places its entry by the tag: harmless, catalog entries are small.)
+//
+// Safe to call from several threads; at most `pool_size` calls talk to each node at
+// once, the others wait for a connection.
 #ifndef BLOCKSERVE_KV_STORE_REDIS_REDIS_STORE_H_
 #define BLOCKSERVE_KV_STORE_REDIS_REDIS_STORE_H_
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,20 +73,28 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "kv_store/kv_store.h"
 #include "kv_store/codec.h"
+#include "kv_store/kv_store.h"
+
+struct redisReply;
 
 namespace blockserve::kv_store {
 namespace redis {
 class Args;
-class Connection;
+class NodePool;
+class Topology;
 struct BulkReply;
+struct ReplyDeleter;
 }  // namespace redis
 
 struct RedisStoreOptions {
-  std::string host = "127.0.0.1";
+  std::string host = "127.0.0.1";  // the single Redis (unused with cluster_seeds)
   int port = 6379;
-  int pool_size = 4;  // connections, dialled lazily
+  // Non-empty: a Redis Cluster, and these "host:port" are some of its nodes (any one
+  // that answers gives the slot map); host and port are then unused.
+  std::vector<std::string> cluster_seeds;
+  absl::Duration cluster_refresh_interval = absl::Seconds(10);
+  int pool_size = 4;  // connections per node, dialled lazily
   absl::Duration connect_timeout = absl::Milliseconds(500);
   absl::Duration op_timeout = absl::Seconds(2);  // per socket read/write, not per call
   std::optional<absl::Duration> ttl;             // blocks only; at least 1 ms
@@ -60,35 +102,40 @@ struct RedisStoreOptions {
   CodecOptions codec;  // what Put encodes with and what Get expects
   absl::Duration retry_backoff = absl::Milliseconds(500);  // after a first failure
   absl::Duration max_retry_backoff = absl::Seconds(8);     // the most it grows to
-  // AUTH on every new connection, before any other command, when `password` is set:
-  // `AUTH <password>` (requirepass, the default user) or, with a `user`, `AUTH <user>
-  // <password>` (an ACL user). The password is never logged nor put into an error.
+  // AUTH on every new connection (to every node of a cluster), before any other
+  // command, when `password` is set: `AUTH <password>` (requirepass, the default user)
+  // or, with a `user`, `AUTH <user> <password>` (an ACL user). The password is never
+  // logged nor put into an error.
   std::string user;
   std::string password;
 };
 
 class RedisStore : public KvStore {
  public:
-  // InvalidArgument for unusable options (a user without a password). Tries one
-  // connection; if Redis is unreachable it logs that and still returns a store (see the
-  // file comment). A Redis that answers but refuses the connection's credentials fails
-  // the opening instead, naming its address: Unauthenticated when the password is wrong,
-  // missing (NOAUTH) or given to a Redis that has none; PermissionDenied when the user
-  // may not run commands (NOPERM). Later (a password changed under a running store) the
-  // same refusal is UNAVAILABLE, like any Redis that cannot be used.
+  // InvalidArgument for unusable options (a user without a password, a cluster seed
+  // that is not host:port, a cluster key_prefix with '{'). Tries one connection (a
+  // cluster: the seeds in turn, for the slot map); if Redis is unreachable it logs that
+  // and still returns a store (see the file comment). A Redis that answers but refuses
+  // the connection's credentials fails the opening instead, naming its address:
+  // Unauthenticated when the password is wrong, missing (NOAUTH) or given to a Redis
+  // that has none; PermissionDenied when the user may not run commands (NOPERM). Later
+  // (a password changed under a running store) the same refusal is UNAVAILABLE, like
+  // any Redis that cannot be used. FailedPrecondition for a cluster node given as the
+  // single Redis, or a seed that is not a cluster node.
   static absl::StatusOr<std::unique_ptr<RedisStore>> Open(const RedisStoreOptions& options);
   ~RedisStore() override;
 
   absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
-  // Pipelined GETs on one connection, each reply decoded as soon as it arrives; at most
-  // ~16 MB of replies are requested ahead, so Redis streams block i+1 while block i is
-  // decoded instead of buffering a whole batch of multi-MB values.
+  // Pipelined GETs on one connection per node, each reply decoded as soon as it
+  // arrives; at most ~16 MB of replies are requested ahead, so Redis streams block i+1
+  // while block i is decoded instead of buffering a whole batch of multi-MB values.
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
   // InvalidArgument when kv's shape differs from options.codec.shape.
   absl::StatusOr<uint64_t> Put(const BlockKey& key, const engine::KvCache& kv) override;
   uint64_t ValueBytes(const engine::KvCache& kv) const override;
   bool Contains(const BlockKey& key) override;
   absl::Status Remove(const BlockKey& key) override;
+  // A cluster: OK when every slot has a master and each answers PING.
   absl::Status Ping() override;
   absl::Status PutPassage(std::string_view passage_id, const BlockKey& key) override;
   absl::StatusOr<BlockKey> LookupPassage(std::string_view passage_id) override;
@@ -98,59 +145,52 @@ class RedisStore : public KvStore {
   // `puts`/`dropped_puts` count block and catalog writes; the rest count blocks only.
   StoreMetrics metrics() const override;
 
+  // How the store found its way (for tests and diagnostics).
+  struct RoutingCounters {
+    int64_t moved = 0;      // MOVED redirections followed
+    int64_t ask = 0;        // ASK redirections followed
+    int64_t slot_maps = 0;  // slot maps installed
+    int64_t probes = 0;     // background probes of down nodes
+  };
+  RoutingCounters routing() const;
+
   std::string BlockRedisKey(const BlockKey& key) const;            // "<prefix>blk:<hex>"
   std::string PassageRedisKey(std::string_view passage_id) const;  // "<prefix>pid:<id>"
   std::string SourceRedisKey(const BlockKey& key) const;            // "<prefix>src:<hex>"
 
  private:
-  struct Lease;
-
+  struct Item;
   explicit RedisStore(RedisStoreOptions options);
 
-  // Open's one connection: dials (and authenticates), PINGs, and pools the connection.
-  // Unavailable when Redis cannot be reached; the refusals Open fails on otherwise.
-  absl::Status FirstContact();
-
-  // Runs `exchange` on a pooled connection. `exchange` returns false when the connection
-  // broke (it must be safe to run again from the start); a connection that was reused
-  // from the pool gets one retry on a freshly dialled one, since a Redis restart breaks
-  // every pooled connection without anyone noticing until they are used. Unavailable
-  // when Redis cannot be reached.
-  template <typename Exchange>
-  absl::Status WithConnection(Exchange&& exchange);
-  // Takes a pool slot (waiting for one) and its idle connection, or dials a new one
-  // unless a dial failed less than retry_backoff ago.
-  absl::StatusOr<Lease> Acquire(bool force_dial);
-  void Release(Lease lease, bool healthy);
-  // After a call timed out: no calls reach Redis for the back-off (they fail at once),
-  // and the idle connections are dropped.
-  void BackOff();
-  // Starts a back-off after a failure and doubles the next one (up to the maximum).
-  void BlockDialsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool_mu_);
-  // A call got through: the next failure backs off from retry_backoff again.
-  void ResetBackOff();
-  bool SlotFree() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool_mu_) {
-    return leased_ < options_.pool_size;
-  }
+  // Sends one command about `redis_key` to the node serving it and returns the reply
+  // in `reply`, following redirections (a cluster). UNAVAILABLE when no node could
+  // answer: unreachable, down, no node for the slot, too many redirections, or a node
+  // that cannot serve now (CLUSTERDOWN, LOADING, ...). Other error replies are the
+  // caller's to read.
+  absl::Status Run(std::string_view redis_key, const redis::Args& args,
+                   std::unique_ptr<redisReply, redis::ReplyDeleter>& reply);
+  // GETs of `items` (indices into `keys`) on one node, pipelined: results[index] gets
+  // the block or a miss; items redirected elsewhere are appended to `redirected`.
+  void GetOnNode(redis::NodePool& node, absl::Span<const Item> items,
+                 absl::Span<const BlockKey> keys, absl::Span<const std::string> redis_keys,
+                 std::vector<absl::StatusOr<engine::KvCache>>& results,
+                 std::vector<int64_t>& value_bytes, std::vector<char>& corrupt,
+                 std::vector<Item>& redirected);
 
   absl::StatusOr<engine::KvCache> DecodeReply(const BlockKey& key, const redis::BulkReply& reply,
                                               bool& corrupt);
   // Sends a SET. An unreachable Redis or an error reply (e.g. OOM under maxmemory)
   // drops the write: counted, logged, UNAVAILABLE.
-  absl::Status Set(const redis::Args& args, std::string_view what);
+  absl::Status Set(std::string_view redis_key, const redis::Args& args, std::string_view what);
   absl::Status DropWrite(std::string_view what, const absl::Status& cause);
   // One stderr line per topic per 10 s; the next line says how many were suppressed.
-  enum class LogTopic { kOutage, kBadData };
+  enum class LogTopic { kOutage, kBadData, kTopology };
   void LogRateLimited(LogTopic topic, const std::string& message);
 
   const RedisStoreOptions options_;
-
-  mutable absl::Mutex pool_mu_;
-  std::vector<std::unique_ptr<redis::Connection>> idle_ ABSL_GUARDED_BY(pool_mu_);
-  int leased_ ABSL_GUARDED_BY(pool_mu_) = 0;
-  absl::Time dial_blocked_until_ ABSL_GUARDED_BY(pool_mu_) = absl::InfinitePast();
-  // The back-off the next failure starts (see the file comment).
-  absl::Duration next_backoff_ ABSL_GUARDED_BY(pool_mu_);
+  std::unique_ptr<redis::Topology> topology_;
+  std::atomic<int64_t> moved_{0};
+  std::atomic<int64_t> ask_{0};
 
   mutable absl::Mutex metrics_mu_;
   StoreMetrics metrics_ ABSL_GUARDED_BY(metrics_mu_);
@@ -158,7 +198,7 @@ class RedisStore : public KvStore {
     absl::Time last = absl::InfinitePast();
     int64_t suppressed = 0;
   };
-  LogLimit log_limits_[2] ABSL_GUARDED_BY(metrics_mu_);
+  LogLimit log_limits_[3] ABSL_GUARDED_BY(metrics_mu_);
 };
 
 }  // namespace blockserve::kv_store

@@ -20,22 +20,29 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "kv_store/redis/testing/redis_server_internal.h"
 
 namespace blockserve::kv_store::testing {
 namespace {
 
 bool IsExecutable(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
 
-absl::StatusOr<std::string> FindBinary(const std::string& requested) {
+}  // namespace
+
+namespace internal {
+
+absl::StatusOr<std::string> FindBinary(const std::string& requested, const std::string& name,
+                                       const char* env_name) {
   if (!requested.empty()) {
     if (IsExecutable(requested)) return requested;
     return absl::NotFoundError(
-        absl::StrCat("redis-server binary '", requested, "' is not executable"));
+        absl::StrCat(name, " binary '", requested, "' is not executable"));
   }
-  if (const char* env = getenv("REDIS_SERVER"); env != nullptr && *env != '\0') {
+  if (const char* env = getenv(env_name); env != nullptr && *env != '\0') {
     if (IsExecutable(env)) return std::string(env);
-    return absl::NotFoundError(absl::StrCat("$REDIS_SERVER='", env, "' is not executable"));
+    return absl::NotFoundError(absl::StrCat("$", env_name, "='", env, "' is not executable"));
   }
   std::vector<std::string> dirs;
   if (const char* path = getenv("PATH"); path != nullptr) {
@@ -44,16 +51,15 @@ absl::StatusOr<std::string> FindBinary(const std::string& requested) {
   }
   for (const char* dir : {"/usr/bin", "/usr/local/bin", "/usr/sbin"}) dirs.emplace_back(dir);
   for (const std::string& dir : dirs) {
-    std::string candidate = dir + "/redis-server";
+    std::string candidate = dir + "/" + name;
     if (IsExecutable(candidate)) return candidate;
   }
-  return absl::NotFoundError(
-      "redis-server not found on $PATH (nor in /usr/bin, /usr/local/bin, /usr/sbin): install the "
-      "Debian package `redis-server` (scripts/setup.sh does) or set $REDIS_SERVER");
+  return absl::NotFoundError(absl::StrCat(
+      name, " not found on $PATH (nor in /usr/bin, /usr/local/bin, /usr/sbin): install the "
+      "Debian packages `redis-server` and `redis-tools` (scripts/setup.sh does) or set $",
+      env_name));
 }
 
-// Asks the kernel for a free loopback port. Another process may take it before the server
-// binds it; Start() retries with a new port when that happens.
 absl::StatusOr<int> PickFreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
@@ -82,6 +88,10 @@ absl::StatusOr<std::string> MakeTempDir() {
   return pattern;
 }
 
+}  // namespace internal
+
+namespace {
+
 struct ContextDeleter {
   void operator()(redisContext* c) const { redisFree(c); }
 };
@@ -97,18 +107,19 @@ RedisServer::RedisServer(std::string binary, int port, std::string dir, RedisSer
     : binary_(std::move(binary)), port_(port), dir_(std::move(dir)), options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(RedisServerOptions options) {
-  absl::StatusOr<std::string> binary = FindBinary(options.binary);
+  absl::StatusOr<std::string> binary =
+      internal::FindBinary(options.binary, "redis-server", "REDIS_SERVER");
   if (!binary.ok()) return binary.status();
   const int attempts = options.port == 0 ? 3 : 1;
   absl::Status last;
   for (int attempt = 0; attempt < attempts; ++attempt) {
     int port = options.port;
     if (port == 0) {
-      absl::StatusOr<int> picked = PickFreePort();
+      absl::StatusOr<int> picked = internal::PickFreePort();
       if (!picked.ok()) return picked.status();
       port = *picked;
     }
-    absl::StatusOr<std::string> dir = MakeTempDir();
+    absl::StatusOr<std::string> dir = internal::MakeTempDir();
     if (!dir.ok()) return dir.status();
     std::unique_ptr<RedisServer> server(new RedisServer(*binary, port, *dir, options));
     last = server->Launch();
@@ -247,6 +258,20 @@ absl::StatusOr<std::string> RedisServer::Call(const std::vector<std::string>& ar
       return absl::NotFoundError("nil reply");
     case REDIS_REPLY_ERROR:
       return absl::InternalError(std::string(reply->str, reply->len));
+    case REDIS_REPLY_ARRAY: {
+      std::vector<std::string> lines;
+      for (size_t i = 0; i < reply->elements; ++i) {
+        const redisReply& e = *reply->element[i];
+        if (e.type == REDIS_REPLY_STRING || e.type == REDIS_REPLY_STATUS) {
+          lines.emplace_back(e.str, e.len);
+        } else if (e.type == REDIS_REPLY_INTEGER) {
+          lines.push_back(absl::StrCat(e.integer));
+        } else {
+          return absl::UnimplementedError("arrays of arrays are not supported");
+        }
+      }
+      return absl::StrJoin(lines, "\n");
+    }
     default:
       return absl::UnimplementedError(
           absl::StrCat("reply type ", reply->type, " is not supported"));
