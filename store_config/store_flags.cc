@@ -42,6 +42,12 @@ ABSL_FLAG(std::string, redis_cluster, "",
           "resolves to any node). Keys are spread over the masters by hash slot, MOVED and "
           "ASK are followed, and a failed master's slots are served again once its replica "
           "is promoted. Not with --redis_host/--redis_port (redis, tiered)");
+ABSL_FLAG(int64_t, redis_block_ttl_s, 0,
+          "time to live of KV blocks written to Redis, seconds (SET ... PX); 0: none. With "
+          "a TTL, run Redis with a volatile-* maxmemory-policy: it then evicts blocks only, "
+          "never the sources and catalog entries that have no TTL (a block evicted is "
+          "recomputed from its source). Without one, volatile-* evicts nothing and a full "
+          "Redis refuses writes (redis, tiered)");
 ABSL_FLAG(std::string, redis_password_file, "",
           "file holding the Redis password (a trailing newline is ignored), sent with AUTH "
           "on every connection, to every node of a cluster; empty: no AUTH (redis, "
@@ -136,6 +142,12 @@ absl::StatusOr<StoreConfig> StoreConfigFromFlags() {
       c.redis_cluster_seeds.push_back(entry);
     }
   }
+  const int64_t ttl_s = absl::GetFlag(FLAGS_redis_block_ttl_s);
+  if (ttl_s < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--redis_block_ttl_s must be >= 0 (0: no TTL), got ", ttl_s));
+  }
+  if (ttl_s > 0) c.redis_block_ttl = absl::Seconds(ttl_s);
   c.redis_user = absl::GetFlag(FLAGS_redis_user);
   const std::string password_file = absl::GetFlag(FLAGS_redis_password_file);
   if (!password_file.empty()) {
@@ -166,6 +178,7 @@ absl::StatusOr<std::unique_ptr<kv_store::KvStore>> OpenStore(const StoreConfig& 
     o.host = config.redis_host;
     o.port = config.redis_port;
     o.cluster_seeds = config.redis_cluster_seeds;
+    o.ttl = config.redis_block_ttl;
     o.user = config.redis_user;
     o.password = config.redis_password;
     o.codec = codec;
@@ -204,6 +217,9 @@ std::string DescribeStore(const StoreConfig& config) {
           ? absl::StrCat("redis ", config.redis_host, ":", config.redis_port)
           : absl::StrCat("redis cluster (seeds ", absl::StrJoin(config.redis_cluster_seeds, ","),
                          ")");
+  if (config.redis_block_ttl.has_value()) {
+    absl::StrAppend(&redis, " (block TTL ", absl::FormatDuration(*config.redis_block_ttl), ")");
+  }
   if (!config.redis_password.empty()) {
     absl::StrAppend(&redis, " (AUTH as ",
                     config.redis_user.empty() ? "the default user" : config.redis_user, ")");

@@ -7,6 +7,7 @@
 //   --redis_host, --redis_port         the Redis server (redis, tiered)
 //   --redis_cluster=host:port[,...]    instead: a Redis Cluster, given by some of its
 //                                      nodes (redis, tiered)
+//   --redis_block_ttl_s                TTL of the blocks written to Redis (redis, tiered)
 //   --redis_password_file, --redis_user   AUTH on every Redis connection, to every node
 //                                      of a cluster (redis, tiered)
 //   --kv_dtype=bf16|f16|f32            element type of KV written to the store
@@ -17,10 +18,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "engine/dtype.h"
 #include "engine/kv_cache.h"
 #include "kv_store/kv_store.h"
@@ -42,6 +45,8 @@ struct StoreConfig {
   // The password is read from --redis_password_file; it is never logged or described.
   std::string redis_user;
   std::string redis_password;
+  // --redis_block_ttl_s: the TTL of blocks written to Redis; nullopt: none.
+  std::optional<absl::Duration> redis_block_ttl;
   engine::DType dtype = engine::DType::kBF16;
 };
 

@@ -8,8 +8,10 @@
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "kv_store/redis/redis_store.h"
 #include "kv_store/redis/testing/redis_server.h"
 #include "kv_store/shm_store.h"
 
@@ -20,6 +22,7 @@ ABSL_DECLARE_FLAG(std::string, redis_host);
 ABSL_DECLARE_FLAG(std::string, redis_cluster);
 ABSL_DECLARE_FLAG(std::string, redis_password_file);
 ABSL_DECLARE_FLAG(std::string, redis_user);
+ABSL_DECLARE_FLAG(int64_t, redis_block_ttl_s);
 
 namespace blockserve::store_config {
 namespace {
@@ -49,6 +52,7 @@ class StoreFlagsTest : public ::testing::Test {
     absl::SetFlag(&FLAGS_redis_cluster, "");
     absl::SetFlag(&FLAGS_redis_password_file, "");
     absl::SetFlag(&FLAGS_redis_user, "");
+    absl::SetFlag(&FLAGS_redis_block_ttl_s, 0);
     (void)kv_store::ShmStore::Remove(shm_name_);
   }
 
@@ -225,6 +229,46 @@ TEST_F(StoreFlagsTest, RedisAndTieredStoresOpenOnlyWithTheRightPassword) {
       EXPECT_FALSE(absl::StrContains(status.message(), "pw-")) << status;
     }
   }
+}
+
+// --redis_block_ttl_s: blocks get the TTL (so a volatile-* Redis can evict them), sources
+// and catalog entries none (so it never evicts what recomputation needs).
+TEST_F(StoreFlagsTest, BlockTtlAppliesToBlocksOnly) {
+  absl::SetFlag(&FLAGS_kv_store, "redis");
+  absl::SetFlag(&FLAGS_redis_block_ttl_s, -1);
+  EXPECT_EQ(StoreConfigFromFlags().status().code(), absl::StatusCode::kInvalidArgument);
+  absl::SetFlag(&FLAGS_redis_block_ttl_s, 0);
+  ASSERT_TRUE(StoreConfigFromFlags().ok());
+  EXPECT_FALSE(StoreConfigFromFlags()->redis_block_ttl.has_value());
+
+  absl::StatusOr<std::unique_ptr<kv_store::testing::RedisServer>> redis =
+      kv_store::testing::RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << "this test needs a real redis-server: " << redis.status();
+  absl::SetFlag(&FLAGS_redis_block_ttl_s, 3600);
+  absl::SetFlag(&FLAGS_redis_port, (*redis)->port());
+  absl::StatusOr<StoreConfig> c = StoreConfigFromFlags();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->redis_block_ttl, absl::Hours(1));
+  EXPECT_TRUE(absl::StrContains(DescribeStore(*c), "block TTL 1h")) << DescribeStore(*c);
+  absl::StatusOr<std::unique_ptr<kv_store::KvStore>> store = OpenStore(*c, 42, kShape);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const engine::KvCache kv = SomeBlock();
+  const kv_store::BlockKey key = kv_store::MakeBlockKey(42, kv.tokens());
+  ASSERT_TRUE((*store)->Put(key, kv).ok());
+  ASSERT_TRUE((*store)->PutSource(key, kv.tokens()).ok());
+  ASSERT_TRUE((*store)->PutPassage("doc-ttl", key).ok());
+  auto* redis_store = dynamic_cast<kv_store::RedisStore*>(store->get());
+  ASSERT_NE(redis_store, nullptr);
+  auto pttl = [&](const std::string& k) {
+    absl::StatusOr<std::string> r = (*redis)->Call({"PTTL", k});
+    int64_t ms = -3;
+    return r.ok() && absl::SimpleAtoi(*r, &ms) ? ms : -3;
+  };
+  const int64_t block_ttl = pttl(redis_store->BlockRedisKey(key));
+  EXPECT_GT(block_ttl, 3590 * 1000);
+  EXPECT_LE(block_ttl, 3600 * 1000);
+  EXPECT_EQ(pttl(redis_store->SourceRedisKey(key)), -1);  // exists, no TTL
+  EXPECT_EQ(pttl(redis_store->PassageRedisKey("doc-ttl")), -1);
 }
 
 TEST_F(StoreFlagsTest, RedisClusterSeedsAreParsedAndDescribed) {
