@@ -228,8 +228,12 @@ std::vector<std::string> BlockServeSystem::StoreArgs(const std::string& process)
   std::vector<std::string> args = {"--kv_dtype=f32"};
   if (options_.store == "redis" || options_.store == "tiered") {
     args.push_back("--kv_store=" + options_.store);
-    args.push_back("--redis_host=127.0.0.1");
-    args.push_back(absl::StrCat("--redis_port=", options_.redis_port));
+    if (!options_.redis_cluster.empty()) {
+      args.push_back("--redis_cluster=" + absl::StrJoin(options_.redis_cluster, ","));
+    } else {
+      args.push_back("--redis_host=127.0.0.1");
+      args.push_back(absl::StrCat("--redis_port=", options_.redis_port));
+    }
   } else {
     args.push_back("--kv_store=shm");
   }

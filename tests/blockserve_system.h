@@ -49,6 +49,9 @@ struct SystemOptions {
   // shm | redis | tiered (a shared-memory tier per process in front of the Redis)
   std::string store = "shm";
   int redis_port = 0;  // store = redis, tiered
+  // store = redis, tiered: a Redis Cluster given by these "host:port" nodes instead of
+  // redis_port (--redis_cluster).
+  std::vector<std::string> redis_cluster;
   int prefills = 1;
   int decoders = 1;
   int encoders = 1;

@@ -1,14 +1,18 @@
 // A cluster on one machine (issue 18): 2 routers, 3 prefills, 2 decoders and 2 encoders,
-// every prefill and encoder with a node-local shared-memory tier in front of one shared
-// Redis, all on loopback with mTLS and tokens. Driven through both routers:
+// every prefill and encoder with a node-local shared-memory tier in front of a shared
+// Redis Cluster (3 masters, 3 replicas, started by the test), all on loopback with mTLS
+// and tokens; the routers and prefills find their peers through discovery files.
+// Driven through both routers:
 //  - answers equal those of a single-node system (one of each service, one shared-memory
 //    store) for the same prompts, token for token (greedy, f32 KV);
 //  - placement affinity holds across routers: a passage set asked again, through either
 //    router, goes to the prefill that encoded it (≥ 90% of repeats), so the node-local
 //    tier keeps hitting;
-//  - while clients run, a prefill and a decoder are killed: no request is lost other
-//    than the streams that were on the killed decoder (UNAVAILABLE, retried by the
-//    client, which then succeeds).
+//  - while clients run, a prefill, a decoder and a Redis master are killed and a prefill
+//    is added: no request is lost. What fails is UNAVAILABLE (the streams on the killed
+//    decoder; a passage whose catalog entry is on the dead master, until its replica is
+//    promoted) and succeeds when the client retries; no answer is wrong; the new prefill
+//    takes load without any restart.
 // The figures (requests, failures, hit rates per router, what each kill cost) are
 // printed as a table.
 #include <atomic>
@@ -94,13 +98,13 @@ class ClusterTest : public ::testing::Test {
   }
 
   absl::StatusOr<std::unique_ptr<BlockServeSystem>> StartCluster() {
-    absl::StatusOr<std::unique_ptr<kv_store::testing::RedisServer>> redis =
-        kv_store::testing::RedisServer::Start();
+    absl::StatusOr<std::unique_ptr<kv_store::testing::RedisCluster>> redis =
+        kv_store::testing::RedisCluster::Start({.masters = 3, .replicas_per_master = 1});
     if (!redis.ok()) return redis.status();
     redis_ = *std::move(redis);
     return BlockServeSystem::Start({.model_dir = model_dir_,
                                     .store = "tiered",
-                                    .redis_port = redis_->port(),
+                                    .redis_cluster = redis_->SeedAddresses(),
                                     .prefills = 3,
                                     .decoders = 2,
                                     .encoders = 2,
@@ -112,7 +116,7 @@ class ClusterTest : public ::testing::Test {
   std::string model_dir_;
   std::vector<v1::Passage> passages_;
   std::vector<std::vector<std::string>> sets_;
-  std::unique_ptr<kv_store::testing::RedisServer> redis_;
+  std::unique_ptr<kv_store::testing::RedisCluster> redis_;
 };
 
 TEST_F(ClusterTest, AnswersAffinityAndKillsAcrossTwoRouters) {
@@ -199,7 +203,7 @@ TEST_F(ClusterTest, AnswersAffinityAndKillsAcrossTwoRouters) {
   std::atomic<bool> stop{false};
   std::atomic<int> requests{0}, failed{0}, retried{0}, wrong{0};
   absl::Mutex mu;
-  std::map<std::string, int> failures;  // status → count (first attempts)
+  std::map<std::string, int> failures;  // status → failed attempts
   std::map<std::string, int> served_by;  // prefill address → requests, after the addition
   std::atomic<bool> added{false};
   std::vector<std::thread> clients;
@@ -210,21 +214,21 @@ TEST_F(ClusterTest, AnswersAffinityAndKillsAcrossTwoRouters) {
         const v1::GenerateRequest request = Ask(sets_[s], s);
         GenerateResult r = Generate(sys.router((c + i) % 2), request, absl::Seconds(30));
         requests.fetch_add(1);
-        if (!r.status.ok()) {
+        // The client's retry policy: UNAVAILABLE is retried through the other router,
+        // up to 5 attempts 300 ms apart (a Redis failover takes about 2-3 s here).
+        for (int attempt = 1; !r.status.ok(); ++attempt) {
           {
             absl::MutexLock lock(&mu);
             failures[absl::StrCat(r.status.error_code(), " ", r.status.error_message())] += 1;
           }
-          if (r.status.error_code() != grpc::StatusCode::UNAVAILABLE) {
-            failed.fetch_add(1);
-            continue;
-          }
-          retried.fetch_add(1);  // the client's retry, through the other router
-          r = Generate(sys.router((c + i + 1) % 2), request, absl::Seconds(30));
-          if (!r.status.ok()) {
-            failed.fetch_add(1);
-            continue;
-          }
+          if (r.status.error_code() != grpc::StatusCode::UNAVAILABLE || attempt == 5) break;
+          retried.fetch_add(1);
+          absl::SleepFor(absl::Milliseconds(300));
+          r = Generate(sys.router((c + i + attempt) % 2), request, absl::Seconds(30));
+        }
+        if (!r.status.ok()) {
+          failed.fetch_add(1);
+          continue;
         }
         if (r.tokens != reference[s]) wrong.fetch_add(1);
         if (added.load() && r.summary.has_value()) {
@@ -242,30 +246,46 @@ TEST_F(ClusterTest, AnswersAffinityAndKillsAcrossTwoRouters) {
   sys.decoder(0).Kill();
   absl::SleepFor(absl::Seconds(2));
   const int after_decoder_kill = requests.load();
+  const int retried_before_redis = retried.load();
+  // (No ASSERT while the clients run: their threads must be joined first.)
+  absl::StatusOr<int> killed_master = redis_->KillMaster(0);
+  EXPECT_TRUE(killed_master.ok()) << killed_master.status();
+  const absl::Time master_killed = absl::Now();
+  EXPECT_TRUE(redis_->WaitForFailover(absl::Seconds(20)).ok());
+  const double failover_s = absl::ToDoubleSeconds(absl::Now() - master_killed);
+  absl::SleepFor(absl::Seconds(1));
+  const int retried_at_redis = retried.load() - retried_before_redis;
+  const int after_redis_kill = requests.load();
   // A new prefill, listed where the routers look: no router restarts.
   absl::StatusOr<int> added_prefill = sys.AddPrefill();
-  ASSERT_TRUE(added_prefill.ok()) << added_prefill.status();
-  const std::string new_prefill = sys.prefill(*added_prefill).address();
+  EXPECT_TRUE(added_prefill.ok()) << added_prefill.status();
+  const std::string new_prefill =
+      added_prefill.ok() ? sys.prefill(*added_prefill).address() : "(none)";
   added.store(true);
   absl::SleepFor(absl::Seconds(3));
   stop.store(true);
   for (std::thread& t : clients) t.join();
 
-  std::cout << absl::StrFormat("requests after the decoder kill: %d; served by prefill after %s was added:",
-                               requests.load() - after_decoder_kill, new_prefill);
+  std::cout << absl::StrFormat(
+      "Redis master (node %d) killed: failover in %.1f s, %d requests meanwhile, %d client "
+      "retries\n",
+      killed_master.value_or(-1), failover_s, after_redis_kill - after_decoder_kill, retried_at_redis);
+  std::cout << absl::StrFormat("requests after the addition: %d; served by prefill after %s was added:",
+                               requests.load() - after_redis_kill, new_prefill);
   for (const auto& [address, n] : served_by) std::cout << " " << address << "=" << n;
   std::cout << "\n";
   EXPECT_GT(served_by[new_prefill], 0) << "the added prefill took no load";
   std::cout << absl::StrFormat(
-      "requests %d (before the kills %d, after the prefill kill %d): %d retried after "
-      "UNAVAILABLE, %d failed, %d wrong answers\n",
-      requests.load(), before_kills, after_prefill_kill, retried.load(), failed.load(),
-      wrong.load());
-  for (const auto& [what, n] : failures) std::cout << "  first attempt failed: " << n << " × " << what << "\n";
+      "requests %d (before the kills %d, after the prefill kill %d, after the decoder kill "
+      "%d): %d client retries after UNAVAILABLE, %d failed after retries, %d wrong answers\n",
+      requests.load(), before_kills, after_prefill_kill, after_decoder_kill, retried.load(),
+      failed.load(), wrong.load());
+  for (const auto& [what, n] : failures) std::cout << "  failed attempts: " << n << " × " << what << "\n";
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_GT(requests.load(), after_prefill_kill) << "no request completed after the kills";
-  // Every failure the client saw was UNAVAILABLE (the streams on the killed decoder).
+  // Every failure the clients saw was UNAVAILABLE (the streams on the killed decoder,
+  // the catalog entries on the dead master until the failover).
   for (const auto& [what, n] : failures) {
     EXPECT_EQ(what.rfind(absl::StrCat(grpc::StatusCode::UNAVAILABLE, " "), 0), 0u) << what;
   }
