@@ -66,7 +66,8 @@ mkdir -p fuzz/crashes
 total_runs=0
 failed=0
 rows=()
-printf '\n%-24s %8s %12s %10s %8s %8s  %s\n' target seconds executions "exec/s" corpus crashes result
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+printf '\n%-24s %8s %12s %10s %6s %8s %8s  %s\n' target seconds executions "exec/s" edges corpus crashes result
 for t in "${targets[@]}"; do
   mkdir -p "$scratch/$t"
   log="$scratch/$t.log"
@@ -86,6 +87,9 @@ for t in "${targets[@]}"; do
   runs=$(grep -oE 'stat::number_of_executed_(runs|units): *[0-9]+' "$log" | tail -1 | grep -oE '[0-9]+$')
   [[ -n $runs ]] || runs=$(grep -oE '^Done [0-9]+ runs' "$log" | tail -1 | grep -oE '[0-9]+')
   runs=${runs:-0}
+  # Coverage: the edges libFuzzer's last status line counts.
+  edges=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+')
+  edges=${edges:-0}
   corpus=$(find "$scratch/$t" "fuzz/corpus/$t" -type f | wc -l)
   crashes=$(grep -oE "Test unit written to fuzz/crashes/$t-[^ ]+" "$log" | sed 's/.* //')
   ncrashes=$(grep -c . <<<"$crashes")
@@ -98,8 +102,8 @@ for t in "${targets[@]}"; do
   fi
   total_runs=$((total_runs + runs))
   rate=$((took > 0 ? runs / took : runs))
-  printf '%-24s %8s %12s %10s %8s %8s  %s\n' "$t" "$took" "$runs" "$rate" "$corpus" "$ncrashes" "$result"
-  rows+=("| \`$t\` | $took | $runs | $rate | $corpus | $ncrashes | $result |")
+  printf '%-24s %8s %12s %10s %6s %8s %8s  %s\n' "$t" "$took" "$runs" "$rate" "$edges" "$corpus" "$ncrashes" "$result"
+  rows+=("| \`$t\` | $took | $runs | $rate | $edges | $corpus | $ncrashes | $result |")
   if ((rc != 0)); then
     echo "---- $t: the end of its log ($log) ----"
     tail -40 "$log"
@@ -116,11 +120,12 @@ if [[ -n $results ]]; then
     echo
     echo "\`scripts/fuzz.sh --time $seconds\`: each target built with clang-14, libFuzzer,"
     echo "AddressSanitizer and UndefinedBehaviorSanitizer, run for ${seconds} s from the committed"
-    echo "corpus (\`fuzz/corpus/<target>/\`). $(date -u +%Y-%m-%d), $(nproc) cores, load average before"
-    echo "the last target: $(cut -d' ' -f1-3 /proc/loadavg). \"corpus\": inputs at the end (committed + new)."
+    echo "corpus (\`fuzz/corpus/<target>/\`), one after the other. $(date -u +%Y-%m-%d), $(nproc) cores,"
+    echo "load average before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg). \"edges\": coverage"
+    echo "(libFuzzer's cov); \"corpus\": inputs at the end, committed and new."
     echo
-    echo "| target | seconds | executions | exec/s | corpus | crashes | result |"
-    echo "|---|---:|---:|---:|---:|---:|---|"
+    echo "| target | seconds | executions | exec/s | edges | corpus | crashes | result |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|"
     printf '%s\n' "${rows[@]}"
     echo
     echo "Total: $total_runs executions, $failed targets failed."

@@ -5,9 +5,10 @@
 #   scripts/sanitize.sh asan            # AddressSanitizer + UBSan, every test
 #   scripts/sanitize.sh tsan            # ThreadSanitizer, the tests listed below
 #   scripts/sanitize.sh asan //kv_store/... //engine:tokenizer_test   # chosen targets
+#   scripts/sanitize.sh asan -//bench/...   # every test but those
 #
-# Extra arguments starting with "-" go to `bazel test`. Prints Bazel's test summary;
-# exits with its status.
+# Arguments starting with "-//" leave targets out; other arguments starting with "-" go
+# to `bazel test`. Prints Bazel's test summary; exits with its status.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,9 +38,14 @@ case "$config" in
 esac
 
 targets=()
+excluded=()
 flags=()
 for a in "$@"; do
-  if [[ $a == -* ]]; then flags+=("$a"); else targets+=("$a"); fi
+  case "$a" in
+    -//*) excluded+=("$a") ;;
+    -*) flags+=("$a") ;;
+    *) targets+=("$a") ;;
+  esac
 done
 if ((${#targets[@]} == 0)); then
   if [[ $config == tsan ]]; then
@@ -65,4 +71,4 @@ if [[ $config == asan ]]; then
          "${flags[@]}")
 fi
 bazel --output_base="$output_base" test --config="$config" --build_tests_only \
-  --symlink_prefix=/ "${flags[@]}" -- "${targets[@]}"
+  --symlink_prefix=/ "${flags[@]}" -- "${targets[@]}" "${excluded[@]}"
