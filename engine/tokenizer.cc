@@ -515,20 +515,28 @@ absl::Status ParseSplit(const json& node, const std::string& where,
   return absl::OkStatus();
 }
 
-absl::Status ParseSequence(const json& node, const std::string& where,
-                           std::vector<PreTokenizerStep>& steps) {
-  const json* children = FindMember(node, "pretokenizers");
+// A "Sequence" node: parses each element of its array `member` with `parse_child`, in
+// order (`where` names the node in errors).
+template <typename Step, typename ParseChild>
+absl::Status ParseChildren(const json& node, const std::string& where, const char* member,
+                           std::vector<Step>& steps, ParseChild parse_child) {
+  const json* children = FindMember(node, member);
   if (children == nullptr || !children->is_array()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "expected ", where, ".pretokenizers to be an array, found ",
+        "expected ", where, ".", member, " to be an array, found ",
         children ? Describe(*children) : "none"));
   }
   for (size_t i = 0; i < children->size(); ++i) {
-    absl::Status status = ParsePreTokenizer(
-        (*children)[i], absl::StrCat(where, ".pretokenizers[", i, "]"), steps);
+    absl::Status status =
+        parse_child((*children)[i], absl::StrCat(where, ".", member, "[", i, "]"), steps);
     if (!status.ok()) return status;
   }
   return absl::OkStatus();
+}
+
+absl::Status ParseSequence(const json& node, const std::string& where,
+                           std::vector<PreTokenizerStep>& steps) {
+  return ParseChildren(node, where, "pretokenizers", steps, ParsePreTokenizer);
 }
 
 absl::Status ParseMetaspace(const json& node, const std::string& where,
@@ -643,18 +651,7 @@ absl::Status ParseNormalizer(const json& node, const std::string& where,
     return absl::OkStatus();
   }
   if (*type == "Sequence") {
-    const json* children = FindMember(node, "normalizers");
-    if (children == nullptr || !children->is_array()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "expected ", where, ".normalizers to be an array, found ",
-          children ? Describe(*children) : "none"));
-    }
-    for (size_t i = 0; i < children->size(); ++i) {
-      absl::Status status = ParseNormalizer(
-          (*children)[i], absl::StrCat(where, ".normalizers[", i, "]"), steps);
-      if (!status.ok()) return status;
-    }
-    return absl::OkStatus();
+    return ParseChildren(node, where, "normalizers", steps, ParseNormalizer);
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unsupported tokenizer.json feature: expected ", where,
