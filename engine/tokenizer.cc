@@ -485,8 +485,8 @@ absl::StatusOr<SplitBehavior> ParseBehavior(const json& node,
       Describe(*value)));
 }
 
-absl::Status ParseSplit(const json& node, const std::string& where,
-                        std::vector<PreTokenizerStep>& steps) {
+// A node's "pattern": {"Regex": string} or {"String": string} (a literal), compiled.
+absl::StatusOr<RegexSplitter> ParsePattern(const json& node, const std::string& where) {
   const json* pattern = FindMember(node, "pattern");
   const json* regex = pattern ? FindMember(*pattern, "Regex") : nullptr;
   const json* literal = pattern ? FindMember(*pattern, "String") : nullptr;
@@ -503,6 +503,13 @@ absl::Status ParseSplit(const json& node, const std::string& where,
     return absl::InvalidArgumentError(
         absl::StrCat(where, ".pattern: ", splitter.status().message()));
   }
+  return splitter;
+}
+
+absl::Status ParseSplit(const json& node, const std::string& where,
+                        std::vector<PreTokenizerStep>& steps) {
+  absl::StatusOr<RegexSplitter> splitter = ParsePattern(node, where);
+  if (!splitter.ok()) return splitter.status();
   absl::StatusOr<SplitBehavior> behavior = ParseBehavior(node, where);
   if (!behavior.ok()) return behavior.status();
   absl::StatusOr<bool> invert = GetBool(node, "invert", where, false);
@@ -625,24 +632,10 @@ absl::Status ParseNormalizer(const json& node, const std::string& where,
     return absl::OkStatus();
   }
   if (*type == "Replace") {
-    const json* pattern = FindMember(node, "pattern");
-    const json* regex = pattern ? FindMember(*pattern, "Regex") : nullptr;
-    const json* literal = pattern ? FindMember(*pattern, "String") : nullptr;
-    const json* text = regex != nullptr ? regex : literal;
-    if (text == nullptr || !text->is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "expected ", where,
-          ".pattern to be {\"Regex\": string} or {\"String\": string}, found ",
-          pattern ? Describe(*pattern) : "none"));
-    }
+    absl::StatusOr<RegexSplitter> splitter = ParsePattern(node, where);
+    if (!splitter.ok()) return splitter.status();
     absl::StatusOr<std::string> content = GetString(node, "content", where);
     if (!content.ok()) return content.status();
-    absl::StatusOr<RegexSplitter> splitter = RegexSplitter::Create(
-        text->get<std::string>(), /*literal=*/regex == nullptr);
-    if (!splitter.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".pattern: ", splitter.status().message()));
-    }
     NormalizerStep step;
     step.kind = NormalizerStep::Kind::kReplace;
     step.text = *std::move(content);

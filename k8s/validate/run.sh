@@ -13,33 +13,17 @@
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 here=$repo/k8s/validate
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failed=0
-
-result() {  # NAME START_SECONDS STATUS
-  local took=$(( $(date +%s%N) / 1000000 - $2 ))
-  printf '//k8s/validate:%-40s %s in %d.%ds\n' "$1" "$3" $((took / 1000)) $((took % 1000 / 100))
-}
-check() {  # NAME COMMAND...: runs it, output indented when it fails
-  local name=$1 start
-  shift
-  start=$(( $(date +%s%N) / 1000000 ))
-  if "$@" > "$work/out" 2>&1; then
-    result "$name" "$start" PASSED
-  else
-    sed 's/^/    /' "$work/out" | head -60
-    result "$name" "$start" FAILED
-    failed=1
-  fi
-}
+CHECK_LABEL=//k8s/validate
+CHECK_SHOW=0
+# shellcheck source=scripts/check_lib.sh
+source "$repo/scripts/check_lib.sh"
 
 missing=()
 for tool in kubectl node yamllint; do command -v "$tool" > /dev/null || missing+=("$tool"); done
 [[ -d $here/node_modules/kubernetes-models ]] || missing+=("k8s/validate/node_modules (npm ci)")
 if ((${#missing[@]})); then
   echo "k8s/validate: missing ${missing[*]}: run scripts/setup.sh"
-  result tools "$(( $(date +%s%N) / 1000000 ))" FAILED
+  result tools "$(now_ms)" FAILED
   exit 1
 fi
 

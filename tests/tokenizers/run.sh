@@ -12,35 +12,18 @@
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 here=$repo/tests/tokenizers
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failed=0
-
-result() {  # NAME START_MS STATUS
-  local took=$(( $(date +%s%N) / 1000000 - $2 ))
-  printf '//tests/tokenizers:%-40s %s in %d.%ds\n' "$1" "$3" $((took / 1000)) $((took % 1000 / 100))
-}
-check() {  # NAME COMMAND...: runs it; prints its output (the match counts), indented
-  local name=$1 start
-  shift
-  start=$(( $(date +%s%N) / 1000000 ))
-  if "$@" > "$work/out" 2>&1; then
-    sed 's/^/    /' "$work/out" | head -3
-    result "$name" "$start" PASSED
-  else
-    sed 's/^/    /' "$work/out" | head -60
-    result "$name" "$start" FAILED
-    failed=1
-  fi
-}
+CHECK_LABEL=//tests/tokenizers
+CHECK_SHOW=3
+# shellcheck source=scripts/check_lib.sh
+source "$repo/scripts/check_lib.sh"
 
 modules=$here/node_modules
 if ! command -v node > /dev/null || [[ ! -d $modules/@anush008/tokenizers ]]; then
   echo "tests/tokenizers: missing node or tests/tokenizers/node_modules: run scripts/setup.sh"
-  result tools "$(( $(date +%s%N) / 1000000 ))" FAILED
+  result tools "$(now_ms)" FAILED
   exit 1
 fi
-start=$(( $(date +%s%N) / 1000000 ))
+start=$(now_ms)
 if ! (cd "$repo" && bazel build //tests/tokenizers:encode > "$work/build" 2>&1); then
   tail -30 "$work/build"
   result build "$start" FAILED
