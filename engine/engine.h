@@ -79,6 +79,9 @@ struct DecodeInput {
 
 struct EngineOptions {
   int num_threads = 0;  // the CPU backend's threads (other backends ignore it); 0: all cores
+  // Element type of every KV cache the engine makes (sequences, encoded blocks): kF32
+  // (exact; the tests' reference) or kBF16 (half the bytes; the CPU backend only).
+  DType kv_dtype = DType::kF32;
 };
 
 // Builds an engine's backend from the model's weights (taking ownership of them) and the
@@ -104,11 +107,16 @@ class Engine {
       const std::string& model_dir, const EngineOptions& options = {},
       BackendFactory make_backend = CpuBackendFactory);
   // `model_fingerprint` identifies the weights and config (see ModelFingerprint).
-  Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t model_fingerprint = 0);
+  // `kv_dtype` must be one the backend holds (Load checks; here it is an assert).
+  Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t model_fingerprint = 0,
+         DType kv_dtype = DType::kF32);
 
   const ModelConfig& config() const { return backend_->config(); }
   const Tokenizer& tokenizer() const { return tokenizer_; }
   KvShape kv_shape() const;
+  // The element type of the KV caches the engine makes. Cached blocks of another dtype
+  // are accepted and converted when copied into a sequence.
+  DType kv_dtype() const { return kv_dtype_; }
   // Two models share cached KV only if their fingerprints are equal.
   uint64_t model_fingerprint() const { return model_fingerprint_; }
   // Ids that end generation: config's eos_token_id(s) and the tokenizer's EOS.
@@ -146,6 +154,7 @@ class Engine {
   std::unique_ptr<Backend> backend_;
   std::vector<int32_t> eos_ids_;
   uint64_t model_fingerprint_;
+  DType kv_dtype_;
   absl::Mutex backend_mu_;
 };
 

@@ -57,6 +57,8 @@ ABSL_FLAG(std::string, backend, "cpu",
           "cpu (the engine's CPU backend, fp32) or cuda (engine/cuda: bf16 weights, fp32 "
           "accumulation; needs a CUDA GPU, else exits 2)");
 ABSL_FLAG(int, cuda_device, 0, "CUDA device ordinal for --backend=cuda");
+ABSL_FLAG(std::string, kv_dtype, "f32",
+          "element type of the engine's KV caches: f32 or bf16 (CPU backend only)");
 ABSL_FLAG(int, warmup, 0, "untimed runs per cell before the timed ones");
 ABSL_FLAG(bool, print_config, false,
           "print the model config (config.json fields) and the prompt lengths as JSON to "
@@ -224,9 +226,16 @@ int Run() {
     std::cerr << "writing a random-weight " << shape << " model to " << dir << "\n";
     if (absl::Status s = be::WriteTinyModel(dir, *o); !s.ok()) return std::cerr << s << "\n", 1;
   }
+  const std::string kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
+  if (kv_dtype != "f32" && kv_dtype != "bf16") {
+    return std::cerr << "ttft_bench: --kv_dtype must be f32 or bf16, got " << kv_dtype << "\n", 2;
+  }
   std::cerr << "loading " << dir << " on the " << backend << " backend\n";
   absl::StatusOr<std::unique_ptr<be::Engine>> loaded =
-      backend == "cuda" ? be::LoadCudaEngine(dir, {.device = device}) : be::Engine::Load(dir);
+      backend == "cuda"
+          ? be::LoadCudaEngine(dir, {.device = device})
+          : be::Engine::Load(dir, {.kv_dtype = kv_dtype == "bf16" ? be::DType::kBF16
+                                                                 : be::DType::kF32});
   if (!loaded.ok()) return std::cerr << "ttft_bench: " << loaded.status() << "\n", 1;
   be::Engine& engine = **loaded;
   const be::ModelConfig& c = engine.config();
@@ -294,7 +303,9 @@ int Run() {
       "TTFT vs full compares block cached with full prefill.\nCommand: %s\n\n%s",
       tag, shape, c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
       c.intermediate_size, c.vocab_size,
-      backend == "cuda" ? "bf16 weights on the GPU" : "fp32 compute on CPU", backend_line,
+      backend == "cuda" ? "bf16 weights on the GPU"
+                        : absl::StrCat("fp32 compute on CPU, ", kv_dtype, " KV caches"),
+      backend_line,
       std::thread::hardware_concurrency(), p_len, q_len, repeats,
       absl::GetFlag(FLAGS_warmup) > 0
           ? absl::StrFormat(" after %d untimed warm-up run(s)", absl::GetFlag(FLAGS_warmup))
