@@ -175,8 +175,10 @@ TEST_F(KvDTypeEngineTest, LoadRefusesWhatTheBackendCannotHold) {
   EXPECT_EQ(cache.num_tokens(), 0);
 }
 
-// The bf16 cache holds the reference K and V rounded to bf16: each element within one
-// rounding (2^-9 relative) of the fp32 value, plus the fp32 path's own 1e-5 noise.
+// Layer 0's K and V are the reference's rounded to bf16: each element within one
+// rounding (2^-9 relative, allowing 2^-8) plus the fp32 path's own 1e-5 noise. Later
+// layers read rounded K/V in attention, so their rows carry that error forward: each
+// row within 2^-6 of its own scale (measured: 0.004).
 TEST_F(KvDTypeEngineTest, EncodedBlockIsTheReferenceKvRoundedToBf16) {
   const std::vector<int32_t> b = Tokens(13, 2, vocab_);
   const int64_t n = b.size();
@@ -190,11 +192,15 @@ TEST_F(KvDTypeEngineTest, EncodedBlockIsTheReferenceKvRoundedToBf16) {
       for (bool keys : {true, false}) {
         const std::vector<float> got = Row(*kv, l, t, keys);
         const std::vector<float>& want = keys ? ref.k[l][t] : ref.v[l][t];
-        for (size_t e = 0; e < got.size(); ++e) {
-          EXPECT_LE(std::abs(got[e] - want[e]), std::ldexp(std::abs(want[e]), -8) + 1e-5f)
-              << "layer " << l << " token " << t << (keys ? " K" : " V");
-          inexact += got[e] != want[e];
+        if (l == 0) {
+          for (size_t e = 0; e < got.size(); ++e) {
+            EXPECT_LE(std::abs(got[e] - want[e]), std::ldexp(std::abs(want[e]), -8) + 1e-5f)
+                << "token " << t << (keys ? " K" : " V") << " element " << e;
+            inexact += got[e] != want[e];
+          }
         }
+        EXPECT_LE(MaxAbsDiff(got, want), std::ldexp(MaxAbs(want), -6) + 1e-4f)
+            << "layer " << l << " token " << t << (keys ? " K" : " V");
       }
     }
   }
@@ -232,12 +238,13 @@ TEST_F(KvDTypeEngineTest, LogitsStayCloseToTheFp32ReferenceInEveryMode) {
   const int64_t total = all.size();
   ReferenceOutput block_ref = ReferenceForward(weights_, all, Iota(total), BlockMask(lengths));
   ReferenceOutput full_ref = ReferenceForward(weights_, all, Iota(total), BlockMask({total}));
-  // Random tiny-model logits are O(1); one bf16 rounding of every K and V moves them by
-  // ~1e-3 here. 2e-2 leaves room and is still far below what a wrong row or position
-  // does (engine_test's variants move logits by > 0.1).
-  constexpr float kBf16Tol = 2e-2f;
+  // The largest reference logit here is ~3.3; rounding every K and V to bf16 moves the
+  // logits by ~0.3% of that in block and full mode and ~1% after a decode step (measured:
+  // 0.0097, 0.0092, 0.036). Allow 2% of the scale; the decode step is also checked
+  // tightly against a bf16 prefill of the same tokens below.
   const float scale = MaxAbs(full_ref.logits.back());
   ASSERT_GT(scale, 0.1f);
+  const float kBf16Tol = 0.02f * scale;
 
   std::vector<KvCache> cached;
   std::vector<BlockInput> blocks;
@@ -276,6 +283,13 @@ TEST_F(KvDTypeEngineTest, LogitsStayCloseToTheFp32ReferenceInEveryMode) {
   lengths.back() += 1;
   ReferenceOutput step_ref = ReferenceForward(weights_, longer, Iota(total + 1), BlockMask(lengths));
   EXPECT_LE(MaxAbsDiff((*step)[0], step_ref.logits.back()), kBf16Tol);
+  // The same tokens prefilled at once in bf16 (the query one token longer) give the same
+  // logits (measured: equal; 1e-3 allows GEMM ordering noise): decoding appends and reads the bf16 row correctly.
+  std::vector<int32_t> longer_query = query;
+  longer_query.push_back(next);
+  absl::StatusOr<PrefillResult> at_once = bf16_->PrefillLast(blocks, longer_query);
+  ASSERT_TRUE(at_once.ok()) << at_once.status();
+  EXPECT_LE(MaxAbsDiff((*step)[0], at_once->logits_last), 1e-3f);
   EXPECT_EQ(block->cache.num_tokens(), total + 1);
 }
 
