@@ -55,6 +55,15 @@ class Backend {
   // positions (RoPE rotation; values untouched), in place.
   virtual void ShiftKeys(KvCache& cache, int64_t first_row, int64_t count, int64_t delta) = 0;
 
+  // Appends `block`'s rows to `cache` with their keys re-encoded by `delta` positions:
+  // AppendCopy then ShiftKeys on the new rows, which a backend may fuse into one pass.
+  // Shapes must match; dtypes may differ (converted as AppendCopy does).
+  virtual void AppendShifted(KvCache& cache, const KvCache& block, int64_t delta) {
+    const int64_t first = cache.num_tokens();
+    cache.AppendCopy(block);
+    ShiftKeys(cache, first, block.num_tokens(), delta);
+  }
+
   // Whether Forward and ShiftKeys take caches holding `dtype`. fp32 everywhere; the CPU
   // backend also reads and writes bf16 KV.
   virtual bool SupportsKvDType(DType dtype) const { return dtype == DType::kF32; }

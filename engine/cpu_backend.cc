@@ -94,6 +94,30 @@ class CpuBackend : public Backend {
     }
   }
 
+  // One pass over the block: each chunk of rows is copied (converted) into the sequence
+  // and rotated there while it is still in cache, instead of a copy of the whole block
+  // followed by a second pass for the rotation. Same arithmetic as ShiftKeys.
+  void AppendShifted(KvCache& cache, const KvCache& block, int64_t delta) override {
+    const KvShape& s = cache.shape();
+    const int64_t first = cache.Append(block.tokens()), n = block.num_tokens(), row = s.row();
+    const DType from = block.dtype(), to = cache.dtype();
+    const size_t from_size = DTypeSize(from), to_size = DTypeSize(to);
+    constexpr int64_t kRows = 64;
+    std::vector<float> buf(kRows * row);
+    for (int64_t l = 0; l < s.num_layers; ++l) {
+      const auto* src = static_cast<const std::byte*>(block.k_data(l));
+      auto* dst = static_cast<std::byte*>(cache.k_data(l)) + first * row * to_size;
+      for (int64_t r = 0; r < n; r += kRows) {
+        const int64_t rows = std::min(kRows, n - r), elems = rows * row;
+        ConvertToF32(from, src + r * row * from_size, elems, buf.data());
+        rope_.Shift(buf.data(), rows, s.num_kv_heads, delta);
+        ConvertFromF32(to, buf.data(), elems, dst + r * row * to_size);
+      }
+      ConvertDType(from, block.v_data(l), n * row, to,
+                   static_cast<std::byte*>(cache.v_data(l)) + first * row * to_size);
+    }
+  }
+
   bool SupportsKvDType(DType dtype) const override {
     return dtype == DType::kF32 || dtype == DType::kBF16;
   }

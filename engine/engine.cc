@@ -184,12 +184,14 @@ absl::StatusOr<PrefillResult> Engine::PrefillBlocks(absl::Span<const BlockInput>
       r.stats.kv_bytes_touched += kv->bytes();
     }
     const int64_t offset = r.cache.num_tokens();
-    r.cache.AppendCopy(*kv);
     if (options.reencode_positions) {
+      // Copied and rotated in one pass; shift_ms is the whole of it.
       Stopwatch sw;
       absl::MutexLock lock(&backend_mu_);
-      backend_->ShiftKeys(r.cache, offset, kv->num_tokens(), offset - kv->start_position());
+      backend_->AppendShifted(r.cache, *kv, offset - kv->start_position());
       r.stats.shift_ms += sw.ElapsedMs();
+    } else {
+      r.cache.AppendCopy(*kv);
     }
   }
   // Tail: global blocks and the query, computed together over everything before them.

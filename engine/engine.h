@@ -60,6 +60,8 @@ struct RequestStats {
   double flops_full_prefill = 0;  // the same prompt under full prefill, for comparison
   int64_t kv_bytes_touched = 0;   // cached KV read + sequence KV written
   double fetch_ms = 0;            // filled by callers that fetch from a store
+  // Copying the cached blocks into the sequence with their keys re-encoded (one fused
+  // pass, Backend::AppendShifted); 0 without re-encoding.
   double shift_ms = 0;
   double compute_ms = 0;
 };

@@ -4,6 +4,7 @@
 // bits: a rounded element is within 2^-9 of its value, relatively).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <numeric>
 
@@ -291,6 +292,45 @@ TEST_F(KvDTypeEngineTest, LogitsStayCloseToTheFp32ReferenceInEveryMode) {
   ASSERT_TRUE(at_once.ok()) << at_once.status();
   EXPECT_LE(MaxAbsDiff((*step)[0], at_once->logits_last), 1e-3f);
   EXPECT_EQ(block->cache.num_tokens(), total + 1);
+}
+
+// The CPU backend copies and rotates a cached block in one pass; that must give exactly
+// what a copy followed by ShiftKeys gives (same arithmetic), for each pair of dtypes. From
+// fp32 into bf16 the fused pass rounds once, after rotating: the copy-then-shift order
+// with an fp32 sequence, rounded at the end.
+TEST_F(KvDTypeEngineTest, FusedCopyAndShiftEqualsCopyThenShift) {
+  absl::StatusOr<ModelFiles> files = ModelFiles::Open(*dir_);
+  ASSERT_TRUE(files.ok());
+  std::unique_ptr<Backend> cpu = CreateCpuBackend(*LoadWeights(*files));
+  const std::vector<int32_t> tokens = Tokens(150, 6, vocab_);  // more than one 64-row chunk
+  for (DType from : {DType::kF32, DType::kBF16}) {
+    for (DType to : {DType::kF32, DType::kBF16}) {
+      Engine& encoder = from == DType::kF32 ? *f32_ : *bf16_;
+      absl::StatusOr<KvCache> block = encoder.EncodeBlock(tokens);
+      ASSERT_TRUE(block.ok()) << block.status();
+      KvCache prefix(block->shape(), to);  // something before, so rows land at an offset
+      prefix.Append({1, 2, 3});
+      KvCache fused = prefix, expected(block->shape(), DType::kF32);
+      cpu->AppendShifted(fused, *block, 40);
+      expected.AppendCopy(prefix);
+      expected.AppendCopy(*block);
+      cpu->ShiftKeys(expected, 3, block->num_tokens(), 40);
+      KvCache want(block->shape(), to);
+      want.AppendCopy(expected);
+      ASSERT_EQ(fused.tokens(), want.tokens());
+      const size_t bytes = want.num_tokens() * want.shape().row() * DTypeSize(to);
+      for (int64_t l = 0; l < want.shape().num_layers; ++l) {
+        EXPECT_EQ(std::memcmp(fused.k_data(l), want.k_data(l), bytes), 0)
+            << DTypeName(from) << " -> " << DTypeName(to) << " layer " << l << " K";
+        EXPECT_EQ(std::memcmp(fused.v_data(l), want.v_data(l), bytes), 0)
+            << DTypeName(from) << " -> " << DTypeName(to) << " layer " << l << " V";
+      }
+      // And the shift really moved the keys.
+      KvCache unshifted = prefix;
+      unshifted.AppendCopy(*block);
+      EXPECT_NE(std::memcmp(fused.k_data(0), unshifted.k_data(0), bytes), 0);
+    }
+  }
 }
 
 }  // namespace
