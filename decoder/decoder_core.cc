@@ -160,7 +160,8 @@ int64_t DecoderCore::KvBytesFor(int64_t prompt_tokens, int64_t max_new_tokens) c
   const int64_t context = engine_.config().max_position_embeddings;
   const int64_t rows = std::min(prompt_tokens + std::max<int64_t>(max_new_tokens, 1) - 1, context);
   const engine::KvShape shape = engine_.kv_shape();
-  return 2 * shape.num_layers * rows * shape.row() * static_cast<int64_t>(sizeof(float));
+  return 2 * shape.num_layers * rows * shape.row() *
+         static_cast<int64_t>(engine::DTypeSize(engine_.kv_dtype()));
 }
 
 absl::StatusOr<DecoderCore::Reservation> DecoderCore::Reserve(uint64_t sequence_id,

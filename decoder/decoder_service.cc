@@ -22,7 +22,8 @@ constexpr absl::Duration kStreamPoll = absl::Milliseconds(100);
 handoff::SequenceAssembler::Expect ExpectFor(const engine::Engine& engine,
                                              const handoff::MaxNewTokensPolicy& policy) {
   return {handoff::FingerprintHex(engine.model_fingerprint()), engine.kv_shape(),
-          engine.config().vocab_size, engine.config().max_position_embeddings, policy};
+          engine.config().vocab_size, engine.config().max_position_embeddings, policy,
+          engine.kv_dtype()};
 }
 
 }  // namespace

@@ -5,8 +5,9 @@
 namespace blockserve::engine {
 namespace {
 
-absl::Status CheckItem(const ModelConfig& c, absl::Span<const ForwardItem> earlier,
+absl::Status CheckItem(const Backend& backend, absl::Span<const ForwardItem> earlier,
                        const ForwardItem& item) {
+  const ModelConfig& c = backend.config();
   if (item.tokens.empty()) return absl::InvalidArgumentError("forward item has no tokens");
   if (item.cache == nullptr) return absl::InvalidArgumentError("forward item has no cache");
   // Two items appending to one cache would each see a past without the other's rows.
@@ -18,6 +19,12 @@ absl::Status CheckItem(const ModelConfig& c, absl::Span<const ForwardItem> earli
   const KvShape want{c.num_hidden_layers, c.num_key_value_heads, c.head_dim};
   if (!(item.cache->shape() == want)) {
     return absl::InvalidArgumentError("KV cache shape does not match the model");
+  }
+  if (!backend.SupportsKvDType(item.cache->dtype())) {
+    return absl::InvalidArgumentError(absl::StrCat("the ", std::string(backend.name()),
+                                                   " backend does not hold ",
+                                                   std::string(DTypeName(item.cache->dtype())),
+                                                   " KV"));
   }
   for (int32_t t : item.tokens) {
     if (t < 0 || t >= c.vocab_size) {
@@ -34,7 +41,7 @@ absl::Status Backend::Forward(absl::Span<const ForwardItem> batch,
                               std::vector<std::vector<float>>* logits) {
   // Every item is checked before any runs, so a bad item leaves all caches untouched.
   for (size_t b = 0; b < batch.size(); ++b) {
-    if (absl::Status s = CheckItem(config(), batch.subspan(0, b), batch[b]); !s.ok()) return s;
+    if (absl::Status s = CheckItem(*this, batch.subspan(0, b), batch[b]); !s.ok()) return s;
   }
   if (batch.empty()) {
     logits->clear();

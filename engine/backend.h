@@ -44,7 +44,8 @@ class Backend {
   // Runs the batch. `logits` gets one entry per item: the vocab-sized logits of its
   // last token if want_logits, else empty; an empty batch gives no logits. Fails with
   // InvalidArgument, before changing any cache, when an item has no tokens, no cache, a
-  // cache another item also uses, a cache of the wrong shape, or a token outside
+  // cache another item also uses, a cache of the wrong shape or of a KV dtype the
+  // backend does not hold (SupportsKvDType), or a token outside
   // [0, vocab_size). Any other failure is the backend's own (e.g. Internal for a CUDA
   // error) and also leaves every cache as it was.
   absl::Status Forward(absl::Span<const ForwardItem> batch,
@@ -54,9 +55,22 @@ class Backend {
   // positions (RoPE rotation; values untouched), in place.
   virtual void ShiftKeys(KvCache& cache, int64_t first_row, int64_t count, int64_t delta) = 0;
 
+  // Appends `block`'s rows to `cache` with their keys re-encoded by `delta` positions:
+  // AppendCopy then ShiftKeys on the new rows, which a backend may fuse into one pass.
+  // Shapes must match; dtypes may differ (converted as AppendCopy does).
+  virtual void AppendShifted(KvCache& cache, const KvCache& block, int64_t delta) {
+    const int64_t first = cache.num_tokens();
+    cache.AppendCopy(block);
+    ShiftKeys(cache, first, block.num_tokens(), delta);
+  }
+
+  // Whether Forward and ShiftKeys take caches holding `dtype`. fp32 everywhere; the CPU
+  // backend also reads and writes bf16 KV.
+  virtual bool SupportsKvDType(DType dtype) const { return dtype == DType::kF32; }
+
  private:
   // Forward's work, given a batch Forward has checked: non-empty, each item with its own
-  // cache of the model's shape and at least one token, all in the vocabulary. Same
+  // cache of the model's shape and a supported dtype and at least one token, all in the vocabulary. Same
   // contract for `logits` as Forward; on failure every cache must be left as it was.
   virtual absl::Status DoForward(absl::Span<const ForwardItem> batch,
                                  std::vector<std::vector<float>>* logits) = 0;

@@ -135,4 +135,19 @@ void CausalAttention(const float* q, int64_t m, const float* k, const float* v, 
   });
 }
 
+// Widens K and V into fp32 and runs the fp32 kernel: correct, not fast (a stand-in
+// until the kernel reads bf16 itself).
+void CausalAttention(const float* q, int64_t m, const uint16_t* k, const uint16_t* v,
+                     int64_t past, const AttentionShape& shape, float* out, ThreadPool& pool,
+                     int64_t window) {
+  const size_t n = (past + m) * shape.num_kv_heads * shape.head_dim;
+  std::vector<float> kf(n), vf(n);
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t kw = static_cast<uint32_t>(k[i]) << 16, vw = static_cast<uint32_t>(v[i]) << 16;
+    std::memcpy(&kf[i], &kw, 4);
+    std::memcpy(&vf[i], &vw, 4);
+  }
+  CausalAttention(q, m, kf.data(), vf.data(), past, shape, out, pool, window);
+}
+
 }  // namespace blockserve::engine

@@ -30,6 +30,11 @@ void CausalAttention(const float* q, int64_t m, const float* k, const float* v, 
                      const AttentionShape& shape, float* out, ThreadPool& pool,
                      int64_t window = 0);
 
+// The same over bf16 keys and values (bit patterns: the top 16 bits of an fp32).
+void CausalAttention(const float* q, int64_t m, const uint16_t* k, const uint16_t* v,
+                     int64_t past, const AttentionShape& shape, float* out, ThreadPool& pool,
+                     int64_t window = 0);
+
 // Element-wise exp(x) for n floats, accurate to a few ulp for x in [-87, 88]
 // (smaller x gives 0), written so the compiler vectorizes it.
 void ExpInPlace(float* x, int64_t n);

@@ -7,11 +7,13 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cmath>
 #include <limits>
 
 #include "engine/backend.h"
 #include "engine/cpu_attention.h"
+#include "engine/dtype.h"
 #include "engine/rope.h"
 #include "engine/thread_pool.h"
 
@@ -70,9 +72,54 @@ class CpuBackend : public Backend {
 
   void ShiftKeys(KvCache& cache, int64_t first_row, int64_t count, int64_t delta) override {
     const KvShape& s = cache.shape();
-    for (int64_t l = 0; l < s.num_layers; ++l) {
-      rope_.Shift(cache.k(l) + first_row * s.row(), count, s.num_kv_heads, delta);
+    if (cache.dtype() == DType::kF32) {
+      for (int64_t l = 0; l < s.num_layers; ++l) {
+        rope_.Shift(cache.k(l) + first_row * s.row(), count, s.num_kv_heads, delta);
+      }
+      return;
     }
+    // bf16 keys: widen a few rows at a time, rotate, round back. The rotation is
+    // computed in fp32 from the stored (rounded) key, so a shifted bf16 key differs from
+    // one encoded at the new position by bf16 rounding only.
+    constexpr int64_t kRows = 64;
+    std::vector<float> buf(kRows * s.row());
+    for (int64_t l = 0; l < s.num_layers; ++l) {
+      uint16_t* k = cache.k_bf16(l) + first_row * s.row();
+      for (int64_t r = 0; r < count; r += kRows) {
+        const int64_t n = std::min(kRows, count - r) * s.row();
+        ConvertToF32(DType::kBF16, k + r * s.row(), n, buf.data());
+        rope_.Shift(buf.data(), n / s.row(), s.num_kv_heads, delta);
+        ConvertFromF32(DType::kBF16, buf.data(), n, k + r * s.row());
+      }
+    }
+  }
+
+  // One pass over the block: each chunk of rows is copied (converted) into the sequence
+  // and rotated there while it is still in cache, instead of a copy of the whole block
+  // followed by a second pass for the rotation. Same arithmetic as ShiftKeys.
+  void AppendShifted(KvCache& cache, const KvCache& block, int64_t delta) override {
+    const KvShape& s = cache.shape();
+    const int64_t first = cache.Append(block.tokens()), n = block.num_tokens(), row = s.row();
+    const DType from = block.dtype(), to = cache.dtype();
+    const size_t from_size = DTypeSize(from), to_size = DTypeSize(to);
+    constexpr int64_t kRows = 64;
+    std::vector<float> buf(kRows * row);
+    for (int64_t l = 0; l < s.num_layers; ++l) {
+      const auto* src = static_cast<const std::byte*>(block.k_data(l));
+      auto* dst = static_cast<std::byte*>(cache.k_data(l)) + first * row * to_size;
+      for (int64_t r = 0; r < n; r += kRows) {
+        const int64_t rows = std::min(kRows, n - r), elems = rows * row;
+        ConvertToF32(from, src + r * row * from_size, elems, buf.data());
+        rope_.Shift(buf.data(), rows, s.num_kv_heads, delta);
+        ConvertFromF32(to, buf.data(), elems, dst + r * row * to_size);
+      }
+      ConvertDType(from, block.v_data(l), n * row, to,
+                   static_cast<std::byte*>(cache.v_data(l)) + first * row * to_size);
+    }
+  }
+
+  bool SupportsKvDType(DType dtype) const override {
+    return dtype == DType::kF32 || dtype == DType::kBF16;
   }
 
  private:
@@ -118,11 +165,22 @@ void CpuBackend::Layer(int64_t l, absl::Span<const ForwardItem> batch,
       rope_.Apply(qb + t0 * qd, n, c.num_attention_heads, item.first_position + t0);
       rope_.Apply(kb + t0 * kvd, n, c.num_key_value_heads, item.first_position + t0);
     });
-    std::copy(kb, kb + m * kvd, item.cache->k(l) + cache_row0[b] * kvd);
-    std::copy(v.data() + row0[b] * kvd, v.data() + (row0[b] + m) * kvd,
-              item.cache->v(l) + cache_row0[b] * kvd);
-    CausalAttention(qb, m, item.cache->k(l), item.cache->v(l), cache_row0[b], shape,
-                    att.data() + row0[b] * qd, pool_, c.LayerWindow(l).value_or(0));
+    // The new rows go into the cache in its dtype; attention then reads them from there,
+    // so a token sees its own K/V exactly as later tokens will (rounded, for bf16).
+    KvCache& cache = *item.cache;
+    const DType kv = cache.dtype();
+    const size_t at = cache_row0[b] * kvd * DTypeSize(kv);
+    ConvertFromF32(kv, kb, m * kvd, static_cast<std::byte*>(cache.k_data(l)) + at);
+    ConvertFromF32(kv, v.data() + row0[b] * kvd, m * kvd,
+                   static_cast<std::byte*>(cache.v_data(l)) + at);
+    const int64_t window = c.LayerWindow(l).value_or(0);
+    float* out = att.data() + row0[b] * qd;
+    if (kv == DType::kF32) {
+      CausalAttention(qb, m, cache.k(l), cache.v(l), cache_row0[b], shape, out, pool_, window);
+    } else {
+      CausalAttention(qb, m, cache.k_bf16(l), cache.v_bf16(l), cache_row0[b], shape, out, pool_,
+                      window);
+    }
   }
   auto add_into_x = [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) x[i] += h[i];

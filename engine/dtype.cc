@@ -1,5 +1,6 @@
 #include "engine/dtype.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <string>
@@ -176,6 +177,24 @@ void ConvertFromF32(DType dtype, const float* src, size_t n, void* dst) {
         std::memcpy(bytes + 2 * i, &h, 2);
       }
       return;
+  }
+}
+
+void ConvertDType(DType from, const void* src, size_t n, DType to, void* dst) {
+  if (from == to) {
+    if (n > 0) std::memcpy(dst, src, n * DTypeSize(from));
+    return;
+  }
+  // Through a small fp32 buffer that stays in L1, so a multi-MB block is read and
+  // written once.
+  constexpr size_t kChunk = 2048;
+  float buf[kChunk];
+  const auto* in = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t c = std::min(kChunk, n - i);
+    ConvertToF32(from, in + i * DTypeSize(from), c, buf);
+    ConvertFromF32(to, buf, c, out + i * DTypeSize(to));
   }
 }
 

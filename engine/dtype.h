@@ -54,6 +54,11 @@ void ConvertToF32(DType dtype, const void* src, size_t n, float* dst);
 // 0 either may be null.
 void ConvertFromF32(DType dtype, const float* src, size_t n, void* dst);
 
+// Converts `n` elements of type `from` at `src` to type `to` at `dst`: one copy when
+// the types are equal, otherwise through fp32 (rounding to nearest, ties to even, as
+// ConvertFromF32). Same alignment and overlap rules as above.
+void ConvertDType(DType from, const void* src, size_t n, DType to, void* dst);
+
 }  // namespace blockserve::engine
 
 #endif  // BLOCKSERVE_ENGINE_DTYPE_H_

@@ -268,7 +268,31 @@ TEST(ConvertTest, ZeroElementsWithNullPointersIsANoOp) {
     ConvertFromF32(d, empty_floats.data(), 0, empty_bytes.data());
     ConvertToF32(d, nullptr, 0, nullptr);
     ConvertFromF32(d, nullptr, 0, nullptr);
+    ConvertDType(d, nullptr, 0, d, nullptr);
+    ConvertDType(d, nullptr, 0, DType::kF32, nullptr);
     EXPECT_TRUE(empty_floats.empty());
+  }
+}
+
+// Between any two types: a copy when equal, otherwise what the fp32 functions give; long
+// enough to cross ConvertDType's internal chunks.
+TEST(ConvertTest, ConvertDTypeCopiesOrConvertsThroughF32) {
+  const size_t n = 5000;
+  std::vector<float> f(n);
+  for (size_t i = 0; i < n; ++i) f[i] = std::ldexp(std::sin(0.37f * i), static_cast<int>(i % 40) - 20);
+  for (DType from : {DType::kF32, DType::kF16, DType::kBF16}) {
+    std::string src(n * DTypeSize(from), '\0');
+    ConvertFromF32(from, f.data(), n, src.data());
+    for (DType to : {DType::kF32, DType::kF16, DType::kBF16}) {
+      std::string got(n * DTypeSize(to), '\0');
+      ConvertDType(from, src.data(), n, to, got.data());
+      std::vector<float> wide(n);
+      ConvertToF32(from, src.data(), n, wide.data());
+      std::string want(n * DTypeSize(to), '\0');
+      ConvertFromF32(to, wide.data(), n, want.data());
+      EXPECT_EQ(got, want) << DTypeName(from) << " -> " << DTypeName(to);
+      if (from == to) EXPECT_EQ(got, src);
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -49,16 +50,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_di
         model_dir, ": tokenizer.json has ", tokenizer->vocab_size(),
         " tokens but config.json's vocab_size is ", weights->config.vocab_size));
   }
+  if (absl::Status s = CheckKvDType(options.kv_dtype); !s.ok()) return s;
   const uint64_t fingerprint = ModelFingerprint(*files);
   absl::StatusOr<std::unique_ptr<Backend>> backend = make_backend(*std::move(weights), options);
   if (!backend.ok()) return backend.status();
-  return std::make_unique<Engine>(*std::move(tokenizer), *std::move(backend), fingerprint);
+  if (!(*backend)->SupportsKvDType(options.kv_dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the ", std::string((*backend)->name()), " backend does not hold ",
+        std::string(DTypeName(options.kv_dtype)), " KV; use F32"));
+  }
+  return std::make_unique<Engine>(*std::move(tokenizer), *std::move(backend), fingerprint,
+                                  options.kv_dtype);
 }
 
-Engine::Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t model_fingerprint)
+Engine::Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t model_fingerprint,
+               DType kv_dtype)
     : tokenizer_(std::move(tokenizer)),
       backend_(std::move(backend)),
-      model_fingerprint_(model_fingerprint) {
+      model_fingerprint_(model_fingerprint),
+      kv_dtype_(kv_dtype) {
+  assert(backend_->SupportsKvDType(kv_dtype_));
   for (int64_t id : config().eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(id));
   for (const int32_t eos : tokenizer_.eos_ids()) {
     if (std::find(eos_ids_.begin(), eos_ids_.end(), eos) == eos_ids_.end()) {
@@ -89,7 +100,7 @@ absl::Status Engine::CheckContext(int64_t total_tokens) const {
 absl::StatusOr<KvCache> Engine::EncodeBlock(absl::Span<const int32_t> tokens) {
   if (tokens.empty()) return absl::InvalidArgumentError("cannot encode an empty block");
   if (absl::Status s = CheckContext(tokens.size()); !s.ok()) return s;
-  KvCache block(kv_shape());
+  KvCache block(kv_shape(), kv_dtype_);
   std::vector<std::vector<float>> unused;
   ForwardItem item{tokens, /*first_position=*/0, &block, /*want_logits=*/false};
   if (absl::Status s = RunForward({item}, &unused); !s.ok()) return s;
@@ -123,7 +134,7 @@ absl::StatusOr<PrefillResult> Engine::PrefillFull(absl::Span<const BlockInput> b
   std::vector<int32_t> all;
   for (const BlockInput& b : blocks) all.insert(all.end(), b.tokens.begin(), b.tokens.end());
   all.insert(all.end(), last.begin(), last.end());
-  PrefillResult r{KvCache(kv_shape())};
+  PrefillResult r{KvCache(kv_shape(), kv_dtype_)};
   Stopwatch compute;
   std::vector<std::vector<float>> logits;
   ForwardItem item{all, 0, &r.cache, true};
@@ -145,7 +156,7 @@ absl::StatusOr<PrefillResult> Engine::PrefillBlocks(absl::Span<const BlockInput>
                                                    "] for ", k, " passages, got ",
                                                    options.global_blocks));
   }
-  PrefillResult r{KvCache(kv_shape())};
+  PrefillResult r{KvCache(kv_shape(), kv_dtype_)};
   r.cache.Reserve(TotalTokens(blocks, last));
   double encode_ms = 0;
   // Local blocks: cached KV (or encoded now), copied in order and rotated to its offset.
@@ -173,12 +184,14 @@ absl::StatusOr<PrefillResult> Engine::PrefillBlocks(absl::Span<const BlockInput>
       r.stats.kv_bytes_touched += kv->bytes();
     }
     const int64_t offset = r.cache.num_tokens();
-    r.cache.AppendCopy(*kv);
     if (options.reencode_positions) {
+      // Copied and rotated in one pass; shift_ms is the whole of it.
       Stopwatch sw;
       absl::MutexLock lock(&backend_mu_);
-      backend_->ShiftKeys(r.cache, offset, kv->num_tokens(), offset - kv->start_position());
+      backend_->AppendShifted(r.cache, *kv, offset - kv->start_position());
       r.stats.shift_ms += sw.ElapsedMs();
+    } else {
+      r.cache.AppendCopy(*kv);
     }
   }
   // Tail: global blocks and the query, computed together over everything before them.

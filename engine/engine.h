@@ -60,6 +60,8 @@ struct RequestStats {
   double flops_full_prefill = 0;  // the same prompt under full prefill, for comparison
   int64_t kv_bytes_touched = 0;   // cached KV read + sequence KV written
   double fetch_ms = 0;            // filled by callers that fetch from a store
+  // Copying the cached blocks into the sequence with their keys re-encoded (one fused
+  // pass, Backend::AppendShifted); 0 without re-encoding.
   double shift_ms = 0;
   double compute_ms = 0;
 };
@@ -79,6 +81,9 @@ struct DecodeInput {
 
 struct EngineOptions {
   int num_threads = 0;  // the CPU backend's threads (other backends ignore it); 0: all cores
+  // Element type of every KV cache the engine makes (sequences, encoded blocks): kF32
+  // (exact; the tests' reference) or kBF16 (half the bytes; the CPU backend only).
+  DType kv_dtype = DType::kF32;
 };
 
 // Builds an engine's backend from the model's weights (taking ownership of them) and the
@@ -104,11 +109,16 @@ class Engine {
       const std::string& model_dir, const EngineOptions& options = {},
       BackendFactory make_backend = CpuBackendFactory);
   // `model_fingerprint` identifies the weights and config (see ModelFingerprint).
-  Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t model_fingerprint = 0);
+  // `kv_dtype` must be one the backend holds (Load checks; here it is an assert).
+  Engine(Tokenizer tokenizer, std::unique_ptr<Backend> backend, uint64_t model_fingerprint = 0,
+         DType kv_dtype = DType::kF32);
 
   const ModelConfig& config() const { return backend_->config(); }
   const Tokenizer& tokenizer() const { return tokenizer_; }
   KvShape kv_shape() const;
+  // The element type of the KV caches the engine makes. Cached blocks of another dtype
+  // are accepted and converted when copied into a sequence.
+  DType kv_dtype() const { return kv_dtype_; }
   // Two models share cached KV only if their fingerprints are equal.
   uint64_t model_fingerprint() const { return model_fingerprint_; }
   // Ids that end generation: config's eos_token_id(s) and the tokenizer's EOS.
@@ -146,6 +156,7 @@ class Engine {
   std::unique_ptr<Backend> backend_;
   std::vector<int32_t> eos_ids_;
   uint64_t model_fingerprint_;
+  DType kv_dtype_;
   absl::Mutex backend_mu_;
 };
 

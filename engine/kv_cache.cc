@@ -1,34 +1,49 @@
 #include "engine/kv_cache.h"
 
-#include <algorithm>
+#include <cassert>
+
+#include "absl/strings/str_cat.h"
 
 namespace blockserve::engine {
+
+absl::Status CheckKvDType(DType dtype) {
+  if (dtype == DType::kF32 || dtype == DType::kBF16) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("KV can be held as F32 or BF16, not ",
+                                                 std::string(DTypeName(dtype))));
+}
+
+KvCache::KvCache(KvShape shape, DType dtype)
+    : shape_(shape), dtype_(dtype), k_(shape.num_layers), v_(shape.num_layers) {
+  assert(CheckKvDType(dtype).ok());
+}
 
 int64_t KvCache::Append(absl::Span<const int32_t> new_tokens) {
   const int64_t first = num_tokens();
   tokens_.insert(tokens_.end(), new_tokens.begin(), new_tokens.end());
-  const size_t floats = tokens_.size() * shape_.row();
+  const size_t bytes = tokens_.size() * shape_.row() * DTypeSize(dtype_);
   for (int64_t l = 0; l < shape_.num_layers; ++l) {
-    k_[l].resize(floats);
-    v_[l].resize(floats);
+    k_[l].resize(bytes);
+    v_[l].resize(bytes);
   }
   return first;
 }
 
 void KvCache::Reserve(int64_t total_tokens) {
   tokens_.reserve(total_tokens);
+  const size_t bytes = total_tokens * shape_.row() * DTypeSize(dtype_);
   for (int64_t l = 0; l < shape_.num_layers; ++l) {
-    k_[l].reserve(total_tokens * shape_.row());
-    v_[l].reserve(total_tokens * shape_.row());
+    k_[l].reserve(bytes);
+    v_[l].reserve(bytes);
   }
 }
 
 void KvCache::AppendCopy(const KvCache& other) {
   const int64_t first = Append(other.tokens());
-  const int64_t n = other.num_tokens() * shape_.row();
+  const size_t n = other.num_tokens() * shape_.row();
+  const size_t at = first * shape_.row() * DTypeSize(dtype_);
   for (int64_t l = 0; l < shape_.num_layers; ++l) {
-    std::copy(other.k(l), other.k(l) + n, k(l) + first * shape_.row());
-    std::copy(other.v(l), other.v(l) + n, v(l) + first * shape_.row());
+    ConvertDType(other.dtype(), other.k_data(l), n, dtype_, k_[l].data() + at);
+    ConvertDType(other.dtype(), other.v_data(l), n, dtype_, v_[l].data() + at);
   }
 }
 

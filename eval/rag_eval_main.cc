@@ -26,6 +26,8 @@ ABSL_FLAG(std::string, out, "eval/results/accuracy.md",
           "Markdown file to write (\"\" to only print)");
 ABSL_FLAG(int64_t, limit, 0, "use only the first N examples of each set (0: all)");
 ABSL_FLAG(int, threads, 0, "engine threads (0: all cores)");
+ABSL_FLAG(std::string, kv_dtype, "f32",
+          "element type of the engine's KV caches: f32 (exact) or bf16");
 
 namespace blockserve::eval {
 namespace {
@@ -108,6 +110,13 @@ std::string PassageRange(const std::vector<RagExample>& set) {
 
 absl::Status Run() {
   engine::EngineOptions engine_options{absl::GetFlag(FLAGS_threads)};
+  const std::string kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
+  if (kv_dtype == "bf16") {
+    engine_options.kv_dtype = engine::DType::kBF16;
+  } else if (kv_dtype != "f32") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv_dtype must be f32 or bf16, got \"", kv_dtype, "\""));
+  }
   absl::StatusOr<std::unique_ptr<engine::Engine>> ft =
       engine::Engine::Load(RepoPath(absl::GetFlag(FLAGS_model)), engine_options);
   if (!ft.ok()) return ft.status();
@@ -156,7 +165,7 @@ absl::Status Run() {
       "in training. Produced by `bazel run -c opt //eval:rag_eval -- --model ",
       absl::GetFlag(FLAGS_model), " --vanilla_model ", absl::GetFlag(FLAGS_vanilla_model),
       " --data_dir ", absl::GetFlag(FLAGS_data_dir), " --limit ", absl::GetFlag(FLAGS_limit),
-      "` (limit 0: every example).\n\n",
+      " --kv_dtype ", kv_dtype, "` (limit 0: every example; KV caches in ", kv_dtype, ").\n\n",
       "## Passages as in training (", PassageRange(*single), " per prompt)\n\n", *main_table,
       "\n## More passages than seen in training (", PassageRange(*longer),
       " per prompt)\n\n", *long_table,

@@ -1,6 +1,7 @@
 #include "handoff/kv_chunks.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
@@ -37,6 +38,18 @@ absl::StatusOr<engine::DType> ToEngineDType(v1::DType dtype) {
   }
 }
 
+v1::DType ToWireDType(engine::DType dtype) {
+  switch (dtype) {
+    case engine::DType::kF32:
+      return v1::DTYPE_F32;
+    case engine::DType::kF16:
+      return v1::DTYPE_F16;
+    case engine::DType::kBF16:
+      return v1::DTYPE_BF16;
+  }
+  return v1::DTYPE_F32;
+}
+
 bool ForEachChunk(const v1::SequenceHeader& header, const engine::KvCache& kv, v1::DType dtype,
                   size_t max_chunk_bytes, absl::FunctionRef<bool(const v1::KvChunk&)> sink) {
   const engine::DType edtype = *ToEngineDType(dtype);
@@ -61,7 +74,10 @@ bool ForEachChunk(const v1::SequenceHeader& header, const engine::KvCache& kv, v
   v1::KvSlice* slice = chunk.mutable_slice();
   for (int64_t layer = 0; layer < shape.num_layers; ++layer) {
     for (v1::KvTensor tensor : {v1::KV_TENSOR_K, v1::KV_TENSOR_V}) {
-      const float* src = tensor == v1::KV_TENSOR_K ? kv.k(layer) : kv.v(layer);
+      const auto* src = static_cast<const std::byte*>(tensor == v1::KV_TENSOR_K
+                                                          ? kv.k_data(layer)
+                                                          : kv.v_data(layer));
+      const size_t kv_row_bytes = shape.row() * engine::DTypeSize(kv.dtype());
       for (int64_t begin = 0; begin < n; begin += tokens_per_chunk) {
         const int64_t end = std::min(n, begin + tokens_per_chunk);
         slice->set_layer(static_cast<uint32_t>(layer));
@@ -71,7 +87,8 @@ bool ForEachChunk(const v1::SequenceHeader& header, const engine::KvCache& kv, v
         std::string* data = slice->mutable_data();
         const size_t elements = static_cast<size_t>((end - begin) * shape.row());
         data->resize(elements * engine::DTypeSize(edtype));
-        engine::ConvertFromF32(edtype, src + begin * shape.row(), elements, data->data());
+        engine::ConvertDType(kv.dtype(), src + begin * kv_row_bytes, elements, edtype,
+                             data->data());
         if (!sink(chunk)) return false;
       }
     }
@@ -209,7 +226,7 @@ absl::Status SequenceAssembler::AddChunk(const v1::KvChunk& chunk) {
         header_ = chunk.header();
         has_header_ = true;
         dtype_ = *ToEngineDType(header_.dtype());
-        kv_ = engine::KvCache(expect_.shape);
+        kv_ = engine::KvCache(expect_.shape, expect_.kv_dtype);
         kv_.Append(header_.token_ids().ids());
         covered_.assign(2 * expect_.shape.num_layers, {});
       }
@@ -259,8 +276,11 @@ absl::Status SequenceAssembler::AddSlice(const v1::KvSlice& slice) {
                      " tokens [", begin, ", ", end, ") overlaps an earlier slice"));
   }
   covered.emplace(begin, end);
-  float* dst = slice.tensor() == v1::KV_TENSOR_K ? kv_.k(slice.layer()) : kv_.v(slice.layer());
-  engine::ConvertToF32(dtype_, slice.data().data(), elements, dst + begin * shape.row());
+  auto* dst = static_cast<std::byte*>(slice.tensor() == v1::KV_TENSOR_K
+                                          ? kv_.k_data(slice.layer())
+                                          : kv_.v_data(slice.layer()));
+  engine::ConvertDType(dtype_, slice.data().data(), elements, kv_.dtype(),
+                       dst + begin * shape.row() * engine::DTypeSize(kv_.dtype()));
   bytes_received_ += static_cast<int64_t>(want);
   return absl::OkStatus();
 }

@@ -38,11 +38,14 @@ inline constexpr size_t kDefaultMaxChunkBytes = 1 << 20;
 
 // Maps the wire dtype to the engine's. InvalidArgument for UNSPECIFIED or unknown values.
 absl::StatusOr<engine::DType> ToEngineDType(blockserve::v1::DType dtype);
+// The wire dtype of an engine dtype (every engine dtype has one).
+blockserve::v1::DType ToWireDType(engine::DType dtype);
 
 // Calls `sink` with the AcceptSequence stream of `kv`: the header chunk, then for each
 // layer K then V in token slices whose data is at most `max_chunk_bytes` (a slice holds
 // at least one token, so a token row larger than the limit gets a chunk of its own).
-// Elements are converted from fp32 to `dtype` (F32 exact; F16/BF16 round to nearest even).
+// Elements are converted from kv's dtype to `dtype` (copied when equal; otherwise through
+// fp32, rounding to nearest even).
 // The header's num_layers, num_kv_heads, head_dim, dtype, token_count and token_ids are
 // set from `kv` and `dtype`; the caller fills the rest (sequence_id, model_fingerprint,
 // first_token_id, sampling, request_id). Stops early when `sink` returns false; returns
@@ -96,6 +99,8 @@ class SequenceAssembler {
     int64_t vocab_size = 0;
     int64_t context_length = 0;  // the model's max_position_embeddings
     MaxNewTokensPolicy max_new_tokens;
+    // The decoder engine's KV dtype: Finish returns the KV in it, whatever the wire's.
+    engine::DType kv_dtype = engine::DType::kF32;
   };
   explicit SequenceAssembler(Expect expect);
 

@@ -89,6 +89,45 @@ TEST(SequenceToChunks, Bf16AndF16RoundTripWithinTheirPrecision) {
   EXPECT_LE(MaxAbsDiff(kv, *f16, true), 1.0 / 2048);
 }
 
+// A bf16 sequence (the engines' default KV dtype) crosses as bf16, bit for bit, at half
+// the bytes of f32, into a bf16 decoder; an f32 decoder gets it widened exactly.
+TEST(SequenceToChunks, Bf16CacheCrossesUnchangedIntoABf16Decoder) {
+  const engine::KvCache f32 = RandomKv(9);
+  engine::KvCache bf16(kShape, engine::DType::kBF16);
+  bf16.AppendCopy(f32);
+  const v1::DType wire = ToWireDType(bf16.dtype());
+  EXPECT_EQ(wire, v1::DTYPE_BF16);
+  const std::vector<v1::KvChunk> chunks = SequenceToChunks(CallerHeader(), bf16, wire);
+  const std::vector<v1::KvChunk> f32_chunks = SequenceToChunks(CallerHeader(), f32, v1::DTYPE_F32);
+  auto payload = [](const std::vector<v1::KvChunk>& cs) {
+    size_t n = 0;
+    for (const v1::KvChunk& c : cs) n += c.has_slice() ? c.slice().data().size() : 0;
+    return n;
+  };
+  EXPECT_EQ(2 * payload(chunks), payload(f32_chunks));
+
+  SequenceAssembler::Expect bf16_decoder = LocalModel();
+  bf16_decoder.kv_dtype = engine::DType::kBF16;
+  absl::StatusOr<engine::KvCache> got = Assemble(chunks, bf16_decoder);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->dtype(), engine::DType::kBF16);
+  EXPECT_EQ(got->tokens(), bf16.tokens());
+  const size_t n = bf16.num_tokens() * kShape.row();
+  for (int64_t l = 0; l < kShape.num_layers; ++l) {
+    EXPECT_TRUE(std::equal(bf16.k_bf16(l), bf16.k_bf16(l) + n, got->k_bf16(l))) << l;
+    EXPECT_TRUE(std::equal(bf16.v_bf16(l), bf16.v_bf16(l) + n, got->v_bf16(l))) << l;
+  }
+  absl::StatusOr<engine::KvCache> widened = Assemble(chunks);  // an f32 decoder
+  ASSERT_TRUE(widened.ok()) << widened.status();
+  ASSERT_EQ(widened->dtype(), engine::DType::kF32);
+  for (int64_t l = 0; l < kShape.num_layers; ++l) {
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(widened->k(l)[i], engine::BF16ToF32(bf16.k_bf16(l)[i]));
+      EXPECT_EQ(widened->v(l)[i], engine::BF16ToF32(bf16.v_bf16(l)[i]));
+    }
+  }
+}
+
 TEST(SequenceToChunks, HeaderFirstWithShapeFromTheCache) {
   const engine::KvCache kv = RandomKv(5);
   const std::vector<v1::KvChunk> chunks = SequenceToChunks(CallerHeader(), kv, v1::DTYPE_BF16);

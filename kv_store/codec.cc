@@ -123,9 +123,9 @@ std::string EncodeBlockValue(const engine::KvCache& kv, const CodecOptions& o) {
   const size_t floats = static_cast<size_t>(n * shape.row());
   const size_t array_bytes = floats * engine::DTypeSize(o.dtype);
   for (int64_t l = 0; l < shape.num_layers; ++l) {
-    engine::ConvertFromF32(o.dtype, kv.k(l), floats, p);
+    engine::ConvertDType(kv.dtype(), kv.k_data(l), floats, o.dtype, p);
     p += array_bytes;
-    engine::ConvertFromF32(o.dtype, kv.v(l), floats, p);
+    engine::ConvertDType(kv.dtype(), kv.v_data(l), floats, o.dtype, p);
     p += array_bytes;
   }
   const uint64_t sum = Checksum64(b + kValueHeaderBytes, total - kValueHeaderBytes,
@@ -205,7 +205,7 @@ absl::StatusOr<engine::KvCache> DecodeBlockValue(std::string_view value,
                              ", bytes hash to ", HexU64(sum)));
   }
 
-  engine::KvCache kv(expected.shape);
+  engine::KvCache kv(expected.shape, expected.cache_dtype);
   const char* p = value.data() + kValueHeaderBytes;
   std::vector<int32_t> tokens(n);
   if (n > 0) std::memcpy(tokens.data(), p, 4 * static_cast<size_t>(n));
@@ -215,9 +215,9 @@ absl::StatusOr<engine::KvCache> DecodeBlockValue(std::string_view value,
   const size_t floats = static_cast<size_t>(n) * heads * dim;
   const size_t array_bytes = floats * engine::DTypeSize(dtype);
   for (uint32_t l = 0; l < layers; ++l) {
-    engine::ConvertToF32(dtype, p, floats, kv.k(l));
+    engine::ConvertDType(dtype, p, floats, expected.cache_dtype, kv.k_data(l));
     p += array_bytes;
-    engine::ConvertToF32(dtype, p, floats, kv.v(l));
+    engine::ConvertDType(dtype, p, floats, expected.cache_dtype, kv.v_data(l));
     p += array_bytes;
   }
   return kv;

@@ -45,6 +45,9 @@ struct CodecOptions {
   uint64_t model_fingerprint = 0;
   engine::KvShape shape;
   engine::DType dtype = engine::DType::kBF16;  // what Encode writes
+  // What Decode returns: the engine's KV dtype (engine::CheckKvDType). A value stored in
+  // the same dtype decodes by copying; otherwise it is converted.
+  engine::DType cache_dtype = engine::DType::kF32;
 };
 
 // Size in bytes of the value EncodeBlockValue writes for `num_tokens` tokens.
@@ -56,7 +59,8 @@ size_t EncodedValueBytes(const engine::KvShape& shape, int64_t num_tokens, engin
 std::string EncodeBlockValue(const engine::KvCache& kv, const CodecOptions& o);
 
 // Validates `value` against `expected` (fingerprint and shape; the stored dtype is read
-// from the header, any supported one decodes) and returns its KV in fp32.
+// from the header, any supported one decodes) and returns its KV in
+// expected.cache_dtype.
 absl::StatusOr<engine::KvCache> DecodeBlockValue(std::string_view value,
                                                  const CodecOptions& expected);
 

@@ -30,7 +30,7 @@ absl::Status GrpcKvHandoff::Send(const std::string& decoder_address,
   std::unique_ptr<grpc::ClientWriter<v1::KvChunk>> writer =
       stub->AcceptSequence(&context, &response);
   const bool sent_all = handoff::ForEachChunk(
-      header, kv, v1::DTYPE_F32, options_.max_chunk_bytes,
+      header, kv, handoff::ToWireDType(kv.dtype()), options_.max_chunk_bytes,
       [&](const v1::KvChunk& chunk) { return writer->Write(chunk); });
   if (sent_all) writer->WritesDone();
   const grpc::Status status = writer->Finish();

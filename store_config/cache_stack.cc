@@ -12,7 +12,8 @@ absl::StatusOr<CacheStack> OpenCacheStackFromFlags() {
   if (!engine.ok()) return engine.status();
   stack.engine = *std::move(engine);
   absl::StatusOr<FlagStore> store =
-      OpenStoreFromFlags(stack.engine->model_fingerprint(), stack.engine->kv_shape());
+      OpenStoreFromFlags(stack.engine->model_fingerprint(), stack.engine->kv_shape(),
+                         stack.engine->kv_dtype());
   if (!store.ok()) {
     return absl::Status(store.status().code(),
                         absl::StrCat("opening the KV store: ", store.status().message()));

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/model_flags.h"
 #include "kv_store/codec.h"
 #include "kv_store/redis/cluster_protocol.h"
 #include "kv_store/redis/redis_store.h"
@@ -55,9 +56,6 @@ ABSL_FLAG(std::string, redis_password_file, "",
 ABSL_FLAG(std::string, redis_user, "",
           "Redis ACL user to AUTH as, with --redis_password_file; empty: the default user "
           "(requirepass) (redis, tiered)");
-ABSL_FLAG(std::string, kv_dtype, "bf16",
-          "element type of KV written to the store: bf16, f16 or f32 (exact); any stored "
-          "type is read back");
 
 namespace blockserve::store_config {
 namespace {
@@ -68,14 +66,6 @@ absl::StatusOr<StoreKind> ParseKind(const std::string& s) {
   if (s == "tiered") return StoreKind::kTiered;
   return absl::InvalidArgumentError(
       absl::StrCat("--kv_store must be shm, redis or tiered, got \"", s, "\""));
-}
-
-absl::StatusOr<engine::DType> ParseDtype(const std::string& s) {
-  if (s == "bf16") return engine::DType::kBF16;
-  if (s == "f16") return engine::DType::kF16;
-  if (s == "f32") return engine::DType::kF32;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--kv_dtype must be bf16, f16 or f32, got \"", s, "\""));
 }
 
 // The password in `path`, without the line end an editor or `echo` leaves after it.
@@ -105,7 +95,8 @@ absl::StatusOr<StoreConfig> StoreConfigFromFlags() {
   StoreConfig c;
   absl::StatusOr<StoreKind> kind = ParseKind(absl::GetFlag(FLAGS_kv_store));
   if (!kind.ok()) return kind.status();
-  absl::StatusOr<engine::DType> dtype = ParseDtype(absl::GetFlag(FLAGS_kv_dtype));
+  // --kv_dtype is common/model_flags': one element type for the engine and the store.
+  absl::StatusOr<engine::DType> dtype = KvDTypeFromFlags();
   if (!dtype.ok()) return dtype.status();
   c.kind = *kind;
   c.dtype = *dtype;
@@ -162,8 +153,9 @@ absl::StatusOr<StoreConfig> StoreConfigFromFlags() {
 
 absl::StatusOr<std::unique_ptr<kv_store::KvStore>> OpenStore(const StoreConfig& config,
                                                                 uint64_t model_fingerprint,
-                                                                const engine::KvShape& shape) {
-  const kv_store::CodecOptions codec{model_fingerprint, shape, config.dtype};
+                                                                const engine::KvShape& shape,
+                                                                engine::DType cache_dtype) {
+  const kv_store::CodecOptions codec{model_fingerprint, shape, config.dtype, cache_dtype};
   auto open_shm = [&]() -> absl::StatusOr<std::unique_ptr<kv_store::KvStore>> {
     kv_store::ShmStoreOptions o;
     o.name = config.shm_name;
@@ -236,11 +228,12 @@ std::string DescribeStore(const StoreConfig& config) {
 }
 
 absl::StatusOr<FlagStore> OpenStoreFromFlags(uint64_t model_fingerprint,
-                                             const engine::KvShape& shape) {
+                                             const engine::KvShape& shape,
+                                             engine::DType cache_dtype) {
   absl::StatusOr<StoreConfig> config = StoreConfigFromFlags();
   if (!config.ok()) return config.status();
   absl::StatusOr<std::unique_ptr<kv_store::KvStore>> store =
-      OpenStore(*config, model_fingerprint, shape);
+      OpenStore(*config, model_fingerprint, shape, cache_dtype);
   if (!store.ok()) return store.status();
   return FlagStore{*std::move(store), DescribeStore(*config)};
 }

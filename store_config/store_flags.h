@@ -10,7 +10,7 @@
 //   --redis_block_ttl_s                TTL of the blocks written to Redis (redis, tiered)
 //   --redis_password_file, --redis_user   AUTH on every Redis connection, to every node
 //                                      of a cluster (redis, tiered)
-//   --kv_dtype=bf16|f16|f32            element type of KV written to the store
+//   --kv_dtype=bf16|f16|f32            element type of KV (common/model_flags.h: the engine's too)
 //
 // The flags are defined in store_flags.cc; a binary that links this library has them.
 #ifndef BLOCKSERVE_STORE_CONFIG_STORE_FLAGS_H_
@@ -59,7 +59,8 @@ struct StoreConfig {
 absl::StatusOr<StoreConfig> StoreConfigFromFlags();
 
 // Opens the configured store for a model (its fingerprint and KV shape go into every
-// value's header and are checked on every read). Errors are the backends' (a shared
+// value's header and are checked on every read); gets return KV in `cache_dtype`, the
+// engine's (Engine::kv_dtype). Errors are the backends' (a shared
 // memory segment of another layout, bad options, a Redis that refuses the credentials:
 // Unauthenticated or PermissionDenied, naming its address; FailedPrecondition for a
 // cluster node given as --redis_host, or a --redis_cluster seed that is not a cluster
@@ -67,7 +68,9 @@ absl::StatusOr<StoreConfig> StoreConfigFromFlags();
 // dropped writes until it comes back.
 absl::StatusOr<std::unique_ptr<kv_store::KvStore>> OpenStore(const StoreConfig& config,
                                                                 uint64_t model_fingerprint,
-                                                                const engine::KvShape& shape);
+                                                                const engine::KvShape& shape,
+                                                                engine::DType cache_dtype =
+                                                                    engine::DType::kF32);
 
 // A store opened from the flags, with DescribeStore of its configuration.
 struct FlagStore {
@@ -76,7 +79,8 @@ struct FlagStore {
 };
 // StoreConfigFromFlags then OpenStore: what a service's main() calls.
 absl::StatusOr<FlagStore> OpenStoreFromFlags(uint64_t model_fingerprint,
-                                             const engine::KvShape& shape);
+                                             const engine::KvShape& shape,
+                                             engine::DType cache_dtype = engine::DType::kF32);
 
 // A one-line description for start-up logs, e.g. "shm /blockserve-kv (1073741824 bytes, bf16)".
 std::string DescribeStore(const StoreConfig& config);

@@ -105,7 +105,10 @@ absl::StatusOr<std::unique_ptr<BlockServeSystem>> BlockServeSystem::Start(System
 absl::StatusOr<std::unique_ptr<ServerProcess>> BlockServeSystem::StartProcess(
     const std::string& name, const std::string& binary, security::Role role,
     std::vector<std::string> args, const std::vector<std::string>& extra) {
-  if (role != security::Role::kRouter) args.push_back("--model_dir=" + options_.model_dir);
+  if (role != security::Role::kRouter) {
+    args.push_back("--model_dir=" + options_.model_dir);
+    args.push_back("--kv_dtype=" + options_.kv_dtype);
+  }
   for (std::string& a : SecurityArgs(role)) args.push_back(std::move(a));
   args.insert(args.end(), extra.begin(), extra.end());
   if (options_.metrics) {
@@ -224,8 +227,7 @@ std::unique_ptr<v1::Router::Stub> BlockServeSystem::RouterAs(const std::string& 
 }
 
 std::vector<std::string> BlockServeSystem::StoreArgs(const std::string& process) {
-  // f32 in the store: cached blocks then equal what a single process computes, bit for bit.
-  std::vector<std::string> args = {"--kv_dtype=f32"};
+  std::vector<std::string> args;
   if (options_.store == "redis" || options_.store == "tiered") {
     args.push_back("--kv_store=" + options_.store);
     if (!options_.redis_cluster.empty()) {

@@ -68,6 +68,9 @@ struct SystemOptions {
   // file:/// discovery, files this object rewrites and the services re-read every
   // 200 ms; AddPrefill() then joins a running system. False: static address lists.
   bool discovery_files = false;
+  // --kv_dtype of every model-serving process. f32: cached blocks and handed-off KV then
+  // equal what a single process computes, bit for bit (the services' default is bf16).
+  std::string kv_dtype = "f32";
   // Appended to each kind's command line (e.g. {"--sequence_wait_ms=2000"}).
   std::vector<std::string> encoder_args, prefill_args, decoder_args, router_args;
 };

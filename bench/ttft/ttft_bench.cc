@@ -57,6 +57,8 @@ ABSL_FLAG(std::string, backend, "cpu",
           "cpu (the engine's CPU backend, fp32) or cuda (engine/cuda: bf16 weights, fp32 "
           "accumulation; needs a CUDA GPU, else exits 2)");
 ABSL_FLAG(int, cuda_device, 0, "CUDA device ordinal for --backend=cuda");
+ABSL_FLAG(std::string, kv_dtype, "f32",
+          "element type of the engine's KV caches: f32 or bf16 (CPU backend only)");
 ABSL_FLAG(int, warmup, 0, "untimed runs per cell before the timed ones");
 ABSL_FLAG(bool, print_config, false,
           "print the model config (config.json fields) and the prompt lengths as JSON to "
@@ -119,14 +121,34 @@ absl::StatusOr<Cell> Time(int repeats, F&& run) {
   return c;
 }
 
+// Where a block-cached TTFT went, per timed run (engine PrefillStats): copying the cached
+// blocks into the sequence with their keys re-encoded (shift_ms), the forward pass over
+// the query, and the rest (sampling, bookkeeping).
+struct Breakdown {
+  std::vector<double> total_ms, shift_ms, compute_ms;
+};
+
 // TTFT = prefill + sampling the first token (greedy).
 absl::StatusOr<double> Ttft(be::Engine& engine, const std::vector<be::BlockInput>& blocks,
-                            const std::vector<int32_t>& query, be::AttentionMode mode) {
+                            const std::vector<int32_t>& query, be::AttentionMode mode,
+                            Breakdown* breakdown = nullptr) {
+  const blockserve::Stopwatch clock;
   absl::StatusOr<be::PrefillResult> r = engine.PrefillLast(blocks, query, {.mode = mode});
   if (!r.ok()) return r.status();
   be::Sampler sampler({});
   (void)sampler.Sample(r->logits_last);
+  if (breakdown != nullptr) {
+    breakdown->total_ms.push_back(clock.ElapsedMs());
+    breakdown->shift_ms.push_back(r->stats.shift_ms);
+    breakdown->compute_ms.push_back(r->stats.compute_ms);
+  }
   return r->stats.flops_to_first_token;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 std::string Fmt(const Cell& c) {
@@ -224,9 +246,16 @@ int Run() {
     std::cerr << "writing a random-weight " << shape << " model to " << dir << "\n";
     if (absl::Status s = be::WriteTinyModel(dir, *o); !s.ok()) return std::cerr << s << "\n", 1;
   }
+  const std::string kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
+  if (kv_dtype != "f32" && kv_dtype != "bf16") {
+    return std::cerr << "ttft_bench: --kv_dtype must be f32 or bf16, got " << kv_dtype << "\n", 2;
+  }
   std::cerr << "loading " << dir << " on the " << backend << " backend\n";
   absl::StatusOr<std::unique_ptr<be::Engine>> loaded =
-      backend == "cuda" ? be::LoadCudaEngine(dir, {.device = device}) : be::Engine::Load(dir);
+      backend == "cuda"
+          ? be::LoadCudaEngine(dir, {.device = device})
+          : be::Engine::Load(dir, {.kv_dtype = kv_dtype == "bf16" ? be::DType::kBF16
+                                                                 : be::DType::kF32});
   if (!loaded.ok()) return std::cerr << "ttft_bench: " << loaded.status() << "\n", 1;
   be::Engine& engine = **loaded;
   const be::ModelConfig& c = engine.config();
@@ -241,6 +270,10 @@ int Run() {
       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::string table = header, csv =
       "tokens,passages,mode,median_ms,min_ms,max_ms,flops\n";
+  std::string split_table =
+      "| tokens | block cached ms | copy + RoPE shift ms | forward ms | rest ms | "
+      "copy + shift share |\n|---:|---:|---:|---:|---:|---:|\n";
+  std::string split_csv = "tokens,total_ms,copy_shift_ms,forward_ms,rest_ms\n";
   std::cout << header << std::flush;
   for (int64_t len : lengths) {
     const int64_t k = PassageCount(len, p_len, q_len);
@@ -256,6 +289,7 @@ int Run() {
       if (!cached.empty()) hit.push_back({passages[i], &cached[i]});
     }
     Cell full, block, uncached, alone;
+    Breakdown split;
     auto run = [&](const char* mode, Cell* cell, auto&& fn) -> bool {
       if (!want(mode)) return true;
       absl::StatusOr<Cell> r = Time(repeats, fn);
@@ -266,7 +300,8 @@ int Run() {
       return true;
     };
     if (!run("full", &full, [&] { return Ttft(engine, miss, query, be::AttentionMode::kFull); }) ||
-        !run("block_cached", &block, [&] { return Ttft(engine, hit, query, be::AttentionMode::kBlock); }) ||
+        !run("block_cached", &block,
+             [&] { return Ttft(engine, hit, query, be::AttentionMode::kBlock, &split); }) ||
         !run("block_uncached", &uncached, [&] { return Ttft(engine, miss, query, be::AttentionMode::kBlock); }) ||
         !run("query_only", &alone, [&] { return Ttft(engine, {}, query, be::AttentionMode::kBlock); })) {
       return 1;
@@ -281,7 +316,20 @@ int Run() {
         pct(block, full, true));
     std::cout << row << std::flush;
     table += row;
+    if (block.ran) {
+      // Medians of each part separately (they need not add up exactly to the total's).
+      const double total = Median(split.total_ms), shift = Median(split.shift_ms),
+                   forward = Median(split.compute_ms);
+      const double rest = std::max(0.0, total - shift - forward);
+      absl::StrAppend(&split_table,
+                      absl::StrFormat("| %d | %.1f | %.1f | %.1f | %.1f | %.1f%% |\n",
+                                      k * p_len + q_len, total, shift, forward, rest,
+                                      100 * shift / total));
+      absl::StrAppend(&split_csv, absl::StrFormat("%d,%.3f,%.3f,%.3f,%.3f\n", k * p_len + q_len,
+                                                  total, shift, forward, rest));
+    }
   }
+  std::cout << "\n" << split_table << std::flush;
   const std::string tag = absl::GetFlag(FLAGS_tag).empty() ? shape : absl::GetFlag(FLAGS_tag);
   const std::string out = absl::GetFlag(FLAGS_out);
   std::filesystem::create_directories(out);
@@ -294,14 +342,25 @@ int Run() {
       "TTFT vs full compares block cached with full prefill.\nCommand: %s\n\n%s",
       tag, shape, c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
       c.intermediate_size, c.vocab_size,
-      backend == "cuda" ? "bf16 weights on the GPU" : "fp32 compute on CPU", backend_line,
+      backend == "cuda" ? "bf16 weights on the GPU"
+                        : absl::StrCat("fp32 compute on CPU, ", kv_dtype, " KV caches"),
+      backend_line,
       std::thread::hardware_concurrency(), p_len, q_len, repeats,
       absl::GetFlag(FLAGS_warmup) > 0
           ? absl::StrFormat(" after %d untimed warm-up run(s)", absl::GetFlag(FLAGS_warmup))
           : "",
       absl::GetFlag(FLAGS_max_cell_seconds), command_line, table);
-  std::ofstream(out + "/ttft_" + tag + ".md") << md;
+  const std::string split_md = absl::StrCat(
+      "\n## Where block-cached TTFT goes\n\n"
+      "Medians over the block-cached runs above, from the engine's PrefillStats: copying "
+      "the cached blocks into the sequence KV with their keys re-encoded, one fused pass "
+      "(`shift_ms`), the forward pass over the query (`compute_ms`), and the rest "
+      "(sampling, bookkeeping). bench/rope_shift_bench compares the fused pass with a "
+      "copy followed by a shift. Also in ttft_",
+      tag, "_split.csv.\n\n", split_table);
+  std::ofstream(out + "/ttft_" + tag + ".md") << md << (want("block_cached") ? split_md : "");
   std::ofstream(out + "/ttft_" + tag + ".csv") << csv;
+  if (want("block_cached")) std::ofstream(out + "/ttft_" + tag + "_split.csv") << split_csv;
   std::cerr << "wrote " << out << "/ttft_" << tag << ".{md,csv}\n";
   return 0;
 }

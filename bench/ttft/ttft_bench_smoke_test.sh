@@ -7,8 +7,22 @@
 set -euo pipefail
 out="${TEST_TMPDIR:-$(mktemp -d)}/ttft"
 bench/ttft/ttft_bench --shape tiny --lengths 256,512 --repeats 1 --out "$out" --tag smoke > "$out.stdout"
-rows=$(grep -cE '^\| (2[0-9]{2}|5[0-9]{2}) \|' "$out/ttft_smoke.md")
+main_table() { sed '/^## Where/q' "$1"; }
+split_table() { sed -n '/^## Where/,$p' "$1"; }
+rows=$(main_table "$out/ttft_smoke.md" | grep -cE '^\| (2[0-9]{2}|5[0-9]{2}) \|')
 [[ "$rows" == 2 ]] || { echo "expected 2 rows, got $rows"; cat "$out/ttft_smoke.md"; exit 1; }
+# The block-cached breakdown: one row per length, and a CSV with a header and those rows.
+rows=$(split_table "$out/ttft_smoke.md" | grep -cE '^\| (2[0-9]{2}|5[0-9]{2}) \| [0-9.]+ \|')
+[[ "$rows" == 2 ]] || { echo "expected 2 breakdown rows, got $rows"; cat "$out/ttft_smoke.md"; exit 1; }
+[[ $(wc -l < "$out/ttft_smoke_split.csv") == 3 ]] || { echo "bad split CSV"; exit 1; }
+grep -q 'fp32 compute on CPU, f32 KV caches' "$out/ttft_smoke.md" || { echo "no KV dtype"; exit 1; }
+
+# bf16 KV caches: the same table, and the header says so.
+bench/ttft/ttft_bench --shape tiny --lengths 256 --repeats 1 --kv_dtype bf16 --out "$out" \
+  --tag bf16 --modes full,block_cached > /dev/null
+grep -q 'fp32 compute on CPU, bf16 KV caches' "$out/ttft_bf16.md" || { echo "bf16: no header"; exit 1; }
+main_table "$out/ttft_bf16.md" | grep -qE '^\| 2[0-9]{2} \| [0-9]+ \| [0-9.]+ \(n=1\) \| [0-9.]+ \(n=1\) \|' ||
+  { echo "bf16: no timed row"; cat "$out/ttft_bf16.md"; exit 1; }
 if grep -E '^\| [0-9]+ \|' "$out/ttft_smoke.md" | grep -q 'n/a'; then
   echo "a cell is missing"; cat "$out/ttft_smoke.md"; exit 1
 fi

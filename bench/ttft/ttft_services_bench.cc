@@ -72,7 +72,7 @@ int Run() {
   bs::testing::SystemOptions so;
   so.model_dir = model_dir;
   // Large prompts: room in the store and the decoder for the longest one.
-  so.encoder_args = {"--kv_dtype=f32", "--shm_capacity_bytes=4294967296"};
+  so.encoder_args = {"--shm_capacity_bytes=4294967296"};  // KV f32: SystemOptions::kv_dtype
   so.prefill_args = so.encoder_args;
   absl::StatusOr<std::unique_ptr<bs::testing::BlockServeSystem>> sys =
       bs::testing::BlockServeSystem::Start(so);

@@ -140,6 +140,13 @@ absl::StatusOr<std::unique_ptr<NcclKvChannel>> NcclKvChannel::Join(const std::st
 
 absl::Status NcclKvChannel::SendKv(const engine::KvCache& kv, int peer) {
   Impl& i = *impl_;
+  if (kv.dtype() != engine::DType::kF32) {
+    // The transfer moves fp32 rows as they are (ncclFloat32); a bf16 sequence would need
+    // its own element type on both ends. Not built: NCCL runs with the CUDA engine,
+    // whose KV is fp32.
+    return absl::InvalidArgumentError("NCCL KV transfer carries F32 KV; this cache is BF16 "
+                                      "(run the engine with --kv_dtype=f32)");
+  }
   if (i.aborted) return absl::FailedPreconditionError("NCCL communicator was aborted");
   RETURN_IF_ERROR(CudaStatus(cudaSetDevice(i.options.device), "cudaSetDevice"));
   const engine::KvShape& shape = kv.shape();
@@ -170,6 +177,13 @@ absl::Status NcclKvChannel::SendKv(const engine::KvCache& kv, int peer) {
 absl::Status NcclKvChannel::RecvKv(int peer, absl::Span<const int32_t> tokens,
                                    engine::KvCache* kv) {
   Impl& i = *impl_;
+  if (kv->dtype() != engine::DType::kF32) {
+    // The transfer moves fp32 rows as they are (ncclFloat32); a bf16 sequence would need
+    // its own element type on both ends. Not built: NCCL runs with the CUDA engine,
+    // whose KV is fp32.
+    return absl::InvalidArgumentError("NCCL KV transfer carries F32 KV; this cache is BF16 "
+                                      "(run the engine with --kv_dtype=f32)");
+  }
   if (i.aborted) return absl::FailedPreconditionError("NCCL communicator was aborted");
   RETURN_IF_ERROR(CudaStatus(cudaSetDevice(i.options.device), "cudaSetDevice"));
   const engine::KvShape& shape = kv->shape();
