@@ -30,6 +30,13 @@ void CausalAttention(const float* q, int64_t m, const float* k, const float* v, 
                      const AttentionShape& shape, float* out, ThreadPool& pool,
                      int64_t window = 0);
 
+// The same with K and V in bf16 (each element a float's top 16 bits, as F32ToBF16 in
+// engine/dtype.h makes them): read as stored and widened to fp32 in registers, tile by
+// tile; q, out and all arithmetic stay fp32.
+void CausalAttention(const float* q, int64_t m, const uint16_t* k, const uint16_t* v, int64_t past,
+                     const AttentionShape& shape, float* out, ThreadPool& pool,
+                     int64_t window = 0);
+
 // Element-wise exp(x) for n floats, accurate to a few ulp for x in [-87, 88]
 // (smaller x gives 0), written so the compiler vectorizes it.
 void ExpInPlace(float* x, int64_t n);
