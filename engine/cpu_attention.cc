@@ -16,7 +16,7 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
     !defined(__SANITIZE_THREAD__)
 #define BLOCKSERVE_MULTIVERSION \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=haswell", "default")))
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define BLOCKSERVE_MULTIVERSION
 #endif
@@ -32,24 +32,15 @@ namespace {
 // across those stacked rows: scores are kept transposed, St[key][row], so a key's
 // element is broadcast from K (or V) as stored, with no packing of fp32 K/V at all.
 constexpr int64_t kTile = 128;        // keys per tile (the St tile is kTile x R floats)
-constexpr int64_t kStackedRows = 64;  // target R per task
+constexpr int64_t kStackedRows = 128;  // target R per task (128 measured faster than 32 or 64)
 constexpr int64_t kBlock = 6;         // keys (scores) or head dims (PV) per micro-kernel
 
-// GCC vector types: 16 floats are one zmm on AVX-512, two ymm on AVX2 (the 6 x 16
-// micro-kernels then hold 12 ymm accumulators), four xmm on the baseline. Eight lanes
-// serve task with few stacked rows (decode).
-template <int L>
-struct VecOf;
-template <>
-struct VecOf<8> {
-  typedef float F __attribute__((vector_size(32)));
-  typedef int32_t I __attribute__((vector_size(32)));
-};
-template <>
-struct VecOf<16> {
-  typedef float F __attribute__((vector_size(64)));
-  typedef int32_t I __attribute__((vector_size(64)));
-};
+// GCC vector types of 8 lanes: one ymm on AVX2 and AVX-512 (where the clone also gets 32
+// registers), two xmm on the baseline. Wider types are not used: gcc lowers a vector
+// wider than the target's registers through the stack, which made the kernels ~5x slower.
+typedef float Vf __attribute__((vector_size(32)));
+typedef int32_t Vi __attribute__((vector_size(32)));
+constexpr int64_t kLanes = 8;
 
 template <typename V>
 BLOCKSERVE_INLINE V Load(const float* p) {
@@ -117,38 +108,76 @@ BLOCKSERVE_INLINE void WidenRows(const uint16_t* src, int64_t ld, int64_t rows, 
   }
 }
 
-// st[x][r] = sum_e k[x][e] * qt[e][r] for the N keys at k (row stride ks) and all rp
-// stacked rows: K's elements are broadcast, Q^T's rows loaded as vectors.
-template <int N, typename V>
+// st[x][r] = sum_e k[x][e] * qt[e][r] for the N keys at k (row stride ks) and the C x 8
+// stacked rows at column rc: K's elements are broadcast, Q^T's rows loaded as vectors.
+// N = 6, C = 2 holds 12 accumulators, 2 loads and a broadcast: 15 of AVX2's 16 ymm.
+template <int N, int C>
 BLOCKSERVE_INLINE void Scores(const float* k, int64_t ks, const float* qt, int64_t d, int64_t rp,
-                              float* st) {
-  constexpr int64_t kLanes = sizeof(V) / sizeof(float);
-  for (int64_t rc = 0; rc < rp; rc += kLanes) {
-    V acc[N] = {};
-    for (int64_t e = 0; e < d; ++e) {
-      const V qv = Load<V>(qt + e * rp + rc);
-      for (int x = 0; x < N; ++x) acc[x] += qv * k[x * ks + e];
+                              int64_t rc, float* st) {
+  Vf acc[N][C] = {};
+  for (int64_t e = 0; e < d; ++e) {
+    Vf qv[C];
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) qv[c] = Load<Vf>(qt + e * rp + rc + c * kLanes);
+#pragma GCC unroll 6
+    for (int x = 0; x < N; ++x) {
+      const float kx = k[x * ks + e];
+#pragma GCC unroll 2
+      for (int c = 0; c < C; ++c) acc[x][c] += qv[c] * kx;
     }
-    for (int x = 0; x < N; ++x) Store(st + x * rp + rc, acc[x]);
+  }
+#pragma GCC unroll 6
+  for (int x = 0; x < N; ++x) {
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) Store(st + x * rp + rc + c * kLanes, acc[x][c]);
   }
 }
 
-// ot[x][r] += sum_j v[j][x] * st[j][r] for N head dims starting at v (row stride vs),
-// over the jn keys of the tile.
-template <int N, typename V>
+// ot[x][r] += sum_j v[j][x] * st[j][r] for N head dims starting at v (row stride vs) and
+// the C x 8 stacked rows at column rc, over the jn keys of the tile.
+template <int N, int C>
 BLOCKSERVE_INLINE void Values(const float* v, int64_t vs, const float* st, int64_t jn, int64_t rp,
-                              float* ot) {
-  constexpr int64_t kLanes = sizeof(V) / sizeof(float);
-  for (int64_t rc = 0; rc < rp; rc += kLanes) {
-    V acc[N];
-    for (int x = 0; x < N; ++x) acc[x] = Load<V>(ot + x * rp + rc);
-    for (int64_t j = 0; j < jn; ++j) {
-      const V p = Load<V>(st + j * rp + rc);
-      const float* vr = v + j * vs;
-      for (int x = 0; x < N; ++x) acc[x] += p * vr[x];
-    }
-    for (int x = 0; x < N; ++x) Store(ot + x * rp + rc, acc[x]);
+                              int64_t rc, float* ot) {
+  Vf acc[N][C];
+#pragma GCC unroll 6
+  for (int x = 0; x < N; ++x) {
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) acc[x][c] = Load<Vf>(ot + x * rp + rc + c * kLanes);
   }
+  for (int64_t j = 0; j < jn; ++j) {
+    Vf p[C];
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) p[c] = Load<Vf>(st + j * rp + rc + c * kLanes);
+    const float* vr = v + j * vs;
+#pragma GCC unroll 6
+    for (int x = 0; x < N; ++x) {
+      const float vx = vr[x];
+#pragma GCC unroll 2
+      for (int c = 0; c < C; ++c) acc[x][c] += p[c] * vx;
+    }
+  }
+#pragma GCC unroll 6
+  for (int x = 0; x < N; ++x) {
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) Store(ot + x * rp + rc + c * kLanes, acc[x][c]);
+  }
+}
+
+// The two kernels over all stacked rows: pairs of vectors, then a last single one.
+template <int N>
+BLOCKSERVE_INLINE void ScoresAllRows(const float* k, int64_t ks, const float* qt, int64_t d,
+                                     int64_t rp, float* st) {
+  int64_t rc = 0;
+  for (; rc + 2 * kLanes <= rp; rc += 2 * kLanes) Scores<N, 2>(k, ks, qt, d, rp, rc, st);
+  if (rc < rp) Scores<N, 1>(k, ks, qt, d, rp, rc, st);
+}
+
+template <int N>
+BLOCKSERVE_INLINE void ValuesAllRows(const float* v, int64_t vs, const float* st, int64_t jn,
+                                     int64_t rp, float* ot) {
+  int64_t rc = 0;
+  for (; rc + 2 * kLanes <= rp; rc += 2 * kLanes) Values<N, 2>(v, vs, st, jn, rp, rc, ot);
+  if (rc < rp) Values<N, 1>(v, vs, st, jn, rp, rc, ot);
 }
 
 // One call's arguments and how its work is cut (see Run).
@@ -171,22 +200,22 @@ struct Job {
   }
 };
 
-// Stacked rows are padded to whole vectors: 8 lanes for a few rows (decode), else 16.
-int64_t LanesFor(int64_t r) { return r <= 8 ? 8 : 16; }
-int64_t Padded(int64_t r) { return (r + LanesFor(r) - 1) / LanesFor(r) * LanesFor(r); }
+// Stacked rows are padded to whole vectors.
+int64_t Padded(int64_t r) { return (r + kLanes - 1) / kLanes * kLanes; }
 
 // The task for row block b, KV head g and key split sp: an online softmax over the
 // split's key tiles for the block's rows of every query head in g's group. Stacked row
 // r is query row i0 + r / group of head g * group + r % group, so the rows of one
 // position are adjacent and share their causal and window limits.
-template <typename KV, int L>
+template <typename KV>
 BLOCKSERVE_INLINE void AttendGroup(const Job<KV>& J, int64_t b, int64_t g, int64_t sp) {
-  using V = typename VecOf<L>::F;
-  using I = typename VecOf<L>::I;
+  using V = Vf;
+  using I = Vi;
+  constexpr int64_t L = kLanes;
   constexpr float kInf = std::numeric_limits<float>::infinity();
   const int64_t d = J.d, G = J.group, q_ld = J.heads * d, kv_ld = J.kv_heads * d;
   const int64_t i0 = b * J.rows, i1 = std::min(J.m, i0 + J.rows);
-  const int64_t R = (i1 - i0) * G, Rp = (R + L - 1) / L * L;
+  const int64_t R = (i1 - i0) * G, Rp = Padded(R);
   // The block's keys, then this split's share of their tiles.
   const int64_t lo = J.First(i0), hi = J.past + i1;
   const int64_t tiles = (hi - lo + kTile - 1) / kTile;
@@ -226,6 +255,16 @@ BLOCKSERVE_INLINE void AttendGroup(const Job<KV>& J, int64_t b, int64_t g, int64
 
   for (int64_t j0 = ks; j0 < ke; j0 += kTile) {
     const int64_t jn = std::min(kTile, ke - j0);
+    // Ask for the next tile's K and V rows now: with few stacked rows (decode) the
+    // kernels wait on memory more than on arithmetic.
+    for (int64_t j = j0 + kTile; j < std::min(ke, j0 + 2 * kTile); ++j) {
+      const char* kr = reinterpret_cast<const char*>(J.k + j * kv_ld + g * d);
+      const char* vr = reinterpret_cast<const char*>(J.v + j * kv_ld + g * d);
+      for (int64_t off = 0; off < d * static_cast<int64_t>(sizeof(KV)); off += 64) {
+        __builtin_prefetch(kr + off);
+        __builtin_prefetch(vr + off);
+      }
+    }
     const float *kp, *vp;
     int64_t kst, vst;
     if constexpr (kWiden) {
@@ -239,12 +278,12 @@ BLOCKSERVE_INLINE void AttendGroup(const Job<KV>& J, int64_t b, int64_t g, int64
       const float* kb = kp + jb * kst;
       float* sb = st + jb * Rp;
       switch (std::min(kBlock, jn - jb)) {
-        case 6: Scores<6, V>(kb, kst, qt, d, Rp, sb); break;
-        case 5: Scores<5, V>(kb, kst, qt, d, Rp, sb); break;
-        case 4: Scores<4, V>(kb, kst, qt, d, Rp, sb); break;
-        case 3: Scores<3, V>(kb, kst, qt, d, Rp, sb); break;
-        case 2: Scores<2, V>(kb, kst, qt, d, Rp, sb); break;
-        default: Scores<1, V>(kb, kst, qt, d, Rp, sb); break;
+        case 6: ScoresAllRows<6>(kb, kst, qt, d, Rp, sb); break;
+        case 5: ScoresAllRows<5>(kb, kst, qt, d, Rp, sb); break;
+        case 4: ScoresAllRows<4>(kb, kst, qt, d, Rp, sb); break;
+        case 3: ScoresAllRows<3>(kb, kst, qt, d, Rp, sb); break;
+        case 2: ScoresAllRows<2>(kb, kst, qt, d, Rp, sb); break;
+        default: ScoresAllRows<1>(kb, kst, qt, d, Rp, sb); break;
       }
     }
     const bool masked = j0 + jn - 1 > unmasked_hi || j0 < unmasked_lo;
@@ -283,12 +322,12 @@ BLOCKSERVE_INLINE void AttendGroup(const Job<KV>& J, int64_t b, int64_t g, int64
       const float* vb = vp + eb;
       float* ob = ot + eb * Rp;
       switch (std::min(kBlock, d - eb)) {
-        case 6: Values<6, V>(vb, vst, st, jn, Rp, ob); break;
-        case 5: Values<5, V>(vb, vst, st, jn, Rp, ob); break;
-        case 4: Values<4, V>(vb, vst, st, jn, Rp, ob); break;
-        case 3: Values<3, V>(vb, vst, st, jn, Rp, ob); break;
-        case 2: Values<2, V>(vb, vst, st, jn, Rp, ob); break;
-        default: Values<1, V>(vb, vst, st, jn, Rp, ob); break;
+        case 6: ValuesAllRows<6>(vb, vst, st, jn, Rp, ob); break;
+        case 5: ValuesAllRows<5>(vb, vst, st, jn, Rp, ob); break;
+        case 4: ValuesAllRows<4>(vb, vst, st, jn, Rp, ob); break;
+        case 3: ValuesAllRows<3>(vb, vst, st, jn, Rp, ob); break;
+        case 2: ValuesAllRows<2>(vb, vst, st, jn, Rp, ob); break;
+        default: ValuesAllRows<1>(vb, vst, st, jn, Rp, ob); break;
       }
     }
   }
@@ -308,22 +347,12 @@ BLOCKSERVE_INLINE void AttendGroup(const Job<KV>& J, int64_t b, int64_t g, int64
   }
 }
 
-template <typename KV>
-BLOCKSERVE_INLINE void Attend(const Job<KV>& J, int64_t b, int64_t g, int64_t sp) {
-  const int64_t r = (std::min(J.m, (b + 1) * J.rows) - b * J.rows) * J.group;
-  if (LanesFor(r) == 8) {
-    AttendGroup<KV, 8>(J, b, g, sp);
-  } else {
-    AttendGroup<KV, 16>(J, b, g, sp);
-  }
-}
-
 BLOCKSERVE_MULTIVERSION void AttendF32(const Job<float>& J, int64_t b, int64_t g, int64_t sp) {
-  Attend(J, b, g, sp);
+  AttendGroup(J, b, g, sp);
 }
 
 BLOCKSERVE_MULTIVERSION void AttendBF16(const Job<uint16_t>& J, int64_t b, int64_t g, int64_t sp) {
-  Attend(J, b, g, sp);
+  AttendGroup(J, b, g, sp);
 }
 
 void AttendTask(const Job<float>& J, int64_t b, int64_t g, int64_t sp) { AttendF32(J, b, g, sp); }

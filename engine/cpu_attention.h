@@ -1,6 +1,9 @@
 // Causal attention for the CPU backend, flash-style: keys and values are visited in
 // tiles with an online softmax, so memory stays O(rows x tile) whatever the context
-// length (never T x T), and work is spread over (head, row block) tasks.
+// length (never T x T). Work is spread over (KV head, row block) tasks, each taking all
+// the query heads that share the KV head in one pass over its K/V; when those tasks are
+// too few for the pool (a short query or a decode step over a long past), each block's
+// keys are split too and the partial softmax states merged.
 //
 // For new query row i (0-based among m rows that follow `past` cached rows), head h:
 //   out[i, h] = sum_j softmax_j(q[i, h] . k[j, g(h)] / sqrt(d)) v[j, g(h)],

@@ -10,6 +10,7 @@
 // measures OpenBLAS's cblas_sgemm on a GEMM of the score product's shape (rows of one
 // KV group x keys x head_dim, capped in size) on one thread and on two (the columns split
 // in halves, one single-threaded call each, the way the CPU backend runs its GEMMs).
+// --kv=bf16 runs the bf16 K/V overload instead (K and V rounded to bf16 first).
 // Writes <out>/<tag>.md and .csv.
 #include <cblas.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/summary.h"
 #include "engine/cpu_attention.h"
+#include "engine/dtype.h"
 #include "engine/thread_pool.h"
 
 ABSL_FLAG(std::string, shapes, "small,llama8b", "head shapes: small (8/2, d 32), llama8b (32/8, d 128)");
@@ -46,6 +48,7 @@ ABSL_FLAG(std::string, decode_past, "2048,32768", "cached rows under one decode 
 ABSL_FLAG(int, repeats, 5, "timed runs per cell");
 ABSL_FLAG(double, max_cell_seconds, 20, "a cell whose first run takes longer runs once");
 ABSL_FLAG(int, threads, 2, "attention thread pool size");
+ABSL_FLAG(std::string, kv, "f32", "K/V element type: f32, or bf16 for the bf16 overload");
 ABSL_FLAG(std::string, out, "bench/results", "folder for the result files");
 ABSL_FLAG(std::string, tag, "attention", "result file name: <tag>.md and <tag>.csv");
 
@@ -145,6 +148,11 @@ int main(int argc, char** argv) {
   std::string command_line = "attention_bench";
   for (int i = 1; i < argc; ++i) absl::StrAppend(&command_line, " ", argv[i]);
   const std::string load_before = LoadAverage();
+  const std::string kv_type = absl::GetFlag(FLAGS_kv);
+  if (kv_type != "f32" && kv_type != "bf16") {
+    std::cerr << "attention_bench: --kv must be f32 or bf16\n";
+    return 2;
+  }
 
   std::vector<Shape> shapes;
   for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_shapes), ',', absl::SkipEmpty())) {
@@ -189,13 +197,23 @@ int main(int argc, char** argv) {
         std::vector<float> k = Random(keys * s.num_kv_heads * s.head_dim, rng);
         std::vector<float> v = Random(keys * s.num_kv_heads * s.head_dim, rng);
         std::vector<float> out(q.size());
+        std::vector<uint16_t> kb, vb;
+        if (kv_type == "bf16") {
+          for (float x : k) kb.push_back(be::F32ToBF16(x));
+          for (float x : v) vb.push_back(be::F32ToBF16(x));
+        }
+        auto attend = [&] {
+          if (kv_type == "bf16") {
+            be::CausalAttention(q.data(), m, kb.data(), vb.data(), past, s, out.data(), pool);
+          } else {
+            be::CausalAttention(q.data(), m, k.data(), v.data(), past, s, out.data(), pool);
+          }
+        };
         // Every (row, key) pair a row sees: the causal triangle counts once.
         const double pairs = kind.rows == 0 ? 0.5 * m * (m + 1) : double(m) * keys;
         const double flops = 4.0 * pairs * s.head_dim * s.num_heads;
-        be::CausalAttention(q.data(), m, k.data(), v.data(), past, s, out.data(), pool);  // warm-up
-        const std::vector<double> ms = TimeMs([&] {
-          be::CausalAttention(q.data(), m, k.data(), v.data(), past, s, out.data(), pool);
-        });
+        attend();  // warm-up
+        const std::vector<double> ms = TimeMs(attend);
         const Summary t = Summarize(ms);
         const int64_t gm = std::min<int64_t>(m * (s.num_heads / s.num_kv_heads), 1024);
         const int64_t gn = std::min<int64_t>(keys, 4096);
@@ -219,7 +237,7 @@ int main(int argc, char** argv) {
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
   const std::string md = absl::StrFormat(
       "# CPU attention kernel (%s)\n\n"
-      "engine/cpu_attention.h CausalAttention on random fp32 q/k/v, %d-thread pool. "
+      "engine/cpu_attention.h CausalAttention on random q/k/v, K/V in %s, %d-thread pool. "
       "Shapes: small = 8 heads / 2 KV heads, d 32; llama8b = 32 / 8, d 128. prefill: m = T "
       "rows, past 0; query: %d rows over `past` cached rows; decode: 1 row.\n"
       "ms: median (min-max) of n runs after one warm-up (a cell whose first run took over "
@@ -229,7 +247,7 @@ int main(int argc, char** argv) {
       "(columns halved), median of the same run.\n"
       "Machine: %s, %d hardware threads. Date: %s. Load average (1, 5, 15 min): %s before, "
       "%s after.\nCommand: %s\n\n%s",
-      absl::GetFlag(FLAGS_tag), absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_query_rows),
+      absl::GetFlag(FLAGS_tag), kv_type, absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_query_rows),
       absl::GetFlag(FLAGS_max_cell_seconds), CpuModel(), std::thread::hardware_concurrency(), date,
       load_before, LoadAverage(), command_line, table);
   const std::string dir = absl::GetFlag(FLAGS_out);

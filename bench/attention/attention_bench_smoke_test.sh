@@ -23,4 +23,9 @@ done
 [[ $(wc -l < "$out/smoke.csv") == 7 ]] || fail "smoke.csv should have 6 rows"
 awk -F, 'NR > 1 { if (NF != 16) exit 1; for (i = 9; i <= 16; ++i) if (!($i + 0 > 0)) exit 1 }' \
   "$out/smoke.csv" || fail "smoke.csv has a malformed or non-positive field"
+# The bf16 K/V overload runs through the same table.
+"$bench" --shapes=small --prefill=40 --query_past=70 --query_rows=5 --decode_past=130 \
+  --repeats=1 --kv=bf16 --out "$out" --tag=smoke_bf16 > "$out/stdout.txt"
+grep -q "K/V in bf16" "$out/smoke_bf16.md" || fail "smoke_bf16.md does not say bf16"
+[[ $(wc -l < "$out/smoke_bf16.csv") == 4 ]] || fail "smoke_bf16.csv should have 3 rows"
 echo "PASS"
