@@ -1,6 +1,9 @@
 // Causal attention for the CPU backend, flash-style: keys and values are visited in
 // tiles with an online softmax, so memory stays O(rows x tile) whatever the context
-// length (never T x T), and work is spread over (head, row block) tasks.
+// length (never T x T). Work is spread over (KV head, row block) tasks, each taking all
+// the query heads that share the KV head in one pass over its K/V; when those tasks are
+// too few for the pool (a short query or a decode step over a long past), each block's
+// keys are split too and the partial softmax states merged.
 //
 // For new query row i (0-based among m rows that follow `past` cached rows), head h:
 //   out[i, h] = sum_j softmax_j(q[i, h] . k[j, g(h)] / sqrt(d)) v[j, g(h)],
@@ -30,9 +33,11 @@ void CausalAttention(const float* q, int64_t m, const float* k, const float* v, 
                      const AttentionShape& shape, float* out, ThreadPool& pool,
                      int64_t window = 0);
 
-// The same over bf16 keys and values (bit patterns: the top 16 bits of an fp32).
-void CausalAttention(const float* q, int64_t m, const uint16_t* k, const uint16_t* v,
-                     int64_t past, const AttentionShape& shape, float* out, ThreadPool& pool,
+// The same with K and V in bf16 (each element a float's top 16 bits, as F32ToBF16 in
+// engine/dtype.h makes them): read as stored and widened to fp32 in registers, tile by
+// tile; q, out and all arithmetic stay fp32.
+void CausalAttention(const float* q, int64_t m, const uint16_t* k, const uint16_t* v, int64_t past,
+                     const AttentionShape& shape, float* out, ThreadPool& pool,
                      int64_t window = 0);
 
 // Element-wise exp(x) for n floats, accurate to a few ulp for x in [-87, 88]

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/dtype.h"
+
 namespace blockserve::engine {
 namespace {
 
@@ -82,7 +84,78 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{70, 130, 8, 2, 64, 100},
                     Case{1, 300, 4, 2, 16, 64},
                     Case{20, 10, 2, 1, 8, 1},
-                    Case{37, 20, 4, 4, 16, 1000}));
+                    Case{37, 20, 4, 4, 16, 1000},
+                    // GQA ratios 1, 2, 4, 8 (a task stacks a group's heads) with head
+                    // dims 32, 64, 80, 128 and odd ones (micro-kernel and vector tails).
+                    Case{33, 40, 8, 8, 32},
+                    Case{33, 40, 8, 4, 64},
+                    Case{20, 150, 8, 2, 80},
+                    Case{19, 70, 16, 2, 128},
+                    Case{25, 300, 4, 2, 36},
+                    Case{9, 0, 8, 1, 20},
+                    Case{3, 10, 8, 2, 7},      // 12 stacked rows padded to 16 lanes
+                    Case{300, 0, 8, 2, 32},    // prefill over many row blocks and tiles
+                    // Few tasks over a long past: the keys are split and the partial
+                    // softmax states merged (decode, a short query, with windows too).
+                    Case{1, 3000, 8, 2, 32},
+                    Case{1, 2500, 32, 8, 128},
+                    Case{1, 5000, 4, 1, 36},
+                    Case{2, 4000, 8, 2, 64},
+                    Case{50, 3000, 8, 2, 32},
+                    Case{1, 3000, 8, 2, 32, 700},
+                    Case{5, 2000, 8, 2, 32, 300},
+                    Case{100, 50, 8, 2, 32, 37},
+                    Case{64, 0, 8, 8, 64, 130}));
+
+// The bf16 K/V overload against the fp32 kernel fed the same bf16-rounded values: the
+// same arithmetic on the same numbers, so only float rounding noise may differ.
+class CausalAttentionBf16Test : public testing::TestWithParam<Case> {};
+
+TEST_P(CausalAttentionBf16Test, MatchesFp32OnRoundedValues) {
+  const Case c = GetParam();
+  const AttentionShape s{c.heads, c.kv_heads, c.head_dim};
+  std::mt19937 rng(c.m * 7 + c.past);
+  const int64_t total = c.past + c.m;
+  std::vector<float> q = Random(c.m * c.heads * c.head_dim, rng, 2.0f);
+  std::vector<float> k = Random(total * c.kv_heads * c.head_dim, rng, 2.0f);
+  std::vector<float> v = Random(total * c.kv_heads * c.head_dim, rng, 1.0f);
+  std::vector<uint16_t> kb(k.size()), vb(v.size());
+  for (size_t i = 0; i < k.size(); ++i) {
+    kb[i] = F32ToBF16(k[i]);
+    vb[i] = F32ToBF16(v[i]);
+    k[i] = BF16ToF32(kb[i]);
+    v[i] = BF16ToF32(vb[i]);
+  }
+  std::vector<float> want(q.size()), got(q.size());
+  ThreadPool pool(2);
+  CausalAttention(q.data(), c.m, k.data(), v.data(), c.past, s, want.data(), pool, c.window);
+  CausalAttention(q.data(), c.m, kb.data(), vb.data(), c.past, s, got.data(), pool, c.window);
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-6) << "at " << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CausalAttentionBf16Test,
+                         testing::Values(Case{1, 0, 2, 1, 8}, Case{37, 0, 4, 4, 32},
+                                         Case{70, 130, 8, 2, 64}, Case{25, 300, 4, 2, 36},
+                                         Case{19, 70, 16, 2, 128}, Case{1, 3000, 8, 2, 32},
+                                         Case{5, 2000, 8, 2, 32, 300},
+                                         Case{100, 50, 8, 2, 32, 37}));
+
+// Every thread count gives the definition's answer (the cut into tasks and key splits
+// depends on it).
+TEST(CausalAttentionThreadsTest, AnyPoolSize) {
+  const AttentionShape s{8, 2, 32};
+  std::mt19937 rng(11);
+  const int64_t m = 3, past = 2000;
+  std::vector<float> q = Random(m * 8 * 32, rng, 2.0f), k = Random((past + m) * 2 * 32, rng, 2.0f),
+                     v = Random((past + m) * 2 * 32, rng, 1.0f);
+  const std::vector<float> want = NaiveAttention(q, m, k, v, past, s);
+  for (int threads : {1, 2, 3, 8}) {
+    ThreadPool pool(threads);
+    std::vector<float> out(q.size());
+    CausalAttention(q.data(), m, k.data(), v.data(), past, s, out.data(), pool);
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], want[i], 2e-5) << threads << " threads, at " << i;
+  }
+}
 
 // A window really changes the result (so the cases above can fail).
 TEST(CausalAttentionWindowTest, WindowChangesTheOutput) {
