@@ -99,7 +99,8 @@ class CpuBackend : public Backend {
   // followed by a second pass for the rotation. Same arithmetic as ShiftKeys.
   void AppendShifted(KvCache& cache, const KvCache& block, int64_t delta) override {
     const KvShape& s = cache.shape();
-    const int64_t first = cache.Append(block.tokens()), n = block.num_tokens(), row = s.row();
+    const int64_t first = cache.AppendUninitialized(block.tokens()), n = block.num_tokens(),
+                  row = s.row();
     const DType from = block.dtype(), to = cache.dtype();
     const size_t from_size = DTypeSize(from), to_size = DTypeSize(to);
     constexpr int64_t kRows = 64;

@@ -1,5 +1,6 @@
 #include "engine/kv_cache.h"
 
+#include <algorithm>
 #include <cassert>
 
 #include "absl/strings/str_cat.h"
@@ -17,13 +18,23 @@ KvCache::KvCache(KvShape shape, DType dtype)
   assert(CheckKvDType(dtype).ok());
 }
 
-int64_t KvCache::Append(absl::Span<const int32_t> new_tokens) {
+int64_t KvCache::AppendUninitialized(absl::Span<const int32_t> new_tokens) {
   const int64_t first = num_tokens();
   tokens_.insert(tokens_.end(), new_tokens.begin(), new_tokens.end());
   const size_t bytes = tokens_.size() * shape_.row() * DTypeSize(dtype_);
   for (int64_t l = 0; l < shape_.num_layers; ++l) {
     k_[l].resize(bytes);
     v_[l].resize(bytes);
+  }
+  return first;
+}
+
+int64_t KvCache::Append(absl::Span<const int32_t> new_tokens) {
+  const int64_t first = AppendUninitialized(new_tokens);
+  const size_t from = first * shape_.row() * DTypeSize(dtype_);
+  for (int64_t l = 0; l < shape_.num_layers; ++l) {
+    std::fill(k_[l].begin() + from, k_[l].end(), std::byte{0});
+    std::fill(v_[l].begin() + from, v_[l].end(), std::byte{0});
   }
   return first;
 }
@@ -38,7 +49,7 @@ void KvCache::Reserve(int64_t total_tokens) {
 }
 
 void KvCache::AppendCopy(const KvCache& other) {
-  const int64_t first = Append(other.tokens());
+  const int64_t first = AppendUninitialized(other.tokens());
   const size_t n = other.num_tokens() * shape_.row();
   const size_t at = first * shape_.row() * DTypeSize(dtype_);
   for (int64_t l = 0; l < shape_.num_layers; ++l) {

@@ -16,6 +16,8 @@
 #include <cassert>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -75,6 +77,10 @@ class KvCache {
   // Adds rows for `new_tokens` to every layer (zero-filled; the forward pass fills them)
   // and returns the index of the first new row.
   int64_t Append(absl::Span<const int32_t> new_tokens);
+  // The same with the new rows left uninitialized, for a caller that writes every element
+  // of them at once (AppendCopy, Backend::AppendShifted): no zeroing pass over KV that is
+  // overwritten anyway.
+  int64_t AppendUninitialized(absl::Span<const int32_t> new_tokens);
 
   // Makes room for `total_tokens` rows per layer without reallocating, so building a
   // sequence block by block copies each block once.
@@ -102,9 +108,28 @@ class KvCache {
   DType dtype_ = DType::kF32;
   int64_t start_position_ = 0;
   std::vector<int32_t> tokens_;
+  // std::allocator, except that resize() leaves new bytes uninitialized: Append zeroes
+  // them itself, AppendUninitialized does not.
+  template <typename T>
+  struct NoInitAllocator : std::allocator<T> {
+    template <typename U>
+    struct rebind {
+      using other = NoInitAllocator<U>;
+    };
+    template <typename U>
+    void construct(U* p) noexcept {
+      ::new (static_cast<void*>(p)) U;
+    }
+    template <typename U, typename... Args>
+    void construct(U* p, Args&&... args) {
+      ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+  };
+  using Bytes = std::vector<std::byte, NoInitAllocator<std::byte>>;
+
   // Per layer, num_tokens * row elements of dtype_. operator new's alignment (16 bytes)
   // is enough for every element type and for unaligned vector loads.
-  std::vector<std::vector<std::byte>> k_, v_;
+  std::vector<Bytes> k_, v_;
 };
 
 }  // namespace blockserve::engine
