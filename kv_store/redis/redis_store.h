@@ -64,6 +64,7 @@
 #define BLOCKSERVE_KV_STORE_REDIS_REDIS_STORE_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +109,16 @@ struct RedisStoreOptions {
   // logged nor put into an error.
   std::string user;
   std::string password;
+
+  // Get of a large block: the value is read in GETRANGE chunks of `get_chunk_bytes`,
+  // pipelined over up to `get_connections` pooled connections at once (bounded by
+  // pool_size), straight into one buffer, then decoded and checksum-verified in one
+  // pass. One round trip (STRLEN + the first chunk) when the value fits one chunk.
+  size_t get_chunk_bytes = 2 << 20;
+  int get_connections = 4;
+  // Test-only: called at points of a chunked Get ("after_first_chunk": the length is
+  // known and the first chunk read, the other chunks not yet asked for).
+  std::function<void(std::string_view point)> test_hook;
 };
 
 class RedisStore : public KvStore {
@@ -176,6 +187,12 @@ class RedisStore : public KvStore {
                  std::vector<absl::StatusOr<engine::KvCache>>& results,
                  std::vector<int64_t>& value_bytes, std::vector<char>& corrupt,
                  std::vector<Item>& redirected);
+
+  // Get of one block in chunks over parallel connections (see get_chunk_bytes). nullopt
+  // when the node answered something the plain GET path must handle (a redirection,
+  // an error reply): Get then falls back to it.
+  std::optional<absl::StatusOr<engine::KvCache>> ChunkedGet(const BlockKey& key);
+  void CountGets(int64_t gets, int64_t hits, int64_t corrupt, int64_t bytes, absl::Time start);
 
   absl::StatusOr<engine::KvCache> DecodeReply(const BlockKey& key, const redis::BulkReply& reply,
                                               bool& corrupt);
