@@ -6,6 +6,12 @@
 #include <new>
 
 #include <xxhash.h>
+#if defined(__x86_64__)
+// libxxhash's runtime dispatch: XXH3_64bits and XXH3_64bits_update become the entry points
+// that pick the widest vector unit the CPU has (AVX2, AVX-512) instead of the SSE2 build
+// Debian compiles for any x86-64 CPU: about 3x faster on an AVX2 machine. Same results.
+#include <xxh_x86dispatch.h>
+#endif
 
 namespace blockserve::kv_store {
 namespace {
