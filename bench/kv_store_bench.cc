@@ -312,12 +312,15 @@ Row ShmGetIntoRow(const Case& c, kv_store::ShmStore& shm, int op_id) {
 }
 
 // redis-benchmark's own GET (and SET) of a value of c.bytes, `clients` connections,
-// --reps runs of a few requests each: what this Redis serves to its own client on this
+// --reps runs of about 200 MB each: what this Redis serves to its own client on this
 // machine, the anchor for the redis rows. Empty when redis-benchmark is not installed.
 std::optional<Row> RedisBenchmarkRow(const Case& c, int clients) {
   Row row = NewRow(absl::StrCat("redis-benchmark -c ", clients, " (anchor; GB/s of all clients)"),
                    c.dtype, c.kv.num_tokens(), c.bytes);
-  const int requests = 4 * clients;
+  // About 200 MB per run (10 GETs of a 19 MB value), at least 4 per client; tiny values
+  // (--quick) get enough requests that the run lasts long enough to be timed.
+  const int requests = static_cast<int>(std::clamp<size_t>((200u << 20) / std::max<size_t>(c.bytes, 1),
+                                                           4 * clients, 2000));
   const std::string command = absl::StrCat(
       "redis-benchmark -h ", c.config->redis_host, " -p ", c.config->redis_port, " -c ", clients,
       " -n ", requests, " -d ", c.bytes, " -t set,get --csv 2>/dev/null");

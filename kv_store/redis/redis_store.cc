@@ -268,9 +268,6 @@ absl::StatusOr<engine::KvCache> RedisStore::DecodeReply(const BlockKey& key, con
 }
 
 absl::StatusOr<engine::KvCache> RedisStore::Get(const BlockKey& key) {
-  if (std::optional<absl::StatusOr<engine::KvCache>> got = ChunkedGet(key); got.has_value()) {
-    return *std::move(got);
-  }
   std::vector<absl::StatusOr<engine::KvCache>> results = GetMany(absl::MakeConstSpan(&key, 1));
   return std::move(results.front());
 }
@@ -402,6 +399,16 @@ std::optional<absl::StatusOr<engine::KvCache>> RedisStore::ChunkedGet(const Bloc
 
 std::vector<absl::StatusOr<engine::KvCache>> RedisStore::GetMany(absl::Span<const BlockKey> keys) {
   if (keys.empty()) return {};
+  // One block (Get, and the tiered store's and block cache's single misses): in chunks
+  // over parallel connections. Several: one pipelined stream per node, which already
+  // overlaps block i+1's transfer with block i's decode.
+  if (keys.size() == 1) {
+    if (std::optional<absl::StatusOr<engine::KvCache>> got = ChunkedGet(keys[0]); got.has_value()) {
+      std::vector<absl::StatusOr<engine::KvCache>> one;
+      one.push_back(*std::move(got));
+      return one;
+    }
+  }
   const absl::Time start = absl::Now();
   const size_t n = keys.size();
   std::vector<std::string> redis_keys;

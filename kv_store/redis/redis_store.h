@@ -58,6 +58,16 @@
 // would put every key into one slot: Open refuses it for a cluster. (A passage id with a
 // "{tag}" in it places its entry by the tag: harmless, catalog entries are small.)
 //
+// Large values: Get (a GetMany of one key) asks STRLEN and the first GETRANGE chunk in
+// one round trip, then the other chunks pipelined over up to `get_connections` pooled
+// connections in parallel, each straight into its place in one buffer; the assembled
+// value is then checksum-verified while it is decoded. Each of those connections is
+// taken on its own (no call holds one while waiting for another), so concurrent Gets
+// cannot deadlock on a small pool. A redirection or error reply on the way falls back
+// to the plain GET path above. A value replaced between chunks (a chunk of the wrong
+// length, or a checksum mismatch) is read again once; replaced again it is a corrupt
+// miss. Redis failing mid-read is UNAVAILABLE; a value deleted mid-read is NOT_FOUND.
+//
 // Safe to call from several threads; at most `pool_size` calls talk to each node at
 // once, the others wait for a connection.
 #ifndef BLOCKSERVE_KV_STORE_REDIS_REDIS_STORE_H_
@@ -137,8 +147,8 @@ class RedisStore : public KvStore {
   ~RedisStore() override;
 
   absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
-  // Pipelined GETs on one connection per node, each reply decoded as soon as it
-  // arrives; at most ~16 MB of replies are requested ahead, so Redis streams block i+1
+  // One key: a chunked Get (RedisStoreOptions::get_chunk_bytes). Several: pipelined
+  // GETs on one connection per node, each reply decoded as soon as it arrives; at most ~16 MB of replies are requested ahead, so Redis streams block i+1
   // while block i is decoded instead of buffering a whole batch of multi-MB values.
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
   // InvalidArgument when kv's shape differs from options.codec.shape.
