@@ -248,6 +248,7 @@ absl::StatusOr<engine::KvCache> RedisStore::DecodeReply(const BlockKey& key, con
       return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " is not in redis"));
     case BulkReply::Kind::kError:
     case BulkReply::Kind::kStatus:
+    case BulkReply::Kind::kInteger:  // not an answer to GET; only STRLEN gets one
       LogRateLimited(LogTopic::kBadData, absl::StrCat("GET of block ", key.Hex(),
                                                       " failed: ", std::string(reply.bytes())));
       return absl::NotFoundError(
