@@ -3,10 +3,16 @@
 // For each block size (--tokens, of a --layers x --kv_heads x --head_dim model; the
 // default is Llama-3-8B's KV shape) and each dtype (bf16, f32) it times:
 //   memcpy         a copy of the encoded value's size: the machine's ceiling;
+//   checksum       the value checksum alone: format 1's Hash64 (old) and XXH3-64 (new);
 //   codec          EncodeBlockValue / DecodeBlockValue alone (no store);
-//   shm            ShmStore Put / Get (codec included);
-//   redis          RedisStore Put / Get on loopback (codec included), and a pipelined
-//                  GetMany of 8 blocks;
+//   shm            ShmStore Put / Get (codec included: the Get's value is verified and
+//                  decoded into a new fp32 KvCache, what a caller gets);
+//   shm GetInto    ShmStore::GetInto a caller-owned destination of the stored dtype,
+//                  allocated once: the one-copy path a bf16 KvCache will take;
+//   redis          RedisStore Put / Get on loopback (codec included; the Get verified
+//                  and decoded into a KvCache), and a pipelined GetMany of 8 blocks;
+//   redis-benchmark  redis-benchmark's own SET/GET of a value of the same size, 1 and
+//                  4 clients: the anchor for what this Redis serves on this machine;
 //   tiered         TieredStore(shm, redis): write-through Put / Get that hits shm;
 //   tiered remote  Get of a block only Redis has: local miss, remote hit, promotion.
 // GB/s = encoded bytes moved by one call / its wall time; each cell is the median over
@@ -16,9 +22,11 @@
 // deleted from Redis after its repetition. Writes the Markdown table and a CSV to --out.
 // Redis is a redis-server this program starts on a free loopback port unless
 // --redis_port names one (then blocks get a 2-minute TTL instead of being deleted).
+#include <stdio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -34,6 +42,7 @@
 #include "absl/flags/parse.h"
 #include "engine/memory.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -45,6 +54,7 @@
 #include "engine/kv_cache.h"
 #include "kv_store/block_store.h"
 #include "kv_store/codec.h"
+#include "kv_store/hash.h"
 #include "kv_store/redis/redis_store.h"
 #include "kv_store/redis/testing/redis_server.h"
 #include "kv_store/shm_store.h"
@@ -248,6 +258,100 @@ Row CodecRow(const Case& c) {
   return row;
 }
 
+// The value checksum alone over an encoded value: format 1's (Hash64 with its seed, as
+// Checksum64 was) in the put column, format 2's XXH3-64 in the get column.
+Row ChecksumRow(const Case& c) {
+  const std::string value = kv_store::EncodeBlockValue(c.kv, c.codec);
+  Row row = NewRow("checksum only (old Hash64 as put / new XXH3 as get)", c.dtype,
+                   c.kv.num_tokens(), c.bytes);
+  uint64_t sink = 0;
+  row.put = Measure(c, c.bytes, [&](int) {
+    const absl::Time start = absl::Now();
+    sink ^= kv_store::Hash64(value.data(), value.size(), 0x6368656b73756d31ULL);
+    return absl::Now() - start;
+  });
+  row.get = Measure(c, c.bytes, [&](int) {
+    const absl::Time start = absl::Now();
+    sink ^= kv_store::Checksum64(value.data(), value.size());
+    return absl::Now() - start;
+  });
+  if (sink == 1) std::cerr << "";  // keeps the hashes from being optimized away
+  return row;
+}
+
+// ShmStore::GetInto a destination of the stored dtype that the caller allocated once:
+// a stored bf16 block into bf16 rows is one copy out of shared memory, checksummed on
+// the way (the path a bf16 engine::KvCache will take).
+Row ShmGetIntoRow(const Case& c, kv_store::ShmStore& shm, int op_id) {
+  Row row = NewRow("shm GetInto stored-dtype buffer (one copy)", c.dtype, c.kv.num_tokens(),
+                   c.bytes);
+  const size_t elements = static_cast<size_t>(c.kv.num_tokens() * c.config->shape.row());
+  const size_t bytes = elements * engine::DTypeSize(c.codec.dtype);
+  std::vector<std::vector<char>> k(c.config->shape.num_layers, std::vector<char>(bytes, 1));
+  std::vector<std::vector<char>> v(c.config->shape.num_layers, std::vector<char>(bytes, 1));
+  kv_store::KvDestination dest{.dtype = c.codec.dtype};
+  for (int64_t l = 0; l < c.config->shape.num_layers; ++l) {
+    dest.k.push_back(k[l].data());
+    dest.v.push_back(v[l].data());
+  }
+  Series get;
+  for (int rep = -kWarmups; rep < c.config->reps; ++rep) {
+    const BlockKey key = RepKey(c, op_id, rep);
+    Time([&] { return shm.Put(key, c.kv).status(); }, "shm seed put");
+    const absl::Duration g = Time(
+        [&] {
+          return shm.GetInto(key, [&](const kv_store::ValueHeader&, absl::Span<const int32_t>) {
+            return absl::StatusOr<kv_store::KvDestination>(dest);
+          });
+        },
+        "shm GetInto");
+    if (rep >= 0) get.gbps.push_back(GBps(c.bytes, g));
+  }
+  row.get = get;
+  return row;
+}
+
+// redis-benchmark's own GET (and SET) of a value of c.bytes, `clients` connections,
+// --reps runs of about 200 MB each: what this Redis serves to its own client on this
+// machine, the anchor for the redis rows. Empty when redis-benchmark is not installed.
+std::optional<Row> RedisBenchmarkRow(const Case& c, int clients) {
+  Row row = NewRow(absl::StrCat("redis-benchmark -c ", clients, " (anchor; GB/s of all clients)"),
+                   c.dtype, c.kv.num_tokens(), c.bytes);
+  // About 200 MB per run (10 GETs of a 19 MB value), at least 4 per client; tiny values
+  // (--quick) get enough requests that the run lasts long enough to be timed.
+  const int requests = static_cast<int>(std::clamp<size_t>((200u << 20) / std::max<size_t>(c.bytes, 1),
+                                                           4 * clients, 2000));
+  const std::string command = absl::StrCat(
+      "redis-benchmark -h ", c.config->redis_host, " -p ", c.config->redis_port, " -c ", clients,
+      " -n ", requests, " -d ", c.bytes, " -t set,get --csv 2>/dev/null");
+  Series put, get;
+  for (int rep = 0; rep < c.config->reps; ++rep) {
+    FILE* pipe = popen(command.c_str(), "r");
+    if (pipe == nullptr) return std::nullopt;
+    std::string out;
+    char buf[4096];
+    for (size_t got; (got = fread(buf, 1, sizeof(buf), pipe)) > 0;) out.append(buf, got);
+    if (pclose(pipe) != 0) return std::nullopt;
+    // --csv lines: "SET","<requests per second>",... and "GET",...
+    for (absl::string_view line : absl::StrSplit(out, '\n')) {
+      std::vector<std::string> fields = absl::StrSplit(line, ',');
+      if (fields.size() < 2) continue;
+      absl::string_view rps_text = absl::StripAsciiWhitespace(fields[1]);
+      absl::ConsumePrefix(&rps_text, "\"");
+      absl::ConsumeSuffix(&rps_text, "\"");
+      double rps = 0;
+      if (!absl::SimpleAtod(rps_text, &rps) || !std::isfinite(rps) || rps <= 0) continue;
+      const double gbps = rps * static_cast<double>(c.bytes) / 1e9;
+      if (fields[0] == "\"SET\"") put.gbps.push_back(gbps);
+      if (fields[0] == "\"GET\"") get.gbps.push_back(gbps);
+    }
+  }
+  if (get.gbps.empty()) return std::nullopt;
+  row.put = put;
+  row.get = get;
+  return row;
+}
+
 // Per repetition: Put of a new key, then Get of it, timed separately.
 Row PutGetRow(const Case& c, std::string name, BlockStore& store, int op_id) {
   Row row = NewRow(std::move(name), c.dtype, c.kv.num_tokens(), c.bytes);
@@ -320,13 +424,22 @@ std::vector<Row> RunCase(const Config& config, int64_t tokens, engine::DType dty
 
   std::vector<Row> rows;
   rows.push_back(MemcpyRow(c));
+  rows.push_back(ChecksumRow(c));
   rows.push_back(CodecRow(c));
   const std::string shm_name = absl::StrCat("/blockserve-bench-", getpid());
   rows.push_back(PutGetRow(c, "shm", *OpenShm(c, shm_name), 1));
+  rows.push_back(ShmGetIntoRow(c, *OpenShm(c, shm_name), 6));
   {
     std::unique_ptr<kv_store::RedisStore> redis = OpenRedis(c);
     rows.push_back(PutGetRow(c, "redis", *redis, 2));
     rows.push_back(GetManyRow(c, *redis, 3));
+  }
+  for (int clients : {1, 4}) {
+    if (std::optional<Row> anchor = RedisBenchmarkRow(c, clients); anchor.has_value()) {
+      rows.push_back(*std::move(anchor));
+    } else {
+      std::cerr << "kv_store_bench: no redis-benchmark row (is redis-tools installed?)\n";
+    }
   }
   {
     kv_store::TieredStore tiered(OpenShm(c, shm_name), OpenRedis(c));
@@ -411,7 +524,10 @@ std::string Preamble(const Config& c, const std::string& redis_version,
       "GB/s = encoded bytes moved by one call / its wall time (median, then min–max); ms = median "
       "wall time of one call.\n"
       "Store rows include encode (put) or decode (get); \"codec only\" times EncodeBlockValue and "
-      "DecodeBlockValue alone, \"memcpy\" one copy of the value's size.\n\n",
+      "DecodeBlockValue alone, \"memcpy\" one copy of the value's size. Store gets are what a "
+      "caller gets: the value checksum-verified and decoded into a new fp32 KvCache (bf16 "
+      "widened), except \"shm GetInto\", which decodes into caller-owned buffers of the stored "
+      "dtype. redis-benchmark rows: its own SET (put) / GET (get) of a value of the same size.\n\n",
       absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(), absl::UTCTimeZone()), CpuModel(),
       static_cast<int>(std::thread::hardware_concurrency()), load_before, LoadAverage(),
       redis_version, c.own_redis ? " (redis-server started by the benchmark)" : "",

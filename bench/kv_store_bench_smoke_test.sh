@@ -15,16 +15,20 @@ fail() { echo "FAIL: $*" >&2; cat "$out/stdout.txt" >&2; exit 1; }
 cmp -s "$out/stdout.txt" "$out/kv_store_bench.md" || fail "printed table differs from kv_store_bench.md"
 
 for dtype in bf16 f32; do
-  for store in "memcpy (ceiling)" "codec only (encode / decode)" "shm" "redis" \
-               "redis GetMany x8 (pipelined)" "tiered (write-through put, local-hit get)" \
-               "tiered (remote hit + promote)"; do
+  for store in "memcpy (ceiling)" "checksum only (old Hash64 as put / new XXH3 as get)" \
+               "codec only (encode / decode)" "shm" "shm GetInto stored-dtype buffer (one copy)" \
+               "redis" "redis GetMany x8 (pipelined)" \
+               "redis-benchmark -c 1 (anchor; GB/s of all clients)" \
+               "redis-benchmark -c 4 (anchor; GB/s of all clients)" \
+               "tiered (write-through put, local-hit get)" "tiered (remote hit + promote)"; do
     grep -qF "| $store | $dtype | 8 |" "$out/kv_store_bench.md" || fail "no row for '$store' $dtype"
   done
 done
 
 rows=$(tail -n +2 "$out/kv_store_bench.csv" | wc -l)
-# Per dtype: 5 table rows with put and get, 2 (GetMany, tiered remote) with get only.
-[[ "$rows" -eq 24 ]] || fail "expected 24 CSV rows, found $rows"
+# Per dtype: 8 table rows with put and get (memcpy, checksum, codec, shm, redis, two
+# redis-benchmark, tiered), 3 (shm GetInto, GetMany, tiered remote) with get only.
+[[ "$rows" -eq 38 ]] || fail "expected 38 CSV rows, found $rows"
 head -1 "$out/kv_store_bench.csv" | grep -q '^store,dtype,tokens,value_bytes,blocks_per_call,op,reps,median_gbps' \
   || fail "unexpected CSV header"
 echo "PASS"

@@ -84,8 +84,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   DecodeOnce(input);
   if (size >= kValueHeaderBytes) {
     std::string fixed(input);
-    const uint64_t sum = Checksum64(fixed.data() + kValueHeaderBytes, size - kValueHeaderBytes,
-                                    Checksum64(fixed.data(), kChecksumAt));
+    // Format 2's checksum: XXH3-64 of the header before it, then the payload.
+    ChecksumStream stream;
+    stream.Update(fixed.data(), kChecksumAt);
+    stream.Update(fixed.data() + kValueHeaderBytes, size - kValueHeaderBytes);
+    const uint64_t sum = stream.Digest();
     std::memcpy(fixed.data() + kChecksumAt, &sum, sizeof(sum));
     DecodeOnce(fixed);
   }

@@ -15,7 +15,8 @@
 //       28    4 token count n
 //       32    8 start_position (0 for cached blocks; carried as written)
 //       40    8 payload length = 4n + 2 * num_layers * n * num_kv_heads * head_dim * dtype size
-//       48    8 checksum: Checksum64 over header bytes [0, 48) then the payload
+//       48    8 checksum: XXH3-64 (hash.h Checksum64) of header bytes [0, 48) followed
+//                 by the payload
 //       56      payload: n token ids (int32), then per layer K then V, each
 //               [token][kv_head][head_dim] in the stored dtype
 //
@@ -24,22 +25,40 @@
 // DATA_LOSS for damaged or foreign bytes (short, bad magic, unknown dtype, lengths that
 // disagree, trailing bytes, checksum), INVALID_ARGUMENT for a well-formed value the
 // caller cannot use (another format version, another model, another shape).
+//
+// Format versions: 1 had the same layout with our own Hash64-based checksum; 2 (this
+// one) checksums with XXH3. A version-1 value is refused as another version
+// (INVALID_ARGUMENT, so stores treat it as a miss and the block is re-encoded), never
+// misread as a checksum failure.
+//
+// Decoding is one pass over the value's bytes: each chunk of up to kDecodeChunkBytes is
+// converted into its destination and then hashed while it is still in cache, and the
+// checksum is compared at the end (ValueDecoder). A caller that gets a checksum error
+// has written garbage into its destination and must throw the destination away; the
+// stores do (the KvCache they were filling is never returned).
 #ifndef BLOCKSERVE_KV_STORE_CODEC_H_
 #define BLOCKSERVE_KV_STORE_CODEC_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
+#include <vector>
+
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/dtype.h"
 #include "engine/kv_cache.h"
+#include "kv_store/hash.h"
 
 namespace blockserve::kv_store {
 
-inline constexpr uint16_t kCodecVersion = 1;
+inline constexpr uint16_t kCodecVersion = 2;
 inline constexpr size_t kValueHeaderBytes = 56;
+// Bytes converted then hashed at a time: small enough to stay in L2 between the two.
+inline constexpr size_t kDecodeChunkBytes = 128 << 10;
 
 struct CodecOptions {
   uint64_t model_fingerprint = 0;
@@ -63,6 +82,77 @@ std::string EncodeBlockValue(const engine::KvCache& kv, const CodecOptions& o);
 // expected.cache_dtype.
 absl::StatusOr<engine::KvCache> DecodeBlockValue(std::string_view value,
                                                  const CodecOptions& expected);
+
+// What a value's header says, once ParseValueHeader has validated it.
+struct ValueHeader {
+  engine::DType dtype = engine::DType::kBF16;  // of K and V in the payload
+  uint32_t num_tokens = 0;
+  int64_t start_position = 0;
+  uint64_t value_bytes = 0;  // header + payload: the whole value
+  uint64_t checksum = 0;     // as stored; ValueDecoder::Finish compares it
+  // Where the token ids start in the value, and where K/V start.
+  static constexpr uint64_t tokens_at() { return kValueHeaderBytes; }
+  uint64_t arrays_at() const { return kValueHeaderBytes + 4 * uint64_t{num_tokens}; }
+};
+
+// Checks the first kValueHeaderBytes of a value that is `value_size` bytes long: every
+// check of DecodeBlockValue except the checksum (which needs the payload), with the
+// same errors. `header` may be longer than the header; only its start is read.
+absl::StatusOr<ValueHeader> ParseValueHeader(std::string_view header, uint64_t value_size,
+                                             const CodecOptions& expected);
+
+// Where a decode writes K and V: for each layer, num_tokens * num_kv_heads * head_dim
+// elements of `dtype` at k[layer] and at v[layer] ([token][kv_head][head_dim], as
+// engine::KvCache). F32 destinations get the stored values widened exactly (bf16, f16)
+// or copied (f32); a BF16 destination gets stored bf16 copied as is, and f32/f16
+// rounded to nearest even. F16 destinations are not supported.
+struct KvDestination {
+  engine::DType dtype = engine::DType::kF32;
+  std::vector<void*> k, v;
+};
+
+// `kv`'s own arrays, in its dtype (it must already hold the block's rows:
+// KvCache::Append or AppendUninitialized).
+KvDestination CacheDestination(engine::KvCache& kv);
+
+// Decodes a value given in order, in pieces of any size (shared-memory pages, network
+// reads), into a destination, hashing the bytes as it goes. The header must have been
+// validated by ParseValueHeader; the token ids are hashed but not copied (callers read
+// them before choosing the destination).
+class ValueDecoder {
+ public:
+  // InvalidArgument when `dest` does not fit `shape` or its dtype is unsupported.
+  static absl::StatusOr<ValueDecoder> Create(const ValueHeader& header,
+                                             const engine::KvShape& shape, KvDestination dest);
+
+  // The next `n` bytes of the value (the first call starts at its offset 0, header
+  // included). Bytes past the header's value size are counted and fail Finish.
+  void Consume(const char* data, size_t n);
+
+  // OK when exactly the value's bytes were consumed and they hash to its checksum;
+  // DATA_LOSS otherwise (the destination then holds garbage).
+  absl::Status Finish();
+
+ private:
+  ValueDecoder(const ValueHeader& header, const engine::KvShape& shape, KvDestination dest);
+  // Converts [data, data + n) of the K/V arrays, which start `at` bytes into them.
+  void ConvertArrays(uint64_t at, const char* data, size_t n);
+
+  ValueHeader header_;
+  uint64_t array_bytes_ = 0;  // one layer's K (or V) in the stored dtype
+  size_t src_size_ = 0, dst_size_ = 0;
+  KvDestination dest_;
+  uint64_t consumed_ = 0;
+  // An element split between two pieces (only when a piece boundary falls inside one).
+  char partial_[4] = {};
+  size_t partial_bytes_ = 0;
+  std::unique_ptr<ChecksumStream> sum_;
+};
+
+// The decode loops on their own (exposed for tests and the benchmark): `n` elements
+// from `src` (little-endian, any alignment) into `dst` of another or the same dtype.
+// Same dtype is a copy; bf16 -> f32 is a shift (SIMD).
+void ConvertElements(engine::DType from, const void* src, size_t n, engine::DType to, void* dst);
 
 }  // namespace blockserve::kv_store
 

@@ -1,12 +1,15 @@
 #include "kv_store/codec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <ostream>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "engine/dtype.h"
 #include "gtest/gtest.h"
+#include "kv_store/hash.h"
 
 namespace blockserve::kv_store {
 namespace {
@@ -117,7 +120,7 @@ TEST(CodecTest, HeaderFieldsAreLittleEndianAtDocumentedOffsets) {
   auto u32 = [&](size_t at) { uint32_t x; std::memcpy(&x, v.data() + at, 4); return x; };
   auto u64 = [&](size_t at) { uint64_t x; std::memcpy(&x, v.data() + at, 8); return x; };
   EXPECT_EQ(v.substr(0, 4), "BSKV");
-  EXPECT_EQ(v[4], 1);
+  EXPECT_EQ(v[4], 2);  // format version 2: XXH3 checksums
   EXPECT_EQ(v[5], 0);
   EXPECT_EQ(v[6], 2);  // BF16
   EXPECT_EQ(v[7], 0);
@@ -129,6 +132,9 @@ TEST(CodecTest, HeaderFieldsAreLittleEndianAtDocumentedOffsets) {
   EXPECT_EQ(u64(32), 7u);
   EXPECT_EQ(u64(40), v.size() - kValueHeaderBytes);
   EXPECT_EQ(u32(56), 1000u);  // first token id
+  // The checksum is XXH3-64 of the header before it, then the payload.
+  std::string hashed = v.substr(0, 48) + v.substr(kValueHeaderBytes);
+  EXPECT_EQ(u64(48), Checksum64(hashed.data(), hashed.size()));
 }
 
 // One header corruption and the error it must produce.
@@ -159,8 +165,9 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(
         Corruption{"Magic", 0, {'B', 'S', 'K', 'W'}, absl::StatusCode::kDataLoss,
                    "bad magic: expected \"BSKV\", found \"BSKW\""},
-        Corruption{"Version", 4, {2, 0}, absl::StatusCode::kInvalidArgument,
-                   "unknown format version: expected 1, found 2"},
+        // A format-1 value (the old checksum) is another version, not a checksum failure.
+        Corruption{"Version", 4, {1, 0}, absl::StatusCode::kInvalidArgument,
+                   "unknown format version: expected 2, found 1"},
         Corruption{"Dtype", 6, {9}, absl::StatusCode::kDataLoss, "unknown dtype code"},
         Corruption{"Reserved", 7, {1}, absl::StatusCode::kDataLoss, "reserved byte"},
         Corruption{"Fingerprint", 8, {0}, absl::StatusCode::kInvalidArgument,
@@ -242,6 +249,173 @@ TEST(CodecTest, ArbitraryBytesNeverCrash) {
     junk.resize(seed % (value.size() + 16));
     (void)DecodeBlockValue(junk, Options(DType::kF32));
   }
+}
+
+// A block bigger than several decode chunks (kDecodeChunkBytes), so that the chunked
+// convert-then-hash loop runs many times and over chunk and array boundaries.
+constexpr KvShape kBigShape{.num_layers = 4, .num_kv_heads = 4, .head_dim = 64};
+
+KvCache MakeBigKv(int num_tokens) {
+  KvCache kv(kBigShape);
+  std::vector<int32_t> tokens(num_tokens);
+  for (int i = 0; i < num_tokens; ++i) tokens[i] = 7 * i + 3;
+  kv.Append(tokens);
+  const int64_t n = num_tokens * kBigShape.row();
+  for (int64_t l = 0; l < kBigShape.num_layers; ++l) {
+    for (int64_t i = 0; i < n; ++i) {
+      kv.k(l)[i] = std::sin(0.013f * i + l);
+      kv.v(l)[i] = std::cos(0.029f * i - l) * 2;
+    }
+  }
+  return kv;
+}
+
+CodecOptions BigOptions(DType dtype) {
+  return CodecOptions{.model_fingerprint = kFingerprint, .shape = kBigShape, .dtype = dtype};
+}
+
+TEST(CodecTest, AFlippedByteInAnyChunkIsDataLoss) {
+  const std::string value = EncodeBlockValue(MakeBigKv(300), BigOptions(DType::kBF16));
+  ASSERT_GT(value.size(), 4 * kDecodeChunkBytes);
+  // Every byte of the tokens and a stride through the K/V, including each chunk's first
+  // and last byte; a flip anywhere after the header fields must fail the checksum.
+  std::vector<size_t> offsets;
+  for (size_t at = kValueHeaderBytes; at < kValueHeaderBytes + 4 * 300; at += 23) offsets.push_back(at);
+  for (size_t at = kValueHeaderBytes; at < value.size(); at += 16381) offsets.push_back(at);
+  for (size_t c = kDecodeChunkBytes; c < value.size(); c += kDecodeChunkBytes) {
+    offsets.push_back(c - 1);
+    offsets.push_back(c);
+  }
+  offsets.push_back(value.size() - 1);
+  for (size_t at : offsets) {
+    std::string bad = value;
+    bad[at] = static_cast<char>(bad[at] ^ 0x10);
+    absl::StatusOr<KvCache> got = DecodeBlockValue(bad, BigOptions(DType::kBF16));
+    ASSERT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << "byte " << at;
+    ASSERT_NE(got.status().message().find("checksum mismatch"), std::string_view::npos)
+        << "byte " << at << ": " << got.status();
+  }
+}
+
+// Decodes `value` through ValueDecoder, fed in pieces of `piece` bytes.
+absl::Status DecodeInPieces(std::string_view value, const CodecOptions& o, size_t piece,
+                            KvDestination dest) {
+  absl::StatusOr<ValueHeader> h = ParseValueHeader(value, value.size(), o);
+  if (!h.ok()) return h.status();
+  absl::StatusOr<ValueDecoder> d = ValueDecoder::Create(*h, o.shape, std::move(dest));
+  if (!d.ok()) return d.status();
+  for (size_t at = 0; at < value.size(); at += piece) {
+    d->Consume(value.data() + at, std::min(piece, value.size() - at));
+  }
+  return d->Finish();
+}
+
+class ValueDecoderTest : public testing::TestWithParam<DType> {};
+
+TEST_P(ValueDecoderTest, AnyPieceSizeDecodesLikeTheWholeValue) {
+  const KvCache kv = MakeBigKv(40);
+  const std::string value = EncodeBlockValue(kv, BigOptions(GetParam()));
+  absl::StatusOr<KvCache> whole = DecodeBlockValue(value, BigOptions(GetParam()));
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  // Odd sizes put piece boundaries inside elements; 16 KiB is a shared-memory page.
+  for (size_t piece : {size_t{3}, size_t{57}, size_t{4097}, size_t{16} << 10,
+                       kDecodeChunkBytes + 1}) {
+    KvCache out(kBigShape);
+    out.Append(kv.tokens());
+    ASSERT_TRUE(DecodeInPieces(value, BigOptions(GetParam()), piece, F32Destination(out)).ok())
+        << piece;
+    for (int64_t l = 0; l < kBigShape.num_layers; ++l) {
+      const size_t bytes = 40 * kBigShape.row() * sizeof(float);
+      ASSERT_EQ(std::memcmp(out.k(l), whole->k(l), bytes), 0) << "piece " << piece;
+      ASSERT_EQ(std::memcmp(out.v(l), whole->v(l), bytes), 0) << "piece " << piece;
+    }
+  }
+}
+
+TEST_P(ValueDecoderTest, AFlippedByteInAnyPieceIsCaught) {
+  const std::string value = EncodeBlockValue(MakeBigKv(40), BigOptions(GetParam()));
+  for (size_t at = kValueHeaderBytes; at < value.size(); at += 4999) {
+    std::string bad = value;
+    bad[at] = static_cast<char>(bad[at] ^ 1);
+    KvCache out(kBigShape);
+    out.Append(std::vector<int32_t>(40));
+    const absl::Status s = DecodeInPieces(bad, BigOptions(GetParam()), 16 << 10, F32Destination(out));
+    ASSERT_EQ(s.code(), absl::StatusCode::kDataLoss) << "byte " << at << ": " << s;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllDtypes, ValueDecoderTest,
+                         testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                         [](const testing::TestParamInfo<DType>& info) {
+                           return std::string(engine::DTypeName(info.param));
+                         });
+
+TEST(ValueDecoderTest, MissingOrExtraBytesAreDataLoss) {
+  const std::string value = EncodeBlockValue(MakeBigKv(3), BigOptions(DType::kBF16));
+  absl::StatusOr<ValueHeader> h = ParseValueHeader(value, value.size(), BigOptions(DType::kBF16));
+  ASSERT_TRUE(h.ok()) << h.status();
+  KvCache out(kBigShape);
+  out.Append(std::vector<int32_t>(3));
+  absl::StatusOr<ValueDecoder> short_one = ValueDecoder::Create(*h, kBigShape, F32Destination(out));
+  ASSERT_TRUE(short_one.ok());
+  short_one->Consume(value.data(), value.size() - 1);
+  EXPECT_NE(short_one->Finish().message().find("truncated"), std::string_view::npos);
+  absl::StatusOr<ValueDecoder> long_one = ValueDecoder::Create(*h, kBigShape, F32Destination(out));
+  ASSERT_TRUE(long_one.ok());
+  long_one->Consume(value.data(), value.size());
+  long_one->Consume("x", 1);
+  EXPECT_NE(long_one->Finish().message().find("trailing bytes"), std::string_view::npos);
+}
+
+TEST(ValueDecoderTest, StoredBf16IntoABf16DestinationIsAPlainCopy) {
+  const std::string value = EncodeBlockValue(MakeBigKv(40), BigOptions(DType::kBF16));
+  const size_t elements = 40 * kBigShape.row();
+  std::vector<std::vector<uint16_t>> k(kBigShape.num_layers, std::vector<uint16_t>(elements));
+  std::vector<std::vector<uint16_t>> v(kBigShape.num_layers, std::vector<uint16_t>(elements));
+  KvDestination dest{.dtype = DType::kBF16};
+  for (int64_t l = 0; l < kBigShape.num_layers; ++l) {
+    dest.k.push_back(k[l].data());
+    dest.v.push_back(v[l].data());
+  }
+  ASSERT_TRUE(DecodeInPieces(value, BigOptions(DType::kBF16), 16 << 10, dest).ok());
+  const char* arrays = value.data() + kValueHeaderBytes + 4 * 40;
+  for (int64_t l = 0; l < kBigShape.num_layers; ++l) {
+    EXPECT_EQ(std::memcmp(k[l].data(), arrays + (2 * l) * elements * 2, elements * 2), 0) << l;
+    EXPECT_EQ(std::memcmp(v[l].data(), arrays + (2 * l + 1) * elements * 2, elements * 2), 0) << l;
+  }
+}
+
+TEST(ValueDecoderTest, RefusesADestinationThatDoesNotFit) {
+  const std::string value = EncodeBlockValue(MakeBigKv(2), BigOptions(DType::kBF16));
+  absl::StatusOr<ValueHeader> h = ParseValueHeader(value, value.size(), BigOptions(DType::kBF16));
+  ASSERT_TRUE(h.ok());
+  KvDestination too_few{.dtype = DType::kF32, .k = {nullptr}, .v = {nullptr}};
+  EXPECT_EQ(ValueDecoder::Create(*h, kBigShape, too_few).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  KvDestination f16{.dtype = DType::kF16};
+  EXPECT_EQ(ValueDecoder::Create(*h, kBigShape, f16).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ConvertElementsTest, Bf16WideningMatchesTheEngineForEveryBitPattern) {
+  std::vector<uint16_t> all(65536 + 5);  // + 5: a tail after the SIMD loop
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
+  std::vector<float> want(all.size()), got(all.size());
+  engine::ConvertToF32(DType::kBF16, all.data(), all.size(), want.data());
+  // From an odd address too: stored arrays need not be aligned.
+  std::vector<char> shifted(2 * all.size() + 1);
+  std::memcpy(shifted.data() + 1, all.data(), 2 * all.size());
+  ConvertElements(DType::kBF16, shifted.data() + 1, all.size(), DType::kF32, got.data());
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * all.size()), 0);
+}
+
+TEST(ConvertElementsTest, NarrowsAndConvertsBetweenHalfTypesThroughF32) {
+  const std::vector<float> x = {1.0f, -2.5f, 3.140625f, 0.0f, 65504.0f};
+  std::vector<uint16_t> f16(x.size()), bf16(x.size()), want(x.size());
+  ConvertElements(DType::kF32, x.data(), x.size(), DType::kF16, f16.data());
+  ConvertElements(DType::kF16, f16.data(), x.size(), DType::kBF16, bf16.data());
+  engine::ConvertFromF32(DType::kBF16, x.data(), x.size(), want.data());
+  EXPECT_EQ(bf16, want);
 }
 
 }  // namespace

@@ -3,6 +3,15 @@
 #include <bit>
 #include <cstring>
 #include <initializer_list>
+#include <new>
+
+#include <xxhash.h>
+#if defined(__x86_64__)
+// libxxhash's runtime dispatch: XXH3_64bits and XXH3_64bits_update become the entry points
+// that pick the widest vector unit the CPU has (AVX2, AVX-512) instead of the SSE2 build
+// Debian compiles for any x86-64 CPU: about 3x faster on an AVX2 machine. Same results.
+#include <xxh_x86dispatch.h>
+#endif
 
 namespace blockserve::kv_store {
 namespace {
@@ -76,8 +85,24 @@ uint64_t Hash64(const void* data, size_t n, uint64_t seed) {
   return Avalanche(h);
 }
 
-uint64_t Checksum64(const void* data, size_t n, uint64_t seed) {
-  return Hash64(data, n, seed ^ 0x6368656b73756d31ULL /* "chksum1" */);
+uint64_t Checksum64(const void* data, size_t n) {
+  // XXH3 reads nothing for n == 0 but its contract still wants a valid pointer.
+  return XXH3_64bits(n > 0 ? data : "", n);
+}
+
+ChecksumStream::ChecksumStream() : state_(XXH3_createState()) {
+  if (state_ == nullptr) throw std::bad_alloc();
+  XXH3_64bits_reset(static_cast<XXH3_state_t*>(state_));
+}
+
+ChecksumStream::~ChecksumStream() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
+
+void ChecksumStream::Update(const void* data, size_t n) {
+  if (n > 0) XXH3_64bits_update(static_cast<XXH3_state_t*>(state_), data, n);
+}
+
+uint64_t ChecksumStream::Digest() const {
+  return XXH3_64bits_digest(static_cast<const XXH3_state_t*>(state_));
 }
 
 }  // namespace blockserve::kv_store

@@ -357,6 +357,29 @@ class ShmStore::Segment {
     Link(e);
   }
 
+  // Copies bytes [offset, offset + n) of entry e's value (within its length) to `out`.
+  void CopyRange(uint32_t e, uint64_t offset, uint64_t n, char* out) {
+    uint32_t p = entries[e].first_page;
+    for (uint64_t skip = offset / h->page_bytes; skip > 0; --skip) p = next[p];
+    for (uint64_t at = offset % h->page_bytes; n > 0; at = 0, p = next[p]) {
+      const uint64_t m = std::min<uint64_t>(h->page_bytes - at, n);
+      std::memcpy(out, Page(p) + at, m);
+      out += m;
+      n -= m;
+    }
+  }
+
+  // Hands entry e's value to `consume(data, n)` page by page, in order, from the pages
+  // themselves (no copy).
+  template <typename Consume>
+  void ForEachPiece(uint32_t e, Consume&& consume) {
+    const Entry& x = entries[e];
+    uint32_t p = x.first_page;
+    for (uint64_t at = 0; at < x.length; at += h->page_bytes, p = next[p]) {
+      consume(Page(p), std::min<uint64_t>(h->page_bytes, x.length - at));
+    }
+  }
+
   void CopyValue(uint32_t e, char* out) {
     const Entry& x = entries[e];
     uint32_t p = x.first_page;
@@ -674,25 +697,10 @@ std::optional<ShmStore::Copy> ShmStore::CopyOut(const BlockKey& key) {
   return c;
 }
 
-absl::StatusOr<engine::KvCache> ShmStore::DecodeCopy(const BlockKey& key,
-                                                     std::optional<Copy> copy) {
-  if (!copy) {
-    absl::MutexLock l(&mu_);
-    ++metrics_.misses;
-    return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " is not in ", options_.name));
-  }
-  absl::StatusOr<engine::KvCache> kv =
-      DecodeBlockValue(std::string_view(copy->bytes.get(), copy->size), options_.codec);
-  if (!kv.ok()) {
-    DropCorrupt(key, copy->seq, kv.status());
-    return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " in ", options_.name,
-                                            " is corrupt and was dropped: ",
-                                            kv.status().message()));
-  }
+absl::Status ShmStore::Miss(const BlockKey& key) {
   absl::MutexLock l(&mu_);
-  ++metrics_.hits;
-  metrics_.bytes_read += static_cast<int64_t>(copy->size);
-  return kv;
+  ++metrics_.misses;
+  return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " is not in ", options_.name));
 }
 
 void ShmStore::DropCorrupt(const BlockKey& key, uint64_t seq, const absl::Status& why) {
@@ -713,36 +721,95 @@ void ShmStore::DropCorrupt(const BlockKey& key, uint64_t seq, const absl::Status
   }
 }
 
-absl::StatusOr<engine::KvCache> ShmStore::Get(const BlockKey& key) {
-  const auto start = std::chrono::steady_clock::now();
-  std::optional<Copy> copy;
-  {
-    Locked lock(*seg_);
-    if (!lock.status().ok()) return lock.status();
-    copy = CopyOut(key);
+absl::Status ShmStore::ReadInto(const BlockKey& key, const DestinationFn& make_destination) {
+  // Two attempts: a value replaced between the header and the payload is read again
+  // once; replaced again, the read is a miss rather than a wait.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    uint64_t seq = 0, length = 0;
+    char header[kValueHeaderBytes];
+    std::vector<int32_t> tokens;
+    absl::StatusOr<ValueHeader> parsed = absl::UnknownError("not read");
+    {
+      Locked lock(*seg_);
+      if (!lock.status().ok()) return lock.status();
+      const uint32_t e = seg_->Find(key);
+      if (e == kNil) return Miss(key);
+      seg_->Touch(e);
+      seg_->TouchSourceOf(key);
+      seq = seg_->entries[e].seq;
+      length = seg_->entries[e].length;
+      seg_->CopyRange(e, 0, std::min<uint64_t>(length, kValueHeaderBytes), header);
+      parsed = ParseValueHeader(
+          std::string_view(header, std::min<uint64_t>(length, kValueHeaderBytes)), length,
+          options_.codec);
+      if (parsed.ok()) {
+        tokens.resize(parsed->num_tokens);
+        seg_->CopyRange(e, ValueHeader::tokens_at(), 4 * tokens.size(),
+                        reinterpret_cast<char*>(tokens.data()));
+      }
+    }
+    if (!parsed.ok()) {
+      DropCorrupt(key, seq, parsed.status());
+      return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " in ", options_.name,
+                                              " is corrupt and was dropped: ",
+                                              parsed.status().message()));
+    }
+    // Outside the lock: the caller allocates (and zero-fills) its destination.
+    absl::StatusOr<KvDestination> dest = make_destination(*parsed, tokens);
+    if (!dest.ok()) return dest.status();
+    absl::StatusOr<ValueDecoder> decoder =
+        ValueDecoder::Create(*parsed, options_.codec.shape, *std::move(dest));
+    if (!decoder.ok()) return decoder.status();
+    {
+      Locked lock(*seg_);
+      if (!lock.status().ok()) return lock.status();
+      const uint32_t e = seg_->Find(key);
+      if (e == kNil || seg_->entries[e].seq != seq) {
+        if (e == kNil) return Miss(key);  // evicted or removed meanwhile
+        continue;                         // replaced: read the new value from the start
+      }
+      // Straight from the pages: each piece is converted, then hashed while in cache.
+      seg_->ForEachPiece(e, [&](const char* data, uint64_t n) { decoder->Consume(data, n); });
+    }
+    if (absl::Status s = decoder->Finish(); !s.ok()) {
+      DropCorrupt(key, seq, s);
+      return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " in ", options_.name,
+                                              " is corrupt and was dropped: ", s.message()));
+    }
+    absl::MutexLock l(&mu_);
+    ++metrics_.hits;
+    metrics_.bytes_read += static_cast<int64_t>(length);
+    return absl::OkStatus();
   }
-  absl::StatusOr<engine::KvCache> kv = DecodeCopy(key, std::move(copy));
+  return Miss(key);
+}
+
+absl::Status ShmStore::GetInto(const BlockKey& key, const DestinationFn& make_destination) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status status = ReadInto(key, make_destination);
   absl::MutexLock l(&mu_);
   metrics_.get_seconds += SecondsSince(start);
+  return status;
+}
+
+absl::StatusOr<engine::KvCache> ShmStore::Get(const BlockKey& key) {
+  engine::KvCache kv;
+  const absl::Status status =
+      GetInto(key, [&](const ValueHeader& h, absl::Span<const int32_t> tokens) {
+        kv = engine::KvCache(options_.codec.shape, options_.codec.cache_dtype);
+        kv.AppendUninitialized(tokens);  // the decode writes every element
+        kv.set_start_position(h.start_position);
+        return absl::StatusOr<KvDestination>(CacheDestination(kv));
+      });
+  if (!status.ok()) return status;
   return kv;
 }
 
 std::vector<absl::StatusOr<engine::KvCache>> ShmStore::GetMany(absl::Span<const BlockKey> keys) {
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<std::optional<Copy>> copies(keys.size());
+  // One key at a time: each decodes under the lock in turn, with its allocation outside.
   std::vector<absl::StatusOr<engine::KvCache>> out;
   out.reserve(keys.size());
-  {
-    Locked lock(*seg_);
-    if (!lock.status().ok()) {
-      out.assign(keys.size(), lock.status());
-      return out;
-    }
-    for (size_t i = 0; i < keys.size(); ++i) copies[i] = CopyOut(keys[i]);
-  }
-  for (size_t i = 0; i < keys.size(); ++i) out.push_back(DecodeCopy(keys[i], std::move(copies[i])));
-  absl::MutexLock l(&mu_);
-  metrics_.get_seconds += SecondsSince(start);
+  for (const BlockKey& key : keys) out.push_back(Get(key));
   return out;
 }
 

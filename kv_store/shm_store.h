@@ -18,8 +18,16 @@
 // exist, so `capacity_bytes` and `max_entries` are hard bounds.
 //
 // Locking: every operation on the segment holds one process-shared robust pthread
-// mutex stored in the header; values are copied in and out under it (readers never see
-// torn data), while encoding and decoding happen outside it.
+// mutex stored in the header. Writes encode outside it and copy in under it. Reads
+// (GetInto, and Get through it) decode straight out of the segment's pages under it, in
+// one pass with the checksum (codec.h ValueDecoder), with no intermediate copy; the
+// destination is allocated outside it. Why a reader never sees a torn or half-replaced
+// value: a live entry's pages are written only before it is published and recycled only
+// after it is unpublished, both under the mutex, so while a reader holds the mutex the
+// pages of the entry it found are exactly the published value. A read takes the mutex
+// twice (header and token ids, then the payload, with the allocation in between); the
+// entry's `seq` (a fresh tick at every publication) is compared across the two, so a
+// value replaced or evicted in between is read again, never mixed with the new one.
 //
 // Crash safety: an entry becomes visible only when its `state` word is set to live,
 // after its bytes and page chain are complete; while live its pages are never touched;
@@ -108,6 +116,17 @@ class ShmStore : public KvStore {
   ShmStore& operator=(const ShmStore&) = delete;
 
   absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
+
+  // Decodes `key`'s value into a destination of the caller's choosing, e.g. a bf16
+  // cache, where a stored bf16 value is then one copy out of shared memory.
+  // `make_destination` runs outside the segment lock with the validated header and the
+  // token ids, and returns where to write (codec.h KvDestination; it may also fail, and
+  // that error is returned as is). It may run twice when the value is replaced between
+  // reading its header and its payload; only the last destination is written. Errors as
+  // Get; on any error the destination may hold partial data.
+  using DestinationFn = std::function<absl::StatusOr<KvDestination>(
+      const ValueHeader& header, absl::Span<const int32_t> tokens)>;
+  absl::Status GetInto(const BlockKey& key, const DestinationFn& make_destination);
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
   // InvalidArgument if kv.shape() differs from the codec shape; ResourceExhausted if
   // the encoded value is larger than the whole data area. Putting a key that is already
@@ -142,7 +161,9 @@ class ShmStore : public KvStore {
   ShmStore(const ShmStoreOptions& o, int fd, void* base, size_t bytes);
 
   std::optional<Copy> CopyOut(const BlockKey& key);
-  absl::StatusOr<engine::KvCache> DecodeCopy(const BlockKey& key, std::optional<Copy> copy);
+  // GetInto without the metrics' time.
+  absl::Status ReadInto(const BlockKey& key, const DestinationFn& make_destination);
+  absl::Status Miss(const BlockKey& key);
   void DropCorrupt(const BlockKey& key, uint64_t seq, const absl::Status& why);
 
   const ShmStoreOptions options_;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <string>
@@ -614,6 +615,177 @@ TEST_F(ShmStoreTest, StoredValuesInBf16DecodeWithinTolerance) {
     ASSERT_NEAR(got->k(1)[i], kv.k(1)[i], std::abs(kv.k(1)[i]) / 128) << i;
     ASSERT_NEAR(got->v(0)[i], kv.v(0)[i], std::abs(kv.v(0)[i]) / 128) << i;
   }
+}
+
+// MakeKv(seed, n)'s tokens with every float negated: the same key, another value.
+KvCache OtherValueOf(int seed, int num_tokens) {
+  KvCache kv = MakeKv(seed, num_tokens);
+  for (int64_t l = 0; l < kShape.num_layers; ++l) {
+    for (int64_t i = 0; i < num_tokens * kShape.row(); ++i) {
+      kv.k(l)[i] = -kv.k(l)[i] - 1;
+      kv.v(l)[i] = -kv.v(l)[i] - 1;
+    }
+  }
+  return kv;
+}
+
+bool SameKv(const KvCache& a, const KvCache& b) {
+  if (a.tokens() != b.tokens()) return false;
+  const size_t bytes = a.num_tokens() * kShape.row() * sizeof(float);
+  for (int64_t l = 0; l < kShape.num_layers; ++l) {
+    if (std::memcmp(a.k(l), b.k(l), bytes) != 0 || std::memcmp(a.v(l), b.v(l), bytes) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+TEST_F(ShmStoreTest, ValueReplacedBetweenHeaderAndPayloadIsReadAgainWhole) {
+  auto store = OpenStore(Options());
+  const KvCache a = MakeKv(4, 30), b = OtherValueOf(4, 30);
+  const BlockKey key = KeyOf(a);
+  ASSERT_TRUE(store->Put(key, a).ok());
+  KvCache out;
+  int calls = 0;
+  // The destination callback runs between the two lock holds: replacing the value there
+  // is exactly the race the entry's seq check is for.
+  const absl::Status s =
+      store->GetInto(key, [&](const ValueHeader& h, absl::Span<const int32_t> tokens) {
+        if (++calls == 1) {
+          EXPECT_TRUE(store->Remove(key).ok());
+          EXPECT_TRUE(store->Put(key, b).ok());
+        }
+        out = KvCache(kShape);
+        out.Append(tokens);
+        out.set_start_position(h.start_position);
+        return absl::StatusOr<KvDestination>(CacheDestination(out));
+      });
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(calls, 2);
+  EXPECT_TRUE(SameKv(out, b)) << "not the replacing value, read whole";
+}
+
+TEST_F(ShmStoreTest, ValueReplacedOnEveryAttemptIsAMissNeverAMix) {
+  auto store = OpenStore(Options());
+  const KvCache a = MakeKv(4, 30), b = OtherValueOf(4, 30);
+  const BlockKey key = KeyOf(a);
+  ASSERT_TRUE(store->Put(key, a).ok());
+  KvCache out;
+  int calls = 0;
+  const absl::Status s =
+      store->GetInto(key, [&](const ValueHeader&, absl::Span<const int32_t> tokens) {
+        EXPECT_TRUE(store->Remove(key).ok());
+        EXPECT_TRUE(store->Put(key, ++calls % 2 == 1 ? b : a).ok());
+        out = KvCache(kShape);
+        out.Append(tokens);
+        return absl::StatusOr<KvDestination>(CacheDestination(out));
+      });
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_EQ(calls, 2);
+  // Removed while the destination was being made: a miss too.
+  const absl::Status gone =
+      store->GetInto(key, [&](const ValueHeader&, absl::Span<const int32_t> tokens) {
+        EXPECT_TRUE(store->Remove(key).ok());
+        out = KvCache(kShape);
+        out.Append(tokens);
+        return absl::StatusOr<KvDestination>(CacheDestination(out));
+      });
+  EXPECT_EQ(gone.code(), absl::StatusCode::kNotFound) << gone;
+}
+
+TEST_F(ShmStoreTest, ConcurrentReplaceWhileReadingReturnsOneWholeValueOrAMiss) {
+  ShmStoreOptions o = Options();
+  o.page_bytes = 256;  // a value spans many pages: a torn read would mix them
+  auto store = OpenStore(o);
+  const KvCache a = MakeKv(6, 40), b = OtherValueOf(6, 40);
+  const BlockKey key = KeyOf(a);
+  ASSERT_TRUE(store->Put(key, a).ok());
+  // Each thread opens the segment on its own, as processes do (and so that the only
+  // synchronization between threads is the segment's, which ThreadSanitizer sees).
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    auto mine = OpenStore(o);
+    for (int i = 0; !stop.load(); ++i) {
+      ASSERT_TRUE(mine->Remove(key).ok());
+      ASSERT_TRUE(mine->Put(key, i % 2 == 0 ? b : a).ok());
+      // A breath between replacements: a read that sees its value replaced on both of
+      // its attempts is a miss by design, so a writer that never paused would starve
+      // every reader and the test would check nothing.
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  });
+  std::atomic<int> as{0}, bs{0}, misses{0}, wrong{0}, corrupt{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&] {
+      auto mine = OpenStore(o);
+      for (int i = 0; i < 400; ++i) {
+        absl::StatusOr<KvCache> got = mine->Get(key);
+        if (!got.ok()) {
+          if (got.status().code() != absl::StatusCode::kNotFound) ++wrong;
+          ++misses;
+        } else if (SameKv(*got, a)) {
+          ++as;
+        } else if (SameKv(*got, b)) {
+          ++bs;
+        } else {
+          ++wrong;
+        }
+      }
+      corrupt += static_cast<int>(mine->metrics().corrupt);
+    });
+  }
+  for (std::thread& t : readers) t.join();
+  stop = true;
+  writer.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(as.load() + bs.load(), 0) << misses.load() << " misses";
+  EXPECT_EQ(corrupt.load(), 0);
+}
+
+TEST_F(ShmStoreTest, GetIntoABf16DestinationCopiesTheStoredBytes) {
+  ShmStoreOptions o = Options();
+  o.codec.dtype = engine::DType::kBF16;
+  auto store = OpenStore(o);
+  const KvCache kv = MakeKv(7, 50);  // 50 tokens of bf16 span several 1 KiB pages
+  ASSERT_TRUE(store->Put(KeyOf(kv), kv).ok());
+  const size_t elements = 50 * kShape.row();
+  std::vector<std::vector<uint16_t>> k(kShape.num_layers), v(kShape.num_layers);
+  std::vector<int32_t> tokens_seen;
+  const absl::Status s =
+      store->GetInto(KeyOf(kv), [&](const ValueHeader& h, absl::Span<const int32_t> tokens) {
+        EXPECT_EQ(h.dtype, engine::DType::kBF16);
+        tokens_seen.assign(tokens.begin(), tokens.end());
+        KvDestination d{.dtype = engine::DType::kBF16};
+        for (int64_t l = 0; l < kShape.num_layers; ++l) {
+          k[l].assign(elements, 0);
+          v[l].assign(elements, 0);
+          d.k.push_back(k[l].data());
+          d.v.push_back(v[l].data());
+        }
+        return absl::StatusOr<KvDestination>(d);
+      });
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(tokens_seen, kv.tokens());
+  std::vector<uint16_t> want(elements);
+  for (int64_t l = 0; l < kShape.num_layers; ++l) {
+    engine::ConvertFromF32(engine::DType::kBF16, kv.k(l), elements, want.data());
+    EXPECT_EQ(k[l], want) << "K of layer " << l;
+    engine::ConvertFromF32(engine::DType::kBF16, kv.v(l), elements, want.data());
+    EXPECT_EQ(v[l], want) << "V of layer " << l;
+  }
+  EXPECT_EQ(store->metrics().hits, 1);
+}
+
+TEST_F(ShmStoreTest, DestinationErrorsAreReturnedAsTheyAre) {
+  auto store = OpenStore(Options());
+  const KvCache kv = MakeKv(8, 5);
+  ASSERT_TRUE(store->Put(KeyOf(kv), kv).ok());
+  const absl::Status s = store->GetInto(KeyOf(kv), [](const ValueHeader&, absl::Span<const int32_t>) {
+    return absl::StatusOr<KvDestination>(absl::ResourceExhaustedError("no room"));
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_TRUE(store->Contains(KeyOf(kv)));  // not mistaken for corruption
 }
 
 }  // namespace

@@ -15,6 +15,7 @@ PACKAGES=(
   nlohmann-json3-dev
   libpcre2-dev
   libutf8proc-dev            # Unicode normalization in the tokenizer (NFC, NFKC, ...)
+  libxxhash-dev              # XXH3: the KV store's value checksums (kv_store/hash.h)
   libssl-dev openssl         # TLS certificates: checks, test PKI, the demo CA
   clang-14 libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes: scripts/fuzz.sh
   yamllint                   # k8s/validate/run.sh

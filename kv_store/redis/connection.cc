@@ -213,7 +213,13 @@ bool Connection::ReadLine(std::string_view& line) {
   }
 }
 
-bool Connection::ReadBulk(BulkReply& reply) {
+bool Connection::ReadBulk(BulkReply& reply) { return ReadReply(reply, nullptr, 0); }
+
+bool Connection::ReadBulkInto(BulkReply& reply, char* into, size_t capacity) {
+  return ReadReply(reply, into, capacity);
+}
+
+bool Connection::ReadReply(BulkReply& reply, char* into, size_t capacity) {
   if (ctx_->reader->pos != ctx_->reader->len)
     return Fail("redis: hiredis holds unread reply bytes");
   std::string_view line;
@@ -229,6 +235,15 @@ bool Connection::ReadBulk(BulkReply& reply) {
     return true;
   }
   int64_t length = 0;
+  if (type == ':') {
+    if (!absl::SimpleAtoi(absl::string_view(line.data(), line.size()), &reply.integer)) {
+      return Fail(absl::StrCat("redis: bad integer reply '", std::string(line.substr(0, 40)), "'"));
+    }
+    reply.kind = BulkReply::Kind::kInteger;
+    reply.data.reset();
+    reply.size = 0;
+    return true;
+  }
   if (type != '$' || !absl::SimpleAtoi(absl::string_view(line.data(), line.size()), &length) ||
       length < -1) {
     return Fail(absl::StrCat("redis: expected a bulk string reply, found '", std::string(1, type),
@@ -242,13 +257,23 @@ bool Connection::ReadBulk(BulkReply& reply) {
   }
   const size_t n = static_cast<size_t>(length);
   reply.kind = BulkReply::Kind::kValue;
-  reply.data.reset(new char[n]);
   reply.size = n;
+  char* out = into;
+  if (into == nullptr) {
+    reply.data.reset(new char[n]);
+    out = reply.data.get();
+  } else {
+    reply.data.reset();
+    if (n > capacity) {
+      return Fail(absl::StrCat("redis: a ", n, "-byte value where at most ", capacity,
+                               " were asked for"));
+    }
+  }
   size_t have = std::min(n, end_ - pos_);
-  std::memcpy(reply.data.get(), in_.data() + pos_, have);
+  std::memcpy(out, in_.data() + pos_, have);
   pos_ += have;
   while (have < n) {  // the rest goes straight into the value, in as few reads as the kernel allows
-    const ssize_t got = read(ctx_->fd, reply.data.get() + have, n - have);
+    const ssize_t got = read(ctx_->fd, out + have, n - have);
     if (got > 0) {
       have += static_cast<size_t>(got);
     } else if (got == 0) {

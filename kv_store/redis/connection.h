@@ -43,12 +43,14 @@ struct ReplyDeleter {
 using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
 
 // The reply to a GET: a value, nil, or an error reply (its text in `bytes`); or a
-// status reply ("+OK", its text in `bytes`), the answer to ASKING before a GET.
+// status reply ("+OK", its text in `bytes`), the answer to ASKING before a GET; or an
+// integer reply (STRLEN), in `integer`.
 struct BulkReply {
-  enum class Kind { kValue, kNil, kError, kStatus };
+  enum class Kind { kValue, kNil, kError, kStatus, kInteger };
   Kind kind = Kind::kNil;
   std::unique_ptr<char[]> data;  // uninitialized allocation: no pass to zero it
   size_t size = 0;
+  int64_t integer = 0;
   std::string_view bytes() const { return {data.get(), size}; }
 };
 
@@ -81,6 +83,10 @@ class Connection {
   bool Append(const Args& args);
   bool Flush();
   bool ReadBulk(BulkReply& reply);
+  // ReadBulk, but a value goes straight into [into, into + capacity) (reply.data stays
+  // empty, reply.size says how much came); a value longer than `capacity` breaks the
+  // connection (GETRANGE never answers more than it was asked).
+  bool ReadBulkInto(BulkReply& reply, char* into, size_t capacity);
 
   // True when no reply bytes are left unread (the connection may go back to the pool).
   bool drained() const;
@@ -94,6 +100,7 @@ class Connection {
   absl::Status Authenticate(const std::string& host, int port, const Credentials& credentials);
   bool WriteDirect(const Args& args);
   bool ReadLine(std::string_view& line);
+  bool ReadReply(BulkReply& reply, char* into, size_t capacity);
   bool Fill();
   bool Fail(std::string message, int err = 0);
   bool HiredisFailed();

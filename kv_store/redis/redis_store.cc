@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -247,6 +248,7 @@ absl::StatusOr<engine::KvCache> RedisStore::DecodeReply(const BlockKey& key, con
       return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " is not in redis"));
     case BulkReply::Kind::kError:
     case BulkReply::Kind::kStatus:
+    case BulkReply::Kind::kInteger:  // not an answer to GET; only STRLEN gets one
       LogRateLimited(LogTopic::kBadData, absl::StrCat("GET of block ", key.Hex(),
                                                       " failed: ", std::string(reply.bytes())));
       return absl::NotFoundError(
@@ -271,8 +273,143 @@ absl::StatusOr<engine::KvCache> RedisStore::Get(const BlockKey& key) {
   return std::move(results.front());
 }
 
+void RedisStore::CountGets(int64_t gets, int64_t hits, int64_t corrupt, int64_t bytes,
+                           absl::Time start) {
+  absl::MutexLock lock(&metrics_mu_);
+  metrics_.hits += hits;
+  metrics_.misses += gets - hits;
+  metrics_.corrupt += corrupt;
+  metrics_.bytes_read += bytes;
+  metrics_.get_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+}
+
+// Why the chunks of one value are safe to assemble: Redis may replace the value between
+// any two of our commands (another writer's SET). A replacement of another length shows
+// as a chunk shorter or longer than asked, or a header that disagrees with STRLEN; one
+// of the same length shows as a checksum mismatch over the assembled bytes. Either way
+// the whole value is read again once; a second failure is treated as a corrupt value (a
+// miss, counted and logged), never returned.
+std::optional<absl::StatusOr<engine::KvCache>> RedisStore::ChunkedGet(const BlockKey& key) {
+  const absl::Time start = absl::Now();
+  const std::string redis_key = BlockRedisKey(key);
+  const int slot = topology_->cluster() ? redis::KeySlot(redis_key) : 0;
+  std::shared_ptr<NodePool> node = topology_->NodeFor(slot);
+  if (node == nullptr) return std::nullopt;
+  const size_t chunk = std::max<size_t>(options_.get_chunk_bytes, 1);
+  auto unavailable = [&](const absl::Status& status) {
+    topology_->RequestRefresh();
+    LogRateLimited(LogTopic::kOutage,
+                   absl::StrCat("reads are misses while redis is unavailable: ", status.message()));
+    CountGets(1, 0, 0, 0, start);
+    return absl::UnavailableError(absl::StrCat("redis unavailable: ", status.message()));
+  };
+  absl::Status last_error;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    // One round trip: the length and the first chunk.
+    std::unique_ptr<char[]> value;
+    size_t length = 0, first = 0;
+    bool fallback = false, replaced = false;
+    absl::Status status = node->WithConnection([&](Connection& c) {
+      const std::string end = absl::StrCat(chunk - 1);
+      if (!c.Append({"STRLEN", redis_key}) || !c.Append({"GETRANGE", redis_key, "0", end}) ||
+          !c.Flush()) {
+        return false;
+      }
+      BulkReply size_reply;
+      if (!c.ReadBulk(size_reply)) return false;
+      fallback = size_reply.kind != BulkReply::Kind::kInteger || size_reply.integer < 0;
+      length = fallback ? 0 : static_cast<size_t>(size_reply.integer);
+      // Room for the first chunk even if the value grew since STRLEN.
+      value.reset(new char[std::max(length, chunk)]);
+      BulkReply first_reply;
+      if (!c.ReadBulkInto(first_reply, value.get(), chunk)) return false;
+      fallback = fallback || first_reply.kind != BulkReply::Kind::kValue;
+      first = first_reply.size;
+      return true;
+    });
+    if (!status.ok()) return unavailable(status);
+    if (fallback) return std::nullopt;
+    if (length == 0) {  // STRLEN of a missing key
+      CountGets(1, 0, 0, 0, start);
+      return absl::NotFoundError(absl::StrCat("block ", key.Hex(), " is not in redis"));
+    }
+    replaced = first != std::min(length, chunk);
+    if (options_.test_hook) options_.test_hook("after_first_chunk");
+
+    // The rest in chunks, round-robin over the workers; each pipelines all of its
+    // chunks on one connection. Each worker holds one connection at a time (never one
+    // while waiting for another), so concurrent Gets cannot deadlock on the pool.
+    const size_t chunks = length > chunk ? (length - chunk + chunk - 1) / chunk : 0;
+    const size_t workers = std::min<size_t>(
+        chunks, static_cast<size_t>(std::max(1, std::min(options_.get_connections,
+                                                         options_.pool_size))));
+    std::vector<absl::Status> statuses(workers);
+    std::vector<char> worker_fallback(workers, 0), worker_replaced(workers, 0);
+    auto work = [&](size_t w) {
+      statuses[w] = node->WithConnection([&](Connection& c) {
+        worker_fallback[w] = worker_replaced[w] = 0;
+        for (size_t i = w; i < chunks; i += workers) {
+          const size_t from = chunk * (i + 1);
+          const size_t to = std::min(length, from + chunk);
+          if (!c.Append({"GETRANGE", redis_key, absl::StrCat(from), absl::StrCat(to - 1)})) {
+            return false;
+          }
+        }
+        if (!c.Flush()) return false;
+        for (size_t i = w; i < chunks; i += workers) {
+          const size_t from = chunk * (i + 1);
+          const size_t want = std::min(length, from + chunk) - from;
+          BulkReply r;
+          if (!c.ReadBulkInto(r, value.get() + from, want)) return false;
+          if (r.kind != BulkReply::Kind::kValue) worker_fallback[w] = 1;
+          if (r.size != want) worker_replaced[w] = 1;
+        }
+        return true;
+      });
+    };
+    std::vector<std::thread> threads;
+    for (size_t w = 1; w < workers; ++w) threads.emplace_back(work, w);
+    if (workers > 0) work(0);
+    for (std::thread& t : threads) t.join();
+    for (size_t w = 0; w < workers; ++w) {
+      if (!statuses[w].ok()) return unavailable(statuses[w]);
+      if (worker_fallback[w]) return std::nullopt;
+      replaced = replaced || worker_replaced[w];
+    }
+    if (replaced) {
+      last_error = absl::DataLossError("block value: replaced while it was read in chunks");
+      continue;
+    }
+    absl::StatusOr<engine::KvCache> kv =
+        DecodeBlockValue(std::string_view(value.get(), length), options_.codec);
+    if (kv.ok()) {
+      CountGets(1, 1, 0, static_cast<int64_t>(length), start);
+      return kv;
+    }
+    last_error = kv.status();
+    // Another model's or version's value is what it is; reading it again cannot help.
+    if (!absl::IsDataLoss(last_error)) break;
+  }
+  LogRateLimited(LogTopic::kBadData,
+                 absl::StrCat("block ", key.Hex(), " in redis is unusable, treated as a miss: ",
+                              last_error.message()));
+  CountGets(1, 0, 1, 0, start);
+  return absl::NotFoundError(
+      absl::StrCat("block ", key.Hex(), " is corrupt: ", last_error.message()));
+}
+
 std::vector<absl::StatusOr<engine::KvCache>> RedisStore::GetMany(absl::Span<const BlockKey> keys) {
   if (keys.empty()) return {};
+  // One block (Get, and the tiered store's and block cache's single misses): in chunks
+  // over parallel connections. Several: one pipelined stream per node, which already
+  // overlaps block i+1's transfer with block i's decode.
+  if (keys.size() == 1) {
+    if (std::optional<absl::StatusOr<engine::KvCache>> got = ChunkedGet(keys[0]); got.has_value()) {
+      std::vector<absl::StatusOr<engine::KvCache>> one;
+      one.push_back(*std::move(got));
+      return one;
+    }
+  }
   const absl::Time start = absl::Now();
   const size_t n = keys.size();
   std::vector<std::string> redis_keys;

@@ -58,12 +58,23 @@
 // would put every key into one slot: Open refuses it for a cluster. (A passage id with a
 // "{tag}" in it places its entry by the tag: harmless, catalog entries are small.)
 //
+// Large values: Get (a GetMany of one key) asks STRLEN and the first GETRANGE chunk in
+// one round trip, then the other chunks pipelined over up to `get_connections` pooled
+// connections in parallel, each straight into its place in one buffer; the assembled
+// value is then checksum-verified while it is decoded. Each of those connections is
+// taken on its own (no call holds one while waiting for another), so concurrent Gets
+// cannot deadlock on a small pool. A redirection or error reply on the way falls back
+// to the plain GET path above. A value replaced between chunks (a chunk of the wrong
+// length, or a checksum mismatch) is read again once; replaced again it is a corrupt
+// miss. Redis failing mid-read is UNAVAILABLE; a value deleted mid-read is NOT_FOUND.
+//
 // Safe to call from several threads; at most `pool_size` calls talk to each node at
 // once, the others wait for a connection.
 #ifndef BLOCKSERVE_KV_STORE_REDIS_REDIS_STORE_H_
 #define BLOCKSERVE_KV_STORE_REDIS_REDIS_STORE_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +119,16 @@ struct RedisStoreOptions {
   // logged nor put into an error.
   std::string user;
   std::string password;
+
+  // Get of a large block: the value is read in GETRANGE chunks of `get_chunk_bytes`,
+  // pipelined over up to `get_connections` pooled connections at once (bounded by
+  // pool_size), straight into one buffer, then decoded and checksum-verified in one
+  // pass. One round trip (STRLEN + the first chunk) when the value fits one chunk.
+  size_t get_chunk_bytes = 2 << 20;
+  int get_connections = 4;
+  // Test-only: called at points of a chunked Get ("after_first_chunk": the length is
+  // known and the first chunk read, the other chunks not yet asked for).
+  std::function<void(std::string_view point)> test_hook;
 };
 
 class RedisStore : public KvStore {
@@ -126,8 +147,8 @@ class RedisStore : public KvStore {
   ~RedisStore() override;
 
   absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
-  // Pipelined GETs on one connection per node, each reply decoded as soon as it
-  // arrives; at most ~16 MB of replies are requested ahead, so Redis streams block i+1
+  // One key: a chunked Get (RedisStoreOptions::get_chunk_bytes). Several: pipelined
+  // GETs on one connection per node, each reply decoded as soon as it arrives; at most ~16 MB of replies are requested ahead, so Redis streams block i+1
   // while block i is decoded instead of buffering a whole batch of multi-MB values.
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
   // InvalidArgument when kv's shape differs from options.codec.shape.
@@ -176,6 +197,12 @@ class RedisStore : public KvStore {
                  std::vector<absl::StatusOr<engine::KvCache>>& results,
                  std::vector<int64_t>& value_bytes, std::vector<char>& corrupt,
                  std::vector<Item>& redirected);
+
+  // Get of one block in chunks over parallel connections (see get_chunk_bytes). nullopt
+  // when the node answered something the plain GET path must handle (a redirection,
+  // an error reply): Get then falls back to it.
+  std::optional<absl::StatusOr<engine::KvCache>> ChunkedGet(const BlockKey& key);
+  void CountGets(int64_t gets, int64_t hits, int64_t corrupt, int64_t bytes, absl::Time start);
 
   absl::StatusOr<engine::KvCache> DecodeReply(const BlockKey& key, const redis::BulkReply& reply,
                                               bool& corrupt);

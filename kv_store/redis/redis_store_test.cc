@@ -1,6 +1,7 @@
 #include "kv_store/redis/redis_store.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <utility>
@@ -258,6 +259,127 @@ TEST_F(RedisStoreTest, TwentyMegabyteBlockRoundTrips) {
 
   ASSERT_TRUE(got.ok()) << got.status();
   ExpectSameBlock(*got, block);
+}
+
+// Calls of `command` Redis has served (INFO commandstats), 0 before the first.
+int64_t CommandCalls(const RedisServer& server, const std::string& command) {
+  const std::string info = server.Call({"INFO", "commandstats"}).value_or("");
+  const std::string field = absl::StrCat("cmdstat_", command, ":calls=");
+  const size_t at = info.find(field);
+  if (at == std::string::npos) return 0;
+  return std::strtoll(info.c_str() + at + field.size(), nullptr, 10);
+}
+
+// Options whose Gets go in 4 KiB chunks over 3 connections.
+RedisStoreOptions Chunked(RedisStoreOptions o) {
+  o.get_chunk_bytes = 4096;
+  o.get_connections = 3;
+  return o;
+}
+
+TEST_F(RedisStoreTest, ValueOfManyChunksIsReadInPipelinedRangesAndAssembledExactly) {
+  auto store = OpenStore(Chunked(Options()));
+  // 200 tokens of f32: 51256 bytes, 13 chunks (the last one partial).
+  const engine::KvCache block = MakeBlock(kSmallShape, 200, 21);
+  const size_t bytes = EncodedValueBytes(kSmallShape, 200, engine::DType::kF32);
+  ASSERT_GT(bytes, 12u * 4096);
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+  const int64_t before = CommandCalls(*server_, "getrange");
+
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameBlock(*got, block);
+  EXPECT_EQ(CommandCalls(*server_, "getrange") - before, static_cast<int64_t>((bytes + 4095) / 4096));
+  EXPECT_EQ(store->metrics().hits, 1);
+  EXPECT_EQ(store->metrics().bytes_read, static_cast<int64_t>(bytes));
+  // Values of one chunk and of exactly two (no partial chunk) too.
+  for (int tokens : {1, 2}) {
+    const engine::KvCache small = MakeBlock(kSmallShape, tokens, 22 + tokens);
+    ASSERT_TRUE(store->Put(KeyFor(small), small).ok());
+    absl::StatusOr<engine::KvCache> back = store->Get(KeyFor(small));
+    ASSERT_TRUE(back.ok()) << back.status();
+    ExpectSameBlock(*back, small);
+  }
+}
+
+TEST_F(RedisStoreTest, ValueReplacedDuringAChunkedGetIsReadAgainWhole) {
+  RedisStoreOptions o = Chunked(Options());
+  const engine::KvCache block = MakeBlock(kSmallShape, 200, 30);
+  // Same length, other bytes (a checksum catches it), then another length (a short or
+  // long chunk catches it).
+  for (int replacement_tokens : {200, 150, 260}) {
+    const engine::KvCache other = MakeBlock(kSmallShape, replacement_tokens, 31);
+    const std::string other_value = EncodeBlockValue(other, o.codec);
+    std::string redis_key;
+    int replaced = 0;
+    o.test_hook = [&](std::string_view point) {
+      if (point == "after_first_chunk" && replaced++ == 0) {
+        EXPECT_TRUE(server_->Call({"SET", redis_key, other_value}).ok());
+      }
+    };
+    auto store = OpenStore(o);
+    redis_key = store->BlockRedisKey(KeyFor(block));
+    ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+
+    absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+
+    ASSERT_TRUE(got.ok()) << replacement_tokens << ": " << got.status();
+    ExpectSameBlock(*got, other);
+    EXPECT_EQ(replaced, 2) << "read twice";
+    EXPECT_EQ(store->metrics().corrupt, 0);
+  }
+}
+
+TEST_F(RedisStoreTest, ValueReplacedOnEveryAttemptIsACorruptMissNeverAMix) {
+  RedisStoreOptions o = Chunked(Options());
+  const engine::KvCache a = MakeBlock(kSmallShape, 200, 40), b = MakeBlock(kSmallShape, 200, 41);
+  const std::string values[2] = {EncodeBlockValue(a, o.codec), EncodeBlockValue(b, o.codec)};
+  std::string redis_key;
+  int calls = 0;
+  o.test_hook = [&](std::string_view) {
+    EXPECT_TRUE(server_->Call({"SET", redis_key, values[++calls % 2]}).ok());
+  };
+  auto store = OpenStore(o);
+  redis_key = store->BlockRedisKey(KeyFor(a));
+  ASSERT_TRUE(store->Put(KeyFor(a), a).ok());
+
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(a));
+
+  EXPECT_TRUE(absl::IsNotFound(got.status())) << got.status();
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(store->metrics().corrupt, 1);
+  EXPECT_EQ(store->metrics().hits, 0);
+}
+
+TEST_F(RedisStoreTest, ValueDeletedDuringAChunkedGetIsNotFound) {
+  RedisStoreOptions o = Chunked(Options());
+  std::string redis_key;
+  o.test_hook = [&](std::string_view) { EXPECT_TRUE(server_->Call({"DEL", redis_key}).ok()); };
+  auto store = OpenStore(o);
+  const engine::KvCache block = MakeBlock(kSmallShape, 200, 50);
+  redis_key = store->BlockRedisKey(KeyFor(block));
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+
+  EXPECT_TRUE(absl::IsNotFound(got.status())) << got.status();
+  EXPECT_EQ(store->metrics().corrupt, 0);
+  EXPECT_EQ(store->metrics().misses, 1);
+}
+
+TEST_F(RedisStoreTest, RedisKilledDuringAChunkedGetIsUnavailable) {
+  RedisStoreOptions o = Chunked(Options());
+  o.test_hook = [&](std::string_view) { server_->Stop(); };
+  auto store = OpenStore(o);
+  const engine::KvCache block = MakeBlock(kSmallShape, 200, 60);
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+
+  EXPECT_TRUE(absl::IsUnavailable(got.status())) << got.status();
+  EXPECT_EQ(store->metrics().misses, 1);
+  EXPECT_EQ(store->metrics().hits, 0);
 }
 
 TEST_F(RedisStoreTest, GarbageUnderABlockKeyIsAMissCountedAsCorrupt) {
