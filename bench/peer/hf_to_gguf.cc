@@ -106,7 +106,8 @@ absl::StatusOr<Vocabulary> ReadVocabulary(const std::string& dir, int64_t vocab_
 
 }  // namespace
 
-absl::StatusOr<GgufWriter> HfFolderToGguf(const std::string& dir, GgmlType matrix_type) {
+absl::StatusOr<GgufWriter> HfFolderToGguf(const std::string& dir, const HfToGgufOptions& options) {
+  const GgmlType matrix_type = options.matrix_type;
   absl::StatusOr<be::ModelFiles> files = be::ModelFiles::Open(dir);
   if (!files.ok()) return files.status();
   const be::ModelConfig& c = files->config();
@@ -149,15 +150,18 @@ absl::StatusOr<GgufWriter> HfFolderToGguf(const std::string& dir, GgmlType matri
 
   const int64_t h = c.hidden_size, d = c.head_dim, ff = c.intermediate_size;
   const int64_t q_rows = c.num_attention_heads * d, kv_rows = c.num_key_value_heads * d;
+  auto rope_rows = [&](std::vector<float>& w, int64_t heads) {
+    return options.permute_qk ? PermuteRowsForGgmlRope(w, heads, h) : std::move(w);
+  };
   g.AddTensor("token_embd.weight", {h, c.vocab_size}, matrix_type, std::move(w->embed));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     be::LayerWeights& lw = w->layers[l];
     const std::string b = absl::StrCat("blk.", l, ".");
     g.AddTensor(b + "attn_norm.weight", {h}, GgmlType::kF32, std::move(lw.input_norm));
     g.AddTensor(b + "attn_q.weight", {h, q_rows}, matrix_type,
-                PermuteRowsForGgmlRope(lw.wq, c.num_attention_heads, h));
+                rope_rows(lw.wq, c.num_attention_heads));
     g.AddTensor(b + "attn_k.weight", {h, kv_rows}, matrix_type,
-                PermuteRowsForGgmlRope(lw.wk, c.num_key_value_heads, h));
+                rope_rows(lw.wk, c.num_key_value_heads));
     g.AddTensor(b + "attn_v.weight", {h, kv_rows}, matrix_type, std::move(lw.wv));
     g.AddTensor(b + "attn_output.weight", {q_rows, h}, matrix_type, std::move(lw.wo));
     g.AddTensor(b + "ffn_norm.weight", {h}, GgmlType::kF32, std::move(lw.post_attention_norm));

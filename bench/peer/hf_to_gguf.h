@@ -21,9 +21,15 @@
 
 namespace blockserve::bench {
 
-// The GGUF of the model folder `dir`, ready to Write(). `matrix_type` is the type of the
-// 2-D weight matrices (token_embd included).
-absl::StatusOr<GgufWriter> HfFolderToGguf(const std::string& dir, GgmlType matrix_type);
+struct HfToGgufOptions {
+  GgmlType matrix_type = GgmlType::kF32;  // the 2-D weight matrices, token_embd included
+  // false only for check.sh's negative control: a GGUF whose q/k rows are NOT permuted must
+  // fail the logits comparison (else the check could not catch a wrong permutation).
+  bool permute_qk = true;
+};
+
+// The GGUF of the model folder `dir`, ready to Write().
+absl::StatusOr<GgufWriter> HfFolderToGguf(const std::string& dir, const HfToGgufOptions& options);
 
 }  // namespace blockserve::bench
 

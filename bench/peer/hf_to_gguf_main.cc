@@ -10,6 +10,9 @@
 ABSL_FLAG(std::string, model, "", "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
 ABSL_FLAG(std::string, out, "", "GGUF file to write");
 ABSL_FLAG(std::string, type, "f32", "type of the weight matrices: f32 or f16 (norms stay f32)");
+ABSL_FLAG(bool, permute_qk, true,
+          "permute q/k rows for ggml's RoPE; false writes a deliberately wrong file (check.sh's "
+          "negative control)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -24,7 +27,8 @@ int main(int argc, char** argv) {
   }
   namespace bb = blockserve::bench;
   absl::StatusOr<bb::GgufWriter> gguf =
-      bb::HfFolderToGguf(model, type == "f32" ? bb::GgmlType::kF32 : bb::GgmlType::kF16);
+      bb::HfFolderToGguf(model, {.matrix_type = type == "f32" ? bb::GgmlType::kF32 : bb::GgmlType::kF16,
+                                 .permute_qk = absl::GetFlag(FLAGS_permute_qk)});
   if (!gguf.ok()) return std::cerr << gguf.status() << "\n", 1;
   if (absl::Status s = gguf->WriteFile(out); !s.ok()) return std::cerr << s << "\n", 1;
   std::cerr << "wrote " << out << "\n";
