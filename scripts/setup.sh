@@ -52,3 +52,13 @@ for folder in "$repo/k8s/validate" "$repo/tests/tokenizers"; do
       cp package-lock.json node_modules/.installed-lock.json)
   fi
 done
+# llama.cpp for bench/peer (node-llama-cpp, bench/peer/package-lock.json): only its prebuilt
+# linux-x64 CPU binary, a direct dependency there. --omit=optional skips the CUDA/Vulkan and
+# other platforms' binaries; --ignore-scripts skips node-llama-cpp's postinstall, which
+# would otherwise try to download or build llama.cpp when no prebuilt binary fits.
+peer=$repo/bench/peer
+if ! cmp -s "$peer/package-lock.json" "$peer/node_modules/.installed-lock.json"; then
+  echo "setup: npm ci in bench/peer"
+  (cd "$peer" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error &&
+    cp package-lock.json node_modules/.installed-lock.json)
+fi
