@@ -18,6 +18,7 @@ PACKAGES=(
   libssl-dev openssl         # TLS certificates: checks, test PKI, the demo CA
   clang-14 libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes: scripts/fuzz.sh
   yamllint                   # k8s/validate/run.sh
+  gnuplot-nox                # the plots of bench/ttft/run.sh and bench/peer/run.sh
 )
 # Commands that k8s/validate/run.sh needs, from Debian's packages unless the machine has
 # them already from elsewhere (a newer kubectl or Node.js is fine; installing Debian's
