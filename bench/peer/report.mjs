@@ -83,10 +83,11 @@ engines; llama.cpp runs the GGUF that \`hf_to_gguf\` writes from it (F32 or F16 
 permuted for ggml's RoPE; \`check.sh\` shows the logits agree). Prompts: the exact token ids
 ttft_bench uses (passages of ${meta.passage_tokens} tokens, then the ${meta.query_tokens}-token query), passed as ids.
 
-- **Ours**: \`ttft_bench -c opt --modes full,block_cached\` (the engine's CPU backend, fp32,
-  ${meta.cores} threads = all cores): \`full\` = causal prefill of the whole prompt;
-  \`block cached\` = every passage's KV already cached, TTFT of the query. These are the
-  engine's numbers **before** the attention-kernel rewrite in progress.
+- **Ours**: \`ttft_bench -c opt\` (the engine's CPU backend, fp32, ${meta.cores} threads = all
+  cores): \`full\` = causal prefill of the whole prompt (run only up to ${meta.ours_full_max}
+  tokens: longer ones take more than the run's time budget here); \`block cached\` = every
+  passage's KV already cached, TTFT of the query. These are the engine's numbers **before**
+  the attention-kernel rewrite in progress.
 - **llama.cpp**: node-llama-cpp ${meta.node_llama_cpp} (its prebuilt linux-x64 CPU binary;
   ${meta.llama_system_info}), F16 KV cache, batch (n_batch = n_ubatch) ${meta.batch}: \`full\` = a fresh
   sequence evaluates the prompt and samples the first token; \`continuation\` = the context is
