@@ -14,8 +14,8 @@
 #                          [--ours_full_max 8192]   (our full prefill only up to this length)
 #   --quick   lengths 512,2048, 1 repeat, 1 thread only, results in $TMPDIR/peer_quick (not
 #             bench/results): a few minutes, to try the pipeline
-# The full run takes ~20-25 minutes on the 2-core build VM (most of it llama.cpp's and
-# ours' full prefills at 8K and 32K).
+# The full run took 29 minutes on the 2-core build VM at load 7-9 (12 of them llama.cpp's
+# one full prefill at 32K, needed to hold the context for its continuation TTFT).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command_line="bench/peer/run.sh $*"
