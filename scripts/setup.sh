@@ -19,6 +19,7 @@ PACKAGES=(
   libssl-dev openssl         # TLS certificates: checks, test PKI, the demo CA
   clang-14 libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes: scripts/fuzz.sh
   yamllint                   # k8s/validate/run.sh
+  gnuplot-nox                # the plots of bench/ttft/run.sh and bench/peer/run.sh
 )
 # Commands that k8s/validate/run.sh needs, from Debian's packages unless the machine has
 # them already from elsewhere (a newer kubectl or Node.js is fine; installing Debian's
@@ -53,3 +54,13 @@ for folder in "$repo/k8s/validate" "$repo/tests/tokenizers"; do
       cp package-lock.json node_modules/.installed-lock.json)
   fi
 done
+# llama.cpp for bench/peer (node-llama-cpp, bench/peer/package-lock.json): only its prebuilt
+# linux-x64 CPU binary, a direct dependency there. --omit=optional skips the CUDA/Vulkan and
+# other platforms' binaries; --ignore-scripts skips node-llama-cpp's postinstall, which
+# would otherwise try to download or build llama.cpp when no prebuilt binary fits.
+peer=$repo/bench/peer
+if ! cmp -s "$peer/package-lock.json" "$peer/node_modules/.installed-lock.json"; then
+  echo "setup: npm ci in bench/peer"
+  (cd "$peer" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error &&
+    cp package-lock.json node_modules/.installed-lock.json)
+fi
