@@ -107,6 +107,40 @@ TEST(CodecTest, F32IsBitExact) {
   }
 }
 
+// The engine's bf16 KV (the services' default) goes into a bf16 value and comes back
+// bit for bit with cache_dtype bf16: the store path is a copy. An fp32 cache gets the
+// same value widened exactly, and an f32 value decodes into a bf16 cache rounded.
+TEST(CodecTest, Bf16CacheRoundTripsBitForBitThroughABf16Value) {
+  const KvCache f32 = MakeKv(9, 3);
+  KvCache bf16(kShape, DType::kBF16);
+  bf16.AppendCopy(f32);
+  bf16.set_start_position(3);
+  CodecOptions o = Options(DType::kBF16);
+  o.cache_dtype = DType::kBF16;
+  const std::string value = EncodeBlockValue(bf16, o);
+  absl::StatusOr<KvCache> back = DecodeBlockValue(value, o);
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->dtype(), DType::kBF16);
+  EXPECT_EQ(back->tokens(), bf16.tokens());
+  EXPECT_EQ(back->start_position(), 3);
+  const size_t bytes = bf16.bytes() / kShape.num_layers / 2;
+  for (int64_t l = 0; l < kShape.num_layers; ++l) {
+    EXPECT_EQ(std::memcmp(back->k_data(l), bf16.k_data(l), bytes), 0) << l;
+    EXPECT_EQ(std::memcmp(back->v_data(l), bf16.v_data(l), bytes), 0) << l;
+  }
+  absl::StatusOr<KvCache> wide = DecodeBlockValue(value, Options(DType::kBF16));
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  ASSERT_EQ(wide->dtype(), DType::kF32);
+  for (int64_t i = 0; i < 9 * kShape.row(); ++i) {
+    EXPECT_EQ(wide->k(1)[i], engine::BF16ToF32(bf16.k_bf16(1)[i]));
+  }
+  absl::StatusOr<KvCache> rounded = DecodeBlockValue(EncodeBlockValue(f32, Options(DType::kF32)), o);
+  ASSERT_TRUE(rounded.ok()) << rounded.status();
+  for (int64_t l = 0; l < kShape.num_layers; ++l) {
+    EXPECT_EQ(std::memcmp(rounded->k_data(l), bf16.k_data(l), bytes), 0) << l;
+  }
+}
+
 TEST(CodecTest, DecodesTheDtypeInTheHeaderNotTheOptions) {
   const KvCache kv = MakeKv(4);
   const std::string value = EncodeBlockValue(kv, Options(DType::kF16));
@@ -322,7 +356,7 @@ TEST_P(ValueDecoderTest, AnyPieceSizeDecodesLikeTheWholeValue) {
                        kDecodeChunkBytes + 1}) {
     KvCache out(kBigShape);
     out.Append(kv.tokens());
-    ASSERT_TRUE(DecodeInPieces(value, BigOptions(GetParam()), piece, F32Destination(out)).ok())
+    ASSERT_TRUE(DecodeInPieces(value, BigOptions(GetParam()), piece, CacheDestination(out)).ok())
         << piece;
     for (int64_t l = 0; l < kBigShape.num_layers; ++l) {
       const size_t bytes = 40 * kBigShape.row() * sizeof(float);
@@ -339,7 +373,7 @@ TEST_P(ValueDecoderTest, AFlippedByteInAnyPieceIsCaught) {
     bad[at] = static_cast<char>(bad[at] ^ 1);
     KvCache out(kBigShape);
     out.Append(std::vector<int32_t>(40));
-    const absl::Status s = DecodeInPieces(bad, BigOptions(GetParam()), 16 << 10, F32Destination(out));
+    const absl::Status s = DecodeInPieces(bad, BigOptions(GetParam()), 16 << 10, CacheDestination(out));
     ASSERT_EQ(s.code(), absl::StatusCode::kDataLoss) << "byte " << at << ": " << s;
   }
 }
@@ -356,11 +390,11 @@ TEST(ValueDecoderTest, MissingOrExtraBytesAreDataLoss) {
   ASSERT_TRUE(h.ok()) << h.status();
   KvCache out(kBigShape);
   out.Append(std::vector<int32_t>(3));
-  absl::StatusOr<ValueDecoder> short_one = ValueDecoder::Create(*h, kBigShape, F32Destination(out));
+  absl::StatusOr<ValueDecoder> short_one = ValueDecoder::Create(*h, kBigShape, CacheDestination(out));
   ASSERT_TRUE(short_one.ok());
   short_one->Consume(value.data(), value.size() - 1);
   EXPECT_NE(short_one->Finish().message().find("truncated"), std::string_view::npos);
-  absl::StatusOr<ValueDecoder> long_one = ValueDecoder::Create(*h, kBigShape, F32Destination(out));
+  absl::StatusOr<ValueDecoder> long_one = ValueDecoder::Create(*h, kBigShape, CacheDestination(out));
   ASSERT_TRUE(long_one.ok());
   long_one->Consume(value.data(), value.size());
   long_one->Consume("x", 1);
