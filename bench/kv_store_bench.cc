@@ -6,9 +6,10 @@
 //   checksum       the value checksum alone: format 1's Hash64 (old) and XXH3-64 (new);
 //   codec          EncodeBlockValue / DecodeBlockValue alone (no store);
 //   shm            ShmStore Put / Get (codec included: the Get's value is verified and
-//                  decoded into a new fp32 KvCache, what a caller gets);
+//                  decoded into a new KvCache of the same dtype, what a service with
+//                  that --kv_dtype gets);
 //   shm GetInto    ShmStore::GetInto a caller-owned destination of the stored dtype,
-//                  allocated once: the one-copy path a bf16 KvCache will take;
+//                  allocated once (no allocation per get);
 //   redis          RedisStore Put / Get on loopback (codec included; the Get verified
 //                  and decoded into a KvCache), and a pipelined GetMany of 8 blocks;
 //   redis-benchmark  redis-benchmark's own SET/GET of a value of the same size, 1 and
@@ -281,7 +282,7 @@ Row ChecksumRow(const Case& c) {
 
 // ShmStore::GetInto a destination of the stored dtype that the caller allocated once:
 // a stored bf16 block into bf16 rows is one copy out of shared memory, checksummed on
-// the way (the path a bf16 engine::KvCache will take).
+// the way, without the new KvCache's allocation that the "shm" get row pays.
 Row ShmGetIntoRow(const Case& c, kv_store::ShmStore& shm, int op_id) {
   Row row = NewRow("shm GetInto stored-dtype buffer (one copy)", c.dtype, c.kv.num_tokens(),
                    c.bytes);
@@ -414,8 +415,13 @@ std::vector<Row> RunCase(const Config& config, int64_t tokens, engine::DType dty
   Case c;
   c.config = &config;
   c.dtype = dtype == engine::DType::kBF16 ? "bf16" : "f32";
-  c.codec = {.model_fingerprint = kFingerprint, .shape = config.shape, .dtype = dtype};
-  c.kv = MakeBlock(config.shape, tokens);
+  // As a service with --kv_dtype=<dtype> runs: the engine's caches and the stored values
+  // share the dtype, so a get of a bf16 value decodes into a bf16 KvCache (one copy).
+  c.codec = {.model_fingerprint = kFingerprint, .shape = config.shape, .dtype = dtype,
+             .cache_dtype = dtype};
+  engine::KvCache f32 = MakeBlock(config.shape, tokens);
+  c.kv = engine::KvCache(config.shape, dtype);
+  c.kv.AppendCopy(f32);
   c.bytes = kv_store::EncodedValueBytes(config.shape, tokens, dtype);
   std::unique_ptr<kv_store::RedisStore> peer = OpenRedis(c);  // another node's client
   c.forget = [&](const BlockKey& key) {
@@ -525,9 +531,9 @@ std::string Preamble(const Config& c, const std::string& redis_version,
       "wall time of one call.\n"
       "Store rows include encode (put) or decode (get); \"codec only\" times EncodeBlockValue and "
       "DecodeBlockValue alone, \"memcpy\" one copy of the value's size. Store gets are what a "
-      "caller gets: the value checksum-verified and decoded into a new fp32 KvCache (bf16 "
-      "widened), except \"shm GetInto\", which decodes into caller-owned buffers of the stored "
-      "dtype. redis-benchmark rows: its own SET (put) / GET (get) of a value of the same size.\n\n",
+      "caller gets: the value checksum-verified and decoded into a new KvCache of the same "
+      "dtype (as the services run with --kv_dtype bf16 or f32), except \"shm GetInto\", which "
+      "decodes into caller-owned buffers allocated once. redis-benchmark rows: its own SET (put) / GET (get) of a value of the same size.\n\n",
       absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(), absl::UTCTimeZone()), CpuModel(),
       static_cast<int>(std::thread::hardware_concurrency()), load_before, LoadAverage(),
       redis_version, c.own_redis ? " (redis-server started by the benchmark)" : "",

@@ -27,6 +27,8 @@ rc=${PIPESTATUS[0]}
 bash k8s/validate/run.sh 2>&1 | tee -a "$log"; ((PIPESTATUS[0])) && rc=1
 # The tokenizer against Hugging Face's on real tokenizer files ("//tests/tokenizers:...").
 bash tests/tokenizers/run.sh 2>&1 | tee -a "$log"; ((PIPESTATUS[0])) && rc=1
+# The engine against llama.cpp on GGUF files our converter writes ("//bench/peer:...").
+bash bench/peer/check.sh 2>&1 | tee -a "$log"; ((PIPESTATUS[0])) && rc=1
 
 # Bazel's per-test lines ("//pkg:name PASSED in 1.2s", "... FAILED", ...) in a log.
 count_passed() { grep -cE '^//.* PASSED in' "$1"; }

@@ -73,8 +73,7 @@ for (const r of sgemm) sgemmTable += `| ${r.threads} | ${r.m}×${r.n}×${r.k} | 
 
 const md = `# Block-Attention engine vs llama.cpp on the CPU (issue 16)
 
-Date: ${meta.date}. Machine: ${meta.cpu}, ${meta.cores} hardware threads, shared with other
-engineers' builds. Load (\`uptime\`) before: ${meta.load_before}; after: ${meta.load_after}.
+Date: ${meta.date}. Machine: ${meta.cpu}, ${meta.cores} hardware threads${meta.note ? ` (${meta.note})` : ""}. Load (\`uptime\`) before: ${meta.load_before}; after: ${meta.load_after}.
 Command: \`${meta.command}\`
 
 Model: ttft_bench's \`small\` shape (random weights, 4 layers, hidden 256, 8 heads / 2 KV
@@ -83,11 +82,10 @@ engines; llama.cpp runs the GGUF that \`hf_to_gguf\` writes from it (F32 or F16 
 permuted for ggml's RoPE; \`check.sh\` shows the logits agree). Prompts: the exact token ids
 ttft_bench uses (passages of ${meta.passage_tokens} tokens, then the ${meta.query_tokens}-token query), passed as ids.
 
-- **Ours**: \`ttft_bench -c opt\` (the engine's CPU backend, fp32, ${meta.cores} threads = all
-  cores): \`full\` = causal prefill of the whole prompt (run only up to ${meta.ours_full_max}
+- **Ours**: \`ttft_bench -c opt\` (the engine's CPU backend, fp32 compute, ${meta.kv_dtype ?? "f32"} KV
+  caches, ${meta.cores} threads = all cores): \`full\` = causal prefill of the whole prompt (run only up to ${meta.ours_full_max}
   tokens: longer ones take more than the run's time budget here); \`block cached\` = every
-  passage's KV already cached, TTFT of the query. These are the engine's numbers **before**
-  the attention-kernel rewrite in progress.
+  passage's KV already cached, TTFT of the query.
 - **llama.cpp**: node-llama-cpp ${meta.node_llama_cpp} (its prebuilt linux-x64 CPU binary;
   ${meta.llama_system_info}), F16 KV cache, batch (n_batch = n_ubatch) ${meta.batch}: \`full\` = a fresh
   sequence evaluates the prompt and samples the first token; \`continuation\` = the context is

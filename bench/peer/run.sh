@@ -12,6 +12,8 @@
 #      and the FLOPs floor vs context length).
 # Usage: bench/peer/run.sh [--lengths 512,2048,8192,32768] [--repeats 3] [--quick] [--out DIR]
 #                          [--ours_full_max 8192]   (our full prefill only up to this length)
+#                          [--kv_dtype bf16|f32]    (our KV caches; bf16 as the services run)
+#   PEER_BENCH_NOTE="..."  a note on the machine's state for the results header
 #   --quick   lengths 512,2048, 1 repeat, 1 thread only, results in $TMPDIR/peer_quick (not
 #             bench/results): a few minutes, to try the pipeline
 # The full run took 29 minutes on the 2-core build VM at load 7-9 (12 of them llama.cpp's
@@ -20,11 +22,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 command_line="bench/peer/run.sh $*"
 lengths=512,2048,8192,32768 repeats=3 out=bench/results threads=1,2 ours_full_max=8192
+kv_dtype=bf16
 while (($#)); do
   case $1 in
     --lengths) lengths=$2; shift 2 ;;
     --repeats) repeats=$2; shift 2 ;;
     --ours_full_max) ours_full_max=$2; shift 2 ;;
+    --kv_dtype) kv_dtype=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --quick) lengths=512,2048 repeats=1 threads=1 out=${TMPDIR:-/tmp}/peer_quick; shift ;;
     *) echo "run.sh: unknown flag $1 (see the header)" >&2; exit 2 ;;
@@ -73,12 +77,14 @@ echo "== ours (ttft_bench)"
 # prefill at 32K takes 4-20+ minutes here, more than the whole run's budget). Both runs
 # draw the same prompt ids for the lengths they share (ttft_bench draws them in order).
 "$bin/bench/ttft/ttft_bench" --model_dir "$work/small" --lengths "$lengths" \
-  --modes block_cached --repeats "$repeats" --max_cell_seconds 60 --out "$work" --tag peer_ours_block
+  --modes block_cached --repeats "$repeats" --max_cell_seconds 60 --kv_dtype "$kv_dtype" \
+  --out "$work" --tag peer_ours_block
 full_lengths=$(tr , '\n' <<< "$lengths" | awk -v m="$ours_full_max" '$1 <= m' | paste -sd,)
 cp "$work/ttft_peer_ours_block.csv" "$work/ttft_peer_ours.csv"
 if [[ -n $full_lengths ]]; then
   "$bin/bench/ttft/ttft_bench" --model_dir "$work/small" --lengths "$full_lengths" \
-    --modes full --repeats "$repeats" --max_cell_seconds 60 --out "$work" --tag peer_ours_full
+    --modes full --repeats "$repeats" --max_cell_seconds 60 --kv_dtype "$kv_dtype" \
+    --out "$work" --tag peer_ours_full
   tail -n +2 "$work/ttft_peer_ours_full.csv" >> "$work/ttft_peer_ours.csv"
 fi
 echo "== llama.cpp"
@@ -102,8 +108,9 @@ node -e '
     cores: require("os").cpus().length, vocab: s.config.vocab_size,
     passage_tokens: s.passage_tokens, query_tokens: s.query_tokens, node_llama_cpp: pkg.version,
     llama_system_info: "CPU features " + ["avx", "avx2", "fma", "f16c", "avx512f"].filter((f) => flags.includes(f)).join(" "),
-    batch: 512, matrix_max: 8192, llama_max_cell_s: 30, ours_max_cell_s: 60, repeats: Number(repeats), ours_full_max: Number(ours_full_max)}));
-' "$command_line" "$load_before" "$load_after" "$work/shape.json" bench/peer "$repeats" "$ours_full_max" > "$work/meta.json"
+    batch: 512, matrix_max: 8192, llama_max_cell_s: 30, ours_max_cell_s: 60, repeats: Number(repeats), ours_full_max: Number(ours_full_max), kv_dtype: process.argv[8],
+    note: process.env.PEER_BENCH_NOTE || ""}));
+' "$command_line" "$load_before" "$load_after" "$work/shape.json" bench/peer "$repeats" "$ours_full_max" "$kv_dtype" > "$work/meta.json"
 (cd bench/peer && node report.mjs --ours="$work/ttft_peer_ours.csv" --llama="$work/llama.csv" \
   --sgemm="$work/sgemm.csv" --meta="$work/meta.json" --out_md="$out/peer_llama_cpp.md" \
   --out_csv="$out/peer_llama_cpp.csv" --plot_dir="$work")
