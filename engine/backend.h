@@ -56,7 +56,8 @@ class Backend {
   virtual void ShiftKeys(KvCache& cache, int64_t first_row, int64_t count, int64_t delta) = 0;
 
   // Appends `block`'s rows to `cache` with their keys re-encoded by `delta` positions:
-  // AppendCopy then ShiftKeys on the new rows, which a backend may fuse into one pass.
+  // AppendCopy then ShiftKeys on the new rows, which a backend may fuse into one pass
+  // where that is faster.
   // Shapes must match; dtypes may differ (converted as AppendCopy does).
   virtual void AppendShifted(KvCache& cache, const KvCache& block, int64_t delta) {
     const int64_t first = cache.num_tokens();

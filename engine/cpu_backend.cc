@@ -94,10 +94,17 @@ class CpuBackend : public Backend {
     }
   }
 
-  // One pass over the block: each chunk of rows is copied (converted) into the sequence
-  // and rotated there while it is still in cache, instead of a copy of the whole block
-  // followed by a second pass for the rotation. Same arithmetic as ShiftKeys.
+  // With bf16 on either side, one pass over the block: each chunk of rows is widened,
+  // rotated and stored while it is still in cache, instead of a copy of the whole block
+  // and a second pass that widens, rotates and narrows again. Same arithmetic as
+  // ShiftKeys. fp32 to fp32 keeps the two passes (memcpy, then rotating in place): the
+  // chunked pass adds two copies through the buffer and measured slower
+  // (bench/results/rope_shift.md: 28.1 vs 20.6 ms for 32K tokens of the small shape).
   void AppendShifted(KvCache& cache, const KvCache& block, int64_t delta) override {
+    if (cache.dtype() == DType::kF32 && block.dtype() == DType::kF32) {
+      Backend::AppendShifted(cache, block, delta);
+      return;
+    }
     const KvShape& s = cache.shape();
     const int64_t first = cache.AppendUninitialized(block.tokens()), n = block.num_tokens(),
                   row = s.row();

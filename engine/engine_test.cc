@@ -77,18 +77,6 @@ float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   return MaxAbsDiff(a.data(), b.data(), std::min(a.size(), b.size()));
 }
 
-std::vector<int32_t> Tokens(int64_t n, int32_t seed, int32_t vocab) {
-  std::vector<int32_t> t(n);
-  for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((seed * 7919 + i * 104729) % vocab);
-  return t;
-}
-
-std::vector<int64_t> Iota(int64_t n, int64_t start = 0) {
-  std::vector<int64_t> p(n);
-  std::iota(p.begin(), p.end(), start);
-  return p;
-}
-
 class EngineExactnessTest : public testing::TestWithParam<Variant> {
  protected:
   void SetUp() override {
@@ -103,8 +91,8 @@ class EngineExactnessTest : public testing::TestWithParam<Variant> {
     ASSERT_TRUE(w.ok()) << w.status();
     weights_ = *std::move(w);
     vocab_ = static_cast<int32_t>(weights_.config.vocab_size);
-    passages_ = {Tokens(9, 1, vocab_), Tokens(13, 2, vocab_), Tokens(6, 3, vocab_)};
-    query_ = Tokens(5, 4, vocab_);
+    passages_ = {TestTokens(9, 1, vocab_), TestTokens(13, 2, vocab_), TestTokens(6, 3, vocab_)};
+    query_ = TestTokens(5, 4, vocab_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
@@ -146,7 +134,7 @@ TEST_P(EngineExactnessTest, ShiftedBlockEqualsBlockComputedAtOffset) {
 }
 
 TEST_P(EngineExactnessTest, OneBlockEqualsCausalSelfAttention) {
-  const std::vector<int32_t> q = Tokens(11, 5, vocab_);
+  const std::vector<int32_t> q = TestTokens(11, 5, vocab_);
   const int64_t n = q.size();
   ReferenceOutput ref = ReferenceForward(weights_, q, Iota(n), BlockMask({n}));
   for (AttentionMode mode : {AttentionMode::kBlock, AttentionMode::kFull}) {
@@ -296,8 +284,8 @@ TEST(SlidingWindowTest, LongPromptAcrossKeyTilesMatchesTheReference) {
   absl::StatusOr<ModelWeights> w = LoadWeights(*files);
   ASSERT_TRUE(w.ok());
   const int32_t vocab = w->config.vocab_size;
-  const std::vector<int32_t> p1 = Tokens(70, 1, vocab), p2 = Tokens(90, 2, vocab),
-                             q = Tokens(30, 3, vocab);
+  const std::vector<int32_t> p1 = TestTokens(70, 1, vocab), p2 = TestTokens(90, 2, vocab),
+                             q = TestTokens(30, 3, vocab);
   std::vector<int32_t> all = p1;
   all.insert(all.end(), p2.begin(), p2.end());
   all.insert(all.end(), q.begin(), q.end());
@@ -355,7 +343,7 @@ std::string* EngineTest::dir_ = nullptr;
 Engine* EngineTest::engine_ = nullptr;
 
 TEST_F(EngineTest, StatsCountReusedAndComputedTokensAndFlops) {
-  const std::vector<int32_t> p1 = Tokens(20, 1, 100), p2 = Tokens(30, 2, 100), q = Tokens(5, 3, 100);
+  const std::vector<int32_t> p1 = TestTokens(20, 1, 100), p2 = TestTokens(30, 2, 100), q = TestTokens(5, 3, 100);
   KvCache c1 = *engine_->EncodeBlock(p1);
   std::vector<BlockInput> blocks = {{p1, &c1}, {p2, nullptr}};
   absl::StatusOr<PrefillResult> r = engine_->PrefillLast(blocks, q);
@@ -372,7 +360,7 @@ TEST_F(EngineTest, StatsCountReusedAndComputedTokensAndFlops) {
 }
 
 TEST_F(EngineTest, BadRequestsAreRejectedWithInvalidArgument) {
-  const std::vector<int32_t> p = Tokens(8, 1, 100), q = Tokens(4, 2, 100);
+  const std::vector<int32_t> p = TestTokens(8, 1, 100), q = TestTokens(4, 2, 100);
   KvCache c = *engine_->EncodeBlock(p);
   std::vector<BlockInput> one = {{p, &c}};
   EXPECT_EQ(engine_->PrefillLast(one, {}).status().code(), absl::StatusCode::kInvalidArgument);

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <numeric>
 
 #include <gtest/gtest.h>
 
@@ -18,18 +17,6 @@
 
 namespace blockserve::engine {
 namespace {
-
-std::vector<int32_t> Tokens(int64_t n, int32_t seed, int32_t vocab) {
-  std::vector<int32_t> t(n);
-  for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((seed * 7919 + i * 104729) % vocab);
-  return t;
-}
-
-std::vector<int64_t> Iota(int64_t n, int64_t start = 0) {
-  std::vector<int64_t> p(n);
-  std::iota(p.begin(), p.end(), start);
-  return p;
-}
 
 float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
@@ -181,7 +168,7 @@ TEST_F(KvDTypeEngineTest, LoadRefusesWhatTheBackendCannotHold) {
 // layers read rounded K/V in attention, so their rows carry that error forward: each
 // row within 2^-6 of its own scale (measured: 0.004).
 TEST_F(KvDTypeEngineTest, EncodedBlockIsTheReferenceKvRoundedToBf16) {
-  const std::vector<int32_t> b = Tokens(13, 2, vocab_);
+  const std::vector<int32_t> b = TestTokens(13, 2, vocab_);
   const int64_t n = b.size();
   absl::StatusOr<KvCache> kv = bf16_->EncodeBlock(b);
   ASSERT_TRUE(kv.ok()) << kv.status();
@@ -225,9 +212,9 @@ TEST_F(KvDTypeEngineTest, EncodedBlockIsTheReferenceKvRoundedToBf16) {
 // against the fp32 reference: close, and not identical to the fp32 engine's (the bf16
 // path is really taken).
 TEST_F(KvDTypeEngineTest, LogitsStayCloseToTheFp32ReferenceInEveryMode) {
-  const std::vector<std::vector<int32_t>> passages = {Tokens(9, 1, vocab_), Tokens(13, 2, vocab_),
-                                                      Tokens(6, 3, vocab_)};
-  const std::vector<int32_t> query = Tokens(5, 4, vocab_);
+  const std::vector<std::vector<int32_t>> passages = {
+      TestTokens(9, 1, vocab_), TestTokens(13, 2, vocab_), TestTokens(6, 3, vocab_)};
+  const std::vector<int32_t> query = TestTokens(5, 4, vocab_);
   std::vector<int32_t> all;
   std::vector<int64_t> lengths;
   for (const auto& p : passages) {
@@ -252,7 +239,8 @@ TEST_F(KvDTypeEngineTest, LogitsStayCloseToTheFp32ReferenceInEveryMode) {
   for (const auto& p : passages) cached.push_back(*bf16_->EncodeBlock(p));
   for (size_t i = 0; i < passages.size(); ++i) blocks.push_back({passages[i], &cached[i]});
   absl::StatusOr<PrefillResult> block = bf16_->PrefillLast(blocks, query);
-  absl::StatusOr<PrefillResult> full = bf16_->PrefillLast(blocks, query, {.mode = AttentionMode::kFull});
+  absl::StatusOr<PrefillResult> full =
+      bf16_->PrefillLast(blocks, query, {.mode = AttentionMode::kFull});
   absl::StatusOr<PrefillResult> exact = f32_->PrefillLast(blocks, query);  // bf16 blocks, widened
   ASSERT_TRUE(block.ok()) << block.status();
   ASSERT_TRUE(full.ok()) << full.status();
@@ -282,10 +270,12 @@ TEST_F(KvDTypeEngineTest, LogitsStayCloseToTheFp32ReferenceInEveryMode) {
   std::vector<int32_t> longer = all;
   longer.push_back(next);
   lengths.back() += 1;
-  ReferenceOutput step_ref = ReferenceForward(weights_, longer, Iota(total + 1), BlockMask(lengths));
+  ReferenceOutput step_ref =
+      ReferenceForward(weights_, longer, Iota(total + 1), BlockMask(lengths));
   EXPECT_LE(MaxAbsDiff((*step)[0], step_ref.logits.back()), kBf16Tol);
   // The same tokens prefilled at once in bf16 (the query one token longer) give the same
-  // logits (measured: equal; 1e-3 allows GEMM ordering noise): decoding appends and reads the bf16 row correctly.
+  // logits (measured: equal; 1e-3 allows GEMM ordering noise): decoding appends and reads
+  // the bf16 row correctly.
   std::vector<int32_t> longer_query = query;
   longer_query.push_back(next);
   absl::StatusOr<PrefillResult> at_once = bf16_->PrefillLast(blocks, longer_query);
@@ -302,7 +292,7 @@ TEST_F(KvDTypeEngineTest, FusedCopyAndShiftEqualsCopyThenShift) {
   absl::StatusOr<ModelFiles> files = ModelFiles::Open(*dir_);
   ASSERT_TRUE(files.ok());
   std::unique_ptr<Backend> cpu = CreateCpuBackend(*LoadWeights(*files));
-  const std::vector<int32_t> tokens = Tokens(150, 6, vocab_);  // more than one 64-row chunk
+  const std::vector<int32_t> tokens = TestTokens(150, 6, vocab_);  // more than one 64-row chunk
   for (DType from : {DType::kF32, DType::kBF16}) {
     for (DType to : {DType::kF32, DType::kBF16}) {
       Engine& encoder = from == DType::kF32 ? *f32_ : *bf16_;

@@ -1,6 +1,7 @@
 #include "engine/reference_forward.h"
 
 #include <cmath>
+#include <numeric>
 
 #include "engine/rope.h"
 
@@ -122,6 +123,18 @@ ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_
     out.logits.push_back(MatVec(w.lm_head, {}, Norm(x[t], w.final_norm, c.rms_norm_eps), c.vocab_size));
   }
   return out;
+}
+
+std::vector<int32_t> TestTokens(int64_t n, int32_t seed, int32_t vocab) {
+  std::vector<int32_t> t(n);
+  for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((seed * 7919 + i * 104729) % vocab);
+  return t;
+}
+
+std::vector<int64_t> Iota(int64_t n, int64_t start) {
+  std::vector<int64_t> p(n);
+  std::iota(p.begin(), p.end(), start);
+  return p;
 }
 
 }  // namespace blockserve::engine

@@ -30,6 +30,13 @@ ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_
 // attend to everything before them.
 std::function<bool(int64_t, int64_t)> BlockMask(const std::vector<int64_t>& block_lengths);
 
+// `n` token ids in [0, vocab), spread over the vocabulary and different for each
+// `seed`: the exactness tests' prompts.
+std::vector<int32_t> TestTokens(int64_t n, int32_t seed, int32_t vocab);
+
+// The positions start, start + 1, ..., start + n - 1.
+std::vector<int64_t> Iota(int64_t n, int64_t start = 0);
+
 }  // namespace blockserve::engine
 
 #endif  // BLOCKSERVE_ENGINE_REFERENCE_FORWARD_H_

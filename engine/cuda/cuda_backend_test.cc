@@ -54,18 +54,6 @@ void ExpectBf16Close(const std::vector<float>& got, const std::vector<float>& wa
   ExpectBf16Close(got.data(), want.data(), got.size(), what);
 }
 
-std::vector<int32_t> Tokens(int64_t n, int32_t seed, int32_t vocab) {
-  std::vector<int32_t> t(n);
-  for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((seed * 7919 + i * 104729) % vocab);
-  return t;
-}
-
-std::vector<int64_t> Iota(int64_t n, int64_t start = 0) {
-  std::vector<int64_t> p(n);
-  std::iota(p.begin(), p.end(), start);
-  return p;
-}
-
 struct Variant {
   std::string name;
   TinyModelOptions options;
@@ -117,8 +105,8 @@ class CudaEngineTest : public testing::TestWithParam<Variant> {
     ASSERT_TRUE(w.ok()) << w.status();
     weights_ = *std::move(w);
     vocab_ = static_cast<int32_t>(weights_.config.vocab_size);
-    passages_ = {Tokens(9, 1, vocab_), Tokens(13, 2, vocab_), Tokens(6, 3, vocab_)};
-    query_ = Tokens(5, 4, vocab_);
+    passages_ = {TestTokens(9, 1, vocab_), TestTokens(13, 2, vocab_), TestTokens(6, 3, vocab_)};
+    query_ = TestTokens(5, 4, vocab_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
@@ -190,7 +178,7 @@ TEST_P(CudaEngineTest, ShiftKeysOnTheGpuEqualsTheCpuRotation) {
 }
 
 TEST_P(CudaEngineTest, OneBlockEqualsCausalSelfAttention) {
-  const std::vector<int32_t> q = Tokens(11, 5, vocab_);
+  const std::vector<int32_t> q = TestTokens(11, 5, vocab_);
   const int64_t n = q.size();
   ReferenceOutput ref = ReferenceForward(weights_, q, Iota(n), BlockMask({n}));
   for (AttentionMode mode : {AttentionMode::kBlock, AttentionMode::kFull}) {
