@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.." || exit 1
 usage() {
   cat <<'EOF'
 Usage: scripts/run_system.sh [--model_dir DIR | --random_model] [--max_new_tokens N]
-                             [--keep_logs] [--no_setup] [--insecure]
+                             [--kv_dtype bf16|f32] [--keep_logs] [--no_setup] [--insecure]
 
   --model_dir DIR      a Hugging Face model folder (config.json, *.safetensors,
                        tokenizer.json); default: models/blockserve-tiny-rag, the shipped
@@ -22,6 +22,8 @@ Usage: scripts/run_system.sh [--model_dir DIR | --random_model] [--max_new_token
   --random_model       a small random-weight model written by //engine:make_tiny_model
                        instead (answers are noise; bigger, so the TTFT gap is wider)
   --max_new_tokens N   tokens per answer (default 24)
+  --kv_dtype DTYPE     KV element type in the services' engines, store and handoff:
+                       bf16 (default, as deployed) or f32 (exact)
   --keep_logs          keep the services' logs (their folder is printed)
   --no_setup           skip scripts/setup.sh (the Debian packages are installed)
   --insecure           plaintext between services and to the router, no token (the
@@ -31,6 +33,7 @@ EOF
 
 MODEL_DIR=""
 MAX_NEW_TOKENS=24
+KV_DTYPE=bf16
 RANDOM_MODEL=0
 KEEP_LOGS=0
 SETUP=1
@@ -41,6 +44,8 @@ while (($#)); do
     --model_dir=*) MODEL_DIR="${1#*=}"; shift ;;
     --max_new_tokens) MAX_NEW_TOKENS="${2:?--max_new_tokens needs a number}"; shift 2 ;;
     --max_new_tokens=*) MAX_NEW_TOKENS="${1#*=}"; shift ;;
+    --kv_dtype) KV_DTYPE="${2:?--kv_dtype needs bf16 or f32}"; shift 2 ;;
+    --kv_dtype=*) KV_DTYPE="${1#*=}"; shift ;;
     --random_model) RANDOM_MODEL=1; shift ;;
     --keep_logs) KEEP_LOGS=1; shift ;;
     --no_setup) SETUP=0; shift ;;
@@ -172,13 +177,14 @@ mapfile -t PREFILL_TLS < <(tls prefill)
 mapfile -t DECODER_TLS < <(tls decoder)
 mapfile -t ROUTER_TLS < <(tls router)
 
-section "Starting the services (KV store: shared memory $SHM_NAME)"
-STORE=(--kv_store=shm "--shm_name=$SHM_NAME")
+section "Starting the services (KV store: shared memory $SHM_NAME; KV in $KV_DTYPE)"
+STORE=(--kv_store=shm "--shm_name=$SHM_NAME" "--kv_dtype=$KV_DTYPE")
 start passage_encoder "$BIN/passage_encoder/passage_encoder" "--model_dir=$MODEL_DIR" "${STORE[@]}" \
   "${ENCODER_TLS[@]}"
 start query_prefill "$BIN/query_prefill/query_prefill" "--model_dir=$MODEL_DIR" "${STORE[@]}" \
   "${PREFILL_TLS[@]}"
-start decoder "$BIN/decoder/decoder" "--model_dir=$MODEL_DIR" "${DECODER_TLS[@]}"
+start decoder "$BIN/decoder/decoder" "--model_dir=$MODEL_DIR" "--kv_dtype=$KV_DTYPE" \
+  "${DECODER_TLS[@]}"
 ENCODER_PORT=$(port_of passage_encoder) || exit 1
 PREFILL_PORT=$(port_of query_prefill) || exit 1
 DECODER_PORT=$(port_of decoder) || exit 1
