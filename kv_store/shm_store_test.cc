@@ -640,6 +640,15 @@ bool SameKv(const KvCache& a, const KvCache& b) {
   return true;
 }
 
+// A GetInto destination: `out` made anew for the value's tokens, decoded into in place.
+absl::StatusOr<KvDestination> Into(KvCache& out, const ValueHeader& h,
+                                   absl::Span<const int32_t> tokens) {
+  out = KvCache(kShape);
+  out.Append(tokens);
+  out.set_start_position(h.start_position);
+  return CacheDestination(out);
+}
+
 TEST_F(ShmStoreTest, ValueReplacedBetweenHeaderAndPayloadIsReadAgainWhole) {
   auto store = OpenStore(Options());
   const KvCache a = MakeKv(4, 30), b = OtherValueOf(4, 30);
@@ -655,10 +664,7 @@ TEST_F(ShmStoreTest, ValueReplacedBetweenHeaderAndPayloadIsReadAgainWhole) {
           EXPECT_TRUE(store->Remove(key).ok());
           EXPECT_TRUE(store->Put(key, b).ok());
         }
-        out = KvCache(kShape);
-        out.Append(tokens);
-        out.set_start_position(h.start_position);
-        return absl::StatusOr<KvDestination>(CacheDestination(out));
+        return Into(out, h, tokens);
       });
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_EQ(calls, 2);
@@ -673,22 +679,18 @@ TEST_F(ShmStoreTest, ValueReplacedOnEveryAttemptIsAMissNeverAMix) {
   KvCache out;
   int calls = 0;
   const absl::Status s =
-      store->GetInto(key, [&](const ValueHeader&, absl::Span<const int32_t> tokens) {
+      store->GetInto(key, [&](const ValueHeader& h, absl::Span<const int32_t> tokens) {
         EXPECT_TRUE(store->Remove(key).ok());
         EXPECT_TRUE(store->Put(key, ++calls % 2 == 1 ? b : a).ok());
-        out = KvCache(kShape);
-        out.Append(tokens);
-        return absl::StatusOr<KvDestination>(CacheDestination(out));
+        return Into(out, h, tokens);
       });
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
   EXPECT_EQ(calls, 2);
   // Removed while the destination was being made: a miss too.
   const absl::Status gone =
-      store->GetInto(key, [&](const ValueHeader&, absl::Span<const int32_t> tokens) {
+      store->GetInto(key, [&](const ValueHeader& h, absl::Span<const int32_t> tokens) {
         EXPECT_TRUE(store->Remove(key).ok());
-        out = KvCache(kShape);
-        out.Append(tokens);
-        return absl::StatusOr<KvDestination>(CacheDestination(out));
+        return Into(out, h, tokens);
       });
   EXPECT_EQ(gone.code(), absl::StatusCode::kNotFound) << gone;
 }
