@@ -5,6 +5,10 @@
 #include <cstring>
 #include <string>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -147,15 +151,26 @@ void ConvertToF32(DType dtype, const void* src, size_t n, float* dst) {
       }
       return;
     }
-    case DType::kBF16:
-      // bf16 is the top half of an f32: widen by shifting (vectorizes).
-      for (size_t i = 0; i < n; ++i) {
+    case DType::kBF16: {
+      // bf16 is the top half of an f32: eight at a time with SSE2 (every x86-64 has
+      // it), interleaving zero low halves; no per-element branch. Then the tail.
+      size_t i = 0;
+#if defined(__SSE2__)
+      const __m128i zero = _mm_setzero_si128();
+      for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + 2 * i));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_unpacklo_epi16(zero, h));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i + 4), _mm_unpackhi_epi16(zero, h));
+      }
+#endif
+      for (; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, bytes + 2 * i, 2);
         const uint32_t w = static_cast<uint32_t>(h) << 16;
         std::memcpy(dst + i, &w, 4);
       }
       return;
+    }
   }
 }
 

@@ -3,6 +3,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -294,6 +295,27 @@ TEST(ConvertTest, ConvertDTypeCopiesOrConvertsThroughF32) {
       if (from == to) EXPECT_EQ(got, src);
     }
   }
+}
+
+TEST(ConvertTest, Bf16WideningMatchesTheScalarConversionForEveryBitPattern) {
+  std::vector<uint16_t> all(65536 + 5);  // + 5: a tail after the SIMD loop
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
+  std::vector<float> want(all.size()), got(all.size());
+  for (size_t i = 0; i < all.size(); ++i) want[i] = BF16ToF32(all[i]);
+  // From an odd address too: stored arrays need not be aligned.
+  std::vector<char> shifted(2 * all.size() + 1);
+  std::memcpy(shifted.data() + 1, all.data(), 2 * all.size());
+  ConvertDType(DType::kBF16, shifted.data() + 1, all.size(), DType::kF32, got.data());
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * all.size()), 0);
+}
+
+TEST(ConvertTest, NarrowsAndConvertsBetweenHalfTypesThroughF32) {
+  const std::vector<float> x = {1.0f, -2.5f, 3.140625f, 0.0f, 65504.0f};
+  std::vector<uint16_t> f16(x.size()), bf16(x.size()), want(x.size());
+  ConvertDType(DType::kF32, x.data(), x.size(), DType::kF16, f16.data());
+  ConvertDType(DType::kF16, f16.data(), x.size(), DType::kBF16, bf16.data());
+  ConvertFromF32(DType::kBF16, x.data(), x.size(), want.data());
+  EXPECT_EQ(bf16, want);
 }
 
 }  // namespace

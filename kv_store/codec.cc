@@ -3,10 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -97,51 +93,7 @@ absl::Status CheckShapeField(std::string_view name, int64_t expected, uint32_t f
                                ", found ", found));
 }
 
-// bf16 -> f32: a bf16 is the top half of an f32. Eight at a time with SSE2 (every
-// x86-64 has it), interleaving zero low halves; no per-element branch.
-void WidenBF16(const char* src, size_t n, float* dst) {
-  size_t i = 0;
-#if defined(__SSE2__)
-  const __m128i zero = _mm_setzero_si128();
-  for (; i + 8 <= n; i += 8) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_unpacklo_epi16(zero, h));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i + 4), _mm_unpackhi_epi16(zero, h));
-  }
-#endif
-  for (; i < n; ++i) {
-    uint16_t h;
-    std::memcpy(&h, src + 2 * i, 2);
-    const uint32_t w = static_cast<uint32_t>(h) << 16;
-    std::memcpy(dst + i, &w, 4);
-  }
-}
-
 }  // namespace
-
-void ConvertElements(engine::DType from, const void* src, size_t n, engine::DType to, void* dst) {
-  if (n == 0) return;
-  if (from == to) {
-    std::memcpy(dst, src, n * engine::DTypeSize(from));
-  } else if (to == engine::DType::kF32) {
-    if (from == engine::DType::kBF16) {
-      WidenBF16(static_cast<const char*>(src), n, static_cast<float*>(dst));
-    } else {
-      engine::ConvertToF32(from, src, n, static_cast<float*>(dst));
-    }
-  } else if (from == engine::DType::kF32) {
-    engine::ConvertFromF32(to, static_cast<const float*>(src), n, dst);
-  } else {
-    // f16 <-> bf16: through f32, a stack buffer at a time.
-    float buf[1024];
-    const size_t in = engine::DTypeSize(from), out = engine::DTypeSize(to);
-    for (size_t i = 0; i < n; i += 1024) {
-      const size_t m = std::min<size_t>(1024, n - i);
-      engine::ConvertToF32(from, static_cast<const char*>(src) + i * in, m, buf);
-      engine::ConvertFromF32(to, buf, m, static_cast<char*>(dst) + i * out);
-    }
-  }
-}
 
 size_t EncodedValueBytes(const engine::KvShape& shape, int64_t num_tokens, engine::DType dtype) {
   return kValueHeaderBytes + 4 * num_tokens +
@@ -342,14 +294,14 @@ void ValueDecoder::ConvertArrays(uint64_t at, const char* data, size_t n) {
       p += take;
       left -= take;
       if (partial_bytes_ == src_size_) {
-        ConvertElements(header_.dtype, partial_, 1, dest_.dtype,
+        engine::ConvertDType(header_.dtype, partial_, 1, dest_.dtype,
                         static_cast<char*>(base) + element * dst_size_);
         partial_bytes_ = 0;
         ++element;
       }
     }
     const size_t whole = left / src_size_;
-    ConvertElements(header_.dtype, p, whole, dest_.dtype,
+    engine::ConvertDType(header_.dtype, p, whole, dest_.dtype,
                     static_cast<char*>(base) + element * dst_size_);
     p += whole * src_size_;
     left -= whole * src_size_;

@@ -149,10 +149,6 @@ class ValueDecoder {
   std::unique_ptr<ChecksumStream> sum_;
 };
 
-// The decode loops on their own (exposed for tests and the benchmark): `n` elements
-// from `src` (little-endian, any alignment) into `dst` of another or the same dtype.
-// Same dtype is a copy; bf16 -> f32 is a shift (SIMD).
-void ConvertElements(engine::DType from, const void* src, size_t n, engine::DType to, void* dst);
 
 }  // namespace blockserve::kv_store
 

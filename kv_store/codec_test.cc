@@ -431,26 +431,5 @@ TEST(ValueDecoderTest, RefusesADestinationThatDoesNotFit) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST(ConvertElementsTest, Bf16WideningMatchesTheEngineForEveryBitPattern) {
-  std::vector<uint16_t> all(65536 + 5);  // + 5: a tail after the SIMD loop
-  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
-  std::vector<float> want(all.size()), got(all.size());
-  engine::ConvertToF32(DType::kBF16, all.data(), all.size(), want.data());
-  // From an odd address too: stored arrays need not be aligned.
-  std::vector<char> shifted(2 * all.size() + 1);
-  std::memcpy(shifted.data() + 1, all.data(), 2 * all.size());
-  ConvertElements(DType::kBF16, shifted.data() + 1, all.size(), DType::kF32, got.data());
-  EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * all.size()), 0);
-}
-
-TEST(ConvertElementsTest, NarrowsAndConvertsBetweenHalfTypesThroughF32) {
-  const std::vector<float> x = {1.0f, -2.5f, 3.140625f, 0.0f, 65504.0f};
-  std::vector<uint16_t> f16(x.size()), bf16(x.size()), want(x.size());
-  ConvertElements(DType::kF32, x.data(), x.size(), DType::kF16, f16.data());
-  ConvertElements(DType::kF16, f16.data(), x.size(), DType::kBF16, bf16.data());
-  engine::ConvertFromF32(DType::kBF16, x.data(), x.size(), want.data());
-  EXPECT_EQ(bf16, want);
-}
-
 }  // namespace
 }  // namespace blockserve::kv_store
