@@ -81,16 +81,9 @@ class CpuBackend : public Backend {
     // bf16 keys: widen a few rows at a time, rotate, round back. The rotation is
     // computed in fp32 from the stored (rounded) key, so a shifted bf16 key differs from
     // one encoded at the new position by bf16 rounding only.
-    constexpr int64_t kRows = 64;
-    std::vector<float> buf(kRows * s.row());
     for (int64_t l = 0; l < s.num_layers; ++l) {
       uint16_t* k = cache.k_bf16(l) + first_row * s.row();
-      for (int64_t r = 0; r < count; r += kRows) {
-        const int64_t n = std::min(kRows, count - r) * s.row();
-        ConvertToF32(DType::kBF16, k + r * s.row(), n, buf.data());
-        rope_.Shift(buf.data(), n / s.row(), s.num_kv_heads, delta);
-        ConvertFromF32(DType::kBF16, buf.data(), n, k + r * s.row());
-      }
+      ShiftRows(k, DType::kBF16, k, DType::kBF16, count, s, delta);
     }
   }
 
@@ -109,18 +102,10 @@ class CpuBackend : public Backend {
     const int64_t first = cache.AppendUninitialized(block.tokens()), n = block.num_tokens(),
                   row = s.row();
     const DType from = block.dtype(), to = cache.dtype();
-    const size_t from_size = DTypeSize(from), to_size = DTypeSize(to);
-    constexpr int64_t kRows = 64;
-    std::vector<float> buf(kRows * row);
+    const size_t to_size = DTypeSize(to);
     for (int64_t l = 0; l < s.num_layers; ++l) {
-      const auto* src = static_cast<const std::byte*>(block.k_data(l));
-      auto* dst = static_cast<std::byte*>(cache.k_data(l)) + first * row * to_size;
-      for (int64_t r = 0; r < n; r += kRows) {
-        const int64_t rows = std::min(kRows, n - r), elems = rows * row;
-        ConvertToF32(from, src + r * row * from_size, elems, buf.data());
-        rope_.Shift(buf.data(), rows, s.num_kv_heads, delta);
-        ConvertFromF32(to, buf.data(), elems, dst + r * row * to_size);
-      }
+      auto* k = static_cast<std::byte*>(cache.k_data(l)) + first * row * to_size;
+      ShiftRows(block.k_data(l), from, k, to, n, s, delta);
       ConvertDType(from, block.v_data(l), n * row, to,
                    static_cast<std::byte*>(cache.v_data(l)) + first * row * to_size);
     }
@@ -131,6 +116,23 @@ class CpuBackend : public Backend {
   }
 
  private:
+  // `rows` key rows from `src` (dtype `from`) rotated by `delta` positions into `dst`
+  // (dtype `to`; may be `src`): a chunk of rows at a time is widened into an fp32 buffer
+  // that stays in cache, rotated there and stored.
+  void ShiftRows(const void* src, DType from, void* dst, DType to, int64_t rows,
+                 const KvShape& s, int64_t delta) const {
+    constexpr int64_t chunk = 64;
+    std::vector<float> buf(chunk * s.row());
+    const auto* in = static_cast<const std::byte*>(src);
+    auto* out = static_cast<std::byte*>(dst);
+    for (int64_t r = 0; r < rows; r += chunk) {
+      const int64_t n = std::min(chunk, rows - r), elems = n * s.row();
+      ConvertToF32(from, in + r * s.row() * DTypeSize(from), elems, buf.data());
+      rope_.Shift(buf.data(), n, s.num_kv_heads, delta);
+      ConvertFromF32(to, buf.data(), elems, out + r * s.row() * DTypeSize(to));
+    }
+  }
+
   // Cannot fail: Forward has checked the batch.
   absl::Status DoForward(absl::Span<const ForwardItem> batch,
                          std::vector<std::vector<float>>* logits) override;
