@@ -123,12 +123,13 @@ class CpuBackend : public Backend {
                  const KvShape& s, int64_t delta) const {
     constexpr int64_t chunk = 64;
     std::vector<float> buf(chunk * s.row());
+    const RopeShift shift = rope_.ShiftBy(delta);
     const auto* in = static_cast<const std::byte*>(src);
     auto* out = static_cast<std::byte*>(dst);
     for (int64_t r = 0; r < rows; r += chunk) {
       const int64_t n = std::min(chunk, rows - r), elems = n * s.row();
       ConvertToF32(from, in + r * s.row() * DTypeSize(from), elems, buf.data());
-      rope_.Shift(buf.data(), n, s.num_kv_heads, delta);
+      rope_.Shift(buf.data(), n, s.num_kv_heads, shift);
       ConvertFromF32(to, buf.data(), elems, out + r * s.row() * DTypeSize(to));
     }
   }

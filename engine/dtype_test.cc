@@ -309,6 +309,25 @@ TEST(ConvertTest, Bf16WideningMatchesTheScalarConversionForEveryBitPattern) {
   EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * all.size()), 0);
 }
 
+// The bulk bf16 narrowing works eight values at a time: every lane must round (ties to
+// even, carries into the exponent, overflow to inf) and quiet NaNs as F32ToBF16 does.
+TEST(ConvertTest, Bf16NarrowingMatchesTheScalarConversionOnSampledBitPatterns) {
+  std::vector<float> values;
+  for (uint32_t b : {0x3f808000u, 0x3f818000u, 0x7f7fffffu, 0x7f800000u, 0x7f800001u,
+                     0xff800001u, 0x7fffffffu, 0x00008000u, 0x80018000u}) {
+    values.push_back(FromBits(b));  // ties both ways, overflow, infinities, NaNs
+  }
+  for (uint64_t b = 0; b <= 0xffffffffu; b += 65521) {
+    values.push_back(FromBits(static_cast<uint32_t>(b)));
+  }
+  values.resize(values.size() / 8 * 8 + 5);  // + 5: a tail after the vector loop
+  std::vector<uint16_t> want(values.size());
+  for (size_t i = 0; i < values.size(); ++i) want[i] = F32ToBF16(values[i]);
+  std::vector<char> got(2 * values.size() + 1);  // from an odd address too
+  ConvertFromF32(DType::kBF16, values.data(), values.size(), got.data() + 1);
+  EXPECT_EQ(std::memcmp(got.data() + 1, want.data(), 2 * want.size()), 0);
+}
+
 TEST(ConvertTest, NarrowsAndConvertsBetweenHalfTypesThroughF32) {
   const std::vector<float> x = {1.0f, -2.5f, 3.140625f, 0.0f, 65504.0f};
   std::vector<uint16_t> f16(x.size()), bf16(x.size()), want(x.size());

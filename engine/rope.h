@@ -25,6 +25,12 @@ namespace blockserve::engine {
 std::vector<double> RopeInverseFrequencies(int64_t head_dim, double theta,
                                            const RopeScaling& scaling);
 
+// One shift's cos/sin (Rope::ShiftBy), computed once and applied to any number of rows.
+struct RopeShift {
+  int64_t delta = 0;
+  std::vector<float> cos, sin;
+};
+
 class Rope {
  public:
   Rope(int64_t head_dim, double theta, const RopeScaling& scaling);
@@ -41,12 +47,15 @@ class Rope {
   // Rotates every vector by the same `delta` positions: re-encodes keys that were
   // encoded starting at position s so that they start at s + delta.
   void Shift(float* x, int64_t count, int64_t num_heads, int64_t delta) const;
+  // The same with the angles computed beforehand: a block's rows shifted a chunk at a
+  // time compute their cos/sin (in double) once.
+  RopeShift ShiftBy(int64_t delta) const;
+  void Shift(float* x, int64_t count, int64_t num_heads, const RopeShift& shift) const;
 
  private:
   // cos/sin of angle p * inv_freq[i], computed in double so that shifting by a large
   // offset stays within fp32 rounding of direct encoding.
   void Angles(int64_t position, float* cos_out, float* sin_out) const;
-  static void RotateOne(float* x, const float* c, const float* s, int64_t half);
 
   int64_t head_dim_;
   std::vector<double> inv_freq_;
