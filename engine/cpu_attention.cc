@@ -4,24 +4,11 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numbers>
 #include <type_traits>
 #include <vector>
 
-// The hot loops are compiled three times where the compiler can (x86-64): for AVX-512
-// (x86-64-v4), for AVX2+FMA (haswell) and for the baseline ISA, picked at load time, so
-// one binary runs on any x86-64 machine and uses the wide units where they exist. Not
-// under ThreadSanitizer: gcc instruments the ifunc resolver that picks the clone, and the
-// dynamic loader runs it while relocating the library, before the TSan runtime is up:
-// every test linking the CPU kernels died with SIGSEGV before main (--config=tsan).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_THREAD__)
-#define BLOCKSERVE_MULTIVERSION \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define BLOCKSERVE_MULTIVERSION
-#endif
-// Helpers are forced inline so each clone above gets its own copy, built for its ISA.
-#define BLOCKSERVE_INLINE inline __attribute__((always_inline))
+#include "engine/simd.h"
 
 namespace blockserve::engine {
 namespace {
@@ -57,34 +44,35 @@ BLOCKSERVE_INLINE V Max(V a, V b) {
   return a > b ? a : b;
 }
 
-// exp(x) = 2^n * e^r with n = round(x / ln 2), |r| <= ln2 / 2; e^r by a degree-6
-// polynomial (Taylor coefficients; error below 2e-7 relative on that interval). x below
-// -87 (-inf included) gives 0. T is float or a vector of floats, I the matching ints.
+// 2^x for x <= 0, the only inputs softmax has here (a score minus its row's running
+// max, in log2 units): 2^n * 2^r with n = round(x), r = x - n exact, |r| <= 1/2, and 2^r
+// by a degree-6 polynomial (Taylor coefficients of e^(r ln 2); with rounding, within 3e-7
+// relative). Base 2 saves the range reduction's two multiply-adds by ln 2 (scores come
+// pre-scaled by log2(e)). x below -125 (-inf included) gives 0, so results are never
+// subnormal. T is float or a vector of floats, I the matching ints.
 template <typename T, typename I>
-BLOCKSERVE_INLINE T Exp(T x) {
-  const T lo = T{} - 87.0f, hi = T{} + 88.0f;
-  T v = x < lo ? lo : x;
-  v = v > hi ? hi : v;
-  const T t = v * 1.44269504f + 12582912.0f;  // round to nearest via 1.5 * 2^23
-  const T k = t - 12582912.0f;
-  const T r = (v - k * 0.693145752f) - k * 1.42860677e-6f;  // ln2 split hi/lo
-  T p = T{} + 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
+BLOCKSERVE_INLINE T Exp2NonPositive(T x) {
+  const T lo = T{} - 125.0f;
+  const T v = x < lo ? lo : x;
+  const T t = v + 12582912.0f;  // round to nearest via 1.5 * 2^23
+  const T r = v - (t - 12582912.0f);
+  T p = T{} + 1.5403530e-4f;  // (ln 2)^6 / 720
+  p = p * r + 1.3333558e-3f;  // (ln 2)^5 / 120
+  p = p * r + 9.6181291e-3f;  // (ln 2)^4 / 24
+  p = p * r + 5.5504109e-2f;  // (ln 2)^3 / 6
+  p = p * r + 2.4022651e-1f;  // (ln 2)^2 / 2
+  p = p * r + 6.9314718e-1f;  // ln 2
   p = p * r + 1.0f;
   I bits;
   std::memcpy(&bits, &t, sizeof bits);
-  const I e = (bits - 0x4B400000 + 127) << 23;  // 2^k as float bits
+  const I e = (bits - 0x4B400000 + 127) << 23;  // 2^n as float bits
   T scale;
   std::memcpy(&scale, &e, sizeof scale);
   return x < lo ? T{} : p * scale;
 }
 
-BLOCKSERVE_MULTIVERSION void ExpKernel(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = Exp<float, int32_t>(x[i]);
+BLOCKSERVE_MULTIVERSION void Exp2Kernel(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = Exp2NonPositive<float, int32_t>(x[i]);
 }
 
 // bf16 bit patterns (a float's top 16 bits) to fp32, 8 at a time: zero-extend 16 -> 32
@@ -163,21 +151,88 @@ BLOCKSERVE_INLINE void Values(const float* v, int64_t vs, const float* st, int64
   }
 }
 
-// The two kernels over all stacked rows: pairs of vectors, then a last single one.
-template <int N>
-BLOCKSERVE_INLINE void ScoresAllRows(const float* k, int64_t ks, const float* qt, int64_t d,
-                                     int64_t rp, float* st) {
-  int64_t rc = 0;
-  for (; rc + 2 * kLanes <= rp; rc += 2 * kLanes) Scores<N, 2>(k, ks, qt, d, rp, rc, st);
-  if (rc < rp) Scores<N, 1>(k, ks, qt, d, rp, rc, st);
+// The two kernels over one strip of C x 8 stacked rows at column rc: the scores of the
+// tile's jn keys, kBlock keys at a time; then the strip's O^T += P V, kBlock head dims at
+// a time.
+template <int C>
+BLOCKSERVE_INLINE void ScoresStrip(const float* k, int64_t ks, const float* qt, int64_t d,
+                                   int64_t rp, int64_t rc, int64_t jn, float* st) {
+  for (int64_t jb = 0; jb < jn; jb += kBlock) {
+    const float* kb = k + jb * ks;
+    float* sb = st + jb * rp;
+    switch (std::min(kBlock, jn - jb)) {
+      case 6: Scores<6, C>(kb, ks, qt, d, rp, rc, sb); break;
+      case 5: Scores<5, C>(kb, ks, qt, d, rp, rc, sb); break;
+      case 4: Scores<4, C>(kb, ks, qt, d, rp, rc, sb); break;
+      case 3: Scores<3, C>(kb, ks, qt, d, rp, rc, sb); break;
+      case 2: Scores<2, C>(kb, ks, qt, d, rp, rc, sb); break;
+      default: Scores<1, C>(kb, ks, qt, d, rp, rc, sb); break;
+    }
+  }
 }
 
-template <int N>
-BLOCKSERVE_INLINE void ValuesAllRows(const float* v, int64_t vs, const float* st, int64_t jn,
-                                     int64_t rp, float* ot) {
-  int64_t rc = 0;
-  for (; rc + 2 * kLanes <= rp; rc += 2 * kLanes) Values<N, 2>(v, vs, st, jn, rp, rc, ot);
-  if (rc < rp) Values<N, 1>(v, vs, st, jn, rp, rc, ot);
+template <int C>
+BLOCKSERVE_INLINE void ValuesStrip(const float* v, int64_t vs, const float* st, int64_t jn,
+                                   int64_t d, int64_t rp, int64_t rc, float* ot) {
+  for (int64_t eb = 0; eb < d; eb += kBlock) {
+    const float* vb = v + eb;
+    float* ob = ot + eb * rp;
+    switch (std::min(kBlock, d - eb)) {
+      case 6: Values<6, C>(vb, vs, st, jn, rp, rc, ob); break;
+      case 5: Values<5, C>(vb, vs, st, jn, rp, rc, ob); break;
+      case 4: Values<4, C>(vb, vs, st, jn, rp, rc, ob); break;
+      case 3: Values<3, C>(vb, vs, st, jn, rp, rc, ob); break;
+      case 2: Values<2, C>(vb, vs, st, jn, rp, rc, ob); break;
+      default: Values<1, C>(vb, vs, st, jn, rp, rc, ob); break;
+    }
+  }
+}
+
+// One strip of C x 8 stacked rows at column r0 through one tile of jn keys starting at
+// key j0: scores, the online softmax update (masked: apply each row's [first, last]
+// key limits) and O^T += P V.
+template <int C>
+BLOCKSERVE_INLINE void Strip(const float* kp, int64_t kst, const float* vp, int64_t vst,
+                             const float* qt, int64_t d, int64_t Rp, int64_t r0, int64_t j0,
+                             int64_t jn, bool masked, const int32_t* first, const int32_t* last,
+                             float* st, float* mx, float* sum, float* ot) {
+  using V = Vf;
+  using I = Vi;
+  constexpr int64_t L = kLanes;
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  ScoresStrip<C>(kp, kst, qt, d, Rp, r0, jn, st);
+  for (int64_t rc = r0; rc < r0 + C * L; rc += L) {
+    const V ninf = V{} - kInf;
+    V tile_max = ninf;
+    if (masked) {
+      I f, l;
+      std::memcpy(&f, first + rc, sizeof f);
+      std::memcpy(&l, last + rc, sizeof l);
+      for (int64_t j = 0; j < jn; ++j) {
+        const I key = I{} + static_cast<int32_t>(j0 + j);
+        V s = Load<V>(st + j * Rp + rc);
+        s = (key > l) | (key < f) ? ninf : s;
+        Store(st + j * Rp + rc, s);
+        tile_max = Max(tile_max, s);
+      }
+    } else {
+      for (int64_t j = 0; j < jn; ++j) tile_max = Max(tile_max, Load<V>(st + j * Rp + rc));
+    }
+    const V old_max = Load<V>(mx + rc), new_max = Max(old_max, tile_max);
+    // A row with no key yet keeps max -inf; subtracting 0 then makes every p 0.
+    const V base = new_max == ninf ? V{} : new_max;
+    const V correction = Exp2NonPositive<V, I>(old_max - base);
+    V tile_sum = {};
+    for (int64_t j = 0; j < jn; ++j) {
+      const V p = Exp2NonPositive<V, I>(Load<V>(st + j * Rp + rc) - base);
+      Store(st + j * Rp + rc, p);
+      tile_sum += p;
+    }
+    Store(sum + rc, Load<V>(sum + rc) * correction + tile_sum);
+    Store(mx + rc, new_max);
+    for (int64_t e = 0; e < d; ++e) Store(ot + e * Rp + rc, Load<V>(ot + e * Rp + rc) * correction);
+  }
+  ValuesStrip<C>(vp, vst, st, jn, d, Rp, r0, ot);
 }
 
 // One call's arguments and how its work is cut (see Run).
@@ -227,7 +282,7 @@ BLOCKSERVE_INLINE void AttendGroup(const Job<KV>& J, int64_t b, int64_t g, int64
   thread_local std::vector<int32_t> limits;
   buf.resize(2 * d * Rp + kTile * Rp + 2 * Rp + (kWiden ? 2 * kTile * d : 0));
   limits.resize(2 * Rp);
-  float* qt = buf.data();  // Q^T, pre-scaled by 1/sqrt(d): [d][Rp]
+  float* qt = buf.data();  // Q^T, pre-scaled by log2(e) / sqrt(d): [d][Rp]
   float* ot = qt + d * Rp;  // unnormalized O^T: [d][Rp]
   float* st = ot + d * Rp;  // scores, then probabilities, of one tile: [kTile][Rp]
   float* mx = st + kTile * Rp;  // running max per stacked row
@@ -237,7 +292,8 @@ BLOCKSERVE_INLINE void AttendGroup(const Job<KV>& J, int64_t b, int64_t g, int64
   int32_t* first = limits.data();  // per stacked row: first and last key it sees
   int32_t* last = first + Rp;
 
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  // Scores in log2 units, for Exp2NonPositive; the running max and sum are too.
+  const float scale = static_cast<float>(std::numbers::log2e / std::sqrt(static_cast<double>(d)));
   for (int64_t r = 0; r < Rp; ++r) {
     const int64_t rr = std::min(r, R - 1);  // padding lanes copy the last row's limits
     const int64_t i = i0 + rr / G, h = g * G + rr % G;
@@ -274,62 +330,15 @@ BLOCKSERVE_INLINE void AttendGroup(const Job<KV>& J, int64_t b, int64_t g, int64
     } else {
       kp = J.k + j0 * kv_ld + g * d, vp = J.v + j0 * kv_ld + g * d, kst = vst = kv_ld;
     }
-    for (int64_t jb = 0; jb < jn; jb += kBlock) {
-      const float* kb = kp + jb * kst;
-      float* sb = st + jb * Rp;
-      switch (std::min(kBlock, jn - jb)) {
-        case 6: ScoresAllRows<6>(kb, kst, qt, d, Rp, sb); break;
-        case 5: ScoresAllRows<5>(kb, kst, qt, d, Rp, sb); break;
-        case 4: ScoresAllRows<4>(kb, kst, qt, d, Rp, sb); break;
-        case 3: ScoresAllRows<3>(kb, kst, qt, d, Rp, sb); break;
-        case 2: ScoresAllRows<2>(kb, kst, qt, d, Rp, sb); break;
-        default: ScoresAllRows<1>(kb, kst, qt, d, Rp, sb); break;
-      }
-    }
+    // One strip of 16 stacked rows at a time through scores, softmax and P V, so its
+    // kTile x 16 scores stay in L1 between the three steps (the K and V tile are read
+    // once per strip, from L1 or L2).
     const bool masked = j0 + jn - 1 > unmasked_hi || j0 < unmasked_lo;
-    for (int64_t rc = 0; rc < Rp; rc += L) {
-      const V ninf = V{} - kInf;
-      V tile_max = ninf;
-      if (masked) {
-        I f, l;
-        std::memcpy(&f, first + rc, sizeof f);
-        std::memcpy(&l, last + rc, sizeof l);
-        for (int64_t j = 0; j < jn; ++j) {
-          const I key = I{} + static_cast<int32_t>(j0 + j);
-          V s = Load<V>(st + j * Rp + rc);
-          s = (key > l) | (key < f) ? ninf : s;
-          Store(st + j * Rp + rc, s);
-          tile_max = Max(tile_max, s);
-        }
-      } else {
-        for (int64_t j = 0; j < jn; ++j) tile_max = Max(tile_max, Load<V>(st + j * Rp + rc));
-      }
-      const V old_max = Load<V>(mx + rc), new_max = Max(old_max, tile_max);
-      // A row with no key yet keeps max -inf; subtracting 0 then makes every p 0.
-      const V base = new_max == ninf ? V{} : new_max;
-      const V correction = Exp<V, I>(old_max - base);
-      V tile_sum = {};
-      for (int64_t j = 0; j < jn; ++j) {
-        const V p = Exp<V, I>(Load<V>(st + j * Rp + rc) - base);
-        Store(st + j * Rp + rc, p);
-        tile_sum += p;
-      }
-      Store(sum + rc, Load<V>(sum + rc) * correction + tile_sum);
-      Store(mx + rc, new_max);
-      for (int64_t e = 0; e < d; ++e) Store(ot + e * Rp + rc, Load<V>(ot + e * Rp + rc) * correction);
+    int64_t r0 = 0;
+    for (; r0 + 2 * L <= Rp; r0 += 2 * L) {
+      Strip<2>(kp, kst, vp, vst, qt, d, Rp, r0, j0, jn, masked, first, last, st, mx, sum, ot);
     }
-    for (int64_t eb = 0; eb < d; eb += kBlock) {
-      const float* vb = vp + eb;
-      float* ob = ot + eb * Rp;
-      switch (std::min(kBlock, d - eb)) {
-        case 6: ValuesAllRows<6>(vb, vst, st, jn, Rp, ob); break;
-        case 5: ValuesAllRows<5>(vb, vst, st, jn, Rp, ob); break;
-        case 4: ValuesAllRows<4>(vb, vst, st, jn, Rp, ob); break;
-        case 3: ValuesAllRows<3>(vb, vst, st, jn, Rp, ob); break;
-        case 2: ValuesAllRows<2>(vb, vst, st, jn, Rp, ob); break;
-        default: ValuesAllRows<1>(vb, vst, st, jn, Rp, ob); break;
-      }
-    }
+    if (r0 < Rp) Strip<1>(kp, kst, vp, vst, qt, d, Rp, r0, j0, jn, masked, first, last, st, mx, sum, ot);
   }
 
   if (J.splits == 1) {
@@ -403,7 +412,7 @@ void Run(const float* q, int64_t m, const KV* k, const KV* v, int64_t past, cons
       std::fill(o, o + d, 0.0f);
       for (int64_t sp = 0; sp < J.splits; ++sp) {
         const float* p = base + sp * J.slot;
-        const float w = std::exp(p[r] - top);  // 0 for a split that saw no key of row r
+        const float w = std::exp2(p[r] - top);  // 0 for a split that saw no key of row r
         if (w == 0) continue;
         total += w * p[Rp + r];
         for (int64_t e = 0; e < d; ++e) o[e] += w * p[2 * Rp + e * Rp + r];
@@ -416,7 +425,7 @@ void Run(const float* q, int64_t m, const KV* k, const KV* v, int64_t past, cons
 
 }  // namespace
 
-void ExpInPlace(float* x, int64_t n) { ExpKernel(x, n); }
+void Exp2InPlace(float* x, int64_t n) { Exp2Kernel(x, n); }
 
 void CausalAttention(const float* q, int64_t m, const float* k, const float* v, int64_t past,
                      const AttentionShape& shape, float* out, ThreadPool& pool, int64_t window) {

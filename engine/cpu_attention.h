@@ -40,9 +40,9 @@ void CausalAttention(const float* q, int64_t m, const uint16_t* k, const uint16_
                      const AttentionShape& shape, float* out, ThreadPool& pool,
                      int64_t window = 0);
 
-// Element-wise exp(x) for n floats, accurate to a few ulp for x in [-87, 88]
-// (smaller x gives 0), written so the compiler vectorizes it.
-void ExpInPlace(float* x, int64_t n);
+// Element-wise 2^x for n floats x <= 0, as the attention kernels' softmax computes it:
+// within 3e-7 relative for x in [-125, 0]; smaller x (and -inf) gives 0.
+void Exp2InPlace(float* x, int64_t n);
 
 }  // namespace blockserve::engine
 
