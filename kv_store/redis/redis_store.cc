@@ -401,8 +401,8 @@ std::optional<absl::StatusOr<engine::KvCache>> RedisStore::ChunkedGet(const Bloc
 std::vector<absl::StatusOr<engine::KvCache>> RedisStore::GetMany(absl::Span<const BlockKey> keys) {
   if (keys.empty()) return {};
   // One block (Get, and the tiered store's and block cache's single misses): in chunks
-  // over parallel connections. Several: one pipelined stream per node, which already
-  // overlaps block i+1's transfer with block i's decode.
+  // over parallel connections. Several: pipelined streams per node over parallel
+  // connections, each overlapping its block i+1's transfer with block i's decode.
   if (keys.size() == 1) {
     if (std::optional<absl::StatusOr<engine::KvCache>> got = ChunkedGet(keys[0]); got.has_value()) {
       std::vector<absl::StatusOr<engine::KvCache>> one;
@@ -441,8 +441,30 @@ std::vector<absl::StatusOr<engine::KvCache>> RedisStore::GetMany(absl::Span<cons
     for (size_t begin = 0; begin < pending.size();) {
       size_t end = begin + 1;
       while (end < pending.size() && pending[end].node == pending[begin].node) ++end;
-      GetOnNode(*pending[begin].node, absl::MakeConstSpan(pending).subspan(begin, end - begin),
-                keys, redis_keys, results, value_bytes, corrupt, redirected);
+      // A node's keys in up to get_connections contiguous shares, each pipelined on a
+      // connection of its own and decoded in its own thread: decoding and checking a
+      // large block takes about as long as its transfer, so blocks arrive and decode in
+      // parallel. Each share holds one connection (never one while waiting for
+      // another), as in ChunkedGet. Shares write disjoint entries of results,
+      // value_bytes and corrupt.
+      const absl::Span<const Item> group = absl::MakeConstSpan(pending).subspan(begin, end - begin);
+      const size_t shares = std::min<size_t>(
+          group.size(), static_cast<size_t>(std::max(
+                            1, std::min(options_.get_connections, options_.pool_size))));
+      std::vector<std::vector<Item>> redirected_by(shares);
+      auto share = [&](size_t w) {
+        const size_t from = group.size() * w / shares, to = group.size() * (w + 1) / shares;
+        GetOnNode(*group[0].node, group.subspan(from, to - from), keys, redis_keys, results,
+                  value_bytes, corrupt, redirected_by[w]);
+      };
+      std::vector<std::thread> threads;
+      for (size_t w = 1; w < shares; ++w) threads.emplace_back(share, w);
+      share(0);
+      for (std::thread& t : threads) t.join();
+      for (std::vector<Item>& r : redirected_by) {
+        redirected.insert(redirected.end(), std::make_move_iterator(r.begin()),
+                          std::make_move_iterator(r.end()));
+      }
       begin = end;
     }
     pending = std::move(redirected);

@@ -123,7 +123,8 @@ struct RedisStoreOptions {
   // Get of a large block: the value is read in GETRANGE chunks of `get_chunk_bytes`,
   // pipelined over up to `get_connections` pooled connections at once (bounded by
   // pool_size), straight into one buffer, then decoded and checksum-verified in one
-  // pass. One round trip (STRLEN + the first chunk) when the value fits one chunk.
+  // pass. One round trip (STRLEN + the first chunk) when the value fits one chunk. A
+  // GetMany of several keys uses as many connections per node (see GetMany).
   size_t get_chunk_bytes = 2 << 20;
   int get_connections = 4;
   // Test-only: called at points of a chunked Get ("after_first_chunk": the length is
@@ -147,9 +148,11 @@ class RedisStore : public KvStore {
   ~RedisStore() override;
 
   absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
-  // One key: a chunked Get (RedisStoreOptions::get_chunk_bytes). Several: pipelined
-  // GETs on one connection per node, each reply decoded as soon as it arrives; at most ~16 MB of replies are requested ahead, so Redis streams block i+1
-  // while block i is decoded instead of buffering a whole batch of multi-MB values.
+  // One key: a chunked Get (RedisStoreOptions::get_chunk_bytes). Several: each node's
+  // keys in up to `get_connections` contiguous shares, each share's GETs pipelined on a
+  // connection of its own and each reply decoded, in that share's thread, as soon as it
+  // arrives; at most ~16 MB of replies are requested ahead per share, so Redis streams
+  // block i+1 while block i is decoded instead of buffering a batch of multi-MB values.
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
   // InvalidArgument when kv's shape differs from options.codec.shape.
   absl::StatusOr<uint64_t> Put(const BlockKey& key, const engine::KvCache& kv) override;

@@ -247,6 +247,51 @@ TEST_F(RedisStoreTest, GetManyOfBlocksLargerThanTheReadBufferKeepsOrder) {
   }
 }
 
+// Client connections Redis has open (INFO clients), -1 if the answer has none.
+int64_t ConnectedClients(const RedisServer& server) {
+  const std::string info = server.Call({"INFO", "clients"}).value_or("");
+  const std::string field = "connected_clients:";
+  const size_t at = info.find(field);
+  if (at == std::string::npos) return -1;
+  return std::strtoll(info.c_str() + at + field.size(), nullptr, 10);
+}
+
+TEST_F(RedisStoreTest, GetManyReadsANodesKeysOverParallelConnectionsInOrder) {
+  // Blocks of ~600 KB: each share of the batch takes milliseconds to read and decode, so
+  // the shares overlap and need connections of their own.
+  const engine::KvShape shape{.num_layers = 4, .num_kv_heads = 4, .head_dim = 32};
+  RedisStoreOptions o = Options(shape);
+  o.get_connections = 3;
+  auto store = OpenStore(o);
+  std::vector<engine::KvCache> blocks;
+  std::vector<BlockKey> keys;
+  for (int i = 0; i < 12; ++i) {
+    blocks.push_back(MakeBlock(shape, 290 + i, 500 + i));
+    keys.push_back(KeyFor(blocks.back()));
+    if (i != 7) ASSERT_TRUE(store->Put(keys.back(), blocks.back()).ok());
+  }
+  const int64_t before = ConnectedClients(*server_);
+  ASSERT_GT(before, 0);
+
+  std::vector<absl::StatusOr<engine::KvCache>> got = store->GetMany(keys);
+
+  ASSERT_THAT(got, SizeIs(12));
+  for (int i = 0; i < 12; ++i) {
+    if (i == 7) {
+      EXPECT_TRUE(absl::IsNotFound(got[i].status())) << got[i].status();
+    } else {
+      ASSERT_TRUE(got[i].ok()) << "block " << i << ": " << got[i].status();
+      ExpectSameBlock(*got[i], blocks[i]);
+    }
+  }
+  // The Puts needed one connection; the GetMany dialled more (at most get_connections).
+  const int64_t added = ConnectedClients(*server_) - before;
+  EXPECT_GE(added, 1);
+  EXPECT_LE(added, 2);
+  EXPECT_EQ(store->metrics().hits, 11);
+  EXPECT_EQ(store->metrics().misses, 1);
+}
+
 TEST_F(RedisStoreTest, TwentyMegabyteBlockRoundTrips) {
   // Llama-3-8B's KV shape; 80 tokens in f32 are 21 MB.
   const engine::KvShape shape{.num_layers = 32, .num_kv_heads = 8, .head_dim = 128};
