@@ -338,23 +338,44 @@ KvDestination CacheDestination(engine::KvCache& kv) {
   return d;
 }
 
-absl::StatusOr<engine::KvCache> DecodeBlockValue(std::string_view value,
-                                                 const CodecOptions& expected) {
-  absl::StatusOr<ValueHeader> h = ParseValueHeader(value, value.size(), expected);
+absl::StatusOr<std::unique_ptr<BlockValueStream>> BlockValueStream::Begin(
+    std::string_view prefix, uint64_t value_size, const CodecOptions& expected) {
+  absl::StatusOr<ValueHeader> h = ParseValueHeader(prefix, value_size, expected);
   if (!h.ok()) return h.status();
+  if (prefix.size() < h->arrays_at()) {
+    return absl::OutOfRangeError(absl::StrCat("block value: the first ", prefix.size(),
+                                              " bytes end before its ", h->num_tokens,
+                                              " token ids do"));
+  }
   engine::KvCache kv(expected.shape, expected.cache_dtype);
   std::vector<int32_t> tokens(h->num_tokens);
   if (h->num_tokens > 0) {
-    std::memcpy(tokens.data(), value.data() + kValueHeaderBytes, 4 * tokens.size());
+    std::memcpy(tokens.data(), prefix.data() + kValueHeaderBytes, 4 * tokens.size());
   }
   kv.AppendUninitialized(tokens);  // the decoder writes every element (or kv is dropped)
   kv.set_start_position(h->start_position);
+  // The destination points into kv's arrays, which keep their address when kv moves.
   absl::StatusOr<ValueDecoder> decoder =
       ValueDecoder::Create(*h, expected.shape, CacheDestination(kv));
   if (!decoder.ok()) return decoder.status();
-  decoder->Consume(value.data(), value.size());
-  if (absl::Status s = decoder->Finish(); !s.ok()) return s;
-  return kv;
+  std::unique_ptr<BlockValueStream> stream(
+      new BlockValueStream(std::move(kv), *std::move(decoder)));
+  stream->Consume(prefix.data(), prefix.size());
+  return stream;
+}
+
+absl::StatusOr<engine::KvCache> BlockValueStream::Finish() {
+  if (absl::Status s = decoder_.Finish(); !s.ok()) return s;
+  return std::move(kv_);
+}
+
+absl::StatusOr<engine::KvCache> DecodeBlockValue(std::string_view value,
+                                                 const CodecOptions& expected) {
+  absl::StatusOr<std::unique_ptr<BlockValueStream>> stream =
+      BlockValueStream::Begin(value, value.size(), expected);
+  // Never OUT_OF_RANGE here: the header's sizes were checked against the whole value.
+  if (!stream.ok()) return stream.status();
+  return (*stream)->Finish();
 }
 
 }  // namespace blockserve::kv_store

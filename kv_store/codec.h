@@ -148,6 +148,27 @@ class ValueDecoder {
   size_t partial_bytes_ = 0;
   std::unique_ptr<ChecksumStream> sum_;
 };
+// DecodeBlockValue for a value that arrives in order, in pieces (a chunked network read,
+// so decoding overlaps the transfer): Begin with the value's first bytes, which must
+// hold its header and token ids, Consume the rest in order, then Finish. The same checks
+// and errors as DecodeBlockValue, which is this in one piece.
+class BlockValueStream {
+ public:
+  // `prefix` is the value's first bytes (all consumed here); `value_size` the whole
+  // value's length. OUT_OF_RANGE when the prefix ends before the token ids do.
+  static absl::StatusOr<std::unique_ptr<BlockValueStream>> Begin(std::string_view prefix,
+                                                                 uint64_t value_size,
+                                                                 const CodecOptions& expected);
+  void Consume(const char* data, size_t n) { decoder_.Consume(data, n); }
+  absl::StatusOr<engine::KvCache> Finish();
+
+ private:
+  BlockValueStream(engine::KvCache kv, ValueDecoder decoder)
+      : kv_(std::move(kv)), decoder_(std::move(decoder)) {}
+
+  engine::KvCache kv_;  // moved in with its arrays, which decoder_ writes, in place
+  ValueDecoder decoder_;
+};
 
 
 }  // namespace blockserve::kv_store

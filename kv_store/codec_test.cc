@@ -384,6 +384,53 @@ INSTANTIATE_TEST_SUITE_P(AllDtypes, ValueDecoderTest,
                            return std::string(engine::DTypeName(info.param));
                          });
 
+// The streaming decode a chunked Redis get uses: a prefix, then the rest in pieces.
+TEST(BlockValueStreamTest, APrefixThenPiecesDecodesLikeTheWholeValue) {
+  const KvCache kv = MakeBigKv(40);
+  const std::string value = EncodeBlockValue(kv, BigOptions(DType::kBF16));
+  absl::StatusOr<KvCache> whole = DecodeBlockValue(value, BigOptions(DType::kBF16));
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  const size_t prefix = kValueHeaderBytes + 4 * 40 + 7;  // ends inside an element
+  for (size_t piece : {size_t{5}, size_t{4096}, value.size()}) {
+    absl::StatusOr<std::unique_ptr<BlockValueStream>> stream =
+        BlockValueStream::Begin(std::string_view(value).substr(0, prefix), value.size(),
+                                BigOptions(DType::kBF16));
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    for (size_t at = prefix; at < value.size(); at += piece) {
+      (*stream)->Consume(value.data() + at, std::min(piece, value.size() - at));
+    }
+    absl::StatusOr<KvCache> got = (*stream)->Finish();
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->tokens(), kv.tokens());
+    for (int64_t l = 0; l < kBigShape.num_layers; ++l) {
+      const size_t bytes = 40 * kBigShape.row() * sizeof(float);
+      ASSERT_EQ(std::memcmp(got->k(l), whole->k(l), bytes), 0) << "piece " << piece;
+      ASSERT_EQ(std::memcmp(got->v(l), whole->v(l), bytes), 0) << "piece " << piece;
+    }
+  }
+}
+
+TEST(BlockValueStreamTest, RefusesAPrefixWithoutTheTokenIdsAndCatchesALaterFlip) {
+  const std::string value = EncodeBlockValue(MakeBigKv(40), BigOptions(DType::kF32));
+  absl::StatusOr<std::unique_ptr<BlockValueStream>> short_prefix = BlockValueStream::Begin(
+      std::string_view(value).substr(0, kValueHeaderBytes + 4 * 39), value.size(),
+      BigOptions(DType::kF32));
+  EXPECT_EQ(short_prefix.status().code(), absl::StatusCode::kOutOfRange) << short_prefix.status();
+  // A header of another model fails at Begin, before any payload is read.
+  CodecOptions other = BigOptions(DType::kF32);
+  other.model_fingerprint ^= 1;
+  EXPECT_EQ(BlockValueStream::Begin(value, value.size(), other).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::string bad = value;
+  bad[value.size() - 3] ^= 0x20;
+  absl::StatusOr<std::unique_ptr<BlockValueStream>> stream =
+      BlockValueStream::Begin(std::string_view(bad).substr(0, 4096), bad.size(),
+                              BigOptions(DType::kF32));
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  (*stream)->Consume(bad.data() + 4096, bad.size() - 4096);
+  EXPECT_EQ((*stream)->Finish().status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(ValueDecoderTest, MissingOrExtraBytesAreDataLoss) {
   const std::string value = EncodeBlockValue(MakeBigKv(3), BigOptions(DType::kBF16));
   absl::StatusOr<ValueHeader> h = ParseValueHeader(value, value.size(), BigOptions(DType::kBF16));

@@ -3,7 +3,9 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -335,16 +337,37 @@ std::optional<absl::StatusOr<engine::KvCache>> RedisStore::ChunkedGet(const Bloc
     }
     replaced = first != std::min(length, chunk);
     if (options_.test_hook) options_.test_hook("after_first_chunk");
+    // Decoding starts with the first chunk and takes each next one as it arrives, so
+    // it overlaps the transfer. A header that fails its checks needs no more chunks;
+    // one whose token ids do not fit the first chunk is decoded whole at the end.
+    std::unique_ptr<BlockValueStream> stream;
+    if (!replaced) {
+      absl::StatusOr<std::unique_ptr<BlockValueStream>> begun =
+          BlockValueStream::Begin(std::string_view(value.get(), first), length, options_.codec);
+      if (begun.ok()) {
+        stream = *std::move(begun);
+      } else if (!absl::IsOutOfRange(begun.status())) {
+        last_error = begun.status();
+        if (absl::IsDataLoss(last_error)) continue;  // perhaps replaced: read it again
+        break;
+      }
+    }
 
     // The rest in chunks, round-robin over the workers; each pipelines all of its
-    // chunks on one connection. Each worker holds one connection at a time (never one
-    // while waiting for another), so concurrent Gets cannot deadlock on the pool.
+    // chunks on one connection and marks each chunk as it lands. Each worker holds one
+    // connection at a time (never one while waiting for another), so concurrent Gets
+    // cannot deadlock on the pool.
     const size_t chunks = length > chunk ? (length - chunk + chunk - 1) / chunk : 0;
     const size_t workers = std::min<size_t>(
         chunks, static_cast<size_t>(std::max(1, std::min(options_.get_connections,
                                                          options_.pool_size))));
     std::vector<absl::Status> statuses(workers);
     std::vector<char> worker_fallback(workers, 0), worker_replaced(workers, 0);
+    enum Landed : char { kNotYet, kWhole, kWrong };
+    std::mutex mu;
+    std::condition_variable landed_cv;
+    std::vector<Landed> landed(chunks, kNotYet);  // guarded by mu
+    std::vector<char> done(workers, 0);           // guarded by mu
     auto work = [&](size_t w) {
       statuses[w] = node->WithConnection([&](Connection& c) {
         worker_fallback[w] = worker_replaced[w] = 0;
@@ -363,13 +386,33 @@ std::optional<absl::StatusOr<engine::KvCache>> RedisStore::ChunkedGet(const Bloc
           if (!c.ReadBulkInto(r, value.get() + from, want)) return false;
           if (r.kind != BulkReply::Kind::kValue) worker_fallback[w] = 1;
           if (r.size != want) worker_replaced[w] = 1;
+          const bool whole = r.kind == BulkReply::Kind::kValue && r.size == want;
+          std::lock_guard<std::mutex> lock(mu);
+          landed[i] = whole ? kWhole : kWrong;
+          landed_cv.notify_all();
         }
         return true;
       });
+      std::lock_guard<std::mutex> lock(mu);
+      done[w] = 1;
+      landed_cv.notify_all();
     };
     std::vector<std::thread> threads;
-    for (size_t w = 1; w < workers; ++w) threads.emplace_back(work, w);
-    if (workers > 0) work(0);
+    for (size_t w = 0; w < workers; ++w) threads.emplace_back(work, w);
+    for (size_t i = 0; stream != nullptr && i < chunks; ++i) {
+      bool whole;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        landed_cv.wait(lock, [&] { return landed[i] != kNotYet || done[i % workers]; });
+        whole = landed[i] == kWhole;
+      }
+      if (!whole) {  // the worker failed, or the value changed: settled below
+        stream.reset();
+        break;
+      }
+      const size_t from = chunk * (i + 1);
+      stream->Consume(value.get() + from, std::min(length, from + chunk) - from);
+    }
     for (std::thread& t : threads) t.join();
     for (size_t w = 0; w < workers; ++w) {
       if (!statuses[w].ok()) return unavailable(statuses[w]);
@@ -381,7 +424,8 @@ std::optional<absl::StatusOr<engine::KvCache>> RedisStore::ChunkedGet(const Bloc
       continue;
     }
     absl::StatusOr<engine::KvCache> kv =
-        DecodeBlockValue(std::string_view(value.get(), length), options_.codec);
+        stream != nullptr ? stream->Finish()
+                          : DecodeBlockValue(std::string_view(value.get(), length), options_.codec);
     if (kv.ok()) {
       CountGets(1, 1, 0, static_cast<int64_t>(length), start);
       return kv;

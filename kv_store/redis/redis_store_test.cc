@@ -348,6 +348,35 @@ TEST_F(RedisStoreTest, ValueOfManyChunksIsReadInPipelinedRangesAndAssembledExact
   }
 }
 
+TEST_F(RedisStoreTest, ChunkedGetOfAnotherModelsValueStopsAfterTheFirstChunk) {
+  RedisStoreOptions other = Chunked(Options());
+  other.codec.model_fingerprint ^= 1;
+  auto writer = OpenStore(other);
+  const engine::KvCache block = MakeBlock(kSmallShape, 200, 31);  // 13 chunks
+  ASSERT_TRUE(writer->Put(KeyFor(block), block).ok());
+  auto store = OpenStore(Chunked(Options()));
+  const int64_t before = CommandCalls(*server_, "getrange");
+
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+
+  EXPECT_TRUE(absl::IsNotFound(got.status())) << got.status();
+  EXPECT_EQ(store->metrics().corrupt, 1);
+  // The header in the first chunk decided it; the other 12 chunks were never asked for.
+  EXPECT_EQ(CommandCalls(*server_, "getrange") - before, 1);
+}
+
+TEST_F(RedisStoreTest, ChunkedGetWhoseTokenIdsOutgrowTheFirstChunkIsDecodedWhole) {
+  auto store = OpenStore(Chunked(Options()));
+  // 1100 token ids are 4400 bytes: more than the first 4 KiB chunk holds after the header.
+  const engine::KvCache block = MakeBlock(kSmallShape, 1100, 32);
+  ASSERT_TRUE(store->Put(KeyFor(block), block).ok());
+
+  absl::StatusOr<engine::KvCache> got = store->Get(KeyFor(block));
+
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameBlock(*got, block);
+}
+
 TEST_F(RedisStoreTest, ValueReplacedDuringAChunkedGetIsReadAgainWhole) {
   RedisStoreOptions o = Chunked(Options());
   const engine::KvCache block = MakeBlock(kSmallShape, 200, 30);
