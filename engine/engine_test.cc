@@ -52,7 +52,12 @@ std::vector<Variant> Variants() {
   mistral_window.sliding_window = 8;
   TinyModelOptions qwen2_window = qwen2;  // layer 0 full, layer 1 windowed
   qwen2_window.sliding_window = 6;
-  qwen2_window.max_window_layers = 1;
+  qwen2_window.windowed_layers = {false, true};
+  // A pattern only layer_types can give (windowed layers first and between full ones).
+  TinyModelOptions qwen2_alternating = qwen2;
+  qwen2_alternating.num_layers = 4;
+  qwen2_alternating.sliding_window = 6;
+  qwen2_alternating.windowed_layers = {true, false, true, false};
   return {{"gqa", gqa},
           {"mha", mha},
           {"qwen2_bias", qwen2},
@@ -63,7 +68,8 @@ std::vector<Variant> Variants() {
           {"llama_attention_bias", attn_bias},
           {"llama_mlp_bias", mlp_bias},
           {"mistral_sliding_window", mistral_window},
-          {"qwen2_sliding_window", qwen2_window}};
+          {"qwen2_sliding_window", qwen2_window},
+          {"qwen2_alternating_window", qwen2_alternating}};
 }
 
 float MaxAbsDiff(const float* a, const float* b, int64_t n) {
@@ -256,7 +262,7 @@ TEST_P(EngineExactnessTest, TheVariantsFeaturesMatterForTheseTests) {
   }
   if (plain.config.sliding_window.has_value()) {
     plain.config.sliding_window.reset();
-    plain.config.max_window_layers = 0;
+    plain.config.windowed_layers.clear();
     stripped = true;
   }
   if (!stripped) GTEST_SKIP() << "no o_proj/MLP bias or window in this variant";
@@ -265,6 +271,27 @@ TEST_P(EngineExactnessTest, TheVariantsFeaturesMatterForTheseTests) {
     ReferenceOutput with = ReferenceForward(weights_, all, Iota(all.size()), mask);
     ReferenceOutput without = ReferenceForward(plain, all, Iota(all.size()), mask);
     EXPECT_GT(MaxAbsDiff(with.logits.back(), without.logits.back()), 100 * kTol);
+  }
+}
+
+// Which layers slide matters too: the same weights with the complementary layer
+// pattern, or with every layer windowed, move the reference logits far beyond kTol, so
+// the tests above would catch a backend that windows the wrong layers.
+TEST_P(EngineExactnessTest, TheVariantsLayerPatternMattersForTheseTests) {
+  const ModelConfig& c = weights_.config;
+  if (c.windowed_layers.empty()) GTEST_SKIP() << "no per-layer pattern in this variant";
+  ModelWeights flipped = weights_, every = weights_;
+  flipped.config.windowed_layers.flip();
+  every.config.windowed_layers.clear();
+  ASSERT_TRUE(flipped.config.Validate().ok());
+  ASSERT_TRUE(every.config.Validate().ok());
+  const std::vector<int32_t> all = Concat();
+  for (const auto& mask : {BlockMask({int64_t(all.size())}), BlockMask(Lengths())}) {
+    ReferenceOutput with = ReferenceForward(weights_, all, Iota(all.size()), mask);
+    for (const ModelWeights* other : {&flipped, &every}) {
+      ReferenceOutput without = ReferenceForward(*other, all, Iota(all.size()), mask);
+      EXPECT_GT(MaxAbsDiff(with.logits.back(), without.logits.back()), 100 * kTol);
+    }
   }
 }
 

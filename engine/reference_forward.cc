@@ -74,7 +74,8 @@ ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_
     const LayerWeights& L = w.layers[layer];
     // Sliding window (Hugging Face's convention): token i sees token j only if
     // i - window < j, on top of the given mask; indices are sequence indices.
-    const bool windowed = c.sliding_window.has_value() && layer >= c.max_window_layers;
+    const bool windowed = c.sliding_window.has_value() &&
+                          (c.windowed_layers.empty() || c.windowed_layers[layer]);
     const int64_t window = windowed ? *c.sliding_window : 0;
     auto sees = [&](int64_t i, int64_t j) { return mask(i, j) && (!windowed || i - j < window); };
     std::vector<std::vector<float>> q(n), k(n), v(n);

@@ -18,7 +18,8 @@ struct ReferenceOutput {
 };
 
 // Token i sits at RoPE position positions[i] and attends to token j iff mask(i, j) and,
-// in a layer with a sliding window (ModelConfig::LayerWindow's layers), i - j < window:
+// in a layer with a sliding window (every layer, or those ModelConfig::windowed_layers
+// marks; read from the fields, not through LayerWindow), i - j < window:
 // the window is counted in token indices of `tokens`, whatever the positions. Every
 // bias the weights hold (q/k/v, o_proj, MLP) is added.
 ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_t>& tokens,
