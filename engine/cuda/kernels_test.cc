@@ -9,11 +9,13 @@
 //    differing at most by FMA contraction (a few ulp of values of order 1);
 //  - kAttnTol absolute for attention: fp32 on both sides, different summation orders and
 //    exp implementations (CPU polynomial vs CUDA expf).
-// Tagged manual+gpu: run by scripts/gpu_test.sh only. NEVER RUN so far.
+// Tagged manual+gpu: run by scripts/gpu_test.sh only. NEVER RUN so far (the
+// sliding-window case included: compiled and linked, never run).
 #include "engine/cuda/kernels.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -230,6 +232,101 @@ TEST_F(KernelsTest, AttentionMatchesCpuCausalAttentionForPrefillAndDecode) {
                       seqs[i].past, shape, want.data() + items[i].q_row0 * q_ld, pool);
     }
     for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], kAttnTol) << "d " << d << " at " << i;
+  }
+}
+
+// Sliding-window attention written out directly, in double: query row i of `item`
+// (past + i in the sequence), head h, sees keys j with past + i - window < j <= past + i
+// (every j <= past + i when window is 0).
+std::vector<float> NaiveAttention(const std::vector<float>& q, int64_t q_row0, int64_t m,
+                                  const std::vector<float>& k, const std::vector<float>& v,
+                                  int64_t past, int64_t window, const AttentionShape& shape) {
+  const int64_t d = shape.head_dim, q_ld = shape.num_heads * d, kv_ld = shape.num_kv_heads * d;
+  std::vector<float> out(m * q_ld);
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t last = past + i;
+    const int64_t first = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
+    for (int64_t h = 0; h < shape.num_heads; ++h) {
+      const int64_t g = h / (shape.num_heads / shape.num_kv_heads);
+      std::vector<double> score(last + 1);
+      double max_score = -INFINITY, sum = 0;
+      for (int64_t j = first; j <= last; ++j) {
+        double dot = 0;
+        for (int64_t e = 0; e < d; ++e) {
+          dot += double{q[(q_row0 + i) * q_ld + h * d + e]} * k[j * kv_ld + g * d + e];
+        }
+        score[j] = dot / std::sqrt(double(d));
+        max_score = std::max(max_score, score[j]);
+      }
+      for (int64_t j = first; j <= last; ++j) sum += std::exp(score[j] - max_score);
+      for (int64_t e = 0; e < d; ++e) {
+        double acc = 0;
+        for (int64_t j = first; j <= last; ++j) {
+          acc += std::exp(score[j] - max_score) * v[j * kv_ld + g * d + e];
+        }
+        out[i * q_ld + h * d + e] = static_cast<float>(acc / sum);
+      }
+    }
+  }
+  return out;
+}
+
+// Windowed and full items in one launch: windows cutting into a cached past, a prefill
+// longer than the window spanning several 32-key tiles (so the rows of one block start
+// at different keys), decode steps, a window of 1 (each row sees only itself) and one
+// wider than the sequence. Compiled, never run (no GPU was available).
+TEST_F(KernelsTest, AttentionWithSlidingWindowsMatchesANaiveReference) {
+  struct Seq {
+    int64_t past, m, window;
+  };
+  const std::vector<Seq> seqs = {{20, 7, 5},  {0, 70, 40}, {100, 1, 33}, {45, 1, 0},
+                                 {3, 2, 1000}, {10, 9, 1},  {37, 30, 0}};
+  for (int64_t d : {int64_t{32}, int64_t{128}, int64_t{256}}) {
+    const AttentionShape shape{4, 2, d};
+    const int64_t q_ld = shape.num_heads * d, kv_ld = shape.num_kv_heads * d;
+    int64_t total = 0;
+    for (const Seq& s : seqs) total += s.m;
+    const std::vector<float> q = Random(total * q_ld, 11, 2.0f);
+    DeviceArray<float> dq = ToDevice(q);
+    std::vector<DeviceArray<float>> dk, dv;
+    std::vector<std::vector<float>> hk, hv;
+    std::vector<AttentionItem> items;
+    int64_t row0 = 0, max_m = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const int64_t rows = seqs[i].past + seqs[i].m;
+      hk.push_back(Random(rows * kv_ld, 300 + i, 2.0f));
+      hv.push_back(Random(rows * kv_ld, 400 + i));
+      dk.push_back(ToDevice(hk.back()));
+      dv.push_back(ToDevice(hv.back()));
+      items.push_back({dk.back().get(), dv.back().get(), row0, seqs[i].m, seqs[i].past,
+                       seqs[i].window});
+      row0 += seqs[i].m;
+      max_m = std::max(max_m, seqs[i].m);
+    }
+    DeviceArray<AttentionItem> ditems = ToDevice(items);
+    DeviceArray<float> out = Zeros<float>(total * q_ld);
+    LaunchAttention(dq.get(), ditems.get(), items.size(), max_m, shape.num_heads,
+                    shape.num_kv_heads, d, out.get(), nullptr);
+    const std::vector<float> got = ToHost(out, total * q_ld);
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const Seq& s = seqs[i];
+      const std::vector<float> want =
+          NaiveAttention(q, items[i].q_row0, s.m, hk[i], hv[i], s.past, s.window, shape);
+      const float* got_i = got.data() + items[i].q_row0 * q_ld;
+      for (size_t e = 0; e < want.size(); ++e) {
+        ASSERT_NEAR(got_i[e], want[e], kAttnTol) << "d " << d << " item " << i << " at " << e;
+      }
+      // The data discriminates: where the window cuts keys off, full attention differs.
+      if (s.window > 0 && s.window < s.past + s.m) {
+        const std::vector<float> full =
+            NaiveAttention(q, items[i].q_row0, s.m, hk[i], hv[i], s.past, 0, shape);
+        float diff = 0;
+        for (size_t e = 0; e < want.size(); ++e) {
+          diff = std::max(diff, std::abs(full[e] - want[e]));
+        }
+        EXPECT_GT(diff, 100 * kAttnTol) << "item " << i;
+      }
+    }
   }
 }
 
