@@ -306,16 +306,11 @@ TEST(SlidingWindowTest, LongPromptAcrossKeyTilesMatchesTheReference) {
   ASSERT_TRUE(WriteTinyModel(dir, o).ok());
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(dir);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  absl::StatusOr<ModelFiles> files = ModelFiles::Open(dir);
-  ASSERT_TRUE(files.ok());
-  absl::StatusOr<ModelWeights> w = LoadWeights(*files);
-  ASSERT_TRUE(w.ok());
-  const int32_t vocab = w->config.vocab_size;
-  const std::vector<int32_t> p1 = TestTokens(70, 1, vocab), p2 = TestTokens(90, 2, vocab),
-                             q = TestTokens(30, 3, vocab);
-  std::vector<int32_t> all = p1;
-  all.insert(all.end(), p2.begin(), p2.end());
-  all.insert(all.end(), q.begin(), q.end());
+  absl::StatusOr<ModelWeights> w = LoadModelWeights(dir);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const std::vector<std::vector<int32_t>> prompt = TestBlocks({70, 90, 30}, w->config.vocab_size);
+  const std::vector<int32_t> &p1 = prompt[0], &p2 = prompt[1], &q = prompt[2];
+  std::vector<int32_t> all = JoinBlocks(prompt);
   KvCache c1 = *(*engine)->EncodeBlock(p1), c2 = *(*engine)->EncodeBlock(p2);
   std::vector<BlockInput> blocks = {{p1, &c1}, {p2, &c2}};
 

@@ -56,6 +56,17 @@ void ExpectBf16Close(const std::vector<float>& got, const std::vector<float>& wa
   ExpectBf16Close(got.data(), want.data(), got.size(), what);
 }
 
+// Every layer's K and V rows of `cache` against the reference's.
+void ExpectKvBf16Close(const KvCache& cache, const ReferenceOutput& ref, const std::string& what) {
+  const int64_t row = cache.shape().row();
+  for (int64_t l = 0; l < cache.shape().num_layers; ++l) {
+    for (int64_t t = 0; t < cache.num_tokens(); ++t) {
+      ExpectBf16Close(cache.k(l) + t * row, ref.k[l][t].data(), row, what + " K");
+      ExpectBf16Close(cache.v(l) + t * row, ref.v[l][t].data(), row, what + " V");
+    }
+  }
+}
+
 struct Variant {
   std::string name;
   TinyModelOptions options;
@@ -157,13 +168,8 @@ TEST_P(CudaEngineTest, ShiftedBlockEqualsBlockComputedAtOffset) {
   ASSERT_TRUE(kv.ok()) << kv.status();
   engine_->ShiftBlock(*kv, offset);
   ReferenceOutput ref = ReferenceForward(weights_, b, Iota(n, offset), BlockMask({n}));
+  ExpectKvBf16Close(*kv, ref, "shifted block");
   const int64_t row = kv->shape().row();
-  for (int64_t l = 0; l < kv->shape().num_layers; ++l) {
-    for (int64_t t = 0; t < n; ++t) {
-      ExpectBf16Close(kv->k(l) + t * row, ref.k[l][t].data(), row, "K");
-      ExpectBf16Close(kv->v(l) + t * row, ref.v[l][t].data(), row, "V");
-    }
-  }
   // The same on the GPU alone: encoding directly at the offset.
   std::unique_ptr<Backend> backend = NewCudaBackend();
   ASSERT_NE(backend, nullptr);
@@ -218,13 +224,8 @@ TEST_P(CudaEngineTest, CachedShiftedBlocksEqualRecomputationUnderBlockMask) {
   ASSERT_TRUE(miss.ok()) << miss.status();
   ExpectBf16Close(hit->logits_last, ref.logits.back(), "hit logits");
   ExpectBf16Close(miss->logits_last, ref.logits.back(), "miss logits");
-  const int64_t row = hit->cache.shape().row();
-  for (int64_t l = 0; l < hit->cache.shape().num_layers; ++l) {
-    for (size_t t = 0; t < all.size(); ++t) {
-      ExpectBf16Close(hit->cache.k(l) + t * row, ref.k[l][t].data(), row, "sequence K");
-      ExpectBf16Close(hit->cache.v(l) + t * row, ref.v[l][t].data(), row, "sequence V");
-    }
-  }
+  ASSERT_EQ(hit->cache.num_tokens(), static_cast<int64_t>(all.size()));
+  ExpectKvBf16Close(hit->cache, ref, "sequence");
 }
 
 TEST_P(CudaEngineTest, GlobalBlocksEqualFullAttentionOverThosePassagesAndQuery) {
@@ -300,16 +301,11 @@ TEST(CudaSlidingWindowTest, LongPromptAcrossKeyTilesMatchesTheReferenceAndTheCpu
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   absl::StatusOr<std::unique_ptr<Engine>> cpu = Engine::Load(dir);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
-  absl::StatusOr<ModelFiles> files = ModelFiles::Open(dir);
-  ASSERT_TRUE(files.ok());
-  absl::StatusOr<ModelWeights> w = LoadWeights(*files);
-  ASSERT_TRUE(w.ok());
-  const int32_t vocab = w->config.vocab_size;
-  const std::vector<int32_t> p1 = TestTokens(70, 1, vocab), p2 = TestTokens(90, 2, vocab),
-                             q = TestTokens(30, 3, vocab);
-  std::vector<int32_t> all = p1;
-  all.insert(all.end(), p2.begin(), p2.end());
-  all.insert(all.end(), q.begin(), q.end());
+  absl::StatusOr<ModelWeights> w = LoadModelWeights(dir);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const std::vector<std::vector<int32_t>> prompt = TestBlocks({70, 90, 30}, w->config.vocab_size);
+  const std::vector<int32_t> &p1 = prompt[0], &p2 = prompt[1], &q = prompt[2];
+  std::vector<int32_t> all = JoinBlocks(prompt);
   const int64_t n = all.size();
   const ReferenceOutput ref_block = ReferenceForward(*w, all, Iota(n), BlockMask({70, 90, 30}));
   const ReferenceOutput ref_full = ReferenceForward(*w, all, Iota(n), BlockMask({n}));
@@ -323,12 +319,8 @@ TEST(CudaSlidingWindowTest, LongPromptAcrossKeyTilesMatchesTheReferenceAndTheCpu
   ASSERT_TRUE(full.ok()) << full.status();
   ExpectBf16Close(block->logits_last, ref_block.logits.back(), "block mode");
   ExpectBf16Close(full->logits_last, ref_full.logits.back(), "full mode");
-  const int64_t row = block->cache.shape().row();
-  for (int64_t l = 0; l < block->cache.shape().num_layers; ++l) {
-    for (int64_t t = 0; t < n; ++t) {
-      ExpectBf16Close(block->cache.v(l) + t * row, ref_block.v[l][t].data(), row, "block V");
-    }
-  }
+  ASSERT_EQ(block->cache.num_tokens(), n);
+  ExpectKvBf16Close(block->cache, ref_block, "block mode");
   const std::vector<BlockInput> uncached = {{p1, nullptr}, {p2, nullptr}};
   absl::StatusOr<PrefillResult> cpu_full =
       (*cpu)->PrefillLast(uncached, q, {.mode = AttentionMode::kFull});
