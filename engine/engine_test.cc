@@ -52,7 +52,12 @@ std::vector<Variant> Variants() {
   mistral_window.sliding_window = 8;
   TinyModelOptions qwen2_window = qwen2;  // layer 0 full, layer 1 windowed
   qwen2_window.sliding_window = 6;
-  qwen2_window.max_window_layers = 1;
+  qwen2_window.windowed_layers = {false, true};
+  // A pattern only layer_types can give (windowed layers first and between full ones).
+  TinyModelOptions qwen2_alternating = qwen2;
+  qwen2_alternating.num_layers = 4;
+  qwen2_alternating.sliding_window = 6;
+  qwen2_alternating.windowed_layers = {true, false, true, false};
   return {{"gqa", gqa},
           {"mha", mha},
           {"qwen2_bias", qwen2},
@@ -63,7 +68,8 @@ std::vector<Variant> Variants() {
           {"llama_attention_bias", attn_bias},
           {"llama_mlp_bias", mlp_bias},
           {"mistral_sliding_window", mistral_window},
-          {"qwen2_sliding_window", qwen2_window}};
+          {"qwen2_sliding_window", qwen2_window},
+          {"qwen2_alternating_window", qwen2_alternating}};
 }
 
 float MaxAbsDiff(const float* a, const float* b, int64_t n) {
@@ -256,7 +262,7 @@ TEST_P(EngineExactnessTest, TheVariantsFeaturesMatterForTheseTests) {
   }
   if (plain.config.sliding_window.has_value()) {
     plain.config.sliding_window.reset();
-    plain.config.max_window_layers = 0;
+    plain.config.windowed_layers.clear();
     stripped = true;
   }
   if (!stripped) GTEST_SKIP() << "no o_proj/MLP bias or window in this variant";
@@ -265,6 +271,27 @@ TEST_P(EngineExactnessTest, TheVariantsFeaturesMatterForTheseTests) {
     ReferenceOutput with = ReferenceForward(weights_, all, Iota(all.size()), mask);
     ReferenceOutput without = ReferenceForward(plain, all, Iota(all.size()), mask);
     EXPECT_GT(MaxAbsDiff(with.logits.back(), without.logits.back()), 100 * kTol);
+  }
+}
+
+// Which layers slide matters too: the same weights with the complementary layer
+// pattern, or with every layer windowed, move the reference logits far beyond kTol, so
+// the tests above would catch a backend that windows the wrong layers.
+TEST_P(EngineExactnessTest, TheVariantsLayerPatternMattersForTheseTests) {
+  const ModelConfig& c = weights_.config;
+  if (c.windowed_layers.empty()) GTEST_SKIP() << "no per-layer pattern in this variant";
+  ModelWeights flipped = weights_, every = weights_;
+  flipped.config.windowed_layers.flip();
+  every.config.windowed_layers.clear();
+  ASSERT_TRUE(flipped.config.Validate().ok());
+  ASSERT_TRUE(every.config.Validate().ok());
+  const std::vector<int32_t> all = Concat();
+  for (const auto& mask : {BlockMask({int64_t(all.size())}), BlockMask(Lengths())}) {
+    ReferenceOutput with = ReferenceForward(weights_, all, Iota(all.size()), mask);
+    for (const ModelWeights* other : {&flipped, &every}) {
+      ReferenceOutput without = ReferenceForward(*other, all, Iota(all.size()), mask);
+      EXPECT_GT(MaxAbsDiff(with.logits.back(), without.logits.back()), 100 * kTol);
+    }
   }
 }
 
@@ -279,16 +306,11 @@ TEST(SlidingWindowTest, LongPromptAcrossKeyTilesMatchesTheReference) {
   ASSERT_TRUE(WriteTinyModel(dir, o).ok());
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(dir);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  absl::StatusOr<ModelFiles> files = ModelFiles::Open(dir);
-  ASSERT_TRUE(files.ok());
-  absl::StatusOr<ModelWeights> w = LoadWeights(*files);
-  ASSERT_TRUE(w.ok());
-  const int32_t vocab = w->config.vocab_size;
-  const std::vector<int32_t> p1 = TestTokens(70, 1, vocab), p2 = TestTokens(90, 2, vocab),
-                             q = TestTokens(30, 3, vocab);
-  std::vector<int32_t> all = p1;
-  all.insert(all.end(), p2.begin(), p2.end());
-  all.insert(all.end(), q.begin(), q.end());
+  absl::StatusOr<ModelWeights> w = LoadModelWeights(dir);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const std::vector<std::vector<int32_t>> prompt = TestBlocks({70, 90, 30}, w->config.vocab_size);
+  const std::vector<int32_t> &p1 = prompt[0], &p2 = prompt[1], &q = prompt[2];
+  std::vector<int32_t> all = JoinBlocks(prompt);
   KvCache c1 = *(*engine)->EncodeBlock(p1), c2 = *(*engine)->EncodeBlock(p2);
   std::vector<BlockInput> blocks = {{p1, &c1}, {p2, &c2}};
 

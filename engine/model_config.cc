@@ -1,5 +1,6 @@
 #include "engine/model_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <fstream>
@@ -107,6 +108,20 @@ class KeyReader {
     }                                         \
   } while (0)
 
+absl::Status Positive(const char* field, int64_t value) {
+  if (value > 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": expected a positive value, found ", value));
+}
+
+absl::Status ValidateLayerCount(int64_t num_layers) {
+  CONFIG_RETURN_IF_ERROR(Positive("num_hidden_layers", num_layers));
+  if (num_layers <= ModelConfig::kMaxHiddenLayers) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "num_hidden_layers: expected at most ", ModelConfig::kMaxHiddenLayers,
+      ", found ", num_layers));
+}
+
 absl::Status ParseRopeScaling(const Json& json, RopeScaling* out) {
   if (!json.is_object()) {
     return KeyError("rope_scaling", "an object or null", json);
@@ -183,6 +198,7 @@ absl::Status ParseSizes(const KeyReader& reader, ModelConfig* config) {
       reader.Int("intermediate_size", true, &config->intermediate_size));
   CONFIG_RETURN_IF_ERROR(
       reader.Int("num_hidden_layers", true, &config->num_hidden_layers));
+  CONFIG_RETURN_IF_ERROR(ValidateLayerCount(config->num_hidden_layers));
   CONFIG_RETURN_IF_ERROR(
       reader.Int("num_attention_heads", true, &config->num_attention_heads));
   config->num_key_value_heads = config->num_attention_heads;
@@ -219,42 +235,39 @@ absl::Status ParseRope(const KeyReader& reader, ModelConfig* config) {
   return ParseRopeScaling(*rope, &config->rope_scaling);
 }
 
-// Qwen2's "layer_types": some leading "full_attention" layers, then only
-// "sliding_attention" ones (what max_window_layers describes). Other patterns
-// are Unimplemented.
+// Qwen2's "layer_types": one "full_attention" or "sliding_attention" entry per
+// hidden layer, in any pattern (Qwen2Attention reads its own layer's entry).
 absl::Status ParseLayerTypes(const Json& types, int64_t num_layers,
-                             int64_t* full_layers) {
+                             std::vector<bool>* windowed) {
   if (!types.is_array() || static_cast<int64_t>(types.size()) != num_layers) {
-    return KeyError("layer_types",
-                    "a list with one entry per hidden layer", types);
+    const std::string found = types.is_array()
+                                  ? absl::StrCat(types.size(), " entries")
+                                  : types.dump();
+    return absl::InvalidArgumentError(
+        absl::StrCat("key \"layer_types\": expected a list of one entry per "
+                     "hidden layer (", num_layers, "), found ", found));
   }
-  int64_t full = 0;
-  bool sliding_seen = false;
+  windowed->clear();
   for (const Json& t : types) {
-    if (t == "full_attention" && !sliding_seen) {
-      ++full;
-    } else if (t == "sliding_attention") {
-      sliding_seen = true;
-    } else {
-      return absl::UnimplementedError(absl::StrCat(
-          "layer_types ", types.dump(),
-          " is not supported (expected \"full_attention\" layers followed by "
-          "\"sliding_attention\" layers)"));
+    if (t != "full_attention" && t != "sliding_attention") {
+      return KeyError("layer_types",
+                      "entries \"full_attention\" or \"sliding_attention\"", t);
     }
+    windowed->push_back(t == "sliding_attention");
   }
-  *full_layers = full;
   return absl::OkStatus();
 }
 
 // Mistral and Qwen2 default the window to 4096 when the key is absent (not
-// when it is null), as MistralConfig and Qwen2Config do.
+// when it is null), as MistralConfig and Qwen2Config do. Leaves
+// windowed_layers in its one representation (see ModelConfig).
 absl::Status ParseSlidingWindow(const Json& json, const KeyReader& reader,
                                 ModelConfig* config) {
   bool enabled = config->model_type == "mistral";
-  int64_t full_layers = 0;
+  std::vector<bool> windowed;  // empty: every layer
   if (config->model_type == "qwen2") {
     CONFIG_RETURN_IF_ERROR(reader.Bool("use_sliding_window", &enabled));
-    full_layers = 28;
+    int64_t full_layers = 28;
     CONFIG_RETURN_IF_ERROR(
         reader.Int("max_window_layers", false, &full_layers));
     if (full_layers < 0) {
@@ -262,10 +275,15 @@ absl::Status ParseSlidingWindow(const Json& json, const KeyReader& reader,
           "max_window_layers: expected a non-negative value, found ",
           full_layers));
     }
-    if (const Json* types = reader.Find("layer_types");
-        enabled && types != nullptr) {
+    // layer_types, when given, decides alone (max_window_layers is then
+    // unused, as in Qwen2Config); it is checked even with the window off.
+    if (const Json* types = reader.Find("layer_types"); types != nullptr) {
       CONFIG_RETURN_IF_ERROR(
-          ParseLayerTypes(*types, config->num_hidden_layers, &full_layers));
+          ParseLayerTypes(*types, config->num_hidden_layers, &windowed));
+    } else {
+      for (int64_t l = 0; l < config->num_hidden_layers; ++l) {
+        windowed.push_back(l >= full_layers);
+      }
     }
   }
   if (!enabled) return absl::OkStatus();
@@ -274,13 +292,18 @@ absl::Status ParseSlidingWindow(const Json& json, const KeyReader& reader,
     if (reader.Find("sliding_window") == nullptr) return absl::OkStatus();
     CONFIG_RETURN_IF_ERROR(reader.Int("sliding_window", true, &window));
   }
+  auto all = [&windowed](bool value) {
+    return std::find(windowed.begin(), windowed.end(), !value) ==
+           windowed.end();
+  };
   // A window no prompt can exceed, or one no layer uses, is no window.
   if (window >= config->max_position_embeddings ||
-      full_layers >= config->num_hidden_layers) {
+      (!windowed.empty() && all(false))) {
     return absl::OkStatus();
   }
+  if (all(true)) windowed.clear();
   config->sliding_window = window;
-  config->max_window_layers = full_layers;
+  config->windowed_layers = std::move(windowed);
   return absl::OkStatus();
 }
 
@@ -336,12 +359,6 @@ absl::StatusOr<ModelConfig> ParseConfig(const Json& json) {
   return config;
 }
 
-absl::Status Positive(const char* field, int64_t value) {
-  if (value > 0) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, ": expected a positive value, found ", value));
-}
-
 absl::Status PositiveReal(const char* field, double value) {
   if (value > 0 && std::isfinite(value)) return absl::OkStatus();
   return absl::InvalidArgumentError(
@@ -381,24 +398,29 @@ absl::Status ValidateTokenIds(const ModelConfig& config) {
 }
 
 absl::Status ValidateSlidingWindow(const ModelConfig& config) {
+  const std::vector<bool>& windowed = config.windowed_layers;
   if (!config.sliding_window.has_value()) {
-    if (config.max_window_layers == 0) return absl::OkStatus();
+    if (windowed.empty()) return absl::OkStatus();
     return absl::InvalidArgumentError(absl::StrCat(
-        "max_window_layers: expected 0 without a sliding window, found ",
-        config.max_window_layers));
+        "windowed_layers: expected none without a sliding window, found ",
+        windowed.size()));
   }
   if (config.model_type == "llama") {
     return absl::InvalidArgumentError(
         "sliding_window: llama models have no sliding window");
   }
   CONFIG_RETURN_IF_ERROR(Positive("sliding_window", *config.sliding_window));
-  if (config.max_window_layers < 0 ||
-      config.max_window_layers >= config.num_hidden_layers ||
-      (config.model_type == "mistral" && config.max_window_layers != 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_window_layers: expected a value in [0, num_hidden_layers ",
-        config.num_hidden_layers, ") (0 for mistral), found ",
-        config.max_window_layers));
+  if (!windowed.empty()) {
+    const auto count = std::count(windowed.begin(), windowed.end(), true);
+    if (config.model_type == "mistral" ||
+        static_cast<int64_t>(windowed.size()) != config.num_hidden_layers ||
+        count == 0 || count == static_cast<int64_t>(windowed.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "windowed_layers: expected empty (every layer windowed; always for "
+          "mistral) or one entry per layer (", config.num_hidden_layers,
+          ") mixing full and windowed layers, found ", windowed.size(),
+          " entries, ", count, " windowed"));
+    }
   }
   if (*config.sliding_window >= config.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -499,7 +521,22 @@ std::string ModelConfig::ToJson() const {
   if (!torch_dtype.empty()) json["torch_dtype"] = torch_dtype;
   if (model_type == "qwen2") {
     json["use_sliding_window"] = sliding_window.has_value();
-    if (sliding_window.has_value()) json["max_window_layers"] = max_window_layers;
+    if (sliding_window.has_value()) {
+      // Full layers then windowed ones is what max_window_layers says (and
+      // what these configs have always written); other patterns need
+      // layer_types.
+      const std::vector<bool>& w = windowed_layers;
+      const auto first = std::find(w.begin(), w.end(), true);
+      if (std::find(first, w.end(), false) == w.end()) {
+        json["max_window_layers"] = first - w.begin();
+      } else {
+        nlohmann::ordered_json types = nlohmann::ordered_json::array();
+        for (bool slides : w) {
+          types.push_back(slides ? "sliding_attention" : "full_attention");
+        }
+        json["layer_types"] = types;
+      }
+    }
   }
   if (sliding_window.has_value()) {
     json["sliding_window"] = *sliding_window;
@@ -522,7 +559,7 @@ absl::Status ModelConfig::Validate() const {
   CONFIG_RETURN_IF_ERROR(Positive("vocab_size", vocab_size));
   CONFIG_RETURN_IF_ERROR(Positive("hidden_size", hidden_size));
   CONFIG_RETURN_IF_ERROR(Positive("intermediate_size", intermediate_size));
-  CONFIG_RETURN_IF_ERROR(Positive("num_hidden_layers", num_hidden_layers));
+  CONFIG_RETURN_IF_ERROR(ValidateLayerCount(num_hidden_layers));
   CONFIG_RETURN_IF_ERROR(
       Positive("num_attention_heads", num_attention_heads));
   CONFIG_RETURN_IF_ERROR(

@@ -30,6 +30,10 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
+  // A bound far above any real model's depth, so that parsing a config never
+  // allocates per-layer data (windowed_layers) for an absurd layer count.
+  static constexpr int64_t kMaxHiddenLayers = 1 << 16;
+
   std::string model_type;  // "llama", "mistral" or "qwen2"
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
@@ -64,20 +68,24 @@ struct ModelConfig {
   // itself included (Hugging Face's sliding_window_overlay). Unset when no
   // layer would use it.
   std::optional<int64_t> sliding_window;
-  // Layers [0, max_window_layers) attend fully, later ones through the
-  // window: Qwen2's "max_window_layers" (default 28) or the leading
-  // "full_attention" entries of its "layer_types"; 0 for Mistral (every
-  // layer slides). Always 0 when sliding_window is unset.
-  int64_t max_window_layers = 0;
+  // Which layers attend through the window, one entry per hidden layer
+  // (true: windowed), or empty when every layer does (always for Mistral).
+  // Qwen2 takes it from "layer_types" when present (any pattern of
+  // "full_attention" and "sliding_attention"), else layers from
+  // "max_window_layers" (default 28) on slide. Always empty when
+  // sliding_window is unset; when set and not empty it holds both a full and
+  // a windowed layer, so each config has one representation.
+  std::vector<bool> windowed_layers;
 
   // Whether o_proj has a bias: Llama's attention_bias covers it, Qwen2's
   // q/k/v bias does not.
   bool o_proj_bias() const { return attention_bias && model_type == "llama"; }
 
-  // The window of layer `layer` (see sliding_window), or nullopt for full
-  // causal attention.
+  // The window of layer `layer` (see sliding_window and windowed_layers), or
+  // nullopt for full causal attention.
   std::optional<int64_t> LayerWindow(int64_t layer) const {
-    if (!sliding_window.has_value() || layer < max_window_layers) return std::nullopt;
+    if (!sliding_window.has_value()) return std::nullopt;
+    if (!windowed_layers.empty() && !windowed_layers[layer]) return std::nullopt;
     return sliding_window;
   }
 
@@ -89,8 +97,9 @@ struct ModelConfig {
   // num_hidden_layers and num_attention_heads are required. The result is
   // Validate()d. Errors: InvalidArgument for bad JSON, missing or mistyped
   // keys, unsupported model_type, or invalid values; Unimplemented for a
-  // rope_scaling type other than default/linear/llama3 (message names it),
-  // and for a Qwen2 "layer_types" other than full layers then sliding ones.
+  // rope_scaling type other than default/linear/llama3 (message names it).
+  // A Qwen2 "layer_types" that is not a list of num_hidden_layers
+  // "full_attention" / "sliding_attention" strings is InvalidArgument.
   static absl::StatusOr<ModelConfig> FromJson(std::string_view json_text);
 
   // Reads and parses the file at `path` (NotFound if absent); error
@@ -104,8 +113,9 @@ struct ModelConfig {
   // Checks consistency: supported model_type, positive sizes,
   // num_attention_heads divisible by num_key_value_heads, even head_dim,
   // rms_norm_eps > 0, rope_theta > 0, sane rope scaling parameters,
-  // non-negative token ids, positive sliding window below
-  // max_position_embeddings with max_window_layers in [0, layers) (0 for
+  // num_hidden_layers at most kMaxHiddenLayers, non-negative token ids,
+  // positive sliding window below max_position_embeddings, windowed_layers
+  // empty or one entry per layer mixing full and windowed ones (empty for
   // mistral and without a window), qwen2 with attention_bias, biases only
   // where the family has them (mlp_bias: llama; attention_bias: not
   // mistral). InvalidArgument naming the offending field otherwise.

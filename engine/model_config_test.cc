@@ -179,7 +179,9 @@ TEST(ModelConfigTest, Qwen2WithUseSlidingWindowRecordsTheWindow) {
   absl::StatusOr<ModelConfig> config = ModelConfig::FromJson(json.dump());
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->sliding_window, 4096);
-  EXPECT_EQ(config->max_window_layers, 20);
+  std::vector<bool> windowed(24, false);
+  for (int i = 20; i < 24; ++i) windowed[i] = true;
+  EXPECT_EQ(config->windowed_layers, windowed);
   EXPECT_FALSE(config->LayerWindow(19).has_value());
   EXPECT_EQ(config->LayerWindow(20), 4096);
   EXPECT_EQ(config->LayerWindow(23), 4096);
@@ -195,25 +197,123 @@ TEST(ModelConfigTest, Qwen2WithUseSlidingWindowRecordsTheWindow) {
   config = ModelConfig::FromJson(json.dump());
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->sliding_window, 4096);
+  EXPECT_TRUE(config->windowed_layers.empty()) << "every layer slides: the empty form";
   EXPECT_EQ(config->LayerWindow(0), 4096);
+  EXPECT_EQ(config->LayerWindow(23), 4096);
 }
 
-TEST(ModelConfigTest, Qwen2LayerTypesGiveTheWindowedLayers) {
+// Qwen2 with use_sliding_window and the given "layer_types" (24 layers, window 1024).
+absl::StatusOr<ModelConfig> Qwen2WithLayerTypes(const nlohmann::json& types) {
   nlohmann::json json = nlohmann::json::parse(kQwen2Config);
   json["use_sliding_window"] = true;
   json["sliding_window"] = 1024;
-  std::vector<std::string> types(24, "full_attention");
-  for (int i = 10; i < 24; ++i) types[i] = "sliding_attention";
   json["layer_types"] = types;
+  return ModelConfig::FromJson(json.dump());
+}
+
+TEST(ModelConfigTest, Qwen2LayerTypesGiveAnyPatternOfWindowedLayers) {
+  // Alternating, starting with a windowed layer: layer l slides iff l is even.
+  std::vector<std::string> types(24, "full_attention");
+  for (int i = 0; i < 24; i += 2) types[i] = "sliding_attention";
+  absl::StatusOr<ModelConfig> config = Qwen2WithLayerTypes(types);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sliding_window, 1024);
+  ASSERT_EQ(config->windowed_layers.size(), 24u);
+  for (int l = 0; l < 24; ++l) {
+    EXPECT_EQ(config->windowed_layers[l], l % 2 == 0) << l;
+    EXPECT_EQ(config->LayerWindow(l), l % 2 == 0 ? std::optional<int64_t>(1024) : std::nullopt)
+        << l;
+  }
+  // The pattern survives ToJson (written as layer_types: max_window_layers cannot say it).
+  const std::string json = config->ToJson();
+  EXPECT_NE(json.find("\"layer_types\""), std::string::npos) << json;
+  absl::StatusOr<ModelConfig> back = ModelConfig::FromJson(json);
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << json;
+  EXPECT_EQ(*back, *config);
+
+  // layer_types decides, whatever max_window_layers says (21 in this sample).
+  std::vector<std::string> last_full(24, "sliding_attention");
+  last_full[23] = "full_attention";
+  config = Qwen2WithLayerTypes(last_full);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->LayerWindow(0), 1024);
+  EXPECT_FALSE(config->LayerWindow(23).has_value());
+}
+
+TEST(ModelConfigTest, Qwen2LayerTypesAgreeWithMaxWindowLayers) {
+  nlohmann::json json = nlohmann::json::parse(kQwen2Config);
+  json["use_sliding_window"] = true;
+  json["sliding_window"] = 1024;
+  for (int full : {0, 10, 23, 24}) {
+    std::vector<std::string> types(24, "sliding_attention");
+    for (int i = 0; i < full; ++i) types[i] = "full_attention";
+    absl::StatusOr<ModelConfig> from_types = Qwen2WithLayerTypes(types);
+    json["max_window_layers"] = full;
+    absl::StatusOr<ModelConfig> from_count = ModelConfig::FromJson(json.dump());
+    ASSERT_TRUE(from_types.ok()) << from_types.status();
+    ASSERT_TRUE(from_count.ok()) << from_count.status();
+    EXPECT_EQ(*from_types, *from_count) << full << " full layers";
+    // All full: no layer slides, so no window at all.
+    EXPECT_EQ(from_types->sliding_window.has_value(), full < 24) << full;
+    // This pattern is written back as max_window_layers, as it always was.
+    if (full < 24) {
+      EXPECT_EQ(from_types->ToJson().find("layer_types"), std::string::npos);
+      EXPECT_NE(from_types->ToJson().find("\"max_window_layers\": " + std::to_string(full)),
+                std::string::npos)
+          << from_types->ToJson();
+    }
+  }
+}
+
+TEST(ModelConfigTest, Qwen2LayerTypesOfTheWrongLengthOrKindAreRejectedByName) {
+  std::vector<std::string> types(24, "sliding_attention");
+  types[3] = "full_attention";
+  std::vector<nlohmann::json> bad = {
+      std::vector<std::string>(types.begin(), types.end() - 1),  // 23 entries
+      std::vector<std::string>(25, "sliding_attention"),
+      nlohmann::json("sliding_attention"),
+      nlohmann::json::array({1, 2}),
+  };
+  std::vector<std::string> unknown = types;
+  unknown[5] = "chunked_attention";
+  bad.push_back(unknown);
+  nlohmann::json with_null = types;
+  with_null[7] = nullptr;
+  bad.push_back(with_null);
+  for (const nlohmann::json& value : bad) {
+    absl::StatusOr<ModelConfig> config = Qwen2WithLayerTypes(value);
+    ASSERT_FALSE(config.ok()) << value.dump();
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << config.status();
+    EXPECT_NE(Message(config.status()).find("layer_types"), std::string::npos)
+        << config.status();
+  }
+  EXPECT_NE(Message(Qwen2WithLayerTypes(unknown).status()).find("chunked_attention"),
+            std::string::npos);
+  EXPECT_NE(Message(Qwen2WithLayerTypes(bad[0]).status()).find("23 entries"), std::string::npos);
+  // Checked with the window off too (Qwen2Config validates the list either way).
+  absl::StatusOr<ModelConfig> off = ParseWith(kQwen2Config, "layer_types", unknown);
+  EXPECT_EQ(off.status().code(), absl::StatusCode::kInvalidArgument) << off.status();
+  absl::StatusOr<ModelConfig> off_ok = ParseWith(kQwen2Config, "layer_types", types);
+  ASSERT_TRUE(off_ok.ok()) << off_ok.status();
+  EXPECT_FALSE(off_ok->sliding_window.has_value());
+}
+
+// Parsing builds per-layer data (windowed_layers), so an absurd layer count is refused
+// before it, not allocated.
+TEST(ModelConfigTest, LayerCountsBeyondTheBoundAreRejected) {
+  nlohmann::json json = nlohmann::json::parse(kQwen2Config);
+  json["use_sliding_window"] = true;
+  json["sliding_window"] = 1024;
+  json["max_window_layers"] = 1;
+  json["num_hidden_layers"] = ModelConfig::kMaxHiddenLayers;
   absl::StatusOr<ModelConfig> config = ModelConfig::FromJson(json.dump());
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->max_window_layers, 10);
-  EXPECT_EQ(config->sliding_window, 1024);
-  // Alternating patterns are not what max_window_layers can say: refused.
-  types[12] = "full_attention";
-  json["layer_types"] = types;
-  EXPECT_EQ(ModelConfig::FromJson(json.dump()).status().code(),
-            absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(config->windowed_layers.size(), size_t{ModelConfig::kMaxHiddenLayers});
+  json["num_hidden_layers"] = int64_t{1} << 50;
+  config = ModelConfig::FromJson(json.dump());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(Message(config.status()).find("num_hidden_layers"), std::string::npos)
+      << config.status();
 }
 
 TEST(ModelConfigTest, BiasesFollowEachFamilysModelingCode) {
@@ -270,8 +370,9 @@ TEST(ModelConfigTest, MistralWindowThatIsNullOrCoversAllPositionsIsNone) {
       ParseWith(kMistralConfig, "sliding_window", kErase);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->sliding_window, 4096);
-  EXPECT_EQ(config->max_window_layers, 0);
+  EXPECT_TRUE(config->windowed_layers.empty());
   EXPECT_EQ(config->LayerWindow(0), 4096);
+  EXPECT_EQ(config->LayerWindow(31), 4096);
 }
 
 TEST(ModelConfigTest, MissingOptionalKeysGetLlamaConfigDefaults) {
@@ -457,14 +558,39 @@ TEST(ModelConfigTest, ValidateRejectsOutOfRangeValuesNamingTheField) {
        "max_position_embeddings"},
       {[](ModelConfig& c) { c.bos_token_id = -1; }, "bos_token_id"},
       {[](ModelConfig& c) { c.eos_token_ids.push_back(-2); }, "eos_token_id"},
+      {[](ModelConfig& c) { c.num_hidden_layers = ModelConfig::kMaxHiddenLayers + 1; },
+       "num_hidden_layers"},
       {[](ModelConfig& c) { c.sliding_window = 1024; }, "sliding_window"},
-      {[](ModelConfig& c) { c.max_window_layers = 1; }, "max_window_layers"},
+      {[](ModelConfig& c) { c.windowed_layers = {false, true}; }, "windowed_layers"},
       {[](ModelConfig& c) {
          c.model_type = "mistral";
          c.sliding_window = 16;
-         c.max_window_layers = 1;
+         c.windowed_layers.assign(32, true);
+         c.windowed_layers[0] = false;
        },
-       "max_window_layers"},
+       "windowed_layers"},
+      {[](ModelConfig& c) {  // one entry short
+         c.model_type = "qwen2";
+         c.attention_bias = true;
+         c.sliding_window = 16;
+         c.windowed_layers.assign(31, true);
+         c.windowed_layers[0] = false;
+       },
+       "windowed_layers"},
+      {[](ModelConfig& c) {  // every layer windowed must be the empty form
+         c.model_type = "qwen2";
+         c.attention_bias = true;
+         c.sliding_window = 16;
+         c.windowed_layers.assign(32, true);
+       },
+       "windowed_layers"},
+      {[](ModelConfig& c) {  // no layer windowed: no window
+         c.model_type = "qwen2";
+         c.attention_bias = true;
+         c.sliding_window = 16;
+         c.windowed_layers.assign(32, false);
+       },
+       "windowed_layers"},
       {[](ModelConfig& c) {
          c.model_type = "mistral";
          c.attention_bias = true;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "engine/model_files.h"
 #include "engine/rope.h"
 
 namespace blockserve::engine {
@@ -74,7 +75,8 @@ ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_
     const LayerWeights& L = w.layers[layer];
     // Sliding window (Hugging Face's convention): token i sees token j only if
     // i - window < j, on top of the given mask; indices are sequence indices.
-    const bool windowed = c.sliding_window.has_value() && layer >= c.max_window_layers;
+    const bool windowed = c.sliding_window.has_value() &&
+                          (c.windowed_layers.empty() || c.windowed_layers[layer]);
     const int64_t window = windowed ? *c.sliding_window : 0;
     auto sees = [&](int64_t i, int64_t j) { return mask(i, j) && (!windowed || i - j < window); };
     std::vector<std::vector<float>> q(n), k(n), v(n);
@@ -129,6 +131,26 @@ std::vector<int32_t> TestTokens(int64_t n, int32_t seed, int32_t vocab) {
   std::vector<int32_t> t(n);
   for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((seed * 7919 + i * 104729) % vocab);
   return t;
+}
+
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::string& dir) {
+  absl::StatusOr<ModelFiles> files = ModelFiles::Open(dir);
+  if (!files.ok()) return files.status();
+  return LoadWeights(*files);
+}
+
+std::vector<std::vector<int32_t>> TestBlocks(const std::vector<int64_t>& lengths, int32_t vocab) {
+  std::vector<std::vector<int32_t>> blocks;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    blocks.push_back(TestTokens(lengths[i], static_cast<int32_t>(i + 1), vocab));
+  }
+  return blocks;
+}
+
+std::vector<int32_t> JoinBlocks(const std::vector<std::vector<int32_t>>& blocks) {
+  std::vector<int32_t> all;
+  for (const std::vector<int32_t>& b : blocks) all.insert(all.end(), b.begin(), b.end());
+  return all;
 }
 
 std::vector<int64_t> Iota(int64_t n, int64_t start) {

@@ -18,7 +18,8 @@ struct ReferenceOutput {
 };
 
 // Token i sits at RoPE position positions[i] and attends to token j iff mask(i, j) and,
-// in a layer with a sliding window (ModelConfig::LayerWindow's layers), i - j < window:
+// in a layer with a sliding window (every layer, or those ModelConfig::windowed_layers
+// marks; read from the fields, not through LayerWindow), i - j < window:
 // the window is counted in token indices of `tokens`, whatever the positions. Every
 // bias the weights hold (q/k/v, o_proj, MLP) is added.
 ReferenceOutput ReferenceForward(const ModelWeights& w, const std::vector<int32_t>& tokens,
@@ -33,6 +34,15 @@ std::function<bool(int64_t, int64_t)> BlockMask(const std::vector<int64_t>& bloc
 // `n` token ids in [0, vocab), spread over the vocabulary and different for each
 // `seed`: the exactness tests' prompts.
 std::vector<int32_t> TestTokens(int64_t n, int32_t seed, int32_t vocab);
+
+// The weights of the model folder `dir`, loaded as Engine::Load loads them.
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::string& dir);
+
+// One TestTokens block per length, seeded 1, 2, ...: a prompt's passages and query.
+std::vector<std::vector<int32_t>> TestBlocks(const std::vector<int64_t>& lengths, int32_t vocab);
+
+// The prompt made of `blocks`' tokens, one block after the other.
+std::vector<int32_t> JoinBlocks(const std::vector<std::vector<int32_t>>& blocks);
 
 // The positions start, start + 1, ..., start + n - 1.
 std::vector<int64_t> Iota(int64_t n, int64_t start = 0);

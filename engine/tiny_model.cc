@@ -77,7 +77,7 @@ ModelConfig TinyModelConfig(const TinyModelOptions& o, int64_t vocab_size) {
   c.attention_bias = o.model_type == "qwen2" || o.attention_bias;
   c.mlp_bias = o.mlp_bias;
   c.sliding_window = o.sliding_window;
-  c.max_window_layers = o.max_window_layers;
+  c.windowed_layers = o.windowed_layers;
   c.torch_dtype = o.dtype == DType::kF32 ? "float32" : o.dtype == DType::kF16 ? "float16" : "bfloat16";
   return c;
 }

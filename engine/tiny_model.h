@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "engine/dtype.h"
@@ -31,9 +32,9 @@ struct TinyModelOptions {
   bool attention_bias = false;
   bool mlp_bias = false;             // llama only: gate/up/down biases
   // mistral or qwen2: attention limited to the last `sliding_window` keys, in the layers
-  // from max_window_layers on (Qwen2's convention; must be 0 for mistral).
+  // windowed_layers marks (ModelConfig's field: empty for every layer, as mistral must be).
   std::optional<int64_t> sliding_window;
-  int64_t max_window_layers = 0;
+  std::vector<bool> windowed_layers;
   DType dtype = DType::kF32;
   size_t max_shard_bytes = 0;        // > 0: sharded safetensors with an index file
 };

@@ -6,9 +6,12 @@
 //   att = attention(q, KV) (fp32)   x += att Wo^T (+ bo)
 //   h = rmsnorm(x)                   x += (silu(h Wg^T + bg) * (h Wu^T + bu)) Wd^T (+ bd)
 // (biases where the model has them: ModelConfig::attention_bias, o_proj_bias(), mlp_bias).
-// Sliding-window attention is not implemented here: CreateCudaBackend refuses such models.
 // then logits = rmsnorm(x[last row]) W_lm^T for the items that want them.
-// STATUS: compiled and linked in CI; never run on a GPU by the author.
+// Sliding windows: layer l's attention items carry ModelConfig::LayerWindow(l) (0 for
+// full attention), counted in rows of the item's KV, which are sequence indices, exactly
+// as the CPU backend passes its window to CausalAttention.
+// STATUS: compiled and linked in CI; never run on a GPU by the author (the sliding-window
+// support too: compiled, never run).
 #include "engine/cuda/cuda_backend.h"
 
 #include <cublas_v2.h>
@@ -292,7 +295,8 @@ absl::Status CudaBackend::Run(absl::Span<const ForwardItem> batch,
         RETURN_IF_ERROR(h2d(k, batch[b].cache->k(l), past[b] * kvd * sizeof(float)));
         RETURN_IF_ERROR(h2d(v, batch[b].cache->v(l), past[b] * kvd * sizeof(float)));
       }
-      items[l * num + b] = cuda::AttentionItem{k, v, row0[b], m, past[b]};
+      const int64_t window = c.LayerWindow(l).value_or(0);
+      items[l * num + b] = cuda::AttentionItem{k, v, row0[b], m, past[b], window};
     }
   }
   RETURN_IF_ERROR(h2d(s_.items.get(), items.data(), items.size() * sizeof(cuda::AttentionItem)));
@@ -397,13 +401,6 @@ absl::Status CudaBackend::ShiftOnDevice(KvCache& cache, int64_t first_row, int64
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(ModelWeights weights,
                                                            CudaBackendOptions options) {
-  // Checked first, so the refusal is the same with or without a GPU.
-  if (weights.config.sliding_window.has_value()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "the CUDA backend does not implement sliding-window attention (this ",
-        weights.config.model_type, " model has sliding_window ", *weights.config.sliding_window,
-        "); it would compute full attention, so it refuses the model: use the CPU backend"));
-  }
   const int devices = cuda::CudaDeviceCount();
   if (options.device < 0 || options.device >= devices) {
     return absl::FailedPreconditionError(absl::StrCat(

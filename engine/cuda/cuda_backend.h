@@ -39,9 +39,9 @@ struct CudaBackendOptions {
 };
 
 // Uploads the weights (as bf16) to `options.device` and takes ownership of them (the host
-// copies are released). Unimplemented for a model with a sliding window (checked before
-// anything else: this backend's attention has no window); FailedPrecondition where there
-// is no such GPU; Internal for any other CUDA or cuBLAS failure (e.g. out of device memory).
+// copies are released). Sliding-window models are served with the window (per layer, as
+// ModelConfig::LayerWindow says). FailedPrecondition where there is no such GPU; Internal
+// for any other CUDA or cuBLAS failure (e.g. out of device memory).
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(ModelWeights weights,
                                                            CudaBackendOptions options = {});
 

@@ -9,7 +9,9 @@
 // bias or a stale cache row) move values by O(1). Where both sides run the same
 // precision, tighter bounds apply: the shift itself is fp32 (kShiftTol), and batching
 // must not change a sequence's result beyond fp32 summation order (kBatchTol).
-// Tagged manual+gpu: run by scripts/gpu_test.sh only.
+// Tagged manual+gpu: run by scripts/gpu_test.sh only. The sliding-window cases
+// (mistral_sliding_window, qwen2_alternating_window, CudaSlidingWindowTest) were
+// compiled and linked only, never run: no GPU was available.
 #include "engine/cuda/cuda_backend.h"
 
 #include <gtest/gtest.h>
@@ -54,6 +56,17 @@ void ExpectBf16Close(const std::vector<float>& got, const std::vector<float>& wa
   ExpectBf16Close(got.data(), want.data(), got.size(), what);
 }
 
+// Every layer's K and V rows of `cache` against the reference's.
+void ExpectKvBf16Close(const KvCache& cache, const ReferenceOutput& ref, const std::string& what) {
+  const int64_t row = cache.shape().row();
+  for (int64_t l = 0; l < cache.shape().num_layers; ++l) {
+    for (int64_t t = 0; t < cache.num_tokens(); ++t) {
+      ExpectBf16Close(cache.k(l) + t * row, ref.k[l][t].data(), row, what + " K");
+      ExpectBf16Close(cache.v(l) + t * row, ref.v[l][t].data(), row, what + " V");
+    }
+  }
+}
+
 struct Variant {
   std::string name;
   TinyModelOptions options;
@@ -84,9 +97,21 @@ std::vector<Variant> Variants() {
   TinyModelOptions biases = gqa;  // llama: q/k/v + o_proj biases, and MLP biases
   biases.attention_bias = true;
   biases.mlp_bias = true;
+  // Windows shorter than the prompts below (11 and 33 tokens) and than passages 0 and 1
+  // (9, 13), so full prefill, block encoding, the query and decoding all cut keys off;
+  // the same variants as engine_test.cc's.
+  TinyModelOptions mistral_window = gqa;
+  mistral_window.model_type = "mistral";
+  mistral_window.sliding_window = 8;
+  TinyModelOptions qwen2_alternating = qwen2;  // windowed, full, windowed, full
+  qwen2_alternating.num_layers = 4;
+  qwen2_alternating.sliding_window = 6;
+  qwen2_alternating.windowed_layers = {true, false, true, false};
   return {{"gqa", gqa},   {"mha", mha},       {"qwen2_bias", qwen2},   {"tied", tied},
           {"llama3_rope", llama3}, {"linear_rope", linear}, {"mistral_bf16", bf16},
-          {"head_dim_128", wide}, {"llama_all_biases", biases}};
+          {"head_dim_128", wide}, {"llama_all_biases", biases},
+          {"mistral_sliding_window", mistral_window},
+          {"qwen2_alternating_window", qwen2_alternating}};
 }
 
 class CudaEngineTest : public testing::TestWithParam<Variant> {
@@ -143,13 +168,8 @@ TEST_P(CudaEngineTest, ShiftedBlockEqualsBlockComputedAtOffset) {
   ASSERT_TRUE(kv.ok()) << kv.status();
   engine_->ShiftBlock(*kv, offset);
   ReferenceOutput ref = ReferenceForward(weights_, b, Iota(n, offset), BlockMask({n}));
+  ExpectKvBf16Close(*kv, ref, "shifted block");
   const int64_t row = kv->shape().row();
-  for (int64_t l = 0; l < kv->shape().num_layers; ++l) {
-    for (int64_t t = 0; t < n; ++t) {
-      ExpectBf16Close(kv->k(l) + t * row, ref.k[l][t].data(), row, "K");
-      ExpectBf16Close(kv->v(l) + t * row, ref.v[l][t].data(), row, "V");
-    }
-  }
   // The same on the GPU alone: encoding directly at the offset.
   std::unique_ptr<Backend> backend = NewCudaBackend();
   ASSERT_NE(backend, nullptr);
@@ -204,13 +224,8 @@ TEST_P(CudaEngineTest, CachedShiftedBlocksEqualRecomputationUnderBlockMask) {
   ASSERT_TRUE(miss.ok()) << miss.status();
   ExpectBf16Close(hit->logits_last, ref.logits.back(), "hit logits");
   ExpectBf16Close(miss->logits_last, ref.logits.back(), "miss logits");
-  const int64_t row = hit->cache.shape().row();
-  for (int64_t l = 0; l < hit->cache.shape().num_layers; ++l) {
-    for (size_t t = 0; t < all.size(); ++t) {
-      ExpectBf16Close(hit->cache.k(l) + t * row, ref.k[l][t].data(), row, "sequence K");
-      ExpectBf16Close(hit->cache.v(l) + t * row, ref.v[l][t].data(), row, "sequence V");
-    }
-  }
+  ASSERT_EQ(hit->cache.num_tokens(), static_cast<int64_t>(all.size()));
+  ExpectKvBf16Close(hit->cache, ref, "sequence");
 }
 
 TEST_P(CudaEngineTest, GlobalBlocksEqualFullAttentionOverThosePassagesAndQuery) {
@@ -271,6 +286,57 @@ TEST_P(CudaEngineTest, BatchedDecodeEqualsTheReferenceAndUnbatchedSteps) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, CudaEngineTest, testing::ValuesIn(Variants()),
                          [](const auto& info) { return info.param.name; });
+
+// A window of 40 keys over prompts spanning several of the kernel's 32-key tiles, with
+// cached passages longer than the window: the CUDA engine against the reference and
+// against the CPU engine, in block and full mode and for a decode step.
+TEST(CudaSlidingWindowTest, LongPromptAcrossKeyTilesMatchesTheReferenceAndTheCpuEngine) {
+  ASSERT_GT(cuda::CudaDeviceCount(), 0) << "this test needs a CUDA GPU";
+  TinyModelOptions o;
+  o.model_type = "mistral";
+  o.sliding_window = 40;
+  const std::string dir = testing::TempDir() + "/cuda_backend_test_long_window";
+  ASSERT_TRUE(WriteTinyModel(dir, o).ok());
+  absl::StatusOr<std::unique_ptr<Engine>> gpu = LoadCudaEngine(dir);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  absl::StatusOr<std::unique_ptr<Engine>> cpu = Engine::Load(dir);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  absl::StatusOr<ModelWeights> w = LoadModelWeights(dir);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const std::vector<std::vector<int32_t>> prompt = TestBlocks({70, 90, 30}, w->config.vocab_size);
+  const std::vector<int32_t> &p1 = prompt[0], &p2 = prompt[1], &q = prompt[2];
+  std::vector<int32_t> all = JoinBlocks(prompt);
+  const int64_t n = all.size();
+  const ReferenceOutput ref_block = ReferenceForward(*w, all, Iota(n), BlockMask({70, 90, 30}));
+  const ReferenceOutput ref_full = ReferenceForward(*w, all, Iota(n), BlockMask({n}));
+
+  KvCache c1 = *(*gpu)->EncodeBlock(p1), c2 = *(*gpu)->EncodeBlock(p2);
+  std::vector<BlockInput> blocks = {{p1, &c1}, {p2, &c2}};
+  absl::StatusOr<PrefillResult> block = (*gpu)->PrefillLast(blocks, q);
+  absl::StatusOr<PrefillResult> full =
+      (*gpu)->PrefillLast(blocks, q, {.mode = AttentionMode::kFull});
+  ASSERT_TRUE(block.ok()) << block.status();
+  ASSERT_TRUE(full.ok()) << full.status();
+  ExpectBf16Close(block->logits_last, ref_block.logits.back(), "block mode");
+  ExpectBf16Close(full->logits_last, ref_full.logits.back(), "full mode");
+  ASSERT_EQ(block->cache.num_tokens(), n);
+  ExpectKvBf16Close(block->cache, ref_block, "block mode");
+  const std::vector<BlockInput> uncached = {{p1, nullptr}, {p2, nullptr}};
+  absl::StatusOr<PrefillResult> cpu_full =
+      (*cpu)->PrefillLast(uncached, q, {.mode = AttentionMode::kFull});
+  ASSERT_TRUE(cpu_full.ok()) << cpu_full.status();
+  ExpectBf16Close(full->logits_last, cpu_full->logits_last, "CUDA vs CPU engine, full mode");
+
+  const int32_t next = 5;
+  absl::StatusOr<std::vector<std::vector<float>>> step =
+      (*gpu)->DecodeStep({{&block->cache, next, block->next_position}});
+  ASSERT_TRUE(step.ok()) << step.status();
+  all.push_back(next);
+  const ReferenceOutput ref_step =
+      ReferenceForward(*w, all, Iota(all.size()), BlockMask({70, 90, 31}));
+  ExpectBf16Close((*step)[0], ref_step.logits.back(), "decode step");
+  std::filesystem::remove_all(dir);
+}
 
 class CudaBackendTest : public testing::Test {
  protected:

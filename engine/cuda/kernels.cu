@@ -1,5 +1,6 @@
 // CUDA kernels of the CUDA backend; see kernels.h for each one's contract and CPU twin.
-// STATUS: compiled by nvcc in CI; never run on a GPU by the author.
+// STATUS: compiled by nvcc in CI; never run on a GPU by the author. The sliding-window
+// mask in AttentionKernel was likewise compiled only, never run (no GPU was available).
 #include "engine/cuda/kernels.h"
 
 #include <cfloat>
@@ -167,7 +168,13 @@ __global__ void AttentionKernel(const float* q, const AttentionItem* items, int6
   const int64_t last_row = min(item.m, row0 + kAttnWarps) - 1;
   const int64_t keys = item.past + last_row + 1;  // the block's causal horizon
   const int64_t my_keys = active ? item.past + i + 1 : 0;
-  for (int64_t j0 = 0; j0 < keys; j0 += kAttnTile) {
+  // Sliding window: row i sees keys [past + i + 1 - window, past + i]. The block's first
+  // row has the lowest bound, so tiles start there; each row masks the keys below its own.
+  auto window_start = [&](int64_t row) {
+    return item.window > 0 ? max(int64_t{0}, item.past + row + 1 - item.window) : int64_t{0};
+  };
+  const int64_t my_first = window_start(i);
+  for (int64_t j0 = window_start(row0); j0 < keys; j0 += kAttnTile) {
     const int64_t jn = min(int64_t{kAttnTile}, keys - j0);
     __syncthreads();  // the previous tile is no longer read
     for (int64_t t = threadIdx.x; t < jn * d; t += blockDim.x) {
@@ -178,10 +185,13 @@ __global__ void AttentionKernel(const float* q, const AttentionItem* items, int6
     }
     __syncthreads();
     if (!active) continue;
-    const int64_t valid = min(jn, my_keys - j0);  // keys of this tile the row may see
-    if (valid <= 0) continue;
+    // The row sees this tile's keys [first, valid) (tile-relative; warp-uniform bounds).
+    const int64_t valid = min(jn, my_keys - j0);
+    const int64_t first = max(int64_t{0}, my_first - j0);
+    if (valid <= first) continue;
+    const bool visible = lane >= first && lane < valid;
     float s = -FLT_MAX;
-    if (lane < valid) {
+    if (visible) {
       s = 0.0f;
       const float* kr = k_tile + lane * kd;
       const float* qr = q_rows + warp * d;
@@ -189,10 +199,10 @@ __global__ void AttentionKernel(const float* q, const AttentionItem* items, int6
     }
     const float new_max = fmaxf(run_max, WarpMax(s));
     const float correction = seen ? expf(run_max - new_max) : 0.0f;
-    const float p = lane < valid ? expf(s - new_max) : 0.0f;
+    const float p = visible ? expf(s - new_max) : 0.0f;
     run_sum = run_sum * correction + WarpSum(p);
     for (int r = 0; r < kAttnMaxPerLane; ++r) acc[r] *= correction;
-    for (int64_t jj = 0; jj < valid; ++jj) {
+    for (int64_t jj = first; jj < valid; ++jj) {
       const float pj = __shfl_sync(0xffffffffu, p, static_cast<int>(jj));
       const float* vr = v_tile + jj * d;
       for (int r = 0; r < kAttnMaxPerLane; ++r) {

@@ -59,16 +59,21 @@ void LaunchRopeShift(float* k, int64_t num_layers, int64_t layer_stride, int64_t
 // One sequence's share of an attention launch. Its new query rows are
 // q[q_row0 .. q_row0 + m) of the batch's q; its keys/values (already including the m
 // new rows, which are the last m) are k/v rows [0, past + m), row stride kv_heads*head_dim.
+// window > 0 limits each query row to the last `window` of those keys (a sliding-window
+// layer, ModelConfig::LayerWindow); 0 means full causal attention.
 struct AttentionItem {
   const float* k = nullptr;
   const float* v = nullptr;
   int64_t q_row0 = 0;
   int64_t m = 0;
   int64_t past = 0;
+  int64_t window = 0;
 };
 
 // Causal attention with GQA for a batch of sequences (prefill and decode alike):
-// out[q_row0 + i, h] = softmax_j(q . k_j / sqrt(d)) v_j over j <= past + i, where
+// out[q_row0 + i, h] = softmax_j(q . k_j / sqrt(d)) v_j over
+//   past + i - window < j <= past + i   (no lower limit when the item's window is 0),
+// the CPU kernel's rule (engine/cpu_attention.h), where
 // k_j, v_j use kv head h / (num_heads / num_kv_heads). Flash-style: one block per
 // (row tile, head, item); keys and values are staged through shared memory in tiles of
 // 32 and the softmax is computed online, so memory does not grow with context length.

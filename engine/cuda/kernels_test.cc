@@ -9,11 +9,13 @@
 //    differing at most by FMA contraction (a few ulp of values of order 1);
 //  - kAttnTol absolute for attention: fp32 on both sides, different summation orders and
 //    exp implementations (CPU polynomial vs CUDA expf).
-// Tagged manual+gpu: run by scripts/gpu_test.sh only. NEVER RUN so far.
+// Tagged manual+gpu: run by scripts/gpu_test.sh only. NEVER RUN so far (the
+// sliding-window case included: compiled and linked, never run).
 #include "engine/cuda/kernels.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -190,46 +192,138 @@ TEST_F(KernelsTest, RopeShiftRotatesTheRowRangeOfEveryLayerInOneLaunch) {
   }
 }
 
+// One sequence of an attention launch: `past` cached rows, then `m` new query rows, and
+// the AttentionItem window (0: full causal attention).
+struct AttentionSeq {
+  int64_t past = 0, m = 0, window = 0;
+};
+
+// Random q, k and v for `seqs` (from `seed`), each sequence's first row in q, and the
+// kernel's output for all of them in one launch.
+struct AttentionRun {
+  std::vector<float> q, out;
+  std::vector<std::vector<float>> k, v;
+  std::vector<int64_t> q_row0;
+};
+
+AttentionRun RunAttention(const std::vector<AttentionSeq>& seqs, const AttentionShape& shape,
+                          uint64_t seed) {
+  const int64_t d = shape.head_dim, q_ld = shape.num_heads * d, kv_ld = shape.num_kv_heads * d;
+  AttentionRun run;
+  int64_t total = 0, max_m = 0;
+  for (const AttentionSeq& s : seqs) {
+    run.q_row0.push_back(total);
+    total += s.m;
+    max_m = std::max(max_m, s.m);
+  }
+  run.q = Random(total * q_ld, seed, 2.0f);
+  DeviceArray<float> dq = ToDevice(run.q);
+  std::vector<DeviceArray<float>> dk, dv;
+  std::vector<AttentionItem> items;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int64_t rows = seqs[i].past + seqs[i].m;
+    run.k.push_back(Random(rows * kv_ld, seed + 100 + i, 2.0f));
+    run.v.push_back(Random(rows * kv_ld, seed + 200 + i));
+    dk.push_back(ToDevice(run.k.back()));
+    dv.push_back(ToDevice(run.v.back()));
+    items.push_back({dk.back().get(), dv.back().get(), run.q_row0[i], seqs[i].m, seqs[i].past,
+                     seqs[i].window});
+  }
+  DeviceArray<AttentionItem> ditems = ToDevice(items);
+  DeviceArray<float> out = Zeros<float>(total * q_ld);
+  LaunchAttention(dq.get(), ditems.get(), items.size(), max_m, shape.num_heads,
+                  shape.num_kv_heads, d, out.get(), nullptr);
+  run.out = ToHost(out, total * q_ld);
+  return run;
+}
+
 // One batch holding a prefill with a cached past, a prefill without one and two decode
 // steps, for several head sizes (<= 128 and the > 48 KiB shared-memory path at 256).
 TEST_F(KernelsTest, AttentionMatchesCpuCausalAttentionForPrefillAndDecode) {
-  struct Seq {
-    int64_t past, m;
-  };
-  const std::vector<Seq> seqs = {{20, 7}, {0, 33}, {45, 1}, {70, 1}};
+  const std::vector<AttentionSeq> seqs = {{20, 7}, {0, 33}, {45, 1}, {70, 1}};
   ThreadPool pool(2);
   for (int64_t d : {int64_t{32}, int64_t{128}, int64_t{256}}) {
     const AttentionShape shape{4, 2, d};
-    const int64_t q_ld = shape.num_heads * d, kv_ld = shape.num_kv_heads * d;
-    int64_t total = 0;
-    for (const Seq& s : seqs) total += s.m;
-    const std::vector<float> q = Random(total * q_ld, 9, 2.0f);
-    DeviceArray<float> dq = ToDevice(q);
-    std::vector<DeviceArray<float>> dk, dv;
-    std::vector<std::vector<float>> hk, hv;
-    std::vector<AttentionItem> items;
-    int64_t row0 = 0, max_m = 0;
+    const int64_t q_ld = shape.num_heads * d;
+    const AttentionRun run = RunAttention(seqs, shape, 9);
+    std::vector<float> want(run.out.size());
     for (size_t i = 0; i < seqs.size(); ++i) {
-      const int64_t rows = seqs[i].past + seqs[i].m;
-      hk.push_back(Random(rows * kv_ld, 100 + i, 2.0f));
-      hv.push_back(Random(rows * kv_ld, 200 + i));
-      dk.push_back(ToDevice(hk.back()));
-      dv.push_back(ToDevice(hv.back()));
-      items.push_back({dk.back().get(), dv.back().get(), row0, seqs[i].m, seqs[i].past});
-      row0 += seqs[i].m;
-      max_m = std::max(max_m, seqs[i].m);
+      CausalAttention(run.q.data() + run.q_row0[i] * q_ld, seqs[i].m, run.k[i].data(),
+                      run.v[i].data(), seqs[i].past, shape, want.data() + run.q_row0[i] * q_ld,
+                      pool);
     }
-    DeviceArray<AttentionItem> ditems = ToDevice(items);
-    DeviceArray<float> out = Zeros<float>(total * q_ld);
-    LaunchAttention(dq.get(), ditems.get(), items.size(), max_m, shape.num_heads,
-                    shape.num_kv_heads, d, out.get(), nullptr);
-    const std::vector<float> got = ToHost(out, total * q_ld);
-    std::vector<float> want(total * q_ld);
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_NEAR(run.out[i], want[i], kAttnTol) << "d " << d << " at " << i;
+    }
+  }
+}
+
+// Sliding-window attention written out directly, in double: new row i of sequence `s`
+// (whose q rows start at q_row0; sequence index past + i), head h, sees keys j with
+// past + i - window < j <= past + i (every j <= past + i when the window is 0).
+std::vector<float> NaiveAttention(const std::vector<float>& q, int64_t q_row0,
+                                  const AttentionSeq& s, const std::vector<float>& k,
+                                  const std::vector<float>& v, const AttentionShape& shape) {
+  const int64_t d = shape.head_dim, q_ld = shape.num_heads * d, kv_ld = shape.num_kv_heads * d;
+  std::vector<float> out(s.m * q_ld);
+  for (int64_t i = 0; i < s.m; ++i) {
+    const int64_t last = s.past + i;
+    const int64_t first = s.window > 0 ? std::max<int64_t>(0, last - s.window + 1) : 0;
+    for (int64_t h = 0; h < shape.num_heads; ++h) {
+      const int64_t g = h / (shape.num_heads / shape.num_kv_heads);
+      std::vector<double> score(last + 1);
+      double max_score = -INFINITY, sum = 0;
+      for (int64_t j = first; j <= last; ++j) {
+        double dot = 0;
+        for (int64_t e = 0; e < d; ++e) {
+          dot += double{q[(q_row0 + i) * q_ld + h * d + e]} * k[j * kv_ld + g * d + e];
+        }
+        score[j] = dot / std::sqrt(double(d));
+        max_score = std::max(max_score, score[j]);
+      }
+      for (int64_t j = first; j <= last; ++j) sum += std::exp(score[j] - max_score);
+      for (int64_t e = 0; e < d; ++e) {
+        double acc = 0;
+        for (int64_t j = first; j <= last; ++j) {
+          acc += std::exp(score[j] - max_score) * v[j * kv_ld + g * d + e];
+        }
+        out[i * q_ld + h * d + e] = static_cast<float>(acc / sum);
+      }
+    }
+  }
+  return out;
+}
+
+// Windowed and full sequences in one launch: windows cutting into a cached past, a
+// prefill longer than the window spanning several 32-key tiles (so the rows of one
+// block start at different keys), decode steps, a window of 1 (each row sees only
+// itself) and one wider than the sequence. Compiled, never run (no GPU was available).
+TEST_F(KernelsTest, AttentionWithSlidingWindowsMatchesANaiveReference) {
+  const std::vector<AttentionSeq> seqs = {{20, 7, 5}, {0, 70, 40}, {100, 1, 33}, {45, 1, 0},
+                                          {3, 2, 1000}, {10, 9, 1}, {37, 30, 0}};
+  for (int64_t d : {int64_t{32}, int64_t{128}, int64_t{256}}) {
+    const AttentionShape shape{4, 2, d};
+    const int64_t q_ld = shape.num_heads * d;
+    const AttentionRun run = RunAttention(seqs, shape, 11);
     for (size_t i = 0; i < seqs.size(); ++i) {
-      CausalAttention(q.data() + items[i].q_row0 * q_ld, seqs[i].m, hk[i].data(), hv[i].data(),
-                      seqs[i].past, shape, want.data() + items[i].q_row0 * q_ld, pool);
+      const AttentionSeq& s = seqs[i];
+      const std::vector<float> want =
+          NaiveAttention(run.q, run.q_row0[i], s, run.k[i], run.v[i], shape);
+      const float* got = run.out.data() + run.q_row0[i] * q_ld;
+      for (size_t e = 0; e < want.size(); ++e) {
+        ASSERT_NEAR(got[e], want[e], kAttnTol) << "d " << d << " sequence " << i << " at " << e;
+      }
+      // The data discriminates: where the window cuts keys off, full attention differs.
+      if (s.window > 0 && s.window < s.past + s.m) {
+        const std::vector<float> full = NaiveAttention(
+            run.q, run.q_row0[i], {s.past, s.m, 0}, run.k[i], run.v[i], shape);
+        float diff = 0;
+        for (size_t e = 0; e < want.size(); ++e) {
+          diff = std::max(diff, std::abs(full[e] - want[e]));
+        }
+        EXPECT_GT(diff, 100 * kAttnTol) << "sequence " << i;
+      }
     }
-    for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], kAttnTol) << "d " << d << " at " << i;
   }
 }
 

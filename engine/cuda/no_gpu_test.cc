@@ -19,16 +19,26 @@ TEST(NoGpuTest, CudaBackendAndBlockCacheRefuseWithFailedPrecondition) {
       << backend.status();
 }
 
-// Sliding-window models are refused before any device is touched: the CUDA attention
-// kernel has no window and would silently compute full attention.
-TEST(NoGpuTest, CudaBackendRefusesSlidingWindowModels) {
-  ModelWeights w;
-  w.config.model_type = "mistral";
-  w.config.sliding_window = 4096;
-  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCudaBackend(std::move(w));
-  EXPECT_EQ(backend.status().code(), absl::StatusCode::kUnimplemented) << backend.status();
-  EXPECT_NE(backend.status().message().find("sliding-window"), std::string::npos)
-      << backend.status();
+// Sliding-window models are served with their window (they used to be refused as
+// Unimplemented), so without a GPU they fail only for the missing device, like any other.
+TEST(NoGpuTest, SlidingWindowModelsFailOnlyForTheMissingDevice) {
+  if (cuda::GpuBlockCache::Create({}).ok()) {
+    GTEST_SKIP() << "this machine has a GPU; the no-GPU path is not reachable here";
+  }
+  ModelWeights mistral;
+  mistral.config.model_type = "mistral";
+  mistral.config.sliding_window = 4096;
+  ModelWeights qwen2;
+  qwen2.config.model_type = "qwen2";
+  qwen2.config.num_hidden_layers = 2;
+  qwen2.config.sliding_window = 1024;
+  qwen2.config.windowed_layers = {true, false};
+  for (ModelWeights* w : {&mistral, &qwen2}) {
+    absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCudaBackend(std::move(*w));
+    EXPECT_EQ(backend.status().code(), absl::StatusCode::kFailedPrecondition) << backend.status();
+    EXPECT_NE(backend.status().message().find("0 CUDA device(s) found"), std::string::npos)
+        << backend.status();
+  }
 }
 
 }  // namespace
