@@ -72,6 +72,10 @@ ABSL_FLAG(int, head_dim, 128, "head dimension (Llama-3-8B: 128)");
 ABSL_FLAG(std::string, redis_host, "127.0.0.1", "Redis host when --redis_port is given");
 ABSL_FLAG(int, redis_port, 0,
           "an existing Redis to use; 0 starts a redis-server on a free loopback port");
+ABSL_FLAG(int, redis_get_chunk_kib, 2048,
+          "RedisStoreOptions::get_chunk_bytes, in KiB: GETRANGE chunk of a large get");
+ABSL_FLAG(int, redis_get_connections, 4,
+          "RedisStoreOptions::get_connections: parallel connections of a large get");
 ABSL_FLAG(bool, quick, false, "smoke run: a tiny model shape, 8 tokens, 2 repetitions");
 
 namespace blockserve::bench {
@@ -89,6 +93,8 @@ struct Config {
   int reps = 0;
   std::string redis_host;
   int redis_port = 0;
+  size_t get_chunk_bytes = 0;
+  int get_connections = 0;
   bool own_redis = false;
   std::filesystem::path out;
 };
@@ -199,6 +205,8 @@ std::unique_ptr<kv_store::RedisStore> OpenRedis(const Case& c) {
   o.host = c.config->redis_host;
   o.port = c.config->redis_port;
   o.op_timeout = absl::Seconds(30);
+  o.get_chunk_bytes = c.config->get_chunk_bytes;
+  o.get_connections = c.config->get_connections;
   o.codec = c.codec;
   o.key_prefix = absl::StrCat("bench:", getpid(), ":");
   if (!c.config->own_redis) o.ttl = absl::Minutes(2);  // leave nothing behind in someone's Redis
@@ -533,11 +541,14 @@ std::string Preamble(const Config& c, const std::string& redis_version,
       "DecodeBlockValue alone, \"memcpy\" one copy of the value's size. Store gets are what a "
       "caller gets: the value checksum-verified and decoded into a new KvCache of the same "
       "dtype (as the services run with --kv_dtype bf16 or f32), except \"shm GetInto\", which "
-      "decodes into caller-owned buffers allocated once. redis-benchmark rows: its own SET (put) / GET (get) of a value of the same size.\n\n",
+      "decodes into caller-owned buffers allocated once. redis-benchmark rows: its own SET (put) / GET (get) of a value of the same size.\n"
+      "Redis gets of a large value: GETRANGE chunks of %d KiB over up to %d connections, "
+      "decoded as they land.\n\n",
       absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(), absl::UTCTimeZone()), CpuModel(),
       static_cast<int>(std::thread::hardware_concurrency()), load_before, LoadAverage(),
       redis_version, c.own_redis ? " (redis-server started by the benchmark)" : "",
-      c.shape.num_layers, c.shape.num_kv_heads, c.shape.head_dim, c.reps, kWarmups);
+      c.shape.num_layers, c.shape.num_kv_heads, c.shape.head_dim, c.reps, kWarmups,
+      static_cast<int>(c.get_chunk_bytes / 1024), c.get_connections);
 }
 
 absl::StatusOr<Config> ConfigFromFlags() {
@@ -567,6 +578,11 @@ absl::StatusOr<Config> ConfigFromFlags() {
   }
   c.redis_host = absl::GetFlag(FLAGS_redis_host);
   c.redis_port = absl::GetFlag(FLAGS_redis_port);
+  if (absl::GetFlag(FLAGS_redis_get_chunk_kib) < 1 || absl::GetFlag(FLAGS_redis_get_connections) < 1) {
+    return absl::InvalidArgumentError("--redis_get_chunk_kib and --redis_get_connections must be positive");
+  }
+  c.get_chunk_bytes = size_t{1024} * absl::GetFlag(FLAGS_redis_get_chunk_kib);
+  c.get_connections = absl::GetFlag(FLAGS_redis_get_connections);
   c.out = absl::GetFlag(FLAGS_out);
   if (c.out.is_relative()) {
     if (const char* root = std::getenv("BUILD_WORKSPACE_DIRECTORY"); root != nullptr)
