@@ -40,5 +40,28 @@ TEST(PromptTest, PassagesAndQueriesAreTokenizedExactlyAsGiven) {
   EXPECT_EQ(QueryBlockTokens(t, " on the mat?"), t.Encode(" on the mat?"));
 }
 
+TEST(PromptTest, TrailingSpecialTokensCloseTheQueryBlock) {
+  SpecialTokenConfig special;
+  special.has_tokenizer_config = true;
+  special.bos_token = "<|begin_of_text|>";
+  special.eos_token = "<|end_of_text|>";
+  special.add_bos_token = true;
+  special.add_eos_token = true;
+  const Tokenizer t = *Tokenizer::FromJson(
+      *TrainByteLevelBpeJson("the cat sat on the mat", 10,
+                             {"<|begin_of_text|>", "<|end_of_text|>"}),
+      special);
+  ASSERT_TRUE(t.eos_id().has_value());
+  std::vector<int32_t> query = t.Encode(" on the mat?");
+  query.push_back(*t.eos_id());
+  EXPECT_EQ(QueryBlockTokens(t, " on the mat?"), query);
+  EXPECT_EQ(PassageBlockTokens(t, "the cat sat"), t.Encode("the cat sat"));
+  // System block + query block: what Encode(prompt, true) gives the whole prompt.
+  std::vector<int32_t> prompt = SystemBlockTokens(t, "the cat");
+  query = QueryBlockTokens(t, " sat");
+  prompt.insert(prompt.end(), query.begin(), query.end());
+  EXPECT_EQ(prompt, t.Encode("the cat sat", /*add_special_tokens=*/true));
+}
+
 }  // namespace
 }  // namespace blockserve::engine

