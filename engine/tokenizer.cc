@@ -123,6 +123,148 @@ std::string ByteLevelDecode(std::string_view symbols) {
 }
 
 // ---------------------------------------------------------------------------
+// Code points newer than PCRE2's Unicode tables.
+//
+// PCRE2 classifies \p{...} by the Unicode version it was built with (14.0 for
+// Debian 12's 10.42), while Hugging Face's regexes know newer versions. The code
+// points that PCRE2 takes as unassigned (Cn) but libutf8proc (15.0 in Debian 12)
+// assigns a category are added to each general-category class of a pattern, so
+// e.g. \p{N} also matches the Nag Mundari digits of Unicode 15.
+
+// Character-class text (\x{..}-\x{..} ranges) per general category name ("L",
+// "Lu", ..., plus "L&" / "LC"): the code points PCRE2 does not know.
+using NewerCodePoints = absl::flat_hash_map<std::string, std::string>;
+
+NewerCodePoints FindNewerCodePoints() {
+  // Every code point utf8proc assigns (except private use), as one UTF-8 text.
+  std::string assigned;
+  for (char32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    const utf8proc_category_t category = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
+    if (category != UTF8PROC_CATEGORY_CN && category != UTF8PROC_CATEGORY_CO) {
+      AppendUtf8(cp, assigned);
+    }
+  }
+  NewerCodePoints classes;
+  int error_code = 0;
+  PCRE2_SIZE error_offset = 0;
+  static constexpr char kUnassigned[] = R"(\p{Cn})";
+  std::unique_ptr<pcre2_code, decltype(&pcre2_code_free)> unassigned(
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kUnassigned), PCRE2_ZERO_TERMINATED,
+                    PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr),
+      &pcre2_code_free);
+  if (unassigned == nullptr) return classes;
+  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match(
+      pcre2_match_data_create_from_pattern(unassigned.get(), nullptr),
+      &pcre2_match_data_free);
+  if (match == nullptr) return classes;
+  // Consecutive code points of one category become one range.
+  std::vector<std::pair<std::string, std::pair<char32_t, char32_t>>> ranges;
+  for (size_t from = 0;
+       pcre2_match(unassigned.get(), reinterpret_cast<PCRE2_SPTR>(assigned.data()),
+                   assigned.size(), from, 0, match.get(), nullptr) > 0;) {
+    const size_t begin = pcre2_get_ovector_pointer(match.get())[0];
+    char32_t cp = 0;
+    const size_t length = DecodeUtf8Char(assigned, begin, cp);
+    if (length == 0) break;
+    from = begin + length;
+    std::string category =
+        utf8proc_category_string(static_cast<utf8proc_int32_t>(cp));
+    if (!ranges.empty() && ranges.back().first == category &&
+        ranges.back().second.second + 1 == cp) {
+      ranges.back().second.second = cp;
+    } else {
+      ranges.push_back({std::move(category), {cp, cp}});
+    }
+  }
+  for (const auto& [category, range] : ranges) {
+    char text[40];
+    std::snprintf(text, sizeof(text), "\\x{%X}-\\x{%X}",
+                  static_cast<unsigned>(range.first), static_cast<unsigned>(range.second));
+    classes[category] += text;
+    classes[category.substr(0, 1)] += text;
+    if (category == "Lu" || category == "Ll" || category == "Lt") {
+      classes["L&"] += text;
+      classes["LC"] += text;
+    }
+  }
+  return classes;
+}
+
+// `pattern` with NewerCodePoints added to its \p{Category} classes: outside a
+// bracket class \p{X} becomes [\p{X}...] and \P{X} [^\p{X}...]; inside one the
+// ranges follow \p{X}. A \P{X} inside a bracket class is left as it is.
+std::string WithNewerCodePoints(std::string_view pattern) {
+  static const NewerCodePoints* const kNewer = new NewerCodePoints(FindNewerCodePoints());
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < pattern.size();) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const char next = pattern[i + 1];
+      if (next == 'Q') {  // \Q...\E is literal text.
+        const size_t end = pattern.find("\\E", i + 2);
+        const size_t stop = end == std::string_view::npos ? pattern.size() : end + 2;
+        out.append(pattern.substr(i, stop - i));
+        i = stop;
+        continue;
+      }
+      if ((next != 'p' && next != 'P') || i + 2 >= pattern.size()) {
+        out.append(pattern.substr(i, 2));
+        i += 2;
+        continue;
+      }
+      size_t end = i + 3;
+      std::string_view name = pattern.substr(i + 2, 1);
+      if (pattern[i + 2] == '{') {
+        const size_t close = pattern.find('}', i + 3);
+        if (close == std::string_view::npos) {
+          out.append(pattern.substr(i));
+          break;
+        }
+        name = pattern.substr(i + 3, close - i - 3);
+        end = close + 1;
+      }
+      bool negated = next == 'P';
+      if (!name.empty() && name.front() == '^') {
+        negated = !negated;
+        name.remove_prefix(1);
+      }
+      const auto extra = kNewer->find(Sv(name));
+      const std::string_view original = pattern.substr(i, end - i);
+      i = end;
+      if (extra == kNewer->end() || (in_class && negated)) {
+        out.append(original);
+      } else if (in_class) {
+        out.append(original);
+        out += extra->second;
+      } else {
+        out += negated ? "[^\\p{" : "[\\p{";
+        out.append(name);
+        out += "}" + extra->second + "]";
+      }
+      continue;
+    }
+    out.push_back(c);
+    ++i;
+    if (c == '[' && !in_class) {
+      in_class = true;
+      // A ']' right after '[' or '[^' is literal.
+      if (i < pattern.size() && pattern[i] == '^') out.push_back(pattern[i++]);
+      if (i < pattern.size() && pattern[i] == ']') out.push_back(pattern[i++]);
+    } else if (c == '[' && in_class && i < pattern.size() && pattern[i] == ':') {
+      const size_t close = pattern.find(":]", i);  // A POSIX class [:name:].
+      const size_t stop = close == std::string_view::npos ? pattern.size() : close + 2;
+      out.append(pattern.substr(i, stop - i));
+      i = stop;
+    } else if (c == ']' && in_class) {
+      in_class = false;
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
 // RegexSplitter
 
 struct RegexSplitter::Compiled {
@@ -139,12 +281,19 @@ absl::StatusOr<RegexSplitter> RegexSplitter::Create(std::string_view pattern,
   const uint32_t options =
       PCRE2_UTF | PCRE2_MATCH_INVALID_UTF |
       (literal ? PCRE2_LITERAL : static_cast<uint32_t>(PCRE2_UCP));
+  const std::string compiled_pattern =
+      literal ? std::string(pattern) : WithNewerCodePoints(pattern);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()),
-                    pattern.size(), options, &error_code, &error_offset,
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled_pattern.data()),
+                    compiled_pattern.size(), options, &error_code, &error_offset,
                     /*ccontext=*/nullptr);
+  if (code == nullptr && compiled_pattern != pattern) {
+    // The pattern as written: the error (and its offset) is reported in it.
+    code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                         options, &error_code, &error_offset, /*ccontext=*/nullptr);
+  }
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));

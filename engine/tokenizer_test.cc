@@ -18,6 +18,7 @@ namespace blockserve::engine {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::Field;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
@@ -180,6 +181,46 @@ TEST(RegexSplitterTest, Llama3PatternGroupsDigitsByThreeAndIgnoresCase) {
   EXPECT_THAT(splitter->SplitIsolated("Hello world 12345"),
               ElementsAre("Hello", " world", " ", "123", "45"));
   EXPECT_THAT(splitter->SplitIsolated("DON'T"), ElementsAre("DON", "'T"));
+}
+
+// Unicode 15 code points (newer than the Unicode 14 tables of Debian 12's
+// PCRE2): the Nag Mundari digits one and two (Nd) and the Kawi letters A and AA
+// (Lo). libutf8proc's categories are added to the pattern's classes.
+constexpr char kNagMundari1[] = "\xF0\x9E\x93\xB1";
+constexpr char kNagMundari2[] = "\xF0\x9E\x93\xB2";
+constexpr char kKawiA[] = "\xF0\x91\xBC\x84";
+constexpr char kKawiAa[] = "\xF0\x91\xBC\x85";
+
+TEST(RegexSplitterTest, CategoriesKnowCodePointsNewerThanPcre2) {
+  const std::string digits = absl::StrCat("12", kNagMundari1, kNagMundari2);
+  absl::StatusOr<RegexSplitter> llama3 = RegexSplitter::Create(kLlama3Pattern);
+  ASSERT_TRUE(llama3.ok()) << llama3.status();
+  EXPECT_THAT(llama3->SplitIsolated(digits + " x"),
+              ElementsAre(absl::StrCat("12", kNagMundari1), kNagMundari2, " x"));
+  const std::string kawi = absl::StrCat(kKawiA, kKawiAa);
+  EXPECT_THAT(llama3->SplitIsolated("." + kawi), ElementsAre("." + kawi));
+  for (const char* pattern : {R"(\P{N}+)", R"([^\p{N}]+)", R"(\p{^Nd}+)", R"([^\pN]+)"}) {
+    absl::StatusOr<RegexSplitter> splitter = RegexSplitter::Create(pattern);
+    ASSERT_TRUE(splitter.ok()) << splitter.status();
+    const std::string text = absl::StrCat("a", kNagMundari1, "b");
+    EXPECT_THAT(splitter->Segments(text),
+                ElementsAre(Field(&RegexSplitter::Segment::is_match, true),
+                            Field(&RegexSplitter::Segment::is_match, false),
+                            Field(&RegexSplitter::Segment::is_match, true)))
+        << pattern;
+  }
+  for (const char* pattern : {R"(\p{Lo}+)", R"([\p{L}]+)", R"(\pL+)", R"(\p{L&}+|\p{L}+)"}) {
+    absl::StatusOr<RegexSplitter> splitter = RegexSplitter::Create(pattern);
+    ASSERT_TRUE(splitter.ok()) << splitter.status();
+    EXPECT_THAT(splitter->Segments(kawi),
+                ElementsAre(Field(&RegexSplitter::Segment::is_match, true)))
+        << pattern;
+  }
+  // Literal text and \Q...\E are not rewritten.
+  absl::StatusOr<RegexSplitter> quoted = RegexSplitter::Create(R"(\Q\p{N}\E)");
+  ASSERT_TRUE(quoted.ok()) << quoted.status();
+  EXPECT_THAT(quoted->SplitIsolated(absl::StrCat("1\\p{N}", kNagMundari1)),
+              ElementsAre("1", "\\p{N}", kNagMundari1));
 }
 
 TEST(RegexSplitterTest, InvalidUtf8EndsUpInGapsInsteadOfFailing) {
