@@ -123,19 +123,71 @@ std::string ByteLevelDecode(std::string_view symbols) {
 }
 
 // ---------------------------------------------------------------------------
-// Code points newer than PCRE2's Unicode tables.
+// Where PCRE2's Unicode classes differ from Hugging Face's.
 //
 // PCRE2 classifies \p{...} by the Unicode version it was built with (14.0 for
 // Debian 12's 10.42), while Hugging Face's regexes know newer versions. The code
 // points that PCRE2 takes as unassigned (Cn) but libutf8proc (15.0 in Debian 12)
 // assigns a category are added to each general-category class of a pattern, so
-// e.g. \p{N} also matches the Nag Mundari digits of Unicode 15.
+// e.g. \p{N} also matches the Nag Mundari digits of Unicode 15. And PCRE2's \s
+// keeps U+180E MONGOLIAN VOWEL SEPARATOR, a format character (Cf) since Unicode
+// 6.3 and no longer white space: \s is narrowed to white space by category.
 
-// Character-class text (\x{..}-\x{..} ranges) per general category name ("L",
-// "Lu", ..., plus "L&" / "LC"): the code points PCRE2 does not know.
-using NewerCodePoints = absl::flat_hash_map<std::string, std::string>;
+struct UnicodeFixes {
+  // Character-class text (\x{..}-\x{..} ranges) per general category name ("L",
+  // "Lu", ..., plus "L&" / "LC"): the code points PCRE2 does not know.
+  absl::flat_hash_map<std::string, std::string> newer;
+  // Ranges of the code points PCRE2's \s matches that are neither separators (Z)
+  // nor controls (Cc, as tab and newline) to libutf8proc.
+  std::string not_space;
+};
 
-NewerCodePoints FindNewerCodePoints() {
+// Appends `cp` to `ranges`, extending the last range when it ends just before.
+void AddToRanges(char32_t cp, std::vector<std::pair<char32_t, char32_t>>& ranges) {
+  if (!ranges.empty() && ranges.back().second + 1 == cp) {
+    ranges.back().second = cp;
+  } else {
+    ranges.push_back({cp, cp});
+  }
+}
+
+std::string ClassRanges(absl::Span<const std::pair<char32_t, char32_t>> ranges) {
+  std::string text;
+  for (const auto& [first, last] : ranges) {
+    char range[40];
+    std::snprintf(range, sizeof(range), "\\x{%X}-\\x{%X}", static_cast<unsigned>(first),
+                  static_cast<unsigned>(last));
+    text += range;
+  }
+  return text;
+}
+
+// Calls `visit` with each code point of `text` (valid UTF-8) that `pattern` matches.
+void ForEachMatch(const char* pattern, std::string_view text,
+                  const std::function<void(char32_t)>& visit) {
+  int error_code = 0;
+  PCRE2_SIZE error_offset = 0;
+  std::unique_ptr<pcre2_code, decltype(&pcre2_code_free)> code(
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
+                    PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr),
+      &pcre2_code_free);
+  if (code == nullptr) return;
+  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match(
+      pcre2_match_data_create_from_pattern(code.get(), nullptr), &pcre2_match_data_free);
+  if (match == nullptr) return;
+  for (size_t from = 0;
+       pcre2_match(code.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), from,
+                   0, match.get(), nullptr) > 0;) {
+    const size_t begin = pcre2_get_ovector_pointer(match.get())[0];
+    char32_t cp = 0;
+    const size_t length = DecodeUtf8Char(text, begin, cp);
+    if (length == 0) break;
+    from = begin + length;
+    visit(cp);
+  }
+}
+
+UnicodeFixes FindUnicodeFixes() {
   // Every code point utf8proc assigns (except private use), as one UTF-8 text.
   std::string assigned;
   for (char32_t cp = 0; cp <= 0x10FFFF; ++cp) {
@@ -145,59 +197,42 @@ NewerCodePoints FindNewerCodePoints() {
       AppendUtf8(cp, assigned);
     }
   }
-  NewerCodePoints classes;
-  int error_code = 0;
-  PCRE2_SIZE error_offset = 0;
-  static constexpr char kUnassigned[] = R"(\p{Cn})";
-  std::unique_ptr<pcre2_code, decltype(&pcre2_code_free)> unassigned(
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kUnassigned), PCRE2_ZERO_TERMINATED,
-                    PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr),
-      &pcre2_code_free);
-  if (unassigned == nullptr) return classes;
-  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match(
-      pcre2_match_data_create_from_pattern(unassigned.get(), nullptr),
-      &pcre2_match_data_free);
-  if (match == nullptr) return classes;
-  // Consecutive code points of one category become one range.
-  std::vector<std::pair<std::string, std::pair<char32_t, char32_t>>> ranges;
-  for (size_t from = 0;
-       pcre2_match(unassigned.get(), reinterpret_cast<PCRE2_SPTR>(assigned.data()),
-                   assigned.size(), from, 0, match.get(), nullptr) > 0;) {
-    const size_t begin = pcre2_get_ovector_pointer(match.get())[0];
-    char32_t cp = 0;
-    const size_t length = DecodeUtf8Char(assigned, begin, cp);
-    if (length == 0) break;
-    from = begin + length;
-    std::string category =
-        utf8proc_category_string(static_cast<utf8proc_int32_t>(cp));
-    if (!ranges.empty() && ranges.back().first == category &&
-        ranges.back().second.second + 1 == cp) {
-      ranges.back().second.second = cp;
-    } else {
-      ranges.push_back({std::move(category), {cp, cp}});
-    }
-  }
-  for (const auto& [category, range] : ranges) {
-    char text[40];
-    std::snprintf(text, sizeof(text), "\\x{%X}-\\x{%X}",
-                  static_cast<unsigned>(range.first), static_cast<unsigned>(range.second));
-    classes[category] += text;
-    classes[category.substr(0, 1)] += text;
+  absl::flat_hash_map<std::string, std::vector<std::pair<char32_t, char32_t>>> newer;
+  ForEachMatch(R"(\p{Cn})", assigned, [&](char32_t cp) {
+    const std::string category = utf8proc_category_string(static_cast<utf8proc_int32_t>(cp));
+    AddToRanges(cp, newer[category]);
+    AddToRanges(cp, newer[category.substr(0, 1)]);
     if (category == "Lu" || category == "Ll" || category == "Lt") {
-      classes["L&"] += text;
-      classes["LC"] += text;
+      AddToRanges(cp, newer["L&"]);
+      AddToRanges(cp, newer["LC"]);
     }
-  }
-  return classes;
+  });
+  std::vector<std::pair<char32_t, char32_t>> not_space;
+  ForEachMatch(R"(\s)", assigned, [&](char32_t cp) {
+    const std::string category = utf8proc_category_string(static_cast<utf8proc_int32_t>(cp));
+    if (category[0] != 'Z' && category != "Cc") AddToRanges(cp, not_space);
+  });
+  UnicodeFixes fixes;
+  for (const auto& [name, ranges] : newer) fixes.newer[name] = ClassRanges(ranges);
+  fixes.not_space = ClassRanges(not_space);
+  return fixes;
 }
 
-// `pattern` with NewerCodePoints added to its \p{Category} classes: outside a
-// bracket class \p{X} becomes [\p{X}...] and \P{X} [^\p{X}...]; inside one the
-// ranges follow \p{X}. A \P{X} inside a bracket class is left as it is.
-std::string WithNewerCodePoints(std::string_view pattern) {
-  static const NewerCodePoints* const kNewer = new NewerCodePoints(FindNewerCodePoints());
+// `pattern` with the UnicodeFixes applied:
+//   * the newer code points join its \p{Category} classes: outside a bracket class
+//     \p{X} becomes [\p{X}...] and \P{X} [^\p{X}...]; inside one the ranges
+//     follow \p{X} (a \P{X} inside a bracket class is left as it is);
+//   * \s becomes (?:(?![not_space])\s) and \S (?:\S|[not_space]); a bracket class
+//     with \s in it, [..\s..], becomes (?:(?![not_space])[..\s..]) and a negated
+//     one, [^..\s..], (?:[^..\s..]|[not_space]).
+std::string WithUnicodeFixes(std::string_view pattern) {
+  static const UnicodeFixes* const kFixes = new UnicodeFixes(FindUnicodeFixes());
+  const std::string& not_space = kFixes->not_space;
   std::string out;
   bool in_class = false;
+  size_t class_start = 0;  // Where the bracket class begins in `out`.
+  bool class_negated = false;
+  bool class_has_space = false;
   for (size_t i = 0; i < pattern.size();) {
     const char c = pattern[i];
     if (c == '\\' && i + 1 < pattern.size()) {
@@ -207,6 +242,16 @@ std::string WithNewerCodePoints(std::string_view pattern) {
         const size_t stop = end == std::string_view::npos ? pattern.size() : end + 2;
         out.append(pattern.substr(i, stop - i));
         i = stop;
+        continue;
+      }
+      if ((next == 's' || next == 'S') && !not_space.empty()) {
+        if (in_class) {
+          class_has_space = class_has_space || next == 's';
+          out.append(pattern.substr(i, 2));
+        } else {
+          out += next == 's' ? "(?:(?![" + not_space + "])\\s)" : "(?:\\S|[" + not_space + "])";
+        }
+        i += 2;
         continue;
       }
       if ((next != 'p' && next != 'P') || i + 2 >= pattern.size()) {
@@ -230,10 +275,10 @@ std::string WithNewerCodePoints(std::string_view pattern) {
         negated = !negated;
         name.remove_prefix(1);
       }
-      const auto extra = kNewer->find(Sv(name));
+      const auto extra = kFixes->newer.find(Sv(name));
       const std::string_view original = pattern.substr(i, end - i);
       i = end;
-      if (extra == kNewer->end() || (in_class && negated)) {
+      if (extra == kFixes->newer.end() || (in_class && negated)) {
         out.append(original);
       } else if (in_class) {
         out.append(original);
@@ -245,20 +290,33 @@ std::string WithNewerCodePoints(std::string_view pattern) {
       }
       continue;
     }
-    out.push_back(c);
-    ++i;
     if (c == '[' && !in_class) {
       in_class = true;
+      class_start = out.size();
+      class_has_space = false;
+      out.push_back(c);
+      ++i;
       // A ']' right after '[' or '[^' is literal.
-      if (i < pattern.size() && pattern[i] == '^') out.push_back(pattern[i++]);
+      class_negated = i < pattern.size() && pattern[i] == '^';
+      if (class_negated) out.push_back(pattern[i++]);
       if (i < pattern.size() && pattern[i] == ']') out.push_back(pattern[i++]);
-    } else if (c == '[' && in_class && i < pattern.size() && pattern[i] == ':') {
+      continue;
+    }
+    out.push_back(c);
+    ++i;
+    if (c == '[' && in_class && i < pattern.size() && pattern[i] == ':') {
       const size_t close = pattern.find(":]", i);  // A POSIX class [:name:].
       const size_t stop = close == std::string_view::npos ? pattern.size() : close + 2;
       out.append(pattern.substr(i, stop - i));
       i = stop;
     } else if (c == ']' && in_class) {
       in_class = false;
+      if (class_has_space) {
+        const std::string body = out.substr(class_start);
+        out.resize(class_start);
+        out += class_negated ? "(?:" + body + "|[" + not_space + "])"
+                             : "(?:(?![" + not_space + "])" + body + ")";
+      }
     }
   }
   return out;
@@ -282,7 +340,7 @@ absl::StatusOr<RegexSplitter> RegexSplitter::Create(std::string_view pattern,
       PCRE2_UTF | PCRE2_MATCH_INVALID_UTF |
       (literal ? PCRE2_LITERAL : static_cast<uint32_t>(PCRE2_UCP));
   const std::string compiled_pattern =
-      literal ? std::string(pattern) : WithNewerCodePoints(pattern);
+      literal ? std::string(pattern) : WithUnicodeFixes(pattern);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   pcre2_code* code =
@@ -1676,21 +1734,17 @@ absl::StatusOr<SpecialTokenConfig> SpecialTokenConfig::Read(const std::string& d
     if (!eos.ok()) return eos.status();
     config.bos_token = *std::move(bos);
     config.eos_token = *std::move(eos);
-    if (const json* add = FindMember(root, "add_bos_token")) {
+    for (const auto& [key, value] :
+         {std::pair("add_bos_token", &config.add_bos_token),
+          std::pair("add_eos_token", &config.add_eos_token)}) {
+      const json* add = FindMember(root, key);
+      if (add == nullptr) continue;
       if (!add->is_boolean()) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "tokenizer_config.json: expected add_bos_token to be a boolean, found ",
+            "tokenizer_config.json: expected ", key, " to be a boolean, found ",
             Describe(*add)));
       }
-      config.add_bos_token = add->get<bool>();
-    }
-    if (const json* add = FindMember(root, "add_eos_token")) {
-      if (!add->is_boolean()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tokenizer_config.json: expected add_eos_token to be a boolean, found ",
-            Describe(*add)));
-      }
-      config.add_eos_token = add->get<bool>();
+      *value = add->get<bool>();
     }
   }
   for (const char* name : {"generation_config.json", "config.json"}) {

@@ -67,7 +67,10 @@ std::string ByteLevelEncode(std::string_view bytes);
 std::string ByteLevelDecode(std::string_view symbols);
 
 // A PCRE2 pattern compiled once (UTF + UCP, so \p{L}, \p{N}, \s are Unicode
-// aware) that cuts text into alternating matched / unmatched spans.
+// aware) that cuts text into alternating matched / unmatched spans. Where
+// PCRE2's Unicode tables are older than libutf8proc's, the pattern's \p{...}
+// classes take the newer code points too, and \s leaves out U+180E (no longer
+// white space), as Hugging Face's regexes do (tests/tokenizers/README.md).
 // Invalid UTF-8 in the text never matches; it ends up in unmatched spans.
 // Copies share the compiled pattern; all methods are thread-safe.
 class RegexSplitter {

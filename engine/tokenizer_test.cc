@@ -223,6 +223,32 @@ TEST(RegexSplitterTest, CategoriesKnowCodePointsNewerThanPcre2) {
               ElementsAre("1", "\\p{N}", kNagMundari1));
 }
 
+// U+180E MONGOLIAN VOWEL SEPARATOR is a format character (Cf) since Unicode 6.3,
+// not white space, though PCRE2's \s still matches it.
+constexpr char kMongolianVowelSeparator[] = "\xE1\xA0\x8E";
+
+TEST(RegexSplitterTest, MongolianVowelSeparatorIsNotWhiteSpace) {
+  const auto matches = [](const char* pattern, const std::string& text) {
+    absl::StatusOr<RegexSplitter> splitter = RegexSplitter::Create(pattern);
+    EXPECT_TRUE(splitter.ok()) << splitter.status();
+    std::vector<std::string> out;
+    for (const RegexSplitter::Segment& s : splitter->Segments(text)) {
+      if (s.is_match) out.push_back(text.substr(s.begin, s.end - s.begin));
+    }
+    return out;
+  };
+  const std::string mvs = kMongolianVowelSeparator;
+  EXPECT_THAT(matches(R"(\s+)", " " + mvs + "\t"), ElementsAre(" ", "\t"));
+  EXPECT_THAT(matches(R"(\S+)", " " + mvs + "\t"), ElementsAre(mvs));
+  EXPECT_THAT(matches(R"([\s]+)", " " + mvs + "\t"), ElementsAre(" ", "\t"));
+  EXPECT_THAT(matches(R"([^\s\p{L}]+)", "a" + mvs + ". b"), ElementsAre(mvs + "."));
+  EXPECT_THAT(matches(kGpt2SplitPattern.data(), "a " + mvs + mvs + " b"),
+              ElementsAre("a", " " + mvs + mvs, " b"));
+  // Other white space is unchanged: tab, newline, NEL, no-break and ideographic space.
+  EXPECT_THAT(matches(R"(\s+)", "a\t\n\xC2\x85\xC2\xA0\xE3\x80\x80z"),
+              ElementsAre("\t\n\xC2\x85\xC2\xA0\xE3\x80\x80"));
+}
+
 TEST(RegexSplitterTest, InvalidUtf8EndsUpInGapsInsteadOfFailing) {
   absl::StatusOr<RegexSplitter> splitter =
       RegexSplitter::Create(kGpt2SplitPattern);
@@ -486,7 +512,7 @@ TEST(SpecialTokenConfigTest, ReadsTheThreeFilesAsTransformersDoes) {
   WriteFile(dir + "/tokenizer.json", TinyJson());
   WriteFile(dir + "/tokenizer_config.json",
             R"({"bos_token": {"__type": "AddedToken", "content": "<s>"},
-                "eos_token": "</s>", "add_bos_token": true})");
+                "eos_token": "</s>", "add_bos_token": true, "add_eos_token": true})");
   WriteFile(dir + "/generation_config.json", R"({"eos_token_id": [10, 11]})");
   WriteFile(dir + "/config.json", R"({"bos_token_id": 7, "eos_token_id": 8})");
   absl::StatusOr<SpecialTokenConfig> special = SpecialTokenConfig::Read(dir);
@@ -495,16 +521,21 @@ TEST(SpecialTokenConfigTest, ReadsTheThreeFilesAsTransformersDoes) {
   EXPECT_EQ(special->bos_token, "<s>");
   EXPECT_EQ(special->eos_token, "</s>");
   EXPECT_EQ(special->add_bos_token, true);
+  EXPECT_EQ(special->add_eos_token, true);
   EXPECT_EQ(special->bos_token_id, 7);  // generation_config.json has none.
   EXPECT_THAT(special->eos_token_ids, ElementsAre(10, 11));
   absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromModelDir(dir);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   EXPECT_EQ(tokenizer->bos_id(), 7);
   EXPECT_THAT(tokenizer->eos_ids(), ElementsAre(8, 10, 11));
+  EXPECT_THAT(tokenizer->Encode("abc", /*add_special_tokens=*/true), ElementsAre(7, 5, 8));
 
   WriteFile(dir + "/tokenizer_config.json", R"({"add_bos_token": "yes"})");
   EXPECT_THAT(std::string(SpecialTokenConfig::Read(dir).status().message()),
               HasSubstr("add_bos_token"));
+  WriteFile(dir + "/tokenizer_config.json", R"({"add_eos_token": 1})");
+  EXPECT_THAT(std::string(SpecialTokenConfig::Read(dir).status().message()),
+              HasSubstr("add_eos_token"));
   std::filesystem::remove(dir + "/tokenizer_config.json");
   std::filesystem::remove(dir + "/generation_config.json");
   special = SpecialTokenConfig::Read(dir);
