@@ -5,12 +5,17 @@
 //   [system block] [passage 1] ... [passage k] [query]
 //
 // - Text is tokenized exactly as given: no chat template, no separators added.
-// - The system block is BOS + the system prompt's tokens when the tokenizer has a BOS
-//   token (a BOS-only block when the system prompt is empty), else the system prompt's
-//   tokens, and absent when those are empty. It is cached like a passage.
-// - A passage block is Encode(text) with no BOS, so its KV does not depend on where
-//   in a prompt it appears.
-// - The query block is Encode(query), computed fresh for every request.
+// - The whole prompt is one sequence to the tokenizer's post-processor template
+//   (Tokenizer::special_prefix() / special_suffix(), e.g. BOS before it): its leading
+//   special tokens open the system block and its trailing ones (rare: an EOS) close
+//   the query block, so a prompt gets what transformers' tokenizer(prompt) adds.
+// - The system block is the leading special tokens (usually BOS) + the system prompt's
+//   tokens (a BOS-only block when the system prompt is empty), absent when both are
+//   empty. It is cached like a passage.
+// - A passage block is Encode(text) with no special tokens, so its KV does not depend
+//   on where in a prompt it appears.
+// - The query block is Encode(query) + the trailing special tokens, computed fresh for
+//   every request.
 #ifndef BLOCKSERVE_ENGINE_PROMPT_H_
 #define BLOCKSERVE_ENGINE_PROMPT_H_
 

@@ -123,6 +123,206 @@ std::string ByteLevelDecode(std::string_view symbols) {
 }
 
 // ---------------------------------------------------------------------------
+// Where PCRE2's Unicode classes differ from Hugging Face's.
+//
+// PCRE2 classifies \p{...} by the Unicode version it was built with (14.0 for
+// Debian 12's 10.42), while Hugging Face's regexes know newer versions. The code
+// points that PCRE2 takes as unassigned (Cn) but libutf8proc (15.0 in Debian 12)
+// assigns a category are added to each general-category class of a pattern, so
+// e.g. \p{N} also matches the Nag Mundari digits of Unicode 15. And PCRE2's \s
+// keeps U+180E MONGOLIAN VOWEL SEPARATOR, a format character (Cf) since Unicode
+// 6.3 and no longer white space: \s is narrowed to white space by category.
+
+struct UnicodeFixes {
+  // Character-class text (\x{..}-\x{..} ranges) per general category name ("L",
+  // "Lu", ..., plus "L&" / "LC"): the code points PCRE2 does not know.
+  absl::flat_hash_map<std::string, std::string> newer;
+  // Ranges of the code points PCRE2's \s matches that are neither separators (Z)
+  // nor controls (Cc, as tab and newline) to libutf8proc.
+  std::string not_space;
+};
+
+// Appends `cp` to `ranges`, extending the last range when it ends just before.
+void AddToRanges(char32_t cp, std::vector<std::pair<char32_t, char32_t>>& ranges) {
+  if (!ranges.empty() && ranges.back().second + 1 == cp) {
+    ranges.back().second = cp;
+  } else {
+    ranges.push_back({cp, cp});
+  }
+}
+
+std::string ClassRanges(absl::Span<const std::pair<char32_t, char32_t>> ranges) {
+  std::string text;
+  for (const auto& [first, last] : ranges) {
+    char range[40];
+    std::snprintf(range, sizeof(range), "\\x{%X}-\\x{%X}", static_cast<unsigned>(first),
+                  static_cast<unsigned>(last));
+    text += range;
+  }
+  return text;
+}
+
+// Calls `visit` with each code point of `text` (valid UTF-8) that `pattern` matches.
+void ForEachMatch(const char* pattern, std::string_view text,
+                  const std::function<void(char32_t)>& visit) {
+  int error_code = 0;
+  PCRE2_SIZE error_offset = 0;
+  std::unique_ptr<pcre2_code, decltype(&pcre2_code_free)> code(
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
+                    PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr),
+      &pcre2_code_free);
+  if (code == nullptr) return;
+  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match(
+      pcre2_match_data_create_from_pattern(code.get(), nullptr), &pcre2_match_data_free);
+  if (match == nullptr) return;
+  for (size_t from = 0;
+       pcre2_match(code.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), from,
+                   0, match.get(), nullptr) > 0;) {
+    const size_t begin = pcre2_get_ovector_pointer(match.get())[0];
+    char32_t cp = 0;
+    const size_t length = DecodeUtf8Char(text, begin, cp);
+    if (length == 0) break;
+    from = begin + length;
+    visit(cp);
+  }
+}
+
+UnicodeFixes FindUnicodeFixes() {
+  // Every code point utf8proc assigns (except private use), as one UTF-8 text.
+  std::string assigned;
+  for (char32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    const utf8proc_category_t category = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
+    if (category != UTF8PROC_CATEGORY_CN && category != UTF8PROC_CATEGORY_CO) {
+      AppendUtf8(cp, assigned);
+    }
+  }
+  absl::flat_hash_map<std::string, std::vector<std::pair<char32_t, char32_t>>> newer;
+  ForEachMatch(R"(\p{Cn})", assigned, [&](char32_t cp) {
+    const std::string category = utf8proc_category_string(static_cast<utf8proc_int32_t>(cp));
+    AddToRanges(cp, newer[category]);
+    AddToRanges(cp, newer[category.substr(0, 1)]);
+    if (category == "Lu" || category == "Ll" || category == "Lt") {
+      AddToRanges(cp, newer["L&"]);
+      AddToRanges(cp, newer["LC"]);
+    }
+  });
+  std::vector<std::pair<char32_t, char32_t>> not_space;
+  ForEachMatch(R"(\s)", assigned, [&](char32_t cp) {
+    const std::string category = utf8proc_category_string(static_cast<utf8proc_int32_t>(cp));
+    if (category[0] != 'Z' && category != "Cc") AddToRanges(cp, not_space);
+  });
+  UnicodeFixes fixes;
+  for (const auto& [name, ranges] : newer) fixes.newer[name] = ClassRanges(ranges);
+  fixes.not_space = ClassRanges(not_space);
+  return fixes;
+}
+
+// `pattern` with the UnicodeFixes applied:
+//   * the newer code points join its \p{Category} classes: outside a bracket class
+//     \p{X} becomes [\p{X}...] and \P{X} [^\p{X}...]; inside one the ranges
+//     follow \p{X} (a \P{X} inside a bracket class is left as it is);
+//   * \s becomes (?:(?![not_space])\s) and \S (?:\S|[not_space]); a bracket class
+//     with \s in it, [..\s..], becomes (?:(?![not_space])[..\s..]) and a negated
+//     one, [^..\s..], (?:[^..\s..]|[not_space]).
+std::string WithUnicodeFixes(std::string_view pattern) {
+  static const UnicodeFixes* const kFixes = new UnicodeFixes(FindUnicodeFixes());
+  const std::string& not_space = kFixes->not_space;
+  std::string out;
+  bool in_class = false;
+  size_t class_start = 0;  // Where the bracket class begins in `out`.
+  bool class_negated = false;
+  bool class_has_space = false;
+  for (size_t i = 0; i < pattern.size();) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const char next = pattern[i + 1];
+      if (next == 'Q') {  // \Q...\E is literal text.
+        const size_t end = pattern.find("\\E", i + 2);
+        const size_t stop = end == std::string_view::npos ? pattern.size() : end + 2;
+        out.append(pattern.substr(i, stop - i));
+        i = stop;
+        continue;
+      }
+      if ((next == 's' || next == 'S') && !not_space.empty()) {
+        if (in_class) {
+          class_has_space = class_has_space || next == 's';
+          out.append(pattern.substr(i, 2));
+        } else {
+          out += next == 's' ? "(?:(?![" + not_space + "])\\s)" : "(?:\\S|[" + not_space + "])";
+        }
+        i += 2;
+        continue;
+      }
+      if ((next != 'p' && next != 'P') || i + 2 >= pattern.size()) {
+        out.append(pattern.substr(i, 2));
+        i += 2;
+        continue;
+      }
+      size_t end = i + 3;
+      std::string_view name = pattern.substr(i + 2, 1);
+      if (pattern[i + 2] == '{') {
+        const size_t close = pattern.find('}', i + 3);
+        if (close == std::string_view::npos) {
+          out.append(pattern.substr(i));
+          break;
+        }
+        name = pattern.substr(i + 3, close - i - 3);
+        end = close + 1;
+      }
+      bool negated = next == 'P';
+      if (!name.empty() && name.front() == '^') {
+        negated = !negated;
+        name.remove_prefix(1);
+      }
+      const auto extra = kFixes->newer.find(Sv(name));
+      const std::string_view original = pattern.substr(i, end - i);
+      i = end;
+      if (extra == kFixes->newer.end() || (in_class && negated)) {
+        out.append(original);
+      } else if (in_class) {
+        out.append(original);
+        out += extra->second;
+      } else {
+        out += negated ? "[^\\p{" : "[\\p{";
+        out.append(name);
+        out += "}" + extra->second + "]";
+      }
+      continue;
+    }
+    if (c == '[' && !in_class) {
+      in_class = true;
+      class_start = out.size();
+      class_has_space = false;
+      out.push_back(c);
+      ++i;
+      // A ']' right after '[' or '[^' is literal.
+      class_negated = i < pattern.size() && pattern[i] == '^';
+      if (class_negated) out.push_back(pattern[i++]);
+      if (i < pattern.size() && pattern[i] == ']') out.push_back(pattern[i++]);
+      continue;
+    }
+    out.push_back(c);
+    ++i;
+    if (c == '[' && in_class && i < pattern.size() && pattern[i] == ':') {
+      const size_t close = pattern.find(":]", i);  // A POSIX class [:name:].
+      const size_t stop = close == std::string_view::npos ? pattern.size() : close + 2;
+      out.append(pattern.substr(i, stop - i));
+      i = stop;
+    } else if (c == ']' && in_class) {
+      in_class = false;
+      if (class_has_space) {
+        const std::string body = out.substr(class_start);
+        out.resize(class_start);
+        out += class_negated ? "(?:" + body + "|[" + not_space + "])"
+                             : "(?:(?![" + not_space + "])" + body + ")";
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
 // RegexSplitter
 
 struct RegexSplitter::Compiled {
@@ -139,12 +339,19 @@ absl::StatusOr<RegexSplitter> RegexSplitter::Create(std::string_view pattern,
   const uint32_t options =
       PCRE2_UTF | PCRE2_MATCH_INVALID_UTF |
       (literal ? PCRE2_LITERAL : static_cast<uint32_t>(PCRE2_UCP));
+  const std::string compiled_pattern =
+      literal ? std::string(pattern) : WithUnicodeFixes(pattern);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()),
-                    pattern.size(), options, &error_code, &error_offset,
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled_pattern.data()),
+                    compiled_pattern.size(), options, &error_code, &error_offset,
                     /*ccontext=*/nullptr);
+  if (code == nullptr && compiled_pattern != pattern) {
+    // The pattern as written: the error (and its offset) is reported in it.
+    code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                         options, &error_code, &error_offset, /*ccontext=*/nullptr);
+  }
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
@@ -676,7 +883,8 @@ struct Tokenizer::Impl {
   std::vector<std::string> id_bytes;
   std::vector<bool> id_known;
   std::vector<bool> id_special;
-  std::optional<int32_t> bos;
+  std::vector<int32_t> prefix;  // Special tokens before a sequence.
+  std::vector<int32_t> suffix;  // Special tokens after it.
   std::optional<int32_t> eos;
   std::vector<int32_t> eos_list;
 
@@ -927,28 +1135,120 @@ void Tokenizer::Impl::BuildIdTables() {
 
 namespace {
 
-// Finds the leading SpecialToken name of a TemplateProcessing's "single"
-// template, also looking inside a post-processor Sequence.
-std::optional<std::string> TemplateBosName(const json& processor) {
-  const json* type = FindMember(processor, "type");
-  if (type == nullptr || !type->is_string()) return std::nullopt;
-  if (*type == "Sequence") {
-    const json* children = FindMember(processor, "processors");
-    if (children == nullptr || !children->is_array()) return std::nullopt;
-    for (const json& child : *children) {
-      if (std::optional<std::string> name = TemplateBosName(child)) return name;
+// The special tokens a post_processor puts around a single sequence.
+struct SequenceWrap {
+  std::vector<int64_t> prefix;
+  std::vector<int64_t> suffix;
+};
+
+// Reads ["name", id] (BertProcessing's and RobertaProcessing's cls / sep).
+absl::StatusOr<int64_t> NamedTokenId(const json& node, const char* key,
+                                     const std::string& where) {
+  const json* pair = FindMember(node, key);
+  if (pair == nullptr || !pair->is_array() || pair->size() != 2 ||
+      !(*pair)[0].is_string() || !(*pair)[1].is_number_integer()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected ", where, ".", key, " to be [token, id], found ",
+        pair == nullptr ? std::string("none") : Describe(*pair)));
+  }
+  return (*pair)[1].get<int64_t>();
+}
+
+// TemplateProcessing's "single" template: SpecialToken pieces before and after
+// the one Sequence piece "A", with their ids from "special_tokens". The "pair"
+// template is not read: BlockServe never encodes pairs.
+absl::Status ParseTemplate(const json& node, const std::string& where,
+                           SequenceWrap& wrap) {
+  const json* single = FindMember(node, "single");
+  if (single == nullptr || !single->is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected ", where, ".single to be an array, found ",
+        single == nullptr ? std::string("none") : Describe(*single)));
+  }
+  const json* special_tokens = FindMember(node, "special_tokens");
+  bool seen_sequence = false;
+  for (size_t i = 0; i < single->size(); ++i) {
+    const json& piece = (*single)[i];
+    const std::string at = absl::StrCat(where, ".single[", i, "]");
+    if (const json* sequence = FindMember(piece, "Sequence")) {
+      absl::StatusOr<std::string> id = GetString(*sequence, "id", at + ".Sequence");
+      if (!id.ok()) return id.status();
+      if (*id != "A" || seen_sequence) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "unsupported tokenizer.json feature: ", at, " is sequence \"", *id,
+            "\"; a single template must hold sequence \"A\" exactly once"));
+      }
+      seen_sequence = true;
+      continue;
     }
-    return std::nullopt;
+    const json* special = FindMember(piece, "SpecialToken");
+    if (special == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expected ", at, " to be a SpecialToken or a Sequence, found ", Describe(piece)));
+    }
+    absl::StatusOr<std::string> name = GetString(*special, "id", at + ".SpecialToken");
+    if (!name.ok()) return name.status();
+    const json* entry = special_tokens == nullptr ? nullptr
+                                                  : FindMember(*special_tokens, name->c_str());
+    const json* ids = entry == nullptr ? nullptr : FindMember(*entry, "ids");
+    if (ids == nullptr || !ids->is_array() ||
+        !std::all_of(ids->begin(), ids->end(),
+                     [](const json& id) { return id.is_number_integer(); })) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expected ", where, ".special_tokens to give the ids of \"", *name,
+          "\" (", at, ") as an array of integers"));
+    }
+    std::vector<int64_t>& side = seen_sequence ? wrap.suffix : wrap.prefix;
+    for (const json& id : *ids) side.push_back(id.get<int64_t>());
   }
-  if (*type != "TemplateProcessing") return std::nullopt;
-  const json* single = FindMember(processor, "single");
-  if (single == nullptr || !single->is_array() || single->empty()) {
-    return std::nullopt;
+  if (!seen_sequence) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported tokenizer.json feature: ", where,
+        ".single has no Sequence piece for the text"));
   }
-  const json* special = FindMember((*single)[0], "SpecialToken");
-  const json* id = special ? FindMember(*special, "id") : nullptr;
-  if (id == nullptr || !id->is_string()) return std::nullopt;
-  return id->get<std::string>();
+  return absl::OkStatus();
+}
+
+// Adds what post_processor `node` puts around a single sequence to `wrap`
+// (a later processor of a Sequence wraps the result of the earlier ones).
+absl::Status ParsePostProcessor(const json& node, const std::string& where,
+                                SequenceWrap& wrap) {
+  absl::StatusOr<std::string> type = GetString(node, "type", where);
+  if (!type.ok()) return type.status();
+  SequenceWrap own;
+  if (*type == "ByteLevel") return absl::OkStatus();  // Offsets only.
+  if (*type == "Sequence") {
+    const json* children = FindMember(node, "processors");
+    if (children == nullptr || !children->is_array()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected ", where, ".processors to be an array"));
+    }
+    for (size_t i = 0; i < children->size(); ++i) {
+      absl::Status s = ParsePostProcessor(
+          (*children)[i], absl::StrCat(where, ".processors[", i, "]"), wrap);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  } else if (*type == "TemplateProcessing") {
+    if (absl::Status s = ParseTemplate(node, where, own); !s.ok()) return s;
+  } else if (*type == "BertProcessing" || *type == "RobertaProcessing") {
+    // [CLS] $A [SEP] and <s> $A </s>: the same shape for one sequence; their
+    // other settings (trim_offsets, add_prefix_space) only move offsets.
+    absl::StatusOr<int64_t> cls = NamedTokenId(node, "cls", where);
+    if (!cls.ok()) return cls.status();
+    absl::StatusOr<int64_t> sep = NamedTokenId(node, "sep", where);
+    if (!sep.ok()) return sep.status();
+    own = {{*cls}, {*sep}};
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported tokenizer.json feature: expected ", where,
+        ".type to be TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel "
+        "or Sequence, found \"", *type, "\""));
+  }
+  own.prefix.insert(own.prefix.end(), wrap.prefix.begin(), wrap.prefix.end());
+  own.suffix.insert(own.suffix.begin(), wrap.suffix.begin(), wrap.suffix.end());
+  wrap = std::move(own);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -990,29 +1290,37 @@ absl::Status Tokenizer::Impl::FindBosEos(const json& root,
     bos_by_id = *id;
   }
 
+  // Which special tokens wrap a sequence: the post_processor, with
+  // tokenizer_config.json's add_bos_token / add_eos_token replacing its leading /
+  // trailing part when present (as transformers' Llama-style tokenizers rebuild
+  // the template from them).
+  SequenceWrap wrap;
+  if (const json* processor = FindMember(root, "post_processor")) {
+    absl::Status s = ParsePostProcessor(*processor, "post_processor", wrap);
+    if (!s.ok()) return s;
+  }
+  for (const std::vector<int64_t>* side : {&wrap.prefix, &wrap.suffix}) {
+    for (const int64_t id : *side) {
+      if (id < 0 || id >= static_cast<int64_t>(id_known.size()) || !id_known[id]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "post_processor: special token id ", id, " is not in the vocabulary"));
+      }
+    }
+  }
   if (special.add_bos_token.has_value()) {
+    wrap.prefix.clear();
     if (*special.add_bos_token) {
-      bos = bos_token->has_value() ? *bos_token : bos_by_id;
+      std::optional<int32_t> bos = bos_token->has_value() ? *bos_token : bos_by_id;
       if (!bos.has_value()) {
         return absl::InvalidArgumentError(
             "tokenizer_config.json: add_bos_token is true but there is no bos_token "
             "(nor bos_token_id)");
       }
+      wrap.prefix.push_back(*bos);
     }
-  } else if (const json* processor = FindMember(root, "post_processor")) {
-    if (std::optional<std::string> name = TemplateBosName(*processor)) {
-      bos = Lookup(*name);
-      if (!bos.has_value()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "post_processor: special token \"", *name, "\" is not in the vocabulary"));
-      }
-    }
+  } else if (wrap.prefix.empty() && !special.has_tokenizer_config && bos_by_id) {
+    wrap.prefix.push_back(*bos_by_id);
   }
-  if (!special.add_bos_token.has_value() && !bos.has_value() &&
-      !special.has_tokenizer_config) {
-    bos = bos_by_id;
-  }
-
   if (eos_token->has_value()) eos_list.push_back(**eos_token);
   for (const int64_t raw : special.eos_token_ids) {
     absl::StatusOr<int32_t> id = by_id(raw, "eos_token_id");
@@ -1022,6 +1330,19 @@ absl::Status Tokenizer::Impl::FindBosEos(const json& root,
     }
   }
   if (!eos_list.empty()) eos = eos_list.front();
+  if (special.add_eos_token.has_value()) {
+    wrap.suffix.clear();
+    if (*special.add_eos_token) {
+      if (!eos.has_value()) {
+        return absl::InvalidArgumentError(
+            "tokenizer_config.json: add_eos_token is true but there is no eos_token "
+            "(nor eos_token_id)");
+      }
+      wrap.suffix.push_back(*eos);
+    }
+  }
+  prefix.assign(wrap.prefix.begin(), wrap.prefix.end());
+  suffix.assign(wrap.suffix.begin(), wrap.suffix.end());
   return absl::OkStatus();
 }
 
@@ -1261,9 +1582,9 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(std::string_view json_text,
 }
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text,
-                                       bool add_bos) const {
+                                       bool add_special_tokens) const {
   std::vector<int32_t> ids;
-  if (add_bos && impl_->bos.has_value()) ids.push_back(*impl_->bos);
+  if (add_special_tokens) ids = impl_->prefix;
   size_t segment_begin = 0;
   for (size_t pos = 0; pos < text.size();) {
     const AddedToken* token = impl_->MatchAdded(text, pos);
@@ -1278,6 +1599,7 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text,
     segment_begin = pos;
   }
   impl_->EncodeOrdinary(text.substr(segment_begin), segment_begin == 0, ids);
+  if (add_special_tokens) ids.insert(ids.end(), impl_->suffix.begin(), impl_->suffix.end());
   return ids;
 }
 
@@ -1313,7 +1635,14 @@ std::optional<int32_t> Tokenizer::TokenId(std::string_view token) const {
   return impl_->Lookup(token);
 }
 
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
+std::optional<int32_t> Tokenizer::bos_id() const {
+  if (impl_->prefix.empty()) return std::nullopt;
+  return impl_->prefix.front();
+}
+
+const std::vector<int32_t>& Tokenizer::special_prefix() const { return impl_->prefix; }
+
+const std::vector<int32_t>& Tokenizer::special_suffix() const { return impl_->suffix; }
 
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
 
@@ -1405,13 +1734,17 @@ absl::StatusOr<SpecialTokenConfig> SpecialTokenConfig::Read(const std::string& d
     if (!eos.ok()) return eos.status();
     config.bos_token = *std::move(bos);
     config.eos_token = *std::move(eos);
-    if (const json* add = FindMember(root, "add_bos_token")) {
+    for (const auto& [key, value] :
+         {std::pair("add_bos_token", &config.add_bos_token),
+          std::pair("add_eos_token", &config.add_eos_token)}) {
+      const json* add = FindMember(root, key);
+      if (add == nullptr) continue;
       if (!add->is_boolean()) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "tokenizer_config.json: expected add_bos_token to be a boolean, found ",
+            "tokenizer_config.json: expected ", key, " to be a boolean, found ",
             Describe(*add)));
       }
-      config.add_bos_token = add->get<bool>();
+      *value = add->get<bool>();
     }
   }
   for (const char* name : {"generation_config.json", "config.json"}) {

@@ -30,7 +30,11 @@
 //   * added_tokens: matched literally in the input before normalization
 //     (longest match wins); `lstrip`, `rstrip` and `single_word` must be
 //     false and `normalized` tokens are matched in the raw text.
-//   * post_processor: only consulted for the BOS token (see bos_id()).
+//   * post_processor: which special tokens Encode(text, true) puts around the
+//     text (see special_prefix()): TemplateProcessing (its "single" template;
+//     the "pair" template is not read), BertProcessing and RobertaProcessing
+//     ([CLS] $A [SEP] / <s> $A </s>), ByteLevel (no tokens) and Sequence of
+//     those; any other type is rejected.
 //   * decoder: ignored except that a SentencePiece-style Decode() drops the
 //     leading space its Strip/Metaspace decoder drops.
 #ifndef BLOCKSERVE_ENGINE_TOKENIZER_H_
@@ -63,7 +67,10 @@ std::string ByteLevelEncode(std::string_view bytes);
 std::string ByteLevelDecode(std::string_view symbols);
 
 // A PCRE2 pattern compiled once (UTF + UCP, so \p{L}, \p{N}, \s are Unicode
-// aware) that cuts text into alternating matched / unmatched spans.
+// aware) that cuts text into alternating matched / unmatched spans. Where
+// PCRE2's Unicode tables are older than libutf8proc's, the pattern's \p{...}
+// classes take the newer code points too, and \s leaves out U+180E (no longer
+// white space), as Hugging Face's regexes do (tests/tokenizers/README.md).
 // Invalid UTF-8 in the text never matches; it ends up in unmatched spans.
 // Copies share the compiled pattern; all methods are thread-safe.
 class RegexSplitter {
@@ -103,8 +110,9 @@ struct SpecialTokenConfig {
   // AddedToken object {"content": ...}; null or absent is nullopt.
   std::optional<std::string> bos_token;
   std::optional<std::string> eos_token;
-  // tokenizer_config.json "add_bos_token", when present.
+  // tokenizer_config.json "add_bos_token" / "add_eos_token", when present.
   std::optional<bool> add_bos_token;
+  std::optional<bool> add_eos_token;
   // generation_config.json "bos_token_id" / "eos_token_id" (int or list),
   // each taken from config.json when generation_config.json lacks it.
   std::optional<int64_t> bos_token_id;
@@ -138,9 +146,10 @@ class Tokenizer {
   // (longest match) and emitted as their ids; the text between them is
   // normalized, pre-tokenized, (byte-level mapped) and BPE-merged by merge
   // rank. A symbol missing from the vocab becomes unk_token if the model has
-  // one and is dropped otherwise. If `add_bos` and bos_id() is set, it is
-  // prepended.
-  std::vector<int32_t> Encode(std::string_view text, bool add_bos = false) const;
+  // one and is dropped otherwise. With `add_special_tokens` (Hugging Face's
+  // name), special_prefix() goes before the ids and special_suffix() after.
+  std::vector<int32_t> Encode(std::string_view text,
+                              bool add_special_tokens = false) const;
 
   // Decodes ids to text by concatenating TokenBytes() of each id; special
   // tokens are skipped if `skip_special`. A SentencePiece-style tokenizer
@@ -167,14 +176,19 @@ class Tokenizer {
   // precedence.
   std::optional<int32_t> TokenId(std::string_view token) const;
 
-  // BOS: the token Encode(text, true) prepends, as transformers' tokenizer(text)
-  // would. Never guessed from token names. In order:
-  //   1. tokenizer_config.json has add_bos_token: if true its bos_token (else
-  //      the bos_token_id), if false none;
-  //   2. else the leading SpecialToken of a TemplateProcessing post_processor
-  //      (also inside a Sequence), which is what Hugging Face adds;
-  //   3. else, only for a folder without tokenizer_config.json (BlockServe's
-  //      own trained models), the bos_token_id of generation_config/config.
+  // The special tokens Encode(text, true) puts before and after a text, as
+  // transformers' tokenizer(text) would. Never guessed from token names:
+  //   * the post_processor's single-sequence template (see the top of this
+  //     file), else none;
+  //   * tokenizer_config.json's add_bos_token, when present, replaces the
+  //     leading part: its bos_token (else the bos_token_id) if true, nothing if
+  //     false; add_eos_token likewise replaces the trailing part with eos_id();
+  //   * for a folder without tokenizer_config.json (BlockServe's own trained
+  //     models) and no leading part, the bos_token_id of generation_config or
+  //     config.json.
+  const std::vector<int32_t>& special_prefix() const;
+  const std::vector<int32_t>& special_suffix() const;
+  // BOS: the first of special_prefix(), if any.
   std::optional<int32_t> bos_id() const;
   // EOS: tokenizer_config.json's eos_token if any, else the first of
   // eos_ids().

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "engine/bpe_trainer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -17,6 +18,7 @@ namespace blockserve::engine {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::Field;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
@@ -181,6 +183,72 @@ TEST(RegexSplitterTest, Llama3PatternGroupsDigitsByThreeAndIgnoresCase) {
   EXPECT_THAT(splitter->SplitIsolated("DON'T"), ElementsAre("DON", "'T"));
 }
 
+// Unicode 15 code points (newer than the Unicode 14 tables of Debian 12's
+// PCRE2): the Nag Mundari digits one and two (Nd) and the Kawi letters A and AA
+// (Lo). libutf8proc's categories are added to the pattern's classes.
+constexpr char kNagMundari1[] = "\xF0\x9E\x93\xB1";
+constexpr char kNagMundari2[] = "\xF0\x9E\x93\xB2";
+constexpr char kKawiA[] = "\xF0\x91\xBC\x84";
+constexpr char kKawiAa[] = "\xF0\x91\xBC\x85";
+
+TEST(RegexSplitterTest, CategoriesKnowCodePointsNewerThanPcre2) {
+  const std::string digits = absl::StrCat("12", kNagMundari1, kNagMundari2);
+  absl::StatusOr<RegexSplitter> llama3 = RegexSplitter::Create(kLlama3Pattern);
+  ASSERT_TRUE(llama3.ok()) << llama3.status();
+  EXPECT_THAT(llama3->SplitIsolated(digits + " x"),
+              ElementsAre(absl::StrCat("12", kNagMundari1), kNagMundari2, " x"));
+  const std::string kawi = absl::StrCat(kKawiA, kKawiAa);
+  EXPECT_THAT(llama3->SplitIsolated("." + kawi), ElementsAre("." + kawi));
+  for (const char* pattern : {R"(\P{N}+)", R"([^\p{N}]+)", R"(\p{^Nd}+)", R"([^\pN]+)"}) {
+    absl::StatusOr<RegexSplitter> splitter = RegexSplitter::Create(pattern);
+    ASSERT_TRUE(splitter.ok()) << splitter.status();
+    const std::string text = absl::StrCat("a", kNagMundari1, "b");
+    EXPECT_THAT(splitter->Segments(text),
+                ElementsAre(Field(&RegexSplitter::Segment::is_match, true),
+                            Field(&RegexSplitter::Segment::is_match, false),
+                            Field(&RegexSplitter::Segment::is_match, true)))
+        << pattern;
+  }
+  for (const char* pattern : {R"(\p{Lo}+)", R"([\p{L}]+)", R"(\pL+)", R"(\p{L&}+|\p{L}+)"}) {
+    absl::StatusOr<RegexSplitter> splitter = RegexSplitter::Create(pattern);
+    ASSERT_TRUE(splitter.ok()) << splitter.status();
+    EXPECT_THAT(splitter->Segments(kawi),
+                ElementsAre(Field(&RegexSplitter::Segment::is_match, true)))
+        << pattern;
+  }
+  // Literal text and \Q...\E are not rewritten.
+  absl::StatusOr<RegexSplitter> quoted = RegexSplitter::Create(R"(\Q\p{N}\E)");
+  ASSERT_TRUE(quoted.ok()) << quoted.status();
+  EXPECT_THAT(quoted->SplitIsolated(absl::StrCat("1\\p{N}", kNagMundari1)),
+              ElementsAre("1", "\\p{N}", kNagMundari1));
+}
+
+// U+180E MONGOLIAN VOWEL SEPARATOR is a format character (Cf) since Unicode 6.3,
+// not white space, though PCRE2's \s still matches it.
+constexpr char kMongolianVowelSeparator[] = "\xE1\xA0\x8E";
+
+TEST(RegexSplitterTest, MongolianVowelSeparatorIsNotWhiteSpace) {
+  const auto matches = [](const char* pattern, const std::string& text) {
+    absl::StatusOr<RegexSplitter> splitter = RegexSplitter::Create(pattern);
+    EXPECT_TRUE(splitter.ok()) << splitter.status();
+    std::vector<std::string> out;
+    for (const RegexSplitter::Segment& s : splitter->Segments(text)) {
+      if (s.is_match) out.push_back(text.substr(s.begin, s.end - s.begin));
+    }
+    return out;
+  };
+  const std::string mvs = kMongolianVowelSeparator;
+  EXPECT_THAT(matches(R"(\s+)", " " + mvs + "\t"), ElementsAre(" ", "\t"));
+  EXPECT_THAT(matches(R"(\S+)", " " + mvs + "\t"), ElementsAre(mvs));
+  EXPECT_THAT(matches(R"([\s]+)", " " + mvs + "\t"), ElementsAre(" ", "\t"));
+  EXPECT_THAT(matches(R"([^\s\p{L}]+)", "a" + mvs + ". b"), ElementsAre(mvs + "."));
+  EXPECT_THAT(matches(kGpt2SplitPattern.data(), "a " + mvs + mvs + " b"),
+              ElementsAre("a", " " + mvs + mvs, " b"));
+  // Other white space is unchanged: tab, newline, NEL, no-break and ideographic space.
+  EXPECT_THAT(matches(R"(\s+)", "a\t\n\xC2\x85\xC2\xA0\xE3\x80\x80z"),
+              ElementsAre("\t\n\xC2\x85\xC2\xA0\xE3\x80\x80"));
+}
+
 TEST(RegexSplitterTest, InvalidUtf8EndsUpInGapsInsteadOfFailing) {
   absl::StatusOr<RegexSplitter> splitter =
       RegexSplitter::Create(kGpt2SplitPattern);
@@ -252,7 +320,7 @@ TEST(TrainedTokenizerTest, TokenNamesAloneGiveNoBosAndNoEos) {
   EXPECT_FALSE(tokenizer.eos_id().has_value());
   EXPECT_THAT(tokenizer.eos_ids(), IsEmpty());
   EXPECT_FALSE(tokenizer.bos_id().has_value());
-  EXPECT_EQ(tokenizer.Encode("a", /*add_bos=*/true), tokenizer.Encode("a"));
+  EXPECT_EQ(tokenizer.Encode("a", /*add_special_tokens=*/true), tokenizer.Encode("a"));
 }
 
 TEST(TrainedTokenizerTest, ConcurrentEncodesAgree) {
@@ -376,7 +444,7 @@ TEST(TinyTokenizerTest, BosAndEosAreNeverGuessedFromTokenNames) {
   const Tokenizer tokenizer = MustLoad(TinyJson());  // Has "<s>" and "</s>".
   EXPECT_EQ(tokenizer.bos_id(), std::nullopt);
   EXPECT_EQ(tokenizer.eos_id(), std::nullopt);
-  EXPECT_THAT(tokenizer.Encode("abc", /*add_bos=*/true), ElementsAre(5));
+  EXPECT_THAT(tokenizer.Encode("abc", /*add_special_tokens=*/true), ElementsAre(5));
 }
 
 TEST(TinyTokenizerTest, BosAndEosComeFromTokenizerConfig) {
@@ -391,7 +459,7 @@ TEST(TinyTokenizerTest, BosAndEosComeFromTokenizerConfig) {
   EXPECT_EQ(tokenizer->bos_id(), 7);
   EXPECT_EQ(tokenizer->eos_id(), 8);
   EXPECT_THAT(tokenizer->eos_ids(), ElementsAre(8, 10));
-  EXPECT_THAT(tokenizer->Encode("abc", /*add_bos=*/true), ElementsAre(7, 5));
+  EXPECT_THAT(tokenizer->Encode("abc", /*add_special_tokens=*/true), ElementsAre(7, 5));
   // A bos_token without add_bos_token adds nothing (Qwen: bos_token null,
   // config.json's bos_token_id set).
   special.add_bos_token.reset();
@@ -410,7 +478,8 @@ TEST(TinyTokenizerTest, AddBosTokenFalseOverridesTheTemplate) {
   std::string json = Replace(TinyJson(), R"("post_processor": null)",
                              R"("post_processor": {"type": "TemplateProcessing", "single": [
                                  {"SpecialToken": {"id": "<s>", "type_id": 0}},
-                                 {"Sequence": {"id": "A", "type_id": 0}}]})");
+                                 {"Sequence": {"id": "A", "type_id": 0}}],
+                                 "special_tokens": {"<s>": {"id": "<s>", "ids": [7]}}})");
   EXPECT_EQ(MustLoad(json).bos_id(), 7);
   SpecialTokenConfig special;
   special.add_bos_token = false;
@@ -443,7 +512,7 @@ TEST(SpecialTokenConfigTest, ReadsTheThreeFilesAsTransformersDoes) {
   WriteFile(dir + "/tokenizer.json", TinyJson());
   WriteFile(dir + "/tokenizer_config.json",
             R"({"bos_token": {"__type": "AddedToken", "content": "<s>"},
-                "eos_token": "</s>", "add_bos_token": true})");
+                "eos_token": "</s>", "add_bos_token": true, "add_eos_token": true})");
   WriteFile(dir + "/generation_config.json", R"({"eos_token_id": [10, 11]})");
   WriteFile(dir + "/config.json", R"({"bos_token_id": 7, "eos_token_id": 8})");
   absl::StatusOr<SpecialTokenConfig> special = SpecialTokenConfig::Read(dir);
@@ -452,16 +521,21 @@ TEST(SpecialTokenConfigTest, ReadsTheThreeFilesAsTransformersDoes) {
   EXPECT_EQ(special->bos_token, "<s>");
   EXPECT_EQ(special->eos_token, "</s>");
   EXPECT_EQ(special->add_bos_token, true);
+  EXPECT_EQ(special->add_eos_token, true);
   EXPECT_EQ(special->bos_token_id, 7);  // generation_config.json has none.
   EXPECT_THAT(special->eos_token_ids, ElementsAre(10, 11));
   absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromModelDir(dir);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   EXPECT_EQ(tokenizer->bos_id(), 7);
   EXPECT_THAT(tokenizer->eos_ids(), ElementsAre(8, 10, 11));
+  EXPECT_THAT(tokenizer->Encode("abc", /*add_special_tokens=*/true), ElementsAre(7, 5, 8));
 
   WriteFile(dir + "/tokenizer_config.json", R"({"add_bos_token": "yes"})");
   EXPECT_THAT(std::string(SpecialTokenConfig::Read(dir).status().message()),
               HasSubstr("add_bos_token"));
+  WriteFile(dir + "/tokenizer_config.json", R"({"add_eos_token": 1})");
+  EXPECT_THAT(std::string(SpecialTokenConfig::Read(dir).status().message()),
+              HasSubstr("add_eos_token"));
   std::filesystem::remove(dir + "/tokenizer_config.json");
   std::filesystem::remove(dir + "/generation_config.json");
   special = SpecialTokenConfig::Read(dir);
@@ -470,18 +544,121 @@ TEST(SpecialTokenConfigTest, ReadsTheThreeFilesAsTransformersDoes) {
   EXPECT_THAT(special->eos_token_ids, ElementsAre(8));
 }
 
-TEST(TinyTokenizerTest, BosComesFromTemplatePostProcessor) {
-  std::string json = TinyJson();
-  const std::string null_processor = R"("post_processor": null)";
-  json.replace(json.find(null_processor), null_processor.size(),
-               R"("post_processor": {"type": "Sequence", "processors": [
-                   {"type": "ByteLevel", "add_prefix_space": true,
-                    "trim_offsets": false, "use_regex": true},
-                   {"type": "TemplateProcessing", "single": [
-                     {"SpecialToken": {"id": "<unused>", "type_id": 0}},
-                     {"Sequence": {"id": "A", "type_id": 0}}]}]})");
-  const Tokenizer tokenizer = MustLoad(json);
+// TinyJson() with `processor` as its post_processor.
+std::string WithPostProcessor(const std::string& processor) {
+  return Replace(TinyJson(), R"("post_processor": null)",
+                 absl::StrCat(R"("post_processor": )", processor));
+}
+
+// A TemplateProcessing whose single template is `single`; "<s>" is 7, "</s>"
+// 8 and "<unused>" 10 (tokens of TinyJson()).
+std::string Template(const std::string& single) {
+  return absl::StrCat(R"({"type": "TemplateProcessing", "single": [)", single, R"(],
+      "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+      "special_tokens": {"<s>": {"id": "<s>", "ids": [7], "tokens": ["<s>"]},
+                         "</s>": {"id": "</s>", "ids": [8], "tokens": ["</s>"]},
+                         "<unused>": {"id": "<unused>", "ids": [10], "tokens": ["<unused>"]}}})");
+}
+
+constexpr char kBos[] = R"({"SpecialToken": {"id": "<s>", "type_id": 0}})";
+constexpr char kEos[] = R"({"SpecialToken": {"id": "</s>", "type_id": 0}})";
+constexpr char kText[] = R"({"Sequence": {"id": "A", "type_id": 0}})";
+
+TEST(PostProcessorTest, BosComesFromATemplateInsideASequence) {
+  const Tokenizer tokenizer = MustLoad(WithPostProcessor(absl::StrCat(
+      R"({"type": "Sequence", "processors": [
+          {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false,
+           "use_regex": true}, )",
+      Template(R"({"SpecialToken": {"id": "<unused>", "type_id": 0}}, )" +
+               std::string(kText)),
+      "]}")));
   EXPECT_EQ(tokenizer.bos_id(), 10);
+  EXPECT_THAT(tokenizer.special_suffix(), IsEmpty());
+  EXPECT_THAT(tokenizer.Encode("abc", /*add_special_tokens=*/true), ElementsAre(10, 5));
+}
+
+TEST(PostProcessorTest, TemplateWithATrailingEos) {
+  const Tokenizer tokenizer =
+      MustLoad(WithPostProcessor(Template(absl::StrCat(kText, ", ", kEos))));
+  EXPECT_EQ(tokenizer.bos_id(), std::nullopt);
+  EXPECT_THAT(tokenizer.special_suffix(), ElementsAre(8));
+  EXPECT_THAT(tokenizer.Encode("abc", /*add_special_tokens=*/true), ElementsAre(5, 8));
+  EXPECT_THAT(tokenizer.Encode("", /*add_special_tokens=*/true), ElementsAre(8));
+  EXPECT_THAT(tokenizer.Encode("abc"), ElementsAre(5));
+}
+
+TEST(PostProcessorTest, TemplateWithTokensOnBothSides) {
+  const Tokenizer tokenizer = MustLoad(
+      WithPostProcessor(Template(absl::StrCat(kBos, ", ", kText, ", ", kEos, ", ", kEos))));
+  EXPECT_EQ(tokenizer.bos_id(), 7);
+  EXPECT_THAT(tokenizer.Encode("abc ab", /*add_special_tokens=*/true),
+              ElementsAre(7, 5, 6, 4, 8, 8));
+  // add_bos_token / add_eos_token of tokenizer_config.json replace each side.
+  SpecialTokenConfig special;
+  special.has_tokenizer_config = true;
+  special.bos_token = "<unused>";
+  special.eos_token = "</s>";
+  special.add_bos_token = true;
+  absl::StatusOr<Tokenizer> configured =
+      Tokenizer::FromJson(WithPostProcessor(Template(absl::StrCat(kBos, ", ", kText, ", ", kEos))),
+                          special);
+  ASSERT_TRUE(configured.ok()) << configured.status();
+  EXPECT_THAT(configured->Encode("abc", /*add_special_tokens=*/true), ElementsAre(10, 5, 8));
+  special.add_bos_token = false;
+  special.add_eos_token = false;
+  configured = Tokenizer::FromJson(
+      WithPostProcessor(Template(absl::StrCat(kBos, ", ", kText, ", ", kEos))), special);
+  ASSERT_TRUE(configured.ok()) << configured.status();
+  EXPECT_THAT(configured->Encode("abc", /*add_special_tokens=*/true), ElementsAre(5));
+  special.add_eos_token = true;
+  configured = Tokenizer::FromJson(WithPostProcessor(Template(kText)), special);
+  ASSERT_TRUE(configured.ok()) << configured.status();
+  EXPECT_THAT(configured->Encode("abc", /*add_special_tokens=*/true), ElementsAre(5, 8));
+}
+
+TEST(PostProcessorTest, SequenceOfTemplatesWrapsInOrder) {
+  const Tokenizer tokenizer = MustLoad(WithPostProcessor(absl::StrCat(
+      R"({"type": "Sequence", "processors": [)",
+      Template(absl::StrCat(kBos, ", ", kText, ", ", kEos)), ", ",
+      Template(R"({"SpecialToken": {"id": "<unused>", "type_id": 0}}, )" + std::string(kText) +
+               ", " + kBos),
+      "]}")));
+  EXPECT_THAT(tokenizer.Encode("abc", /*add_special_tokens=*/true), ElementsAre(10, 7, 5, 8, 7));
+}
+
+TEST(PostProcessorTest, BertAndRobertaProcessing) {
+  const Tokenizer bert = MustLoad(WithPostProcessor(
+      R"({"type": "BertProcessing", "sep": ["</s>", 8], "cls": ["<unused>", 10]})"));
+  EXPECT_THAT(bert.Encode("abc", /*add_special_tokens=*/true), ElementsAre(10, 5, 8));
+  const Tokenizer roberta = MustLoad(WithPostProcessor(
+      R"({"type": "RobertaProcessing", "sep": ["</s>", 8], "cls": ["<s>", 7],
+          "trim_offsets": true, "add_prefix_space": false})"));
+  EXPECT_THAT(roberta.Encode("abc", /*add_special_tokens=*/true), ElementsAre(7, 5, 8));
+}
+
+TEST(PostProcessorTest, UnsupportedOrBrokenProcessorsAreClearErrors) {
+  const auto error = [](const std::string& processor) {
+    absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(WithPostProcessor(processor));
+    EXPECT_FALSE(tokenizer.ok()) << processor;
+    return std::string(tokenizer.status().message());
+  };
+  EXPECT_THAT(error(R"({"type": "NoSuchProcessing"})"),
+              HasSubstr("unsupported tokenizer.json feature: expected post_processor.type"));
+  // A single template must hold the text (sequence A) once, never sequence B.
+  EXPECT_THAT(error(Template(absl::StrCat(kBos, R"(, {"Sequence": {"id": "B", "type_id": 0}})"))),
+              HasSubstr("unsupported tokenizer.json feature: post_processor.single[1]"));
+  EXPECT_THAT(error(Template(absl::StrCat(kText, ", ", kText))),
+              HasSubstr("sequence \"A\" exactly once"));
+  EXPECT_THAT(error(Template(kBos)), HasSubstr("no Sequence piece"));
+  // A special token the template does not list, or one whose id is not a token.
+  EXPECT_THAT(error(Template(R"({"SpecialToken": {"id": "<x>", "type_id": 0}}, )" +
+                             std::string(kText))),
+              HasSubstr("special_tokens to give the ids of \"<x>\""));
+  EXPECT_THAT(error(Replace(Template(absl::StrCat(kBos, ", ", kText)), R"("ids": [7])",
+                            R"("ids": [70])")),
+              HasSubstr("special token id 70 is not in the vocabulary"));
+  EXPECT_THAT(error(R"({"type": "BertProcessing", "sep": ["</s>"], "cls": ["<s>", 7]})"),
+              HasSubstr("post_processor.sep"));
 }
 
 TEST(TinyTokenizerTest, VocabSizeIsMaxIdPlusOneAndTokenIdLooksUpBoth) {
@@ -744,7 +921,8 @@ std::string SentencePieceJson(const std::string& normalizer, const std::string& 
   "normalizer": )" + normalizer + R"(,
   "pre_tokenizer": )" + pre_tokenizer + R"(,
   "post_processor": {"type": "TemplateProcessing", "single": [
-      {"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]},
+      {"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+      "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
   "decoder": )" + decoder + R"(,
   "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": true, "byte_fallback": true,
     "vocab": {"<unk>": 0, "<s>": 1, "\u2581": 2, "h": 3, "i": 4, "hi": 5, "\u2581hi": 6,
@@ -765,7 +943,7 @@ constexpr char kLlama2Decoder[] =
 TEST(SentencePieceTest, Llama2StyleNormalizerByteFallbackAndFusedUnknowns) {
   const Tokenizer t = MustLoad(SentencePieceJson(kLlama2Normalizer, "null", kLlama2Decoder));
   EXPECT_THAT(t.Encode("hi hi"), ElementsAre(6, 6));
-  EXPECT_THAT(t.Encode("hi\xE2\x98\x83", /*add_bos=*/true), ElementsAre(1, 6, 7, 8, 9));
+  EXPECT_THAT(t.Encode("hi\xE2\x98\x83", /*add_special_tokens=*/true), ElementsAre(1, 6, 7, 8, 9));
   EXPECT_THAT(t.Encode("hixyz"), ElementsAre(6, 0));  // x, y, z fused into one <unk>.
   EXPECT_THAT(t.Encode("<s>hi"), ElementsAre(1, 6));  // Prepend after an added token too.
   EXPECT_EQ(*t.Decode({6, 7, 8, 9, 6}), "hi\xE2\x98\x83 hi");

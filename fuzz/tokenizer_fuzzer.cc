@@ -33,13 +33,11 @@ void CheckEncode(const Tokenizer& tokenizer, std::string_view text) {
   FUZZ_CHECK(tokenizer.Decode(ids).ok());
   FUZZ_CHECK(tokenizer.Decode(ids, /*skip_special=*/true).ok());
   FUZZ_CHECK(tokenizer.Encode(text) == ids);
-  const std::vector<int32_t> with_bos = tokenizer.Encode(text, /*add_bos=*/true);
-  if (std::optional<int32_t> bos = tokenizer.bos_id()) {
-    FUZZ_CHECK(!with_bos.empty() && with_bos.front() == *bos);
-    FUZZ_CHECK(std::equal(with_bos.begin() + 1, with_bos.end(), ids.begin(), ids.end()));
-  } else {
-    FUZZ_CHECK(with_bos == ids);
-  }
+  std::vector<int32_t> wrapped = tokenizer.special_prefix();
+  wrapped.insert(wrapped.end(), ids.begin(), ids.end());
+  wrapped.insert(wrapped.end(), tokenizer.special_suffix().begin(),
+                 tokenizer.special_suffix().end());
+  FUZZ_CHECK(tokenizer.Encode(text, /*add_special_tokens=*/true) == wrapped);
 }
 
 }  // namespace

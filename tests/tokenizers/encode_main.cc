@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     const std::string t = item.get<std::string>();
     const std::vector<int32_t> ids = tokenizer->Encode(t);
     out["plain"].push_back(ids);
-    out["with_bos"].push_back(tokenizer->Encode(t, /*add_bos=*/true));
+    out["with_bos"].push_back(tokenizer->Encode(t, /*add_special_tokens=*/true));
     absl::StatusOr<std::string> decoded = tokenizer->Decode(ids);
     // Invalid UTF-8 cannot go into JSON; compare.js reports it as a mismatch.
     out["decoded"].push_back(decoded.ok() ? nlohmann::json(*decoded) : nlohmann::json());
