@@ -212,6 +212,13 @@ void ModelConfigs(const fs::path& model_dir) {
             "head_dim": 16, "sliding_window": null, "hidden_act": "silu",
             "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4},
             "dtype": "float32", "attention_bias": false, "mlp_bias": false})");
+  Write("model_config_fuzzer", "qwen2-alternating-layer-types",
+        R"({"model_type": "qwen2", "vocab_size": 1000, "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "use_sliding_window": true, "sliding_window": 6,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention",
+                            "full_attention"],
+            "rope_theta": 10000.0, "rms_norm_eps": 1e-06, "tie_word_embeddings": false})");
 }
 
 void LogitsRequests() {
