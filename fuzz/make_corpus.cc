@@ -155,10 +155,22 @@ void Tokenizers(const fs::path& model_dir) {
          {"invert", false}},
         {{"type", "Split"}, {"pattern", {{"String", "\n"}}}, {"behavior", "MergedWithNext"}},
         {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"use_regex", true}}}}};
+  // As Hugging Face writes one (Llama 3's): the BOS before each sequence, its id under
+  // special_tokens.
+  nlohmann::ordered_json bos_ids = nlohmann::ordered_json::array();
+  for (const auto& added : full["added_tokens"]) {
+    if (added["content"] == "<|begin_of_text|>") bos_ids.push_back(added["id"]);
+  }
+  const nlohmann::ordered_json bos = {{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}};
   full["post_processor"] = {
       {"type", "TemplateProcessing"},
-      {"single", {{{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}},
-                  {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}}};
+      {"single", {bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+      {"pair",
+       {bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, bos,
+        {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+      {"special_tokens",
+       {{"<|begin_of_text|>",
+         {{"id", "<|begin_of_text|>"}, {"ids", bos_ids}, {"tokens", {"<|begin_of_text|>"}}}}}}};
   Write("tokenizer_fuzzer", "pairs-split-template", full.dump());
 
   Write("tokenizer_fuzzer", "minimal",
