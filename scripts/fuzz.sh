@@ -47,7 +47,9 @@ for t in "${targets[@]}"; do
 done
 
 command -v clang-14 >/dev/null || { echo "fuzz.sh: clang-14 missing (scripts/setup.sh installs it)" >&2; exit 1; }
-output_base=${BLOCKSERVE_FUZZ_OUTPUT_BASE:-${XDG_CACHE_HOME:-$HOME/.cache}/blockserve-fuzz-bazel}
+# shellcheck source=scripts/output_base.sh
+source scripts/output_base.sh
+output_base=${BLOCKSERVE_FUZZ_OUTPUT_BASE:-$(output_base fuzz)}
 bazel_fuzz() { CC=clang-14 bazel --output_base="$output_base" "$@"; }
 
 labels=()

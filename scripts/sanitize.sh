@@ -61,7 +61,9 @@ if ((${#targets[@]} == 0)); then
   fi
 fi
 
-output_base=${XDG_CACHE_HOME:-$HOME/.cache}/blockserve-$config-bazel
+# shellcheck source=scripts/output_base.sh
+source scripts/output_base.sh
+output_base=$(output_base "$config")
 echo "sanitize.sh: $config, output base $output_base"
 # --build_tests_only: the tests and what they need; not the CUDA objects (nvcc, not
 # instrumented) nor binaries no test runs.

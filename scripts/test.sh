@@ -11,6 +11,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+# shellcheck source=scripts/output_base.sh
+source scripts/output_base.sh
 
 minutes() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
 
@@ -82,7 +84,7 @@ if [[ ${SANITIZERS:-1} != 0 ]]; then
   run_stage fuzz "${FUZZ_USUAL_S:-480}" fuzz scripts/fuzz.sh --time "${FUZZ_SECONDS:-10}" --results ''
   # The extra Bazel servers are not needed after CI's run.
   for base in asan tsan fuzz; do
-    bazel --output_base="${XDG_CACHE_HOME:-$HOME/.cache}/blockserve-$base-bazel" shutdown 2>/dev/null
+    bazel --output_base="$(output_base "$base")" shutdown 2>/dev/null
   done
 fi
 
