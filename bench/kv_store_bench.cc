@@ -3,6 +3,8 @@
 // For each block size (--tokens, of a --layers x --kv_heads x --head_dim model; the
 // default is Llama-3-8B's KV shape) and each dtype (bf16, f32) it times:
 //   memcpy         a copy of the encoded value's size: the machine's ceiling;
+//   streaming copy the same copy with streaming stores (engine::CopyBypassingCache), as
+//                  a decode of a value of at least kv_store::kBypassCacheMinBytes does;
 //   checksum       the value checksum alone: format 1's Hash64 (old) and XXH3-64 (new);
 //   codec          EncodeBlockValue / DecodeBlockValue alone (no store);
 //   shm            ShmStore Put / Get (codec included: the Get's value is verified and
@@ -236,18 +238,22 @@ std::unique_ptr<kv_store::ShmStore> OpenShm(const Case& c, const std::string& na
   return *std::move(store);
 }
 
-Row MemcpyRow(const Case& c) {
+// One copy of the value's size: memcpy, or with streaming stores (what a decode of a
+// large same-dtype value does: kv_store::kBypassCacheMinBytes).
+Row CopyRow(const Case& c, const char* name, void (*copy)(void*, const void*, size_t)) {
   std::vector<char> src(c.bytes, 1), dst(c.bytes, 0);
-  Row row = NewRow("memcpy (ceiling)", c.dtype, c.kv.num_tokens(), c.bytes);
+  Row row = NewRow(name, c.dtype, c.kv.num_tokens(), c.bytes);
   row.put = row.get = Measure(c, c.bytes, [&](int) {
     const absl::Time start = absl::Now();
-    std::memcpy(dst.data(), src.data(), c.bytes);
+    copy(dst.data(), src.data(), c.bytes);
     const absl::Duration d = absl::Now() - start;
     src[c.bytes / 2] = dst[c.bytes / 3];  // keep the copy observable
     return d;
   });
   return row;
 }
+
+void Memcpy(void* dst, const void* src, size_t n) { std::memcpy(dst, src, n); }
 
 Row CodecRow(const Case& c) {
   const std::string value = kv_store::EncodeBlockValue(c.kv, c.codec);
@@ -437,7 +443,9 @@ std::vector<Row> RunCase(const Config& config, int64_t tokens, engine::DType dty
   };
 
   std::vector<Row> rows;
-  rows.push_back(MemcpyRow(c));
+  rows.push_back(CopyRow(c, "memcpy (ceiling)", Memcpy));
+  rows.push_back(CopyRow(c, "streaming-store copy (engine::CopyBypassingCache)",
+                         engine::CopyBypassingCache));
   rows.push_back(ChecksumRow(c));
   rows.push_back(CodecRow(c));
   const std::string shm_name = absl::StrCat("/blockserve-bench-", getpid());
@@ -538,7 +546,9 @@ std::string Preamble(const Config& c, const std::string& redis_version,
       "GB/s = encoded bytes moved by one call / its wall time (median, then min–max); ms = median "
       "wall time of one call.\n"
       "Store rows include encode (put) or decode (get); \"codec only\" times EncodeBlockValue and "
-      "DecodeBlockValue alone, \"memcpy\" one copy of the value's size. Store gets are what a "
+      "DecodeBlockValue alone, \"memcpy\" one copy of the value's size, \"streaming-store copy\" "
+      "the same with non-temporal stores (what a decode of a same-dtype value of at least "
+      "%d MiB does). Store gets are what a "
       "caller gets: the value checksum-verified and decoded into a new KvCache of the same "
       "dtype (as the services run with --kv_dtype bf16 or f32), except \"shm GetInto\", which "
       "decodes into caller-owned buffers allocated once. redis-benchmark rows: its own SET (put) / GET (get) of a value of the same size.\n"
@@ -548,6 +558,7 @@ std::string Preamble(const Config& c, const std::string& redis_version,
       static_cast<int>(std::thread::hardware_concurrency()), load_before, LoadAverage(),
       redis_version, c.own_redis ? " (redis-server started by the benchmark)" : "",
       c.shape.num_layers, c.shape.num_kv_heads, c.shape.head_dim, c.reps, kWarmups,
+      static_cast<int>(kv_store::kBypassCacheMinBytes >> 20),
       static_cast<int>(c.get_chunk_bytes / 1024), c.get_connections);
 }
 

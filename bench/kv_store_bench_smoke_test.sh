@@ -15,7 +15,8 @@ fail() { echo "FAIL: $*" >&2; cat "$out/stdout.txt" >&2; exit 1; }
 cmp -s "$out/stdout.txt" "$out/kv_store_bench.md" || fail "printed table differs from kv_store_bench.md"
 
 for dtype in bf16 f32; do
-  for store in "memcpy (ceiling)" "checksum only (old Hash64 as put / new XXH3 as get)" \
+  for store in "memcpy (ceiling)" "streaming-store copy (engine::CopyBypassingCache)" \
+               "checksum only (old Hash64 as put / new XXH3 as get)" \
                "codec only (encode / decode)" "shm" "shm GetInto stored-dtype buffer (one copy)" \
                "redis" "redis GetMany x8 (pipelined)" \
                "redis-benchmark -c 1 (anchor; GB/s of all clients)" \
@@ -26,9 +27,10 @@ for dtype in bf16 f32; do
 done
 
 rows=$(tail -n +2 "$out/kv_store_bench.csv" | wc -l)
-# Per dtype: 8 table rows with put and get (memcpy, checksum, codec, shm, redis, two
-# redis-benchmark, tiered), 3 (shm GetInto, GetMany, tiered remote) with get only.
-[[ "$rows" -eq 38 ]] || fail "expected 38 CSV rows, found $rows"
+# Per dtype: 9 table rows with put and get (memcpy, streaming copy, checksum, codec, shm,
+# redis, two redis-benchmark, tiered), 3 (shm GetInto, GetMany, tiered remote) with get
+# only.
+[[ "$rows" -eq 42 ]] || fail "expected 42 CSV rows, found $rows"
 head -1 "$out/kv_store_bench.csv" | grep -q '^store,dtype,tokens,value_bytes,blocks_per_call,op,reps,median_gbps' \
   || fail "unexpected CSV header"
 echo "PASS"

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -230,6 +231,36 @@ void ConvertDType(DType from, const void* src, size_t n, DType to, void* dst) {
     ConvertToF32(from, in + i * DTypeSize(from), c, buf);
     ConvertFromF32(to, buf, c, out + i * DTypeSize(to));
   }
+}
+
+void CopyBypassingCache(void* dst, const void* src, size_t bytes) {
+#if defined(__SSE2__)
+  auto* d = static_cast<char*>(dst);
+  const auto* s = static_cast<const char*>(src);
+  // Up to the destination's first 16-byte boundary (streaming stores need it), then 64
+  // bytes (a cache line) per step, then 16, then the tail.
+  size_t i = std::min(bytes, (16 - reinterpret_cast<uintptr_t>(d) % 16) % 16);
+  if (i > 0) std::memcpy(d, s, i);
+  for (; i + 64 <= bytes; i += 64) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 32));
+    const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 48));
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), a);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
+  }
+  for (; i + 16 <= bytes; i += 16) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+  }
+  if (i < bytes) std::memcpy(d + i, s + i, bytes - i);
+  // Streaming stores are weakly ordered: fence them before anyone else reads dst.
+  _mm_sfence();
+#else
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+#endif
 }
 
 }  // namespace blockserve::engine

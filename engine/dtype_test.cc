@@ -297,6 +297,24 @@ TEST(ConvertTest, ConvertDTypeCopiesOrConvertsThroughF32) {
   }
 }
 
+// Every length through the 64-, 16- and 1-byte steps, at every alignment of both ends:
+// exactly memcpy's bytes, and nothing written before or after the destination.
+TEST(CopyBypassingCacheTest, CopiesExactlyLikeMemcpyAtAnyAlignmentAndLength) {
+  std::string src(400, '\0');
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<char>(i * 131 + 7);
+  for (size_t src_off = 0; src_off < 17; ++src_off) {
+    for (size_t dst_off = 0; dst_off < 17; ++dst_off) {
+      for (size_t n = 0; n <= 300; n += (n < 140 ? 1 : 37)) {
+        std::string want(350, '#'), got(350, '#');
+        std::memcpy(want.data() + dst_off, src.data() + src_off, n);
+        CopyBypassingCache(got.data() + dst_off, src.data() + src_off, n);
+        ASSERT_EQ(got, want) << "src+" << src_off << " dst+" << dst_off << " n " << n;
+      }
+    }
+  }
+  CopyBypassingCache(nullptr, nullptr, 0);
+}
+
 TEST(ConvertTest, Bf16WideningMatchesTheScalarConversionForEveryBitPattern) {
   std::vector<uint16_t> all(65536 + 5);  // + 5: a tail after the SIMD loop
   for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);

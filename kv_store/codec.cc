@@ -245,6 +245,7 @@ ValueDecoder::ValueDecoder(const ValueHeader& header, const engine::KvShape& sha
     : header_(header),
       src_size_(engine::DTypeSize(header.dtype)),
       dst_size_(engine::DTypeSize(dest.dtype)),
+      bypass_cache_(header.dtype == dest.dtype && header.value_bytes >= kBypassCacheMinBytes),
       dest_(std::move(dest)),
       sum_(std::make_unique<ChecksumStream>()) {
   array_bytes_ = uint64_t{header.num_tokens} * static_cast<uint64_t>(shape.row()) * src_size_;
@@ -301,8 +302,12 @@ void ValueDecoder::ConvertArrays(uint64_t at, const char* data, size_t n) {
       }
     }
     const size_t whole = left / src_size_;
-    engine::ConvertDType(header_.dtype, p, whole, dest_.dtype,
-                    static_cast<char*>(base) + element * dst_size_);
+    char* out = static_cast<char*>(base) + element * dst_size_;
+    if (bypass_cache_) {
+      engine::CopyBypassingCache(out, p, whole * src_size_);
+    } else {
+      engine::ConvertDType(header_.dtype, p, whole, dest_.dtype, out);
+    }
     p += whole * src_size_;
     left -= whole * src_size_;
     if (left > 0) {  // a piece boundary inside an element: keep its first bytes

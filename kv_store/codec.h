@@ -35,7 +35,11 @@
 // converted into its destination and then hashed while it is still in cache, and the
 // checksum is compared at the end (ValueDecoder). A caller that gets a checksum error
 // has written garbage into its destination and must throw the destination away; the
-// stores do (the KvCache they were filling is never returned).
+// stores do (the KvCache they were filling is never returned). A value of at least
+// kBypassCacheMinBytes whose dtype is the destination's is copied with streaming stores
+// (engine::CopyBypassingCache): a destination that size outgrows the cache anyway, and
+// not reading its lines in first saves a third of the copy's memory traffic
+// (bench/results/kv_store_bench.md, "shm" rows).
 #ifndef BLOCKSERVE_KV_STORE_CODEC_H_
 #define BLOCKSERVE_KV_STORE_CODEC_H_
 
@@ -59,6 +63,8 @@ inline constexpr uint16_t kCodecVersion = 2;
 inline constexpr size_t kValueHeaderBytes = 56;
 // Bytes converted then hashed at a time: small enough to stay in L2 between the two.
 inline constexpr size_t kDecodeChunkBytes = 128 << 10;
+// Values at least this large skip the cache on a same-dtype copy (above).
+inline constexpr uint64_t kBypassCacheMinBytes = 8 << 20;
 
 struct CodecOptions {
   uint64_t model_fingerprint = 0;
@@ -141,6 +147,7 @@ class ValueDecoder {
   ValueHeader header_;
   uint64_t array_bytes_ = 0;  // one layer's K (or V) in the stored dtype
   size_t src_size_ = 0, dst_size_ = 0;
+  bool bypass_cache_ = false;  // a large same-dtype value: streaming-store copies
   KvDestination dest_;
   uint64_t consumed_ = 0;
   // An element split between two pieces (only when a piece boundary falls inside one).

@@ -466,6 +466,32 @@ TEST(ValueDecoderTest, StoredBf16IntoABf16DestinationIsAPlainCopy) {
   }
 }
 
+// A value past kBypassCacheMinBytes copies with streaming stores: the same bytes, in
+// pieces of any size, and a flipped byte is still caught.
+TEST(ValueDecoderTest, ALargeSameDtypeValueCopiesExactly) {
+  const int tokens = 1100;  // 8.6 MiB of f32
+  const KvCache kv = MakeBigKv(tokens);
+  const std::string value = EncodeBlockValue(kv, BigOptions(DType::kF32));
+  ASSERT_GE(value.size(), kBypassCacheMinBytes);
+  for (size_t piece : {size_t{4097}, kDecodeChunkBytes + 1, value.size()}) {
+    KvCache out(kBigShape);
+    out.AppendUninitialized(kv.tokens());
+    ASSERT_TRUE(DecodeInPieces(value, BigOptions(DType::kF32), piece, CacheDestination(out)).ok())
+        << piece;
+    const size_t bytes = tokens * kBigShape.row() * sizeof(float);
+    for (int64_t l = 0; l < kBigShape.num_layers; ++l) {
+      ASSERT_EQ(std::memcmp(out.k(l), kv.k(l), bytes), 0) << "piece " << piece;
+      ASSERT_EQ(std::memcmp(out.v(l), kv.v(l), bytes), 0) << "piece " << piece;
+    }
+  }
+  std::string bad = value;
+  bad[value.size() / 2 + 5] ^= 0x04;
+  KvCache out(kBigShape);
+  out.AppendUninitialized(kv.tokens());
+  EXPECT_EQ(DecodeInPieces(bad, BigOptions(DType::kF32), 16 << 10, CacheDestination(out)).code(),
+            absl::StatusCode::kDataLoss);
+}
+
 TEST(ValueDecoderTest, RefusesADestinationThatDoesNotFit) {
   const std::string value = EncodeBlockValue(MakeBigKv(2), BigOptions(DType::kBF16));
   absl::StatusOr<ValueHeader> h = ParseValueHeader(value, value.size(), BigOptions(DType::kBF16));
