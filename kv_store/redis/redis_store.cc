@@ -428,6 +428,7 @@ std::optional<absl::StatusOr<engine::KvCache>> RedisStore::ChunkedGet(const Bloc
                           : DecodeBlockValue(std::string_view(value.get(), length), options_.codec);
     if (kv.ok()) {
       CountGets(1, 1, 0, static_cast<int64_t>(length), start);
+      last_value_bytes_.store(length, std::memory_order_relaxed);
       return kv;
     }
     last_error = kv.status();
@@ -444,16 +445,49 @@ std::optional<absl::StatusOr<engine::KvCache>> RedisStore::ChunkedGet(const Bloc
 
 std::vector<absl::StatusOr<engine::KvCache>> RedisStore::GetMany(absl::Span<const BlockKey> keys) {
   if (keys.empty()) return {};
-  // One block (Get, and the tiered store's and block cache's single misses): in chunks
-  // over parallel connections. Several: pipelined streams per node over parallel
-  // connections, each overlapping its block i+1's transfer with block i's decode.
-  if (keys.size() == 1) {
-    if (std::optional<absl::StatusOr<engine::KvCache>> got = ChunkedGet(keys[0]); got.has_value()) {
-      std::vector<absl::StatusOr<engine::KvCache>> one;
-      one.push_back(*std::move(got));
-      return one;
+  // One block (Get, and the tiered store's and block cache's single misses), or blocks
+  // of several chunks each: in chunks over parallel connections. Several small ones:
+  // pipelined streams per node over parallel connections, each overlapping its block
+  // i+1's transfer with block i's decode.
+  if (keys.size() == 1 ||
+      last_value_bytes_.load(std::memory_order_relaxed) > options_.get_chunk_bytes) {
+    return ChunkedGetMany(keys);
+  }
+  return PipelinedGetMany(keys);
+}
+
+std::vector<absl::StatusOr<engine::KvCache>> RedisStore::ChunkedGetMany(
+    absl::Span<const BlockKey> keys) {
+  std::vector<absl::StatusOr<engine::KvCache>> results;
+  results.reserve(keys.size());
+  std::vector<size_t> rest;  // keys for the pipelined way
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!results.empty() && absl::IsUnavailable(results.back().status())) {
+      // Redis is down or stuck: the rest are misses now, not one op_timeout each.
+      const absl::Status unavailable = results.back().status();
+      CountGets(static_cast<int64_t>(keys.size() - i), 0, 0, 0, absl::Now());
+      results.resize(keys.size(), unavailable);
+      break;
+    }
+    std::optional<absl::StatusOr<engine::KvCache>> got = ChunkedGet(keys[i]);
+    if (got.has_value()) {
+      results.push_back(*std::move(got));
+    } else {
+      rest.push_back(i);
+      results.push_back(absl::UnknownError("not read"));
     }
   }
+  if (!rest.empty()) {
+    std::vector<BlockKey> rest_keys;
+    for (size_t i : rest) rest_keys.push_back(keys[i]);
+    std::vector<absl::StatusOr<engine::KvCache>> got = PipelinedGetMany(rest_keys);
+    for (size_t j = 0; j < rest.size(); ++j) results[rest[j]] = std::move(got[j]);
+  }
+  return results;
+}
+
+std::vector<absl::StatusOr<engine::KvCache>> RedisStore::PipelinedGetMany(
+    absl::Span<const BlockKey> keys) {
   const absl::Time start = absl::Now();
   const size_t n = keys.size();
   std::vector<std::string> redis_keys;
@@ -581,7 +615,10 @@ void RedisStore::GetOnNode(NodePool& node, absl::Span<const Item> items,
       bool bad = false;
       results[index] = DecodeReply(keys[index], reply, bad);
       corrupt[index] = bad ? 1 : 0;
-      if (results[index].ok()) value_bytes[index] = static_cast<int64_t>(reply.size);
+      if (results[index].ok()) {
+        value_bytes[index] = static_cast<int64_t>(reply.size);
+        last_value_bytes_.store(reply.size, std::memory_order_relaxed);
+      }
     }
     return true;
   });

@@ -58,7 +58,8 @@
 // would put every key into one slot: Open refuses it for a cluster. (A passage id with a
 // "{tag}" in it places its entry by the tag: harmless, catalog entries are small.)
 //
-// Large values: Get (a GetMany of one key) asks STRLEN and the first GETRANGE chunk in
+// Large values: Get (a GetMany of one key, and each key of a GetMany once the store has
+// read a value larger than one chunk) asks STRLEN and the first GETRANGE chunk in
 // one round trip, then the other chunks pipelined over up to `get_connections` pooled
 // connections in parallel, each straight into its place in one buffer; the assembled
 // value is then checksum-verified while it is decoded. Each of those connections is
@@ -148,11 +149,16 @@ class RedisStore : public KvStore {
   ~RedisStore() override;
 
   absl::StatusOr<engine::KvCache> Get(const BlockKey& key) override;
-  // One key: a chunked Get (RedisStoreOptions::get_chunk_bytes). Several: each node's
-  // keys in up to `get_connections` contiguous shares, each share's GETs pipelined on a
-  // connection of its own and each reply decoded, in that share's thread, as soon as it
-  // arrives; at most ~16 MB of replies are requested ahead per share, so Redis streams
-  // block i+1 while block i is decoded instead of buffering a batch of multi-MB values.
+  // One key: a chunked Get (RedisStoreOptions::get_chunk_bytes). Several, while the
+  // last block value this store read was larger than one chunk: each key in turn as a
+  // chunked Get (multi-MB values come in faster in parallel GETRANGE chunks than as
+  // pipelined GETs: bench/results/kv_store_bench.md); the first UNAVAILABLE answers for
+  // the keys after it, and keys a chunked Get cannot read (a redirection) go the
+  // pipelined way. Otherwise (small blocks, or nothing read yet): each node's keys in up
+  // to `get_connections` contiguous shares, each share's GETs pipelined on a connection
+  // of its own and each reply decoded, in that share's thread, as soon as it arrives; at
+  // most ~16 MB of replies are requested ahead per share, so Redis streams block i+1
+  // while block i is decoded instead of buffering a batch of multi-MB values.
   std::vector<absl::StatusOr<engine::KvCache>> GetMany(absl::Span<const BlockKey> keys) override;
   // InvalidArgument when kv's shape differs from options.codec.shape.
   absl::StatusOr<uint64_t> Put(const BlockKey& key, const engine::KvCache& kv) override;
@@ -206,6 +212,11 @@ class RedisStore : public KvStore {
   // an error reply): Get then falls back to it.
   std::optional<absl::StatusOr<engine::KvCache>> ChunkedGet(const BlockKey& key);
   void CountGets(int64_t gets, int64_t hits, int64_t corrupt, int64_t bytes, absl::Time start);
+  // GetMany's pipelined way (see GetMany), for any number of keys.
+  std::vector<absl::StatusOr<engine::KvCache>> PipelinedGetMany(absl::Span<const BlockKey> keys);
+  // GetMany's chunked way: ChunkedGet key after key; the keys it cannot read so go through
+  // PipelinedGetMany.
+  std::vector<absl::StatusOr<engine::KvCache>> ChunkedGetMany(absl::Span<const BlockKey> keys);
 
   absl::StatusOr<engine::KvCache> DecodeReply(const BlockKey& key, const redis::BulkReply& reply,
                                               bool& corrupt);
@@ -221,6 +232,8 @@ class RedisStore : public KvStore {
   std::unique_ptr<redis::Topology> topology_;
   std::atomic<int64_t> moved_{0};
   std::atomic<int64_t> ask_{0};
+  // Size of the last block value read (either way): GetMany's choice between them.
+  std::atomic<uint64_t> last_value_bytes_{0};
 
   mutable absl::Mutex metrics_mu_;
   StoreMetrics metrics_ ABSL_GUARDED_BY(metrics_mu_);

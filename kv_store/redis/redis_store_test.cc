@@ -348,6 +348,74 @@ TEST_F(RedisStoreTest, ValueOfManyChunksIsReadInPipelinedRangesAndAssembledExact
   }
 }
 
+// Once the store has read a value of several chunks, a GetMany reads each of its keys
+// in chunks (the faster way for multi-MB values); before that, pipelined GETs.
+TEST_F(RedisStoreTest, GetManyOfBlocksOfSeveralChunksReadsEachInChunks) {
+  auto store = OpenStore(Chunked(Options()));
+  std::vector<engine::KvCache> blocks;
+  std::vector<BlockKey> keys;
+  for (int i = 0; i < 6; ++i) {  // 200 tokens of f32: 13 chunks of 4 KiB each
+    blocks.push_back(MakeBlock(kSmallShape, 200, 60 + i));
+    keys.push_back(KeyFor(blocks.back()));
+    if (i != 3) {
+      ASSERT_TRUE(store->Put(keys.back(), blocks.back()).ok());
+    }
+  }
+  const int64_t chunks = (EncodedValueBytes(kSmallShape, 200, engine::DType::kF32) + 4095) / 4096;
+  auto check = [&](const std::vector<absl::StatusOr<engine::KvCache>>& got) {
+    ASSERT_THAT(got, SizeIs(6));
+    for (int i = 0; i < 6; ++i) {
+      if (i == 3) {
+        EXPECT_TRUE(absl::IsNotFound(got[i].status())) << got[i].status();
+      } else {
+        ASSERT_TRUE(got[i].ok()) << "block " << i << ": " << got[i].status();
+        ExpectSameBlock(*got[i], blocks[i]);
+      }
+    }
+  };
+  int64_t gets = CommandCalls(*server_, "get"), ranges = CommandCalls(*server_, "getrange");
+
+  check(store->GetMany(keys));  // nothing read yet: pipelined GETs
+  EXPECT_EQ(CommandCalls(*server_, "get") - gets, 6);
+  EXPECT_EQ(CommandCalls(*server_, "getrange") - ranges, 0);
+  gets = CommandCalls(*server_, "get");
+  ranges = CommandCalls(*server_, "getrange");
+
+  check(store->GetMany(keys));  // values of 13 chunks seen: each key in chunks
+  EXPECT_EQ(CommandCalls(*server_, "get") - gets, 0);
+  // Every chunk of the 5 values, and the first chunk asked for the absent key.
+  EXPECT_EQ(CommandCalls(*server_, "getrange") - ranges, 5 * chunks + 1);
+  EXPECT_EQ(store->metrics().hits, 10);
+  EXPECT_EQ(store->metrics().misses, 2);
+}
+
+// A stuck Redis in the middle of a chunked GetMany: every key is UNAVAILABLE, counted as
+// a miss, and the call costs about one op_timeout, not one per key.
+TEST_F(RedisStoreTest, ChunkedGetManyOfAStuckRedisCostsOneOpTimeout) {
+  RedisStoreOptions options = Chunked(Options());
+  options.op_timeout = absl::Milliseconds(200);
+  auto store = OpenStore(options);
+  std::vector<BlockKey> keys;
+  for (int i = 0; i < 6; ++i) {
+    const engine::KvCache block = MakeBlock(kSmallShape, 200, 80 + i);
+    keys.push_back(KeyFor(block));
+    ASSERT_TRUE(store->Put(keys.back(), block).ok());
+  }
+  ASSERT_TRUE(store->Get(keys[0]).ok());  // a value of several chunks read
+  const int64_t misses = store->metrics().misses;
+  server_->Pause();
+  const absl::Time start = absl::Now();
+  const std::vector<absl::StatusOr<engine::KvCache>> got = store->GetMany(keys);
+  const absl::Duration took = absl::Now() - start;
+  server_->Resume();
+  ASSERT_THAT(got, SizeIs(6));
+  for (const absl::StatusOr<engine::KvCache>& g : got) {
+    EXPECT_TRUE(absl::IsUnavailable(g.status())) << g.status();
+  }
+  EXPECT_EQ(store->metrics().misses - misses, 6);
+  EXPECT_LT(took, absl::Milliseconds(700));
+}
+
 TEST_F(RedisStoreTest, ChunkedGetOfAnotherModelsValueStopsAfterTheFirstChunk) {
   RedisStoreOptions other = Chunked(Options());
   other.codec.model_fingerprint ^= 1;
