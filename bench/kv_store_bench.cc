@@ -13,7 +13,7 @@
 //   shm GetInto    ShmStore::GetInto a caller-owned destination of the stored dtype,
 //                  allocated once (no allocation per get);
 //   redis          RedisStore Put / Get on loopback (codec included; the Get verified
-//                  and decoded into a KvCache), and a pipelined GetMany of 8 blocks;
+//                  and decoded into a KvCache), and a GetMany of 8 blocks;
 //   redis-benchmark  redis-benchmark's own SET/GET of a value of the same size, 1 and
 //                  4 clients: the anchor for what this Redis serves on this machine;
 //   tiered         TieredStore(shm, redis): write-through Put / Get that hits shm;
@@ -385,10 +385,12 @@ Row PutGetRow(const Case& c, std::string name, BlockStore& store, int op_id) {
   return row;
 }
 
-// One pipelined GetMany of kBatch blocks per repetition; GB/s counts all their bytes.
+// One GetMany of kBatch blocks per repetition (pipelined GETs, or each block in GETRANGE
+// chunks once the store has seen values of several chunks: the warm-ups have); GB/s
+// counts all their bytes.
 Row GetManyRow(const Case& c, kv_store::RedisStore& redis, int op_id) {
   constexpr int kBatch = 8;
-  Row row = NewRow(absl::StrCat("redis GetMany x", kBatch, " (pipelined)"), c.dtype,
+  Row row = NewRow(absl::StrCat("redis GetMany x", kBatch), c.dtype,
                    c.kv.num_tokens(), c.bytes);
   row.blocks_per_call = kBatch;
   std::vector<BlockKey> keys;

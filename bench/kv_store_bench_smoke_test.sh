@@ -18,7 +18,7 @@ for dtype in bf16 f32; do
   for store in "memcpy (ceiling)" "streaming-store copy (engine::CopyBypassingCache)" \
                "checksum only (old Hash64 as put / new XXH3 as get)" \
                "codec only (encode / decode)" "shm" "shm GetInto stored-dtype buffer (one copy)" \
-               "redis" "redis GetMany x8 (pipelined)" \
+               "redis" "redis GetMany x8" \
                "redis-benchmark -c 1 (anchor; GB/s of all clients)" \
                "redis-benchmark -c 4 (anchor; GB/s of all clients)" \
                "tiered (write-through put, local-hit get)" "tiered (remote hit + promote)"; do
