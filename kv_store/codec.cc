@@ -305,6 +305,7 @@ void ValueDecoder::ConvertArrays(uint64_t at, const char* data, size_t n) {
     char* out = static_cast<char*>(base) + element * dst_size_;
     if (bypass_cache_) {
       engine::CopyBypassingCache(out, p, whole * src_size_);
+      unfenced_ = true;
     } else {
       engine::ConvertDType(header_.dtype, p, whole, dest_.dtype, out);
     }
@@ -320,7 +321,15 @@ void ValueDecoder::ConvertArrays(uint64_t at, const char* data, size_t n) {
   }
 }
 
+ValueDecoder::~ValueDecoder() {
+  if (unfenced_) engine::StreamingStoreFence();
+}
+
 absl::Status ValueDecoder::Finish() {
+  if (unfenced_) {
+    engine::StreamingStoreFence();
+    unfenced_ = false;
+  }
   if (consumed_ != header_.value_bytes) {
     return Loss(absl::StrCat(consumed_ < header_.value_bytes ? "truncated" : "trailing bytes",
                              ": expected ", header_.value_bytes, " bytes, found ", consumed_));

@@ -127,6 +127,11 @@ KvDestination CacheDestination(engine::KvCache& kv);
 // them before choosing the destination).
 class ValueDecoder {
  public:
+  ValueDecoder(ValueDecoder&&) = default;
+  ValueDecoder& operator=(ValueDecoder&&) = default;
+  // Fences the streaming stores of a decode that was not finished.
+  ~ValueDecoder();
+
   // InvalidArgument when `dest` does not fit `shape` or its dtype is unsupported.
   static absl::StatusOr<ValueDecoder> Create(const ValueHeader& header,
                                              const engine::KvShape& shape, KvDestination dest);
@@ -136,7 +141,8 @@ class ValueDecoder {
   void Consume(const char* data, size_t n);
 
   // OK when exactly the value's bytes were consumed and they hash to its checksum;
-  // DATA_LOSS otherwise (the destination then holds garbage).
+  // DATA_LOSS otherwise (the destination then holds garbage). Either way the
+  // destination's bytes are all written (streaming stores fenced) when it returns.
   absl::Status Finish();
 
  private:
@@ -148,6 +154,7 @@ class ValueDecoder {
   uint64_t array_bytes_ = 0;  // one layer's K (or V) in the stored dtype
   size_t src_size_ = 0, dst_size_ = 0;
   bool bypass_cache_ = false;  // a large same-dtype value: streaming-store copies
+  bool unfenced_ = false;      // streaming stores since the last fence
   KvDestination dest_;
   uint64_t consumed_ = 0;
   // An element split between two pieces (only when a piece boundary falls inside one).

@@ -19,6 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "engine/dtype.h"
+#include "kv_store/codec.h"
 #include "kv_store/hash.h"
 #include "kv_store/source.h"
 
@@ -341,12 +343,23 @@ class ShmStore::Segment {
     h->free_pages -= num_pages;
     Hook("allocated");
 
+    // A large value goes into its pages with streaming stores, as a large decode comes
+    // out of them (codec.h, kBypassCacheMinBytes): nothing reads it back soon, and it
+    // leaves no cache full of dirty lines for the next get to write back. The fence
+    // makes every byte visible before the entry is published below.
+    const bool stream = value.size() >= kBypassCacheMinBytes;
     uint32_t p = first;
     for (uint32_t i = 0; i < num_pages; ++i, p = next[p]) {
       if (i == num_pages / 2) Hook("mid_copy");
       const uint64_t at = static_cast<uint64_t>(i) * h->page_bytes;
-      std::memcpy(Page(p), value.data() + at, std::min<uint64_t>(h->page_bytes, value.size() - at));
+      const size_t n = std::min<uint64_t>(h->page_bytes, value.size() - at);
+      if (stream) {
+        engine::CopyBypassingCache(Page(p), value.data() + at, n);
+      } else {
+        std::memcpy(Page(p), value.data() + at, n);
+      }
     }
+    if (stream) engine::StreamingStoreFence();
     std::memcpy(x.key, key.bytes.data(), 16);
     x.length = value.size();
     x.first_page = first;

@@ -2,7 +2,9 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -288,6 +290,13 @@ TEST_F(RedisClusterTest, AMasterKilledMidTrafficCostsOnlyItsSlotsUntilItsReplica
   std::atomic<int> wrong{0}, bad_status{0}, survivor_misses{0}, victim_misses{0};
   std::atomic<int> lookups_unavailable{0};
   std::atomic<int64_t> slowest_ms{0};
+  std::mutex first_bad_mu;
+  std::string first_bad;  // the first unexpected status, for the failure message
+  auto note_bad = [&](const absl::Status& status, const char* call) {
+    ++bad_status;
+    std::lock_guard<std::mutex> lock(first_bad_mu);
+    if (first_bad.empty()) first_bad = absl::StrCat(call, ": ", status.ToString());
+  };
   auto note_time = [&](absl::Time start) {
     const int64_t ms = absl::ToInt64Milliseconds(absl::Now() - start);
     int64_t seen = slowest_ms;
@@ -303,7 +312,7 @@ TEST_F(RedisClusterTest, AMasterKilledMidTrafficCostsOnlyItsSlotsUntilItsReplica
         if (got[i].ok()) {
           if (!SameBlock(*got[i], blocks[i])) ++wrong;
         } else if (!absl::IsUnavailable(got[i].status()) && !absl::IsNotFound(got[i].status())) {
-          ++bad_status;
+          note_bad(got[i].status(), "GetMany");
         } else {
           ++(master_of[i] == victim ? victim_misses : survivor_misses);
         }
@@ -317,7 +326,7 @@ TEST_F(RedisClusterTest, AMasterKilledMidTrafficCostsOnlyItsSlotsUntilItsReplica
         } else if (absl::IsUnavailable(entry.status()) && entry_master[i] == victim) {
           ++lookups_unavailable;
         } else {
-          ++bad_status;  // NOT_FOUND would tell a client to ingest again
+          note_bad(entry.status(), "LookupPassage");  // NOT_FOUND would mean ingest again
         }
       }
     }
@@ -328,7 +337,7 @@ TEST_F(RedisClusterTest, AMasterKilledMidTrafficCostsOnlyItsSlotsUntilItsReplica
       const absl::Time start = absl::Now();
       const absl::Status put = store->Put(KeyFor(block), block).status();
       note_time(start);
-      if (!put.ok() && !absl::IsUnavailable(put)) ++bad_status;
+      if (!put.ok() && !absl::IsUnavailable(put)) note_bad(put, "Put");
       absl::SleepFor(absl::Milliseconds(2));
     }
   };
@@ -360,7 +369,7 @@ TEST_F(RedisClusterTest, AMasterKilledMidTrafficCostsOnlyItsSlotsUntilItsReplica
   ASSERT_TRUE(healthy.ok()) << healthy;
   EXPECT_TRUE(absl::IsUnavailable(ping_during)) << ping_during;
   EXPECT_EQ(wrong.load(), 0);
-  EXPECT_EQ(bad_status.load(), 0);
+  EXPECT_EQ(bad_status.load(), 0) << "the first: " << first_bad;
   EXPECT_GT(victim_misses.load(), 0);
   EXPECT_GT(lookups_unavailable.load(), 0);
   EXPECT_EQ(survivor_misses.load(), 0) << "the other masters' keys must keep hitting";
