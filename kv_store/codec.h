@@ -140,6 +140,13 @@ class ValueDecoder {
   // included). Bytes past the header's value size are counted and fail Finish.
   void Consume(const char* data, size_t n);
 
+  // Consume in two halves that may run on two threads at once (ConsumeInParallel):
+  // ConvertOnly writes the destination, HashOnly hashes; each must be given every byte
+  // of the value, in order, and each half runs on one thread at a time. A decoder is
+  // fed either through Consume or through these two, never both.
+  void ConvertOnly(const char* data, size_t n);
+  void HashOnly(const char* data, size_t n);
+
   // OK when exactly the value's bytes were consumed and they hash to its checksum;
   // DATA_LOSS otherwise (the destination then holds garbage). Either way the
   // destination's bytes are all written (streaming stores fenced) when it returns.
@@ -156,12 +163,27 @@ class ValueDecoder {
   bool bypass_cache_ = false;  // a large same-dtype value: streaming-store copies
   bool unfenced_ = false;      // streaming stores since the last fence
   KvDestination dest_;
-  uint64_t consumed_ = 0;
+  uint64_t converted_ = 0, hashed_ = 0;  // bytes given to each half
   // An element split between two pieces (only when a piece boundary falls inside one).
   char partial_[4] = {};
   size_t partial_bytes_ = 0;
   std::unique_ptr<ChecksumStream> sum_;
 };
+// One piece of a value in memory.
+struct ValuePiece {
+  const char* data;
+  size_t size;
+};
+
+// Feeds `pieces` (the whole value, in order) to `decoder`: this thread converts them
+// while a second thread hashes each piece right after it is converted, so a large
+// value's copy and checksum overlap on two cores instead of adding up on one (a 19.4 MB
+// bf16 shared-memory get: bench/results/kv_store_bench.md). The pieces must stay valid
+// until it returns. For values of at least kParallelHashMinBytes on machines with a
+// second core; smaller ones are not worth a thread.
+void ConsumeInParallel(ValueDecoder& decoder, absl::Span<const ValuePiece> pieces);
+inline constexpr uint64_t kParallelHashMinBytes = 8 << 20;
+
 // DecodeBlockValue for a value that arrives in order, in pieces (a chunked network read,
 // so decoding overlaps the transfer): Begin with the value's first bytes, which must
 // hold its header and token ids, Consume the rest in order, then Finish. The same checks

@@ -492,6 +492,75 @@ TEST(ValueDecoderTest, ALargeSameDtypeValueCopiesExactly) {
             absl::StatusCode::kDataLoss);
 }
 
+// Split into pieces of `piece` bytes.
+std::vector<ValuePiece> Pieces(std::string_view value, size_t piece) {
+  std::vector<ValuePiece> pieces;
+  for (size_t at = 0; at < value.size(); at += piece) {
+    pieces.push_back({value.data() + at, std::min(piece, value.size() - at)});
+  }
+  return pieces;
+}
+
+// Conversion on this thread, hashing on another: the same bytes as the original in any
+// dtype and piece size, and a flip or a missing piece is still DATA_LOSS.
+TEST(ConsumeInParallelTest, DecodesExactlyAndCatchesFlipsAndMissingPieces) {
+  const int tokens = 1100;  // 8.6 MiB of f32, past kParallelHashMinBytes
+  const KvCache kv = MakeBigKv(tokens);
+  for (DType stored : {DType::kF32, DType::kBF16}) {
+    const std::string value = EncodeBlockValue(kv, BigOptions(stored));
+    absl::StatusOr<KvCache> whole = DecodeBlockValue(value, BigOptions(stored));
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    const absl::StatusOr<ValueHeader> h = ParseValueHeader(value, value.size(), BigOptions(stored));
+    ASSERT_TRUE(h.ok()) << h.status();
+    for (size_t piece : {size_t{16} << 10, size_t{4097}, size_t{1} << 20}) {
+      KvCache out(kBigShape);
+      out.AppendUninitialized(kv.tokens());
+      absl::StatusOr<ValueDecoder> d = ValueDecoder::Create(*h, kBigShape, CacheDestination(out));
+      ASSERT_TRUE(d.ok()) << d.status();
+      ConsumeInParallel(*d, Pieces(value, piece));
+      ASSERT_TRUE(d->Finish().ok()) << DTypeName(stored) << " piece " << piece;
+      const size_t bytes = tokens * kBigShape.row() * sizeof(float);
+      for (int64_t l = 0; l < kBigShape.num_layers; ++l) {
+        ASSERT_EQ(std::memcmp(out.k(l), whole->k(l), bytes), 0) << "piece " << piece;
+        ASSERT_EQ(std::memcmp(out.v(l), whole->v(l), bytes), 0) << "piece " << piece;
+      }
+    }
+    std::string bad = value;
+    bad[value.size() - 100] ^= 0x40;
+    KvCache out(kBigShape);
+    out.AppendUninitialized(kv.tokens());
+    absl::StatusOr<ValueDecoder> d = ValueDecoder::Create(*h, kBigShape, CacheDestination(out));
+    ASSERT_TRUE(d.ok());
+    ConsumeInParallel(*d, Pieces(bad, 16 << 10));
+    EXPECT_EQ(d->Finish().code(), absl::StatusCode::kDataLoss);
+    std::vector<ValuePiece> missing = Pieces(value, 16 << 10);
+    missing.pop_back();
+    absl::StatusOr<ValueDecoder> short_one =
+        ValueDecoder::Create(*h, kBigShape, CacheDestination(out));
+    ASSERT_TRUE(short_one.ok());
+    ConsumeInParallel(*short_one, missing);
+    const absl::Status s = short_one->Finish();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(s.message().find("truncated"), std::string_view::npos) << s;
+  }
+}
+
+// The two halves must both see every byte: one fed short is truncated.
+TEST(ValueDecoderTest, HalvesFedDifferentlyAreDataLoss) {
+  const std::string value = EncodeBlockValue(MakeBigKv(3), BigOptions(DType::kF32));
+  absl::StatusOr<ValueHeader> h = ParseValueHeader(value, value.size(), BigOptions(DType::kF32));
+  ASSERT_TRUE(h.ok()) << h.status();
+  KvCache out(kBigShape);
+  out.Append(std::vector<int32_t>(3));
+  absl::StatusOr<ValueDecoder> d = ValueDecoder::Create(*h, kBigShape, CacheDestination(out));
+  ASSERT_TRUE(d.ok());
+  d->ConvertOnly(value.data(), value.size());
+  d->HashOnly(value.data(), value.size() - 1);
+  const absl::Status s = d->Finish();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("truncated"), std::string_view::npos) << s;
+}
+
 TEST(ValueDecoderTest, RefusesADestinationThatDoesNotFit) {
   const std::string value = EncodeBlockValue(MakeBigKv(2), BigOptions(DType::kBF16));
   absl::StatusOr<ValueHeader> h = ParseValueHeader(value, value.size(), BigOptions(DType::kBF16));

@@ -781,8 +781,19 @@ absl::Status ShmStore::ReadInto(const BlockKey& key, const DestinationFn& make_d
         if (e == kNil) return Miss(key);  // evicted or removed meanwhile
         continue;                         // replaced: read the new value from the start
       }
-      // Straight from the pages: each piece is converted, then hashed while in cache.
-      seg_->ForEachPiece(e, [&](const char* data, uint64_t n) { decoder->Consume(data, n); });
+      // Straight from the pages: each piece is converted, then hashed while in cache;
+      // a large value's pieces on a machine with a second core are hashed there, one
+      // piece behind the conversion (ConsumeInParallel).
+      if (length >= kParallelHashMinBytes && std::thread::hardware_concurrency() > 1) {
+        std::vector<ValuePiece> pieces;
+        pieces.reserve(seg_->entries[e].num_pages);
+        seg_->ForEachPiece(e, [&](const char* data, uint64_t n) {
+          pieces.push_back({data, static_cast<size_t>(n)});
+        });
+        ConsumeInParallel(*decoder, pieces);
+      } else {
+        seg_->ForEachPiece(e, [&](const char* data, uint64_t n) { decoder->Consume(data, n); });
+      }
     }
     if (absl::Status s = decoder->Finish(); !s.ok()) {
       DropCorrupt(key, seq, s);

@@ -20,8 +20,10 @@
 // Locking: every operation on the segment holds one process-shared robust pthread
 // mutex stored in the header. Writes encode outside it and copy in under it. Reads
 // (GetInto, and Get through it) decode straight out of the segment's pages under it, in
-// one pass with the checksum (codec.h ValueDecoder), with no intermediate copy; the
-// destination is allocated outside it. Why a reader never sees a torn or half-replaced
+// one pass with the checksum (codec.h ValueDecoder), with no intermediate copy (a
+// value of kParallelHashMinBytes or more: copied on the caller's thread and hashed on a
+// second one, both under the mutex, codec.h ConsumeInParallel); the destination is
+// allocated outside it. Why a reader never sees a torn or half-replaced
 // value: a live entry's pages are written only before it is published and recycled only
 // after it is unpublished, both under the mutex, so while a reader holds the mutex the
 // pages of the entry it found are exactly the published value. A read takes the mutex

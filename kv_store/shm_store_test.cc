@@ -574,6 +574,29 @@ void CorruptStoredValue(const std::string& name, const KvCache& kv, const CodecO
   close(fd);
 }
 
+// A value past kParallelHashMinBytes (on a machine with two cores, hashed on a second
+// thread while it is copied, and written with streaming stores): exact, and a flipped
+// byte is still caught.
+TEST_F(ShmStoreTest, ALargeValueIsExactAndStillChecked) {
+  ShmStoreOptions o = Options();
+  o.capacity_bytes = 24 << 20;
+  o.page_bytes = 16 << 10;
+  auto store = OpenStore(o);
+  const int tokens = 70000;  // 128 bytes a token in f32: 8.5 MiB
+  ASSERT_GE(ValueBytes(tokens), kParallelHashMinBytes);
+  const KvCache kv = MakeKv(9, tokens);
+  ASSERT_TRUE(store->Put(KeyOf(kv), kv).ok());
+  absl::StatusOr<KvCache> got = store->Get(KeyOf(kv));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(Mismatch(*got, 9, tokens), "");
+  CorruptStoredValue(name_, kv, o.codec);
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(store->Get(KeyOf(kv)).status().code(), absl::StatusCode::kNotFound);
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("checksum mismatch"), std::string::npos) << log;
+  EXPECT_EQ(store->metrics().corrupt, 1);
+}
+
 TEST_F(ShmStoreTest, CorruptBytesAreAMissCountedLoggedOnceAndDropped) {
   auto store = OpenStore(Options());
   const KvCache kv = MakeKv(3, 12);

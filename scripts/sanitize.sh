@@ -26,6 +26,7 @@ TSAN_TARGETS=(
   //engine:engine_test               # whole forward passes on the pool
   //kv_store:shm_store_test          # threads and forked processes over one segment:
                                      # a robust process-shared pthread mutex and atomics
+  //kv_store:codec_test              # a value converted on one thread, hashed on another
   //engine:tokenizer_test            # concurrent encodes sharing one tokenizer
   //common:metrics_test              # counters and histograms from many threads (atomics)
 )
