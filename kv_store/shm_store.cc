@@ -784,7 +784,9 @@ absl::Status ShmStore::ReadInto(const BlockKey& key, const DestinationFn& make_d
       // Straight from the pages: each piece is converted, then hashed while in cache;
       // a large value's pieces on a machine with a second core are hashed there, one
       // piece behind the conversion (ConsumeInParallel).
-      if (length >= kParallelHashMinBytes && std::thread::hardware_concurrency() > 1) {
+      // hardware_concurrency reads sysfs: once per process, not under the lock per get.
+      static const bool kSecondCore = std::thread::hardware_concurrency() > 1;
+      if (length >= kParallelHashMinBytes && kSecondCore) {
         std::vector<ValuePiece> pieces;
         pieces.reserve(seg_->entries[e].num_pages);
         seg_->ForEachPiece(e, [&](const char* data, uint64_t n) {
